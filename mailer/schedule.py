@@ -1,0 +1,360 @@
+"""Load ``seminars.yaml`` into frozen domain objects, reporting every problem, and pick the week."""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import re
+import unicodedata
+import zoneinfo
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from mailer import yamlfile
+from mailer.errors import Problem, ScheduleError
+from mailer.yamlfile import Mapping, Node, Scalar, Sequence, describe
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A mailbox: display name (may be empty) and addr-spec."""
+
+    name: str
+    addr: str
+
+    @property
+    def domain(self) -> str:
+        return self.addr.rpartition("@")[2]
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    name: str
+    signature: str
+    timezone: zoneinfo.ZoneInfo
+    time: dt.time
+    duration: int
+    location: str
+    zoom: str | None
+    info_url: str
+    sender: Address
+    list_name: str
+    upcoming: int
+    reply_to: Address | None
+    unsubscribe_url: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Seminar:
+    date: dt.date
+    start: dt.datetime  # aware, in the series' zone
+    duration: int
+    speaker: str
+    affiliation: str | None
+    title: str | None
+    abstract: str | None  # Markdown
+    bio: str | None  # Markdown
+    location: str
+    zoom: str | None
+    cancelled: str | None  # None: on; "": cancelled without a reason; else the reason
+    line: int
+
+    @property
+    def end(self) -> dt.datetime:
+        return self.start + dt.timedelta(minutes=self.duration)
+
+    @property
+    def tz_label(self) -> str:
+        """The zone abbreviation in force at the start: CET in January, CEST in June."""
+        return self.start.tzname() or ""
+
+    @property
+    def is_cancelled(self) -> bool:
+        return self.cancelled is not None
+
+    @property
+    def slug(self) -> str:
+        text = unicodedata.normalize("NFKD", self.title or self.speaker)
+        text = text.encode("ascii", "ignore").decode().lower()
+        return re.sub(r"[^a-z0-9]+", "-", text).strip("-")[:60].strip("-") or "seminar"
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    path: Path
+    series: Series
+    seminars: tuple[Seminar, ...]  # sorted by start
+
+
+@dataclass(frozen=True, slots=True)
+class Week:
+    """What one announcement covers: the week's seminars and the ones listed as upcoming."""
+
+    monday: dt.date
+    seminars: tuple[Seminar, ...]
+    upcoming: tuple[Seminar, ...]
+
+
+# --- field readers: each returns the value or None after recording a problem -------------------
+
+_ADDR_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[^\s@<>()\[\],;:\"\\]+\.[^\s@<>()\[\],;:\"\\]+$")
+_LIST_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]")
+
+
+class _Reader:
+    """Collects problems while reading typed values out of positioned nodes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.problems: list[Problem] = []
+
+    def add(self, node: Node, message: str) -> None:
+        self.problems.append(Problem(self.path, node.line, node.column, message))
+
+    def mapping(self, node: Node, what: str, *, required: tuple[str, ...],
+                optional: tuple[str, ...]) -> Mapping | None:
+        if not isinstance(node, Mapping):
+            self.add(node, f"{what} should be a mapping of keys, got {describe(node)}")
+            return None
+        known = required + optional
+        for key, key_node in node.keys.items():
+            if key not in known:
+                guess = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+                hint = f"did you mean '{guess[0]}'?" if guess else f"wanted one of: {', '.join(known)}"
+                if key == "password":
+                    hint = "SMTP credentials come from the environment (SMTP_PASSWORD), never the schedule"
+                self.add(key_node, f"unknown key '{key}' in {what}; {hint}")
+        for key in required:
+            if key not in node.values:
+                self.add(node, f"{what} is missing the required key '{key}'")
+        return node
+
+    def text(self, node: Node | None, key: str, *, multiline: bool = False) -> str | None:
+        if node is None:
+            return None
+        if not isinstance(node, Scalar) or not isinstance(node.value, str):
+            quote = " (quote it to make it text)" if isinstance(node, Scalar) and node.value is not None else ""
+            self.add(node, f"'{key}' should be text, got {describe(node)}{quote}")
+            return None
+        value = node.value.strip() if not multiline else node.value.rstrip() + "\n"
+        if not value.strip():
+            self.add(node, f"'{key}' is empty; wanted some text")
+            return None
+        bad = _CONTROL_RE.search(value.replace("\n", "") if multiline else value)
+        if bad:
+            kind = "a line break" if bad.group() in "\r\n\u2028\u2029\x85" else f"the control character {bad.group()!r}"
+            self.add(node, f"'{key}' contains {kind}; wanted a single line of plain text")
+            return None
+        return value
+
+    def integer(self, node: Node | None, key: str, *, low: int, high: int) -> int | None:
+        if node is None:
+            return None
+        if not isinstance(node, Scalar) or isinstance(node.value, bool) or not isinstance(node.value, int):
+            self.add(node, f"'{key}' should be a whole number, got {describe(node)}")
+            return None
+        if not low <= node.value <= high:
+            self.add(node, f"'{key}' is {node.value}; wanted a number from {low} to {high}")
+            return None
+        return node.value
+
+    def clock(self, node: Node | None, key: str) -> dt.time | None:
+        if node is None:
+            return None
+        if isinstance(node, Scalar) and isinstance(node.value, int) and not isinstance(node.value, bool) \
+                and re.fullmatch(r"\d{1,2}:\d{2}", node.raw) and not node.quoted:
+            self.add(node, f"'{key}: {node.raw}' is unquoted, so YAML 1.1 reads it as the number "
+                           f"{node.value} (base 60); wanted it quoted: {key}: \"{node.raw}\"")
+            return None
+        raw = self.text(node, key)
+        if raw is None:
+            return None
+        match = re.fullmatch(r"(\d{1,2}):(\d{2})", raw)
+        if not match or int(match[1]) > 23 or int(match[2]) > 59:
+            self.add(node, f"'{key}' is {raw!r}; wanted a 24-hour time such as \"15:00\"")
+            return None
+        return dt.time(int(match[1]), int(match[2]))
+
+    def day(self, node: Node | None, key: str) -> dt.date | None:
+        if node is None:
+            return None
+        if isinstance(node, Scalar) and node.error is not None:
+            self.add(node, f"'{key}' {node.raw} is not a real date ({node.error}); wanted YYYY-MM-DD")
+            return None
+        if isinstance(node, Scalar) and type(node.value) is dt.date:
+            return node.value
+        if isinstance(node, Scalar) and isinstance(node.value, str):
+            try:
+                return dt.date.fromisoformat(node.value)
+            except ValueError:
+                pass
+        self.add(node, f"'{key}' should be a date written YYYY-MM-DD, got {describe(node)}")
+        return None
+
+    def url(self, node: Node | None, key: str) -> str | None:
+        raw = self.text(node, key)
+        if raw is None or node is None:
+            return None
+        try:
+            parts = urlsplit(raw)
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in raw
+            parts.port  # noqa: B018  (raises ValueError on a bad port)
+        except ValueError:
+            ok = False
+        if not ok:
+            self.add(node, f"'{key}' {raw!r} is not a valid web address; wanted an absolute "
+                           "http(s) URL such as https://example.org/page")
+            return None
+        return raw
+
+    def address(self, node: Node | None, key: str) -> Address | None:
+        raw = self.text(node, key)
+        if raw is None or node is None:
+            return None
+        address = parse_address(raw)
+        if address is None:
+            self.add(node, f"'{key}' {raw!r} is not a valid email address; wanted "
+                           "name@example.org or Name <name@example.org>")
+        return address
+
+    def zone(self, node: Node | None, key: str) -> zoneinfo.ZoneInfo | None:
+        raw = self.text(node, key)
+        if raw is None or node is None:
+            return None
+        try:
+            return zoneinfo.ZoneInfo(raw)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            guess = difflib.get_close_matches(raw, sorted(zoneinfo.available_timezones()), n=1)
+            hint = f"did you mean '{guess[0]}'?" if guess else "wanted an IANA name such as Europe/Stockholm"
+            self.add(node, f"unknown time zone {raw!r}; {hint}")
+            return None
+
+
+def parse_address(raw: str) -> Address | None:
+    """Parse ``addr`` or ``Name <addr>`` strictly; None when it is not one plain mailbox."""
+    match = re.fullmatch(r"\s*(?:(?P<name>[^<>]*?)\s*<(?P<a1>[^<>\s]+)>|(?P<a2>[^<>\s]+))\s*", raw)
+    if not match or _CONTROL_RE.search(raw):
+        return None
+    addr = match["a1"] or match["a2"]
+    if not _ADDR_RE.match(addr) or ".." in addr or addr.startswith("."):
+        return None
+    name = (match["name"] or "").strip().strip('"').strip()
+    return Address(name=name, addr=addr)
+
+
+_SERIES_REQUIRED = ("name", "signature", "timezone", "time", "location", "info_url", "sender", "list")
+_SERIES_OPTIONAL = ("duration", "zoom", "upcoming", "reply_to", "unsubscribe_url")
+_SEMINAR_REQUIRED = ("date", "speaker")
+_SEMINAR_OPTIONAL = ("affiliation", "title", "abstract", "bio", "time", "duration", "location", "zoom",
+                     "cancelled")
+
+
+def _series(r: _Reader, node: Node) -> Series | None:
+    m = r.mapping(node, "series", required=_SERIES_REQUIRED, optional=_SERIES_OPTIONAL)
+    if m is None:
+        return None
+    v = m.values.get
+    list_name = r.text(v("list"), "list")
+    if list_name is not None and not _LIST_RE.match(list_name):
+        r.add(m.values["list"], f"'list' {list_name!r} names a file in recipients/; wanted lower-case "
+                                "letters, digits, '.', '_' or '-', such as learning-machines")
+        list_name = None
+    fields = dict(
+        name=r.text(v("name"), "name"),
+        signature=r.text(v("signature"), "signature"),
+        timezone=r.zone(v("timezone"), "timezone"),
+        time=r.clock(v("time"), "time"),
+        duration=r.integer(v("duration"), "duration", low=1, high=24 * 60) if "duration" in m.values else 60,
+        location=r.text(v("location"), "location"),
+        zoom=r.url(v("zoom"), "zoom"),
+        info_url=r.url(v("info_url"), "info_url"),
+        sender=r.address(v("sender"), "sender"),
+        list_name=list_name,
+        upcoming=r.integer(v("upcoming"), "upcoming", low=0, high=50) if "upcoming" in m.values else 4,
+        reply_to=r.address(v("reply_to"), "reply_to"),
+        unsubscribe_url=r.url(v("unsubscribe_url"), "unsubscribe_url"),
+    )
+    optional = {"zoom", "reply_to", "unsubscribe_url"}
+    if any(val is None for key, val in fields.items() if key not in optional):
+        return None
+    return Series(**fields)  # type: ignore[arg-type]
+
+
+def _cancelled(r: _Reader, node: Node | None) -> str | None | bool:
+    """Return None (not cancelled), a reason ('' for plain true), or False after a problem."""
+    if node is None or (isinstance(node, Scalar) and node.value is False):
+        return None
+    if isinstance(node, Scalar) and node.value is True:
+        return ""
+    reason = r.text(node, "cancelled")
+    return reason if reason is not None else False
+
+
+def _seminar(r: _Reader, node: Node, series: Series | None) -> Seminar | None:
+    m = r.mapping(node, "a seminar", required=_SEMINAR_REQUIRED, optional=_SEMINAR_OPTIONAL)
+    if m is None:
+        return None
+    v = m.values.get
+    day = r.day(v("date"), "date")
+    time = r.clock(v("time"), "time") if "time" in m.values else (series.time if series else None)
+    duration = (r.integer(v("duration"), "duration", low=1, high=24 * 60) if "duration" in m.values
+                else (series.duration if series else None))
+    speaker = r.text(v("speaker"), "speaker")
+    optional_text = {k: r.text(v(k), k) for k in ("affiliation", "title")}
+    markdown = {k: r.text(v(k), k, multiline=True) for k in ("abstract", "bio")}
+    location = r.text(v("location"), "location") if "location" in m.values else (series.location if series else None)
+    zoom = r.url(v("zoom"), "zoom") if "zoom" in m.values else (series.zoom if series else None)
+    cancelled = _cancelled(r, v("cancelled"))
+    if None in (day, time, duration, speaker, location) or series is None or cancelled is False:
+        return None
+    assert day is not None and time is not None and duration is not None and speaker and location
+    return Seminar(
+        date=day, start=dt.datetime.combine(day, time, tzinfo=series.timezone), duration=duration,
+        speaker=speaker, affiliation=optional_text["affiliation"], title=optional_text["title"],
+        abstract=markdown["abstract"], bio=markdown["bio"], location=location, zoom=zoom,
+        cancelled=cancelled if isinstance(cancelled, str) else None, line=m.line,
+    )
+
+
+def load_schedule(path: Path) -> Schedule:
+    """Read and validate ``path``; raise ScheduleError listing every problem found."""
+    tree, problems = yamlfile.load(path)
+    r = _Reader(path)
+    r.problems.extend(problems)
+    root = r.mapping(tree, "the schedule", required=("series", "seminars"), optional=())
+    series = _series(r, root.values["series"]) if root and "series" in root.values else None
+    seminars: list[Seminar] = []
+    node = root.values.get("seminars") if root else None
+    if node is not None and not isinstance(node, Sequence):
+        r.add(node, f"'seminars' should be a list (each entry starting with '- date:'), got {describe(node)}")
+    elif isinstance(node, Sequence):
+        seen: dict[dt.datetime, Seminar] = {}
+        for item in node.items:
+            seminar = _seminar(r, item, series)
+            if seminar is None:
+                continue
+            if (first := seen.get(seminar.start)) is not None:
+                date_node = item.values["date"] if isinstance(item, Mapping) else item
+                r.add(date_node, f"two seminars at {seminar.start:%Y-%m-%d %H:%M}: this one and the one at "
+                                 f"line {first.line}; wanted one seminar per date and time")
+                continue
+            seen[seminar.start] = seminar
+            seminars.append(seminar)
+    if r.problems:
+        r.problems.sort(key=lambda p: (p.line or 0, p.column or 0))
+        raise ScheduleError.from_problems(r.problems)
+    assert series is not None
+    return Schedule(path=path, series=series, seminars=tuple(sorted(seminars, key=lambda s: s.start)))
+
+
+def week_of(schedule: Schedule, today: dt.date) -> Week | None:
+    """Return the announcement for the Monday-to-Sunday week holding ``today``, or None if empty."""
+    monday = today - dt.timedelta(days=today.weekday())
+    sunday = monday + dt.timedelta(days=6)
+    this_week = tuple(s for s in schedule.seminars if monday <= s.date <= sunday)
+    if not this_week:
+        return None
+    later = (s for s in schedule.seminars if s.date > sunday and not s.is_cancelled)
+    upcoming = tuple(s for _, s in zip(range(schedule.series.upcoming), later, strict=False))
+    return Week(monday=monday, seminars=this_week, upcoming=upcoming)

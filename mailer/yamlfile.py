@@ -1,0 +1,200 @@
+"""Load a YAML file into a tree of positioned nodes, safely.
+
+PyYAML's ``safe_load`` loses line numbers, silently keeps the last of two duplicate keys, reads
+``15:00`` as the integer 900 and expands alias bombs into memory. This module composes the
+document instead (no Python objects are built from tags), keeps the 1-based position of every node,
+rejects duplicate keys and non-standard tags, and bounds the size of the file and of the expanded
+tree, so that the schema stage can report every problem at ``path:line:column``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from mailer.errors import Problem, ScheduleError
+
+MAX_BYTES = 1_000_000  # a year of weekly seminars with long abstracts is ~100 KB
+MAX_NODES = 20_000  # nodes after alias expansion; a real schedule has a few hundred
+
+_TAG = "tag:yaml.org,2002:"
+_SCALAR_TAGS = {_TAG + t for t in ("str", "int", "float", "bool", "null", "timestamp")}
+_ALLOWED_TAGS = _SCALAR_TAGS | {_TAG + "map", _TAG + "seq"}
+
+
+@dataclass(slots=True)
+class Node:
+    """A YAML node with its 1-based position."""
+
+    line: int
+    column: int
+
+
+@dataclass(slots=True)
+class Scalar(Node):
+    """A scalar: ``value`` is what YAML 1.1 makes of it, ``raw`` the text as written."""
+
+    value: object
+    raw: str
+    quoted: bool
+    error: str | None = None  # e.g. an impossible date: the schema reports it in context
+
+
+@dataclass(slots=True)
+class Mapping(Node):
+    """A mapping with string keys, in file order; ``keys`` keeps each key's own position."""
+
+    values: dict[str, Node] = field(default_factory=dict)
+    keys: dict[str, Scalar] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Sequence(Node):
+    """A sequence."""
+
+    items: list[Node] = field(default_factory=list)
+
+
+def describe(node: Node) -> str:
+    """Name what a node holds, for messages such as 'got the number 900'."""
+    if isinstance(node, Mapping):
+        return "a mapping"
+    if isinstance(node, Sequence):
+        return "a list"
+    assert isinstance(node, Scalar)
+    v = node.value
+    if v is None:
+        return "nothing (an empty value)"
+    if isinstance(v, bool):
+        return f"the boolean {str(v).lower()} (YAML 1.1 reads {node.raw!r} as a boolean)"
+    if isinstance(v, int | float):
+        return f"the number {v!r}"
+    if isinstance(v, dt.datetime):
+        return f"the timestamp {node.raw}"
+    if isinstance(v, dt.date):
+        return f"the date {node.raw}"
+    return f"the text {node.raw!r}"
+
+
+def _pos(mark: yaml.Mark | None) -> tuple[int | None, int | None]:
+    return (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
+
+
+class _Builder:
+    def __init__(self, path: Path, loader: yaml.SafeLoader) -> None:
+        self.path = path
+        self.loader = loader
+        self.budget = MAX_NODES
+        self.problems: list[Problem] = []
+
+    def problem(self, node: yaml.Node, message: str) -> None:
+        line, col = _pos(node.start_mark)
+        self.problems.append(Problem(self.path, line, col, message))
+
+    def build(self, node: yaml.Node) -> Node:
+        self.budget -= 1
+        if self.budget < 0:
+            line, col = _pos(node.start_mark)
+            raise ScheduleError.from_problems(
+                [Problem(self.path, line, col,
+                         f"the document expands to more than {MAX_NODES} values (anchors and "
+                         "aliases repeated many times?); wanted a plain schedule without alias chains")]
+            )
+        line, col = _pos(node.start_mark)
+        assert line is not None and col is not None
+        if node.tag not in _ALLOWED_TAGS:
+            tag = node.tag.replace(_TAG, "!!")
+            self.problem(node, f"the tag {tag} is not allowed; wanted plain text, numbers, dates, "
+                               "lists and mappings")
+            return Scalar(line, col, value=None, raw="", quoted=False, error="disallowed tag")
+        if isinstance(node, yaml.ScalarNode):
+            return self.scalar(node, line, col)
+        if isinstance(node, yaml.SequenceNode):
+            return Sequence(line, col, items=[self.build(item) for item in node.value])
+        assert isinstance(node, yaml.MappingNode)
+        return self.mapping(node, line, col)
+
+    def scalar(self, node: yaml.ScalarNode, line: int, col: int) -> Scalar:
+        quoted = node.style in ("'", '"')
+        try:
+            value = self.loader.construct_object(node, deep=True)
+        except (ValueError, OverflowError, yaml.YAMLError) as err:
+            return Scalar(line, col, value=node.value, raw=node.value, quoted=quoted, error=str(err))
+        return Scalar(line, col, value=value, raw=node.value, quoted=quoted)
+
+    def mapping(self, node: yaml.MappingNode, line: int, col: int) -> Mapping:
+        result = Mapping(line, col)
+        for key_node, value_node in node.value:
+            if key_node.tag == _TAG + "merge":
+                self.problem(key_node, "merge keys (<<) are not supported; wanted the keys written out")
+                continue
+            key = self.build(key_node)
+            if not isinstance(key, Scalar) or not isinstance(key.value, str):
+                self.problem(key_node, f"a key must be text, got {describe(key)}")
+                continue
+            name = key.value
+            if name in result.values:
+                first = result.keys[name]
+                self.problem(key_node, f"duplicate key '{name}' (first at line {first.line}); "
+                                       "YAML would silently keep only the last one: wanted each key once")
+                continue
+            result.keys[name] = key
+            result.values[name] = self.build(value_node)
+        return result
+
+
+def _tab_problems(path: Path, text: str) -> list[Problem]:
+    problems = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        indent = line[: len(line) - len(line.lstrip(" \t"))]
+        if "\t" in indent:
+            problems.append(Problem(path, number, indent.index("\t") + 1,
+                                    "a tab in the indentation; YAML allows only spaces there: "
+                                    "wanted spaces instead of the tab"))
+    return problems
+
+
+def load(path: Path) -> tuple[Node, list[Problem]]:
+    """Compose ``path`` into positioned nodes, with the problems found on the way.
+
+    Raise ScheduleError when nothing can be read at all (syntax, size, encoding, tabs).
+    """
+    try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise ScheduleError.from_problems([Problem(
+                path, None, None, f"the file is {size} bytes; wanted at most {MAX_BYTES} bytes")])
+        data = path.read_bytes()
+    except OSError as err:
+        raise ScheduleError(f"{path}: cannot read the schedule: {err.strerror}") from err
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise ScheduleError.from_problems([Problem(
+            path, line, column, "the file is not valid UTF-8; wanted it saved as UTF-8")]) from err
+    if problems := _tab_problems(path, text):
+        raise ScheduleError.from_problems(problems)
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            raise ScheduleError.from_problems([Problem(
+                path, 1, 1, "the file is empty; wanted a 'series' and a 'seminars' section")])
+        builder = _Builder(path, loader)
+        tree = builder.build(root)
+    except yaml.MarkedYAMLError as err:
+        line, col = _pos(err.problem_mark or err.context_mark)
+        what = " ".join(p for p in (err.context, err.problem) if p)
+        raise ScheduleError.from_problems([Problem(
+            path, line, col, f"YAML syntax error: {what}; wanted valid YAML (check quotes, colons "
+                             "and indentation)")]) from err
+    except yaml.YAMLError as err:
+        raise ScheduleError.from_problems([Problem(path, None, None, f"YAML error: {err}")]) from err
+    finally:
+        loader.dispose()
+    return tree, builder.problems
