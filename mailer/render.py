@@ -125,7 +125,7 @@ def inline_css(html: str) -> str:
     import premailer  # heavy: lxml and cssutils
 
     html = _EXTERNAL_CSS.sub("", html)
-    return str(premailer.Premailer(
+    inlined = str(premailer.Premailer(
         html,
         allow_network=False,
         allow_loading_external_files=False,
@@ -135,6 +135,8 @@ def inline_css(html: str) -> str:
         keep_style_tags=False,  # media queries survive as premailer's "leftover" CSS
         cssutils_logging_level=logging.CRITICAL,
     ).transform())
+    # lxml drops MJML's doctype; without it clients render in quirks mode.
+    return inlined if inlined.lstrip().lower().startswith("<!doctype") else "<!doctype html>\n" + inlined
 
 
 def render(schedule: Schedule, week: Week, *, templates: Path | None = None) -> Rendered:

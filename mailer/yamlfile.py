@@ -188,7 +188,9 @@ def load(path: Path) -> tuple[Node, list[Problem]]:
         builder = _Builder(path, loader)
         tree = builder.build(root)
     except yaml.MarkedYAMLError as err:
-        line, col = _pos(err.problem_mark or err.context_mark)
+        # An unclosed quote or bracket breaks at the end of the file; where it opened is what helps.
+        at_end = "end of stream" in (err.problem or "") and err.context_mark is not None
+        line, col = _pos(err.context_mark if at_end else (err.problem_mark or err.context_mark))
         what = " ".join(p for p in (err.context, err.problem) if p)
         raise ScheduleError.from_problems([Problem(
             path, line, col, f"YAML syntax error: {what}; wanted valid YAML (check quotes, colons "

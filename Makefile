@@ -1,0 +1,34 @@
+# One entry point for people and CI. `make demo` and `make test` work on a fresh Debian machine.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+
+.PHONY: setup demo test lint system-deps clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## The main job on the bundled data: the announcement for the week of the shipped seminar.
+demo: setup
+	$(BIN)/seminar-mailer check
+	$(BIN)/seminar-mailer preview --date 2024-01-15
+
+## Debian packages the tests talk to (chromium, ...). Needs root or sudo.
+system-deps:
+	scripts/install-system-deps
+
+test: system-deps setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check mailer tests
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) preview state tests/artefacts .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,78 @@
+"""The real entry points: python -m mailer and the console script, their output and exit codes."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mailer import __version__
+from tests.conftest import GOLDEN, ROOT, SCHEDULE, VALID, run_cli
+
+
+def test_version_and_help_on_every_command() -> None:
+    result = run_cli("--version")
+    assert result.code == 0 and result.out.strip() == f"seminar-mailer {__version__}"
+    for command in ("check", "preview"):
+        result = run_cli(command, "--help")
+        assert result.code == 0 and "--schedule" in result.out, command
+
+
+def test_console_script_is_installed() -> None:
+    beside = Path(sys.executable).parent / "seminar-mailer"
+    exe = str(beside) if beside.exists() else shutil.which("seminar-mailer")
+    if exe is None:
+        pytest.skip("LOUD SKIP: the seminar-mailer console script is not on PATH (package not installed?)")
+    proc = subprocess.run([exe, "--version"], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0 and __version__ in proc.stdout
+
+
+def test_preview_writes_the_files_and_prints_subject_and_text(tmp_path: Path) -> None:
+    result = run_cli("preview", "--date", "2024-01-15", "--out", str(tmp_path))
+    assert result.code == 0, result.err
+    golden = (GOLDEN / "page-2024-01-18.md").read_text()
+    body = golden.split("---\n", 2)[2]
+    assert result.out.startswith("Subject: Learning Machines seminar 2024-01-18 15:00 CET: Serge Belongie")
+    assert result.out.endswith(body)
+    assert (tmp_path / "announcement.txt").read_text() == body
+    assert (tmp_path / "2024-01-18-challenges-in-fine-grained-image-analysis.md").read_text() == golden
+    assert (tmp_path / "announcement.html").read_text().startswith("<!doctype html>")
+    # The console stays clean: no cssutils warnings, only our one summary line.
+    assert [line for line in result.err.splitlines() if not line.startswith("Wrote ")] == []
+
+
+def test_preview_of_an_empty_week_says_so_and_writes_nothing(tmp_path: Path) -> None:
+    result = run_cli("preview", "--date", "2024-01-29", "--out", str(tmp_path / "p"))
+    assert result.code == 0
+    assert "No Learning Machines seminar in the week of 2024-01-29 to 2024-02-04" in result.out
+    assert not (tmp_path / "p").exists()
+
+
+def test_options_come_from_the_environment(tmp_path: Path) -> None:
+    schedule = tmp_path / "s.yaml"
+    schedule.write_text(VALID.replace("Serge Belongie", "Ada Lovelace"))
+    result = run_cli("preview", "--date", "2024-01-15", "--out", str(tmp_path / "o"),
+                     env={"MAILER_SCHEDULE": str(schedule)})
+    assert result.code == 0 and "Ada Lovelace" in result.out
+
+
+def test_bad_date_option_is_an_input_error() -> None:
+    result = run_cli("preview", "--date", "2024-13-01")
+    assert result.code == 2 and "--date '2024-13-01' is not a date" in result.err
+    assert "Traceback" not in result.err
+
+
+def test_check_ok_on_shipped_data() -> None:
+    result = run_cli("check", "--schedule", str(SCHEDULE))
+    assert result.code == 0 and "OK, 5 seminars" in result.out
+
+
+def test_runs_from_another_directory(tmp_path: Path) -> None:
+    """Built-in templates are found relative to the package, not the working directory."""
+    result = run_cli("preview", "--date", "2024-01-15", "--schedule", str(SCHEDULE),
+                     "--templates", str(tmp_path / "none"), "--out", str(tmp_path / "o"), cwd=tmp_path)
+    assert result.code == 0, result.err
+    assert ROOT.exists()

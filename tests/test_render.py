@@ -1,0 +1,159 @@
+"""Rendering: the reference announcement byte for byte, safe HTML, offline, template overrides."""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mailer.errors import TemplateError
+from mailer.render import render
+from mailer.schedule import load_schedule, week_of
+from tests.conftest import GOLDEN, SCHEDULE, VALID, check_golden
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "announcement-2024-01-18.md"
+
+
+def rendered_for(path: Path, day: dt.date, templates: Path | None = None):  # type: ignore[no-untyped-def]
+    schedule = load_schedule(path)
+    week = week_of(schedule, day)
+    assert week is not None
+    return render(schedule, week, templates=templates)
+
+
+@pytest.fixture(scope="module")
+def shipped():  # type: ignore[no-untyped-def]
+    return rendered_for(SCHEDULE, dt.date(2024, 1, 15))
+
+
+def test_page_equals_the_reference_byte_for_byte(shipped) -> None:
+    golden = (GOLDEN / "page-2024-01-18.md").read_bytes()
+    if REFERENCE.exists():  # the committed golden is a copy of shared/reference: keep them honest
+        assert golden == REFERENCE.read_bytes()
+    assert shipped.page.encode() == golden
+    assert shipped.page_name == "2024-01-18-challenges-in-fine-grained-image-analysis.md"
+
+
+def test_text_equals_the_reference_without_front_matter(shipped) -> None:
+    golden = (GOLDEN / "page-2024-01-18.md").read_text(encoding="utf-8")
+    body = golden.split("---\n", 2)[2]
+    assert shipped.text == body
+
+
+def test_golden_subject_and_html(shipped, update_golden: bool) -> None:
+    check_golden("subject-2024-01-18.txt", shipped.subject + "\n", update_golden)
+    check_golden("announcement-2024-01-18.html", shipped.html, update_golden)
+
+
+def test_html_is_inlined_responsive_and_small(shipped) -> None:
+    html = shipped.html
+    assert len(html.encode()) < 102 * 1024  # Gmail clips larger messages
+    assert "@media" in html  # MJML's responsive column rules survive inlining
+    assert 'href="https://rise.zoom.us/j/208117140?pwd=c2U5RDR0WnpzU041dGNISVdhNUkyQT09"' in html
+    assert 'href="https://ri.se/lm-sem"' in html
+    assert "<mj-" not in html and "googleapis" not in html and "@import" not in html
+    assert 'style="' in html and "15:00 CET" in html
+
+
+def test_summer_date_says_cest_and_mixed_upcoming_lists_each_time(write_schedule) -> None:
+    text = VALID.replace("2024-01-18", "2024-03-28").replace("2024-01-25", "2024-04-04")
+    text += "  - date: 2024-04-11\n    speaker: Third Speaker\n"
+    winter = rendered_for(write_schedule(text), dt.date(2024, 3, 25))
+    assert "* 2024-04-04: Joakim Lindblad" in winter.text and "All seminars are 15:00 CEST." in winter.text
+    assert "15:00 CET" in winter.subject
+    text = VALID.replace("2024-01-18", "2024-03-21").replace("2024-01-25", "2024-03-28")
+    text += "  - date: 2024-04-04\n    speaker: Third Speaker\n"
+    mixed = rendered_for(write_schedule(text), dt.date(2024, 3, 18))
+    assert "* 2024-03-28 15:00 CET: Joakim Lindblad" in mixed.text
+    assert "* 2024-04-04 15:00 CEST: Third Speaker" in mixed.text
+    assert "All seminars are" not in mixed.text
+
+
+def test_two_seminars_in_a_week_are_both_announced(write_schedule) -> None:
+    both = rendered_for(write_schedule(VALID.replace("2024-01-25", "2024-01-19")), dt.date(2024, 1, 15))
+    assert "this week's Learning Machines seminars." in both.text
+    assert "Serge Belongie" in both.subject and "Joakim Lindblad" in both.subject
+    assert both.text.count("**Speaker:**") == 2 and "Upcoming" not in both.text
+
+
+def test_cancelled_seminar_says_so(write_schedule) -> None:
+    text = VALID.replace("    abstract: |", "    cancelled: The speaker is ill.\n    abstract: |")
+    out = rendered_for(write_schedule(text), dt.date(2024, 1, 15))
+    assert out.subject.startswith("Cancelled: ")
+    assert "is cancelled. The speaker is ill." in out.text and "cancelled" in out.html
+
+
+HOSTILE = VALID.replace(
+    "title: Challenges in Fine-Grained Image Analysis", "title: \"<b>Bold</b> {{ 7*7 }} {% if 1 %}x{% endif %}\""
+).replace(
+    "Some *abstract*.",
+    "<script>alert(1)</script> <img src=x onerror=alert(2)> [click](javascript:alert(3)) "
+    "[ok](https://example.org/)",
+)
+
+
+def test_html_in_yaml_never_reaches_the_html_active(write_schedule) -> None:
+    out = rendered_for(write_schedule(HOSTILE), dt.date(2024, 1, 15))
+    html = out.html
+    assert "<script" not in html and "<img" not in html and 'href="javascript' not in html
+    assert "&lt;script&gt;" in html and "&lt;b&gt;Bold&lt;/b&gt;" in html
+    assert 'href="https://example.org/"' in html  # Markdown links still work
+    assert "{{ 7*7 }}" in out.text and "49" not in out.subject and "{% if 1 %}" in out.subject
+    assert "<script" not in out.page  # the Jekyll page would pass raw HTML through
+
+
+class _Counting(http.server.BaseHTTPRequestHandler):
+    hits: list[str] = []
+
+    def do_GET(self) -> None:
+        _Counting.hits.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/css")
+        self.end_headers()
+        self.wfile.write(b"p { color: red }")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def css_server() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Counting)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Counting.hits.clear()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_rendering_never_touches_the_network(tmp_path: Path, css_server: str) -> None:
+    """A template that imports a stylesheet and a web font from a live server: no request is made."""
+    builtin = (Path(__file__).resolve().parent.parent / "templates/email/announcement.mjml.j2").read_text()
+    hostile = builtin.replace(
+        "<mj-style>",
+        f'<mj-font name="Remote" href="{css_server}/font.css" />\n<mj-style>@import url({css_server}/a.css);',
+    ).replace('font-family="Helvetica, Arial, sans-serif"', 'font-family="Remote, Arial"')
+    (tmp_path / "announcement.mjml.j2").write_text(hostile)
+    out = rendered_for(SCHEDULE, dt.date(2024, 1, 15), templates=tmp_path)
+    assert _Counting.hits == []
+    assert "@import" not in out.html
+
+
+def test_user_templates_override_and_fall_back(tmp_path: Path) -> None:
+    (tmp_path / "subject.txt.j2").write_text("[{{ series.name }}] {{ seminars[0].speaker }}\n")
+    out = rendered_for(SCHEDULE, dt.date(2024, 1, 15), templates=tmp_path)
+    assert out.subject == "[Learning Machines] Serge Belongie"
+    assert out.text.startswith("Welcome to this week's")  # the built-in text template
+
+
+def test_template_errors_are_reported_not_raised_raw(tmp_path: Path) -> None:
+    (tmp_path / "subject.txt.j2").write_text("{{ series.nmae }}")
+    with pytest.raises(TemplateError, match="nmae"):
+        rendered_for(SCHEDULE, dt.date(2024, 1, 15), templates=tmp_path)
+    (tmp_path / "subject.txt.j2").write_text("{% if %}")
+    with pytest.raises(TemplateError, match="syntax error"):
+        rendered_for(SCHEDULE, dt.date(2024, 1, 15), templates=tmp_path)
