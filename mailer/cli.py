@@ -15,8 +15,11 @@ from mailer.errors import EXIT_INVALID, EXIT_OK, ConfigError, MailerError
 _PATH_OPTIONS = {
     # option: (environment variable, default, help)
     "schedule": ("MAILER_SCHEDULE", "data/seminars.yaml", "the programme YAML"),
-    "templates": ("MAILER_TEMPLATES", "templates/email", "your template folder; "
-                  "templates you do not override come from the built-in set"),
+    "templates": (
+        "MAILER_TEMPLATES",
+        "templates/email",
+        "your template folder; templates you do not override come from the built-in set",
+    ),
     "recipients": ("MAILER_RECIPIENTS", "recipients", "the folder of mailing-list files"),
 }
 
@@ -24,13 +27,19 @@ _PATH_OPTIONS = {
 def _add_paths(parser: argparse.ArgumentParser, *names: str) -> None:
     for name in names:
         env, default, text = _PATH_OPTIONS[name]
-        parser.add_argument(f"--{name}", type=Path, default=Path(os.environ.get(env) or default),
-                            metavar="PATH", help=f"{text} (env {env}; default {default})")
+        parser.add_argument(
+            f"--{name}",
+            type=Path,
+            default=Path(os.environ.get(env) or default),
+            metavar="PATH",
+            help=f"{text} (env {env}; default {default})",
+        )
 
 
 def _add_date(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--date", metavar="YYYY-MM-DD",
-                        help="a day in the week to announce (default: today in the series' time zone)")
+    parser.add_argument(
+        "--date", metavar="YYYY-MM-DD", help="a day in the week to announce (default: today in the series' time zone)"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,23 +47,29 @@ def _parser() -> argparse.ArgumentParser:
         prog="seminar-mailer",
         description="Announce this week's seminar from data/seminars.yaml by email.",
         epilog="Exit codes: 0 done or nothing due, 1 some recipients failed permanently, "
-               "2 invalid input or configuration (nothing sent), 75 try again later.",
+        "2 invalid input or configuration (nothing sent), 75 try again later.",
     )
     parser.add_argument("--version", action="version", version=f"seminar-mailer {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    check = commands.add_parser("check", help="validate the schedule and report every problem",
-                                description="Validate the schedule; exit 0 when valid, 2 when not.")
+    check = commands.add_parser(
+        "check",
+        help="validate the schedule and report every problem",
+        description="Validate the schedule; exit 0 when valid, 2 when not.",
+    )
     _add_paths(check, "schedule")
 
     preview = commands.add_parser(
-        "preview", help="render this week's announcement without sending anything",
+        "preview",
+        help="render this week's announcement without sending anything",
         description="Render this week's announcement: print the subject and text, write "
-                    "announcement.html, announcement.txt and the web page into --out.")
+        "announcement.html, announcement.txt and the web page into --out.",
+    )
     _add_paths(preview, "schedule", "templates")
     _add_date(preview)
-    preview.add_argument("--out", type=Path, default=Path("preview"), metavar="DIR",
-                         help="where to write the files (default preview/)")
+    preview.add_argument(
+        "--out", type=Path, default=Path("preview"), metavar="DIR", help="where to write the files (default preview/)"
+    )
     preview.add_argument("--open", action="store_true", help="show the HTML in your web browser")
     return parser
 
@@ -85,8 +100,10 @@ def _preview(args: argparse.Namespace) -> int:
     week = week_of(schedule, today)
     if week is None:
         monday = today - dt.timedelta(days=today.weekday())
-        print(f"No {schedule.series.name} seminar in the week of {monday} to "
-              f"{monday + dt.timedelta(days=6)}: nothing to announce.")
+        print(
+            f"No {schedule.series.name} seminar in the week of {monday} to "
+            f"{monday + dt.timedelta(days=6)}: nothing to announce."
+        )
         return EXIT_OK
     rendered = render(schedule, week, templates=args.templates)
     out: Path = args.out
@@ -99,8 +116,11 @@ def _preview(args: argparse.Namespace) -> int:
         raise ConfigError(f"{out}: cannot write the preview: {err.strerror}") from err
     print(f"Subject: {rendered.subject}\n")
     print(rendered.text, end="")
-    print(f"Wrote {out / 'announcement.html'} ({len(rendered.html.encode()) // 1024} KB), "
-          f"{out / 'announcement.txt'}, {out / rendered.page_name}", file=sys.stderr)
+    print(
+        f"Wrote {out / 'announcement.html'} ({len(rendered.html.encode()) // 1024} KB), "
+        f"{out / 'announcement.txt'}, {out / rendered.page_name}",
+        file=sys.stderr,
+    )
     if args.open:
         import webbrowser
 

@@ -15,6 +15,7 @@ from mailer import yamlfile
 from mailer.errors import Problem, ScheduleError
 from mailer.yamlfile import Mapping, Node, Scalar, Sequence, describe
 
+
 @dataclass(frozen=True, slots=True)
 class Address:
     """A mailbox: display name (may be empty) and addr-spec."""
@@ -112,8 +113,7 @@ class _Reader:
     def add(self, node: Node, message: str) -> None:
         self.problems.append(Problem(self.path, node.line, node.column, message))
 
-    def mapping(self, node: Node, what: str, *, required: tuple[str, ...],
-                optional: tuple[str, ...]) -> Mapping | None:
+    def mapping(self, node: Node, what: str, *, required: tuple[str, ...], optional: tuple[str, ...]) -> Mapping | None:
         if not isinstance(node, Mapping):
             self.add(node, f"{what} should be a mapping of keys, got {describe(node)}")
             return None
@@ -162,10 +162,18 @@ class _Reader:
     def clock(self, node: Node | None, key: str) -> dt.time | None:
         if node is None:
             return None
-        if isinstance(node, Scalar) and isinstance(node.value, int) and not isinstance(node.value, bool) \
-                and re.fullmatch(r"\d{1,2}:\d{2}", node.raw) and not node.quoted:
-            self.add(node, f"'{key}: {node.raw}' is unquoted, so YAML 1.1 reads it as the number "
-                           f"{node.value} (base 60); wanted it quoted: {key}: \"{node.raw}\"")
+        if (
+            isinstance(node, Scalar)
+            and isinstance(node.value, int)
+            and not isinstance(node.value, bool)
+            and re.fullmatch(r"\d{1,2}:\d{2}", node.raw)
+            and not node.quoted
+        ):
+            self.add(
+                node,
+                f"'{key}: {node.raw}' is unquoted, so YAML 1.1 reads it as the number "
+                f'{node.value} (base 60); wanted it quoted: {key}: "{node.raw}"',
+            )
             return None
         raw = self.text(node, key)
         if raw is None:
@@ -203,8 +211,11 @@ class _Reader:
         except ValueError:
             ok = False
         if not ok:
-            self.add(node, f"'{key}' {raw!r} is not a valid web address; wanted an absolute "
-                           "http(s) URL such as https://example.org/page")
+            self.add(
+                node,
+                f"'{key}' {raw!r} is not a valid web address; wanted an absolute "
+                "http(s) URL such as https://example.org/page",
+            )
             return None
         return raw
 
@@ -214,8 +225,10 @@ class _Reader:
             return None
         address = parse_address(raw)
         if address is None:
-            self.add(node, f"'{key}' {raw!r} is not a valid email address; wanted "
-                           "name@example.org or Name <name@example.org>")
+            self.add(
+                node,
+                f"'{key}' {raw!r} is not a valid email address; wanted name@example.org or Name <name@example.org>",
+            )
         return address
 
     def zone(self, node: Node | None, key: str) -> zoneinfo.ZoneInfo | None:
@@ -246,8 +259,7 @@ def parse_address(raw: str) -> Address | None:
 _SERIES_REQUIRED = ("name", "signature", "timezone", "time", "location", "info_url", "sender", "list")
 _SERIES_OPTIONAL = ("duration", "zoom", "upcoming", "reply_to", "unsubscribe_url")
 _SEMINAR_REQUIRED = ("date", "speaker")
-_SEMINAR_OPTIONAL = ("affiliation", "title", "abstract", "bio", "time", "duration", "location", "zoom",
-                     "cancelled")
+_SEMINAR_OPTIONAL = ("affiliation", "title", "abstract", "bio", "time", "duration", "location", "zoom", "cancelled")
 
 
 def _series(r: _Reader, node: Node) -> Series | None:
@@ -257,8 +269,11 @@ def _series(r: _Reader, node: Node) -> Series | None:
     v = m.values.get
     list_name = r.text(v("list"), "list")
     if list_name is not None and not _LIST_RE.match(list_name):
-        r.add(m.values["list"], f"'list' {list_name!r} names a file in recipients/; wanted lower-case "
-                                "letters, digits, '.', '_' or '-', such as learning-machines")
+        r.add(
+            m.values["list"],
+            f"'list' {list_name!r} names a file in recipients/; wanted lower-case "
+            "letters, digits, '.', '_' or '-', such as learning-machines",
+        )
         list_name = None
     fields = dict(
         name=r.text(v("name"), "name"),
@@ -281,7 +296,7 @@ def _series(r: _Reader, node: Node) -> Series | None:
     return Series(**fields)  # type: ignore[arg-type]
 
 
-def _cancelled(r: _Reader, node: Node | None) -> str | None | bool:
+def _cancelled(r: _Reader, node: Node | None) -> str | bool | None:
     """Return None (not cancelled), a reason ('' for plain true), or False after a problem."""
     if node is None or (isinstance(node, Scalar) and node.value is False):
         return None
@@ -298,8 +313,11 @@ def _seminar(r: _Reader, node: Node, series: Series | None) -> Seminar | None:
     v = m.values.get
     day = r.day(v("date"), "date")
     time = r.clock(v("time"), "time") if "time" in m.values else (series.time if series else None)
-    duration = (r.integer(v("duration"), "duration", low=1, high=24 * 60) if "duration" in m.values
-                else (series.duration if series else None))
+    duration = (
+        r.integer(v("duration"), "duration", low=1, high=24 * 60)
+        if "duration" in m.values
+        else (series.duration if series else None)
+    )
     speaker = r.text(v("speaker"), "speaker")
     optional_text = {k: r.text(v(k), k) for k in ("affiliation", "title")}
     markdown = {k: r.text(v(k), k, multiline=True) for k in ("abstract", "bio")}
@@ -310,10 +328,18 @@ def _seminar(r: _Reader, node: Node, series: Series | None) -> Seminar | None:
         return None
     assert day is not None and time is not None and duration is not None and speaker and location
     return Seminar(
-        date=day, start=dt.datetime.combine(day, time, tzinfo=series.timezone), duration=duration,
-        speaker=speaker, affiliation=optional_text["affiliation"], title=optional_text["title"],
-        abstract=markdown["abstract"], bio=markdown["bio"], location=location, zoom=zoom,
-        cancelled=cancelled if isinstance(cancelled, str) else None, line=m.line,
+        date=day,
+        start=dt.datetime.combine(day, time, tzinfo=series.timezone),
+        duration=duration,
+        speaker=speaker,
+        affiliation=optional_text["affiliation"],
+        title=optional_text["title"],
+        abstract=markdown["abstract"],
+        bio=markdown["bio"],
+        location=location,
+        zoom=zoom,
+        cancelled=cancelled if isinstance(cancelled, str) else None,
+        line=m.line,
     )
 
 
@@ -336,8 +362,11 @@ def load_schedule(path: Path) -> Schedule:
                 continue
             if (first := seen.get(seminar.start)) is not None:
                 date_node = item.values["date"] if isinstance(item, Mapping) else item
-                r.add(date_node, f"two seminars at {seminar.start:%Y-%m-%d %H:%M}: this one and the one at "
-                                 f"line {first.line}; wanted one seminar per date and time")
+                r.add(
+                    date_node,
+                    f"two seminars at {seminar.start:%Y-%m-%d %H:%M}: this one and the one at "
+                    f"line {first.line}; wanted one seminar per date and time",
+                )
                 continue
             seen[seminar.start] = seminar
             seminars.append(seminar)

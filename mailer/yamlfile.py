@@ -99,16 +99,21 @@ class _Builder:
         if self.budget < 0:
             line, col = _pos(node.start_mark)
             raise ScheduleError.from_problems(
-                [Problem(self.path, line, col,
-                         f"the document expands to more than {MAX_NODES} values (anchors and "
-                         "aliases repeated many times?); wanted a plain schedule without alias chains")]
+                [
+                    Problem(
+                        self.path,
+                        line,
+                        col,
+                        f"the document expands to more than {MAX_NODES} values (anchors and "
+                        "aliases repeated many times?); wanted a plain schedule without alias chains",
+                    )
+                ]
             )
         line, col = _pos(node.start_mark)
         assert line is not None and col is not None
         if node.tag not in _ALLOWED_TAGS:
             tag = node.tag.replace(_TAG, "!!")
-            self.problem(node, f"the tag {tag} is not allowed; wanted plain text, numbers, dates, "
-                               "lists and mappings")
+            self.problem(node, f"the tag {tag} is not allowed; wanted plain text, numbers, dates, lists and mappings")
             return Scalar(line, col, value=None, raw="", quoted=False, error="disallowed tag")
         if isinstance(node, yaml.ScalarNode):
             return self.scalar(node, line, col)
@@ -138,8 +143,11 @@ class _Builder:
             name = key.value
             if name in result.values:
                 first = result.keys[name]
-                self.problem(key_node, f"duplicate key '{name}' (first at line {first.line}); "
-                                       "YAML would silently keep only the last one: wanted each key once")
+                self.problem(
+                    key_node,
+                    f"duplicate key '{name}' (first at line {first.line}); "
+                    "YAML would silently keep only the last one: wanted each key once",
+                )
                 continue
             result.keys[name] = key
             result.values[name] = self.build(value_node)
@@ -151,9 +159,14 @@ def _tab_problems(path: Path, text: str) -> list[Problem]:
     for number, line in enumerate(text.splitlines(), start=1):
         indent = line[: len(line) - len(line.lstrip(" \t"))]
         if "\t" in indent:
-            problems.append(Problem(path, number, indent.index("\t") + 1,
-                                    "a tab in the indentation; YAML allows only spaces there: "
-                                    "wanted spaces instead of the tab"))
+            problems.append(
+                Problem(
+                    path,
+                    number,
+                    indent.index("\t") + 1,
+                    "a tab in the indentation; YAML allows only spaces there: wanted spaces instead of the tab",
+                )
+            )
     return problems
 
 
@@ -165,8 +178,9 @@ def load(path: Path) -> tuple[Node, list[Problem]]:
     try:
         size = path.stat().st_size
         if size > MAX_BYTES:
-            raise ScheduleError.from_problems([Problem(
-                path, None, None, f"the file is {size} bytes; wanted at most {MAX_BYTES} bytes")])
+            raise ScheduleError.from_problems(
+                [Problem(path, None, None, f"the file is {size} bytes; wanted at most {MAX_BYTES} bytes")]
+            )
         data = path.read_bytes()
     except OSError as err:
         raise ScheduleError(f"{path}: cannot read the schedule: {err.strerror}") from err
@@ -175,26 +189,32 @@ def load(path: Path) -> tuple[Node, list[Problem]]:
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
         column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
-        raise ScheduleError.from_problems([Problem(
-            path, line, column, "the file is not valid UTF-8; wanted it saved as UTF-8")]) from err
+        raise ScheduleError.from_problems(
+            [Problem(path, line, column, "the file is not valid UTF-8; wanted it saved as UTF-8")]
+        ) from err
     if problems := _tab_problems(path, text):
         raise ScheduleError.from_problems(problems)
     loader = yaml.SafeLoader(text)
     try:
         root = loader.get_single_node()
         if root is None:
-            raise ScheduleError.from_problems([Problem(
-                path, 1, 1, "the file is empty; wanted a 'series' and a 'seminars' section")])
+            raise ScheduleError.from_problems(
+                [Problem(path, 1, 1, "the file is empty; wanted a 'series' and a 'seminars' section")]
+            )
         builder = _Builder(path, loader)
         tree = builder.build(root)
     except yaml.MarkedYAMLError as err:
         # An unclosed quote or bracket breaks at the end of the file; where it opened is what helps.
         at_end = "end of stream" in (err.problem or "") and err.context_mark is not None
-        line, col = _pos(err.context_mark if at_end else (err.problem_mark or err.context_mark))
+        where = _pos(err.context_mark if at_end else (err.problem_mark or err.context_mark))
         what = " ".join(p for p in (err.context, err.problem) if p)
-        raise ScheduleError.from_problems([Problem(
-            path, line, col, f"YAML syntax error: {what}; wanted valid YAML (check quotes, colons "
-                             "and indentation)")]) from err
+        raise ScheduleError.from_problems(
+            [
+                Problem(
+                    path, *where, f"YAML syntax error: {what}; wanted valid YAML (check quotes, colons and indentation)"
+                )
+            ]
+        ) from err
     except yaml.YAMLError as err:
         raise ScheduleError.from_problems([Problem(path, None, None, f"YAML error: {err}")]) from err
     finally:

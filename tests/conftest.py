@@ -17,8 +17,11 @@ SCHEDULE = ROOT / "data" / "seminars.yaml"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--update-golden", action="store_true",
-                     help="rewrite the golden files from the current output (review the diff!)")
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        help="rewrite the golden files from the current output (review the diff!)",
+    )
 
 
 @pytest.fixture
@@ -42,12 +45,18 @@ class Result:
     err: str
 
 
-def run_cli(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None,
-            timeout: float = 120) -> Result:
+def run_cli(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None, timeout: float = 120) -> Result:
     """Run the real entry point (python -m mailer) in a subprocess."""
     full_env = {**os.environ, **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "mailer", *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mailer", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 

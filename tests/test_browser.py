@@ -21,8 +21,11 @@ from tests.conftest import ARTEFACTS, SCHEDULE
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(CHROMIUM is None, reason="LOUD SKIP: no chromium on PATH; .ci/run installs Debian's "
-                                                "chromium, run it or `apt-get install chromium`"),
+    pytest.mark.skipif(
+        CHROMIUM is None,
+        reason="LOUD SKIP: no chromium on PATH; .ci/run installs Debian's "
+        "chromium, run it or `apt-get install chromium`",
+    ),
 ]
 
 ZOOM = "https://rise.zoom.us/j/208117140?pwd=c2U5RDR0WnpzU041dGNISVdhNUkyQT09"
@@ -59,7 +62,8 @@ window.addEventListener('load', () => {
     wide: wide,
     needles: Object.fromEntries(NEEDLES.map(([k, t]) => [k, shown(t)])),
     zoomLink: [...document.querySelectorAll('a[href]')].some(a => a.href === ZOOM && visible(a)),
-    infoLink: [...document.querySelectorAll('a[href]')].some(a => a.href.startsWith('https://ri.se/lm-sem') && visible(a)),
+    infoLink: [...document.querySelectorAll('a[href]')]
+      .some(a => a.href.startsWith('https://ri.se/lm-sem') && visible(a)),
   };
   parent.postMessage(JSON.stringify(result), '*');
 });
@@ -84,10 +88,25 @@ window.addEventListener('message', (e) => {
 def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess[str]:
     assert CHROMIUM is not None
     return subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--hide-scrollbars", f"--user-data-dir={profile}", *args],
-        capture_output=True, text=True, timeout=120, check=False)
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            f"--user-data-dir={profile}",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -107,8 +126,14 @@ def probe(html: str, width: int, tmp_path: Path) -> dict:  # type: ignore[type-a
     probed.write_text(html.replace("</body>", script + "</body>"), encoding="utf-8")
     frame = tmp_path / f"frame-{width}.html"
     frame.write_text(FRAME.replace("SRC", probed.name).replace("WIDTH", str(width)), encoding="utf-8")
-    dom = chromium("--window-size=1000,900", "--virtual-time-budget=3000", "--allow-file-access-from-files",
-                   "--dump-dom", frame.as_uri(), profile=tmp_path / f"profile-{width}")
+    dom = chromium(
+        "--window-size=1000,900",
+        "--virtual-time-budget=3000",
+        "--allow-file-access-from-files",
+        "--dump-dom",
+        frame.as_uri(),
+        profile=tmp_path / f"profile-{width}",
+    )
     match = re.search(r'<pre id="probe-result">(.*?)</pre>', dom.stdout, re.S)
     assert match, f"the probe did not run: {dom.stderr[-2000:]}"
     result: dict = json.loads(match.group(1).replace("&quot;", '"').replace("&amp;", "&"))  # type: ignore[type-arg]
@@ -129,15 +154,23 @@ def test_email_fits_and_shows_the_essentials(html_file: Path, tmp_path: Path, wi
     shot.unlink(missing_ok=True)
     framed = tmp_path / "shot.html"
     framed.write_text(FRAME.replace("SRC", html_file.as_uri()).replace("WIDTH", str(width)), encoding="utf-8")
-    chromium(f"--window-size={max(width, 500)},1400", f"--screenshot={shot}", "--virtual-time-budget=3000",
-             "--allow-file-access-from-files", framed.as_uri(), profile=tmp_path / "p2")
+    chromium(
+        f"--window-size={max(width, 500)},1400",
+        f"--screenshot={shot}",
+        "--virtual-time-budget=3000",
+        "--allow-file-access-from-files",
+        framed.as_uri(),
+        profile=tmp_path / "p2",
+    )
     assert shot.exists() and shot.stat().st_size > 10_000
 
 
 def test_the_probe_catches_overflow_and_hidden_text(tmp_path: Path) -> None:
     """Negative control: a fixed 600 px table and a hidden title must fail the checks above."""
-    bad = ('<!doctype html><html><body><table style="width:600px"><tr><td>Serge Belongie</td></tr></table>'
-           '<p style="display:none">Challenges in Fine-Grained Image Analysis</p></body></html>')
+    bad = (
+        '<!doctype html><html><body><table style="width:600px"><tr><td>Serge Belongie</td></tr></table>'
+        '<p style="display:none">Challenges in Fine-Grained Image Analysis</p></body></html>'
+    )
     result = probe(bad, 375, tmp_path)
     assert result["scrollWidth"] > 375 and result["wide"]
     assert result["needles"]["title"] is False and result["zoomLink"] is False

@@ -54,8 +54,9 @@ def test_preview_of_an_empty_week_says_so_and_writes_nothing(tmp_path: Path) -> 
 def test_options_come_from_the_environment(tmp_path: Path) -> None:
     schedule = tmp_path / "s.yaml"
     schedule.write_text(VALID.replace("Serge Belongie", "Ada Lovelace"))
-    result = run_cli("preview", "--date", "2024-01-15", "--out", str(tmp_path / "o"),
-                     env={"MAILER_SCHEDULE": str(schedule)})
+    result = run_cli(
+        "preview", "--date", "2024-01-15", "--out", str(tmp_path / "o"), env={"MAILER_SCHEDULE": str(schedule)}
+    )
     assert result.code == 0 and "Ada Lovelace" in result.out
 
 
@@ -72,7 +73,17 @@ def test_check_ok_on_shipped_data() -> None:
 
 def test_runs_from_another_directory(tmp_path: Path) -> None:
     """Built-in templates are found relative to the package, not the working directory."""
-    result = run_cli("preview", "--date", "2024-01-15", "--schedule", str(SCHEDULE),
-                     "--templates", str(tmp_path / "none"), "--out", str(tmp_path / "o"), cwd=tmp_path)
+    result = run_cli(
+        "preview",
+        "--date",
+        "2024-01-15",
+        "--schedule",
+        str(SCHEDULE),
+        "--templates",
+        str(tmp_path / "none"),
+        "--out",
+        str(tmp_path / "o"),
+        cwd=tmp_path,
+    )
     assert result.code == 0, result.err
     assert ROOT.exists()

@@ -88,11 +88,10 @@ def test_cancelled_seminar_says_so(write_schedule) -> None:
 
 
 HOSTILE = VALID.replace(
-    "title: Challenges in Fine-Grained Image Analysis", "title: \"<b>Bold</b> {{ 7*7 }} {% if 1 %}x{% endif %}\""
+    "title: Challenges in Fine-Grained Image Analysis", 'title: "<b>Bold</b> {{ 7*7 }} {% if 1 %}x{% endif %}"'
 ).replace(
     "Some *abstract*.",
-    "<script>alert(1)</script> <img src=x onerror=alert(2)> [click](javascript:alert(3)) "
-    "[ok](https://example.org/)",
+    "<script>alert(1)</script> <img src=x onerror=alert(2)> [click](javascript:alert(3)) [ok](https://example.org/)",
 )
 
 

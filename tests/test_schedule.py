@@ -32,8 +32,13 @@ def test_valid_fixture_loads(write_schedule) -> None:
 CASES = [
     ("unquoted time", 'time: "15:00"', "time: 15:00", 5, "number 900"),
     ("unknown key with suggestion", "speaker: Serge", "speakr: Serge", 14, "did you mean 'speaker'"),
-    ("missing required key", "  signature: The Learning Machines Team\n", "", 2,
-     "missing the required key 'signature'"),
+    (
+        "missing required key",
+        "  signature: The Learning Machines Team\n",
+        "",
+        2,
+        "missing the required key 'signature'",
+    ),
     ("wrong type", "upcoming: 4", "upcoming: four", 11, "whole number"),
     ("impossible date", "date: 2024-01-18", "date: 2024-02-30", 13, "not a real date"),
     ("unknown timezone", "Europe/Stockholm", "Europe/Stokholm", 4, "did you mean 'Europe/Stockholm'"),
@@ -41,18 +46,38 @@ CASES = [
     ("malformed address", "<learning-machines@ri.se>", "<learning-machines@>", 9, "not a valid email"),
     ("duplicate key", "  upcoming: 4\n", "  upcoming: 4\n  upcoming: 5\n", 12, "duplicate key 'upcoming'"),
     ("same date and time", "date: 2024-01-25", "date: 2024-01-18", 19, "two seminars at 2024-01-18 15:00"),
-    ("python tag", "title: Challenges", "title: !!python/object:os.system Challenges", 16,
-     "tag !!python/object:os.system is not allowed"),
+    (
+        "python tag",
+        "title: Challenges",
+        "title: !!python/object:os.system Challenges",
+        16,
+        "tag !!python/object:os.system is not allowed",
+    ),
     ("tab indentation", "    speaker: Joakim", "\t  speaker: Joakim", 20, "tab"),
     ("yaml syntax", "title: Challenges in", 'title: "Challenges in', 16, "YAML syntax error"),
     ("boolean where text", "speaker: Joakim Lindblad", "speaker: NO", 20, "boolean false"),
     ("password in yaml", "  upcoming: 4\n", "  upcoming: 4\n  password: hunter2\n", 12, "environment"),
-    ("line break in title", "title: Challenges in Fine-Grained Image Analysis",
-     'title: "Challenges\\r\\nBcc: x@y.z"', 16, "line break"),
-    ("cancelled wrong type", "speaker: Joakim Lindblad", "speaker: Joakim Lindblad\n    cancelled: 3", 21,
-     "'cancelled' should be text"),
-    ("seminars not a list", "seminars:\n  - date: 2024-01-18", "seminars: 7\nx:\n  - date: 2024-01-18", 12,
-     "should be a list"),
+    (
+        "line break in title",
+        "title: Challenges in Fine-Grained Image Analysis",
+        'title: "Challenges\\r\\nBcc: x@y.z"',
+        16,
+        "line break",
+    ),
+    (
+        "cancelled wrong type",
+        "speaker: Joakim Lindblad",
+        "speaker: Joakim Lindblad\n    cancelled: 3",
+        21,
+        "'cancelled' should be text",
+    ),
+    (
+        "seminars not a list",
+        "seminars:\n  - date: 2024-01-18",
+        "seminars: 7\nx:\n  - date: 2024-01-18",
+        12,
+        "should be a list",
+    ),
 ]
 
 
@@ -101,8 +126,9 @@ def test_missing_file_exits_2_with_clear_message(tmp_path: Path) -> None:
 
 
 def test_seminar_overrides_and_cancelled(write_schedule) -> None:
-    text = VALID.replace("speaker: Joakim Lindblad",
-                         'speaker: Joakim Lindblad\n    time: "10:15"\n    cancelled: Speaker is ill')
+    text = VALID.replace(
+        "speaker: Joakim Lindblad", 'speaker: Joakim Lindblad\n    time: "10:15"\n    cancelled: Speaker is ill'
+    )
     second = load_schedule(write_schedule(text)).seminars[1]
     assert second.start == dt.datetime(2024, 1, 25, 10, 15, tzinfo=second.start.tzinfo)
     assert second.cancelled == "Speaker is ill"
@@ -114,7 +140,11 @@ def test_week_selection_monday_to_sunday() -> None:
         week = week_of(schedule, day)
         assert week is not None and [s.speaker for s in week.seminars] == ["Serge Belongie"]
         assert [s.speaker for s in week.upcoming] == [
-            "Joakim Lindblad", "Liane Guillou", "Alexander Mathis", "Elise van der Pol"]
+            "Joakim Lindblad",
+            "Liane Guillou",
+            "Alexander Mathis",
+            "Elise van der Pol",
+        ]
     assert week_of(schedule, dt.date(2024, 1, 14)) is None  # the Sunday before
     assert week_of(schedule, dt.date(2024, 1, 29)) is None  # no seminar that week
 
