@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mailer import __version__
+from mailer.address import Address
 from mailer.errors import EXIT_INVALID, EXIT_OK, ConfigError, MailerError
 
 _PATH_OPTIONS = {
@@ -21,6 +22,7 @@ _PATH_OPTIONS = {
         "your template folder; templates you do not override come from the built-in set",
     ),
     "recipients": ("MAILER_RECIPIENTS", "recipients", "the folder of mailing-list files"),
+    "state": ("MAILER_STATE", "state", "where the ledger, lock and token key live"),
 }
 
 
@@ -63,9 +65,10 @@ def _parser() -> argparse.ArgumentParser:
         "preview",
         help="render this week's announcement without sending anything",
         description="Render this week's announcement: print the subject and text, write "
-        "announcement.html, announcement.txt and the web page into --out.",
+        "announcement.html, announcement.txt, announcement.eml (the message exactly as the first "
+        "subscriber gets it) and the web page into --out.",
     )
-    _add_paths(preview, "schedule", "templates")
+    _add_paths(preview, "schedule", "templates", "recipients", "state")
     _add_date(preview)
     preview.add_argument(
         "--out", type=Path, default=Path("preview"), metavar="DIR", help="where to write the files (default preview/)"
@@ -91,7 +94,20 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _first_recipient(folder: Path, list_name: str) -> Address:
+    """The first valid subscriber, or a stand-in when the list has none yet."""
+    from mailer.recipients import list_file, read_entries
+
+    try:
+        entries = read_entries(list_file(folder, list_name))
+        return next(e.recipient for e in entries if e.recipient is not None)
+    except (ConfigError, StopIteration):
+        return Address(name="", addr="subscriber@example.org")
+
+
 def _preview(args: argparse.Namespace) -> int:
+    from mailer.config import token_key
+    from mailer.message import build_message
     from mailer.render import render
     from mailer.schedule import load_schedule, week_of
 
@@ -106,12 +122,15 @@ def _preview(args: argparse.Namespace) -> int:
         )
         return EXIT_OK
     rendered = render(schedule, week, templates=args.templates)
+    template = build_message(schedule, week, rendered, now=dt.datetime.now(dt.UTC), token_key=token_key(args.state))
+    first = _first_recipient(args.recipients, schedule.series.list_name)
     out: Path = args.out
     try:
         out.mkdir(parents=True, exist_ok=True)
         (out / "announcement.html").write_text(rendered.html, encoding="utf-8")
         (out / "announcement.txt").write_text(rendered.text, encoding="utf-8")
         (out / rendered.page_name).write_text(rendered.page, encoding="utf-8")
+        (out / "announcement.eml").write_bytes(template.personalise(first))
     except OSError as err:
         raise ConfigError(f"{out}: cannot write the preview: {err.strerror}") from err
     print(f"Subject: {rendered.subject}\n")

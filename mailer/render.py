@@ -24,6 +24,7 @@ BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "emai
 SUBJECT = "subject.txt.j2"
 TEXT = "announcement.txt.j2"
 PAGE = "page.md.j2"
+FOOTER = "footer.txt.j2"
 MJML = "announcement.mjml.j2"
 
 # CommonMark with raw HTML off: "<script>" in an abstract becomes the text "&lt;script&gt;", and
@@ -36,8 +37,9 @@ class Rendered:
     """One announcement, rendered once and shared by every recipient."""
 
     subject: str
-    text: str
-    html: str
+    text: str  # the announcement as published: identical to the web page's body
+    email_text: str  # the text part of the email: ``text`` and the list footer
+    html: str  # the HTML part of the email, footer included
     page: str
     page_name: str  # YYYY-MM-DD-<slug>.md
 
@@ -150,9 +152,15 @@ def render(schedule: Schedule, week: Week, *, templates: Path | None = None) -> 
     subject = _one_line(_render(text_env, SUBJECT, context))
     text = _render(text_env, TEXT, context)
     page = _render(text_env, PAGE, {**context, "text": text})
+    footer = _render(text_env, FOOTER, context)
     mjml_source = _render(make_environment(templates, html=True), MJML, {**context, "subject": subject})
     html = inline_css(compile_mjml(mjml_source))
     first: Seminar = week.seminars[0]
     return Rendered(
-        subject=subject, text=text, html=html, page=page, page_name=f"{first.date.isoformat()}-{first.slug}.md"
+        subject=subject,
+        text=text,
+        email_text=text + footer,
+        html=html,
+        page=page,
+        page_name=f"{first.date.isoformat()}-{first.slug}.md",
     )

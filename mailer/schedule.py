@@ -12,20 +12,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from mailer import yamlfile
+from mailer.address import Address, parse_address
 from mailer.errors import Problem, ScheduleError
 from mailer.yamlfile import Mapping, Node, Scalar, Sequence, describe
-
-
-@dataclass(frozen=True, slots=True)
-class Address:
-    """A mailbox: display name (may be empty) and addr-spec."""
-
-    name: str
-    addr: str
-
-    @property
-    def domain(self) -> str:
-        return self.addr.rpartition("@")[2]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +32,12 @@ class Series:
     upcoming: int
     reply_to: Address | None
     unsubscribe_url: str | None
+    unsubscribe_email: Address | None
+
+    @property
+    def unsubscribe_address(self) -> Address:
+        """Where "unsubscribe" mails go: the configured address, else the sender."""
+        return self.unsubscribe_email or self.sender
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +93,6 @@ class Week:
 
 # --- field readers: each returns the value or None after recording a problem -------------------
 
-_ADDR_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[^\s@<>()\[\],;:\"\\]+\.[^\s@<>()\[\],;:\"\\]+$")
 _LIST_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]")
 
@@ -206,7 +200,7 @@ class _Reader:
             return None
         try:
             parts = urlsplit(raw)
-            ok = parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in raw
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in raw and len(raw) <= 500
             parts.port  # noqa: B018  (raises ValueError on a bad port)
         except ValueError:
             ok = False
@@ -244,20 +238,8 @@ class _Reader:
             return None
 
 
-def parse_address(raw: str) -> Address | None:
-    """Parse ``addr`` or ``Name <addr>`` strictly; None when it is not one plain mailbox."""
-    match = re.fullmatch(r"\s*(?:(?P<name>[^<>]*?)\s*<(?P<a1>[^<>\s]+)>|(?P<a2>[^<>\s]+))\s*", raw)
-    if not match or _CONTROL_RE.search(raw):
-        return None
-    addr = match["a1"] or match["a2"]
-    if not _ADDR_RE.match(addr) or ".." in addr or addr.startswith("."):
-        return None
-    name = (match["name"] or "").strip().strip('"').strip()
-    return Address(name=name, addr=addr)
-
-
 _SERIES_REQUIRED = ("name", "signature", "timezone", "time", "location", "info_url", "sender", "list")
-_SERIES_OPTIONAL = ("duration", "zoom", "upcoming", "reply_to", "unsubscribe_url")
+_SERIES_OPTIONAL = ("duration", "zoom", "upcoming", "reply_to", "unsubscribe_url", "unsubscribe_email")
 _SEMINAR_REQUIRED = ("date", "speaker")
 _SEMINAR_OPTIONAL = ("affiliation", "title", "abstract", "bio", "time", "duration", "location", "zoom", "cancelled")
 
@@ -289,8 +271,9 @@ def _series(r: _Reader, node: Node) -> Series | None:
         upcoming=r.integer(v("upcoming"), "upcoming", low=0, high=50) if "upcoming" in m.values else 4,
         reply_to=r.address(v("reply_to"), "reply_to"),
         unsubscribe_url=r.url(v("unsubscribe_url"), "unsubscribe_url"),
+        unsubscribe_email=r.address(v("unsubscribe_email"), "unsubscribe_email"),
     )
-    optional = {"zoom", "reply_to", "unsubscribe_url"}
+    optional = {"zoom", "reply_to", "unsubscribe_url", "unsubscribe_email"}
     if any(val is None for key, val in fields.items() if key not in optional):
         return None
     return Series(**fields)  # type: ignore[arg-type]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from mailer import __version__
+from mailer.address import Address
 from tests.conftest import GOLDEN, ROOT, SCHEDULE, VALID, run_cli
 
 
@@ -87,3 +89,29 @@ def test_runs_from_another_directory(tmp_path: Path) -> None:
     )
     assert result.code == 0, result.err
     assert ROOT.exists()
+
+
+def test_preview_eml_is_exactly_the_message_for_the_first_subscriber(tmp_path: Path) -> None:
+    """Rebuilt with the .eml's own Date as the clock, the message is identical byte for byte."""
+    import email.utils
+
+    from mailer.config import token_key
+    from mailer.message import build_message
+    from mailer.render import render
+    from mailer.schedule import load_schedule, week_of
+
+    result = run_cli("preview", "--date", "2024-01-15", "--out", str(tmp_path / "o"), "--state", str(tmp_path / "s"))
+    assert result.code == 0, result.err
+    eml = (tmp_path / "o" / "announcement.eml").read_bytes()
+    date = next(line for line in eml.split(b"\r\n") if line.startswith(b"Date: "))[6:].decode()
+    schedule = load_schedule(SCHEDULE)
+    week = week_of(schedule, dt.date(2024, 1, 15))
+    assert week is not None
+    template = build_message(
+        schedule,
+        week,
+        render(schedule, week),
+        now=email.utils.parsedate_to_datetime(date),
+        token_key=token_key(tmp_path / "s"),
+    )
+    assert eml == template.personalise(Address("Ada Lovelace", "ada@example.org"))

@@ -1,0 +1,132 @@
+"""Email addresses: strict parsing, IDNA, and header text that no input can break out of.
+
+Header text is encoded here, not by the standard library's folder: Python 3.11.7 predates the fix
+for CVE-2024-6923, and an RFC 2047 encoded word written by an organiser (``=?utf-8?q?x=0D=0A...?=``)
+must arrive as the literal text it is. Any text holding ``=?`` or non-ASCII is therefore sent
+wholly as base64 encoded words, which decoders never decode a second time.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from dataclasses import dataclass
+
+_LOCAL_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]")
+_ATOM_TEXT = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~ .-]*$")  # needs no quoting in a display name
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A mailbox: display name (may be empty) and addr-spec as written."""
+
+    name: str
+    addr: str
+
+    @property
+    def local(self) -> str:
+        return self.addr.rpartition("@")[0]
+
+    @property
+    def domain(self) -> str:
+        return self.addr.rpartition("@")[2]
+
+    @property
+    def ascii_addr(self) -> str:
+        """The address with its domain IDNA-encoded (bücher.de -> xn--bcher-kva.de)."""
+        return f"{self.local}@{ascii_domain(self.domain)}"
+
+    @property
+    def needs_smtputf8(self) -> bool:
+        return not self.local.isascii()
+
+    @property
+    def key(self) -> str:
+        """Identity for de-duplication and the ledger: local part as written, domain case-folded."""
+        return f"{self.local}@{ascii_domain(self.domain).lower()}"
+
+
+def ascii_domain(domain: str) -> str:
+    """IDNA 2008 (UTS #46) for non-ASCII domains; ``idna`` is imported only when needed."""
+    if domain.isascii():
+        return domain
+    import idna
+
+    try:
+        return idna.encode(domain, uts46=True).decode("ascii")
+    except idna.IDNAError as err:
+        raise ValueError(f"invalid international domain {domain!r}: {err}") from err
+
+
+def parse_address(raw: str) -> Address | None:
+    """Parse ``addr`` or ``Name <addr>`` strictly; None when it is not exactly one plain mailbox."""
+    if _CONTROL_RE.search(raw):
+        return None
+    match = re.fullmatch(r"\s*(?:(?P<name>[^<>]*?)\s*<(?P<a1>[^<>\s]+)>|(?P<a2>[^<>\s]+))\s*", raw)
+    if not match:
+        return None
+    addr = match["a1"] or match["a2"]
+    local, at, domain = addr.rpartition("@")
+    if not at or not local or len(addr) > 254 or len(local) > 64:
+        return None
+    if not (_LOCAL_RE.match(local) or (not local.isascii() and "\\" not in local and '"' not in local)):
+        return None
+    try:
+        labels = ascii_domain(domain).split(".")
+    except ValueError:
+        return None
+    if len(labels) < 2 or not all(re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?", x) for x in labels):
+        return None
+    name = (match["name"] or "").strip()
+    if len(name) >= 2 and name[0] == name[-1] == '"':
+        name = name[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    return Address(name=name.strip(), addr=addr)
+
+
+def _encoded_words(text: str, budget: int) -> list[str]:
+    """Split ``text`` into base64 encoded words of at most ``budget`` UTF-8 bytes each."""
+    words, chunk = [], ""
+    for char in text:
+        if len((chunk + char).encode()) > budget:
+            words.append(chunk)
+            chunk = ""
+        chunk += char
+    if chunk:
+        words.append(chunk)
+    return [f"=?utf-8?b?{base64.b64encode(w.encode()).decode()}?=" for w in words]
+
+
+def header_text(text: str) -> str:
+    """Return header-safe text: folded ASCII as is, anything else as encoded words."""
+    if _CONTROL_RE.search(text):
+        raise ValueError("header text must not contain control characters")
+    if text.isascii() and "=?" not in text:
+        return _fold(text.split(" "))
+    return _fold(_encoded_words(text, 39))  # 39 bytes -> 64-char words: with "Subject: ", under 78
+
+
+def _fold(words: list[str], width: int = 66) -> str:
+    """Join words into lines of at most ``width`` characters (plus a header name of up to 12)."""
+    lines, line = [], ""
+    for word in words:
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    lines.append(line)
+    return "\r\n ".join(lines)
+
+
+def format_address(address: Address, *, smtputf8: bool = False) -> str:
+    """Format a mailbox for From/To: a quoted or encoded display name and the address."""
+    addr = address.addr if smtputf8 else address.ascii_addr
+    if not address.name:
+        return f"<{addr}>"
+    name = address.name
+    if name.isascii() and "=?" not in name:
+        if not _ATOM_TEXT.match(name):
+            name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return f"{name} <{addr}>"
+    return f"{_fold(_encoded_words(name, 39))} <{addr}>"

@@ -1,0 +1,82 @@
+"""The calendar invitation (RFC 5545): one VEVENT per seminar of the week, times in UTC."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+import icalendar
+from markdown_it import MarkdownIt
+
+from mailer.schedule import Schedule, Seminar, Week
+
+_PLAIN = MarkdownIt("commonmark", {"html": False})
+
+
+def seminar_uid(schedule: Schedule, seminar: Seminar) -> str:
+    """A UID that stays the same when the time, title or room of a seminar changes."""
+    speaker = re.sub(r"[^a-z0-9]+", "-", seminar.speaker.lower()).strip("-") or "seminar"
+    domain = schedule.series.sender.ascii_addr.rpartition("@")[2]
+    return f"{schedule.series.list_name}-{seminar.date.isoformat()}-{speaker}@{domain}"
+
+
+def _plain(markdown: str) -> str:
+    """Markdown to plain text for DESCRIPTION: keep the words and the link targets."""
+    tokens = _PLAIN.parse(markdown)
+    out: list[str] = []
+    for token in tokens:
+        if token.type == "inline" and token.children is not None:
+            parts = []
+            for child in token.children:
+                if child.type in ("text", "code_inline"):
+                    parts.append(child.content)
+                elif child.type in ("softbreak", "hardbreak"):
+                    parts.append(" ")
+            out.append("".join(parts))
+    return "\n\n".join(out)
+
+
+def method(week: Week) -> str:
+    """CANCEL when every seminar of the week is cancelled, else PUBLISH."""
+    return "CANCEL" if all(s.is_cancelled for s in week.seminars) else "PUBLISH"
+
+
+def build_invite(schedule: Schedule, week: Week, *, now: dt.datetime) -> bytes:
+    """Return the iCalendar file for the week's seminars."""
+    series = schedule.series
+    calendar = icalendar.Calendar()
+    calendar.add("prodid", "-//seminar-mailer//seminar-mailer//EN")
+    calendar.add("version", "2.0")
+    calendar.add("method", method(week))
+    for seminar in week.seminars:
+        event = icalendar.Event()
+        event.add("uid", seminar_uid(schedule, seminar))
+        event.add("dtstamp", now.astimezone(dt.UTC))
+        # A cancellation must outrank the announcement it cancels.
+        event.add("sequence", 1 if seminar.is_cancelled else 0)
+        event.add("dtstart", seminar.start.astimezone(dt.UTC))
+        event.add("dtend", seminar.end.astimezone(dt.UTC))
+        title = (
+            f"{series.name}: {seminar.title} ({seminar.speaker})"
+            if seminar.title
+            else f"{series.name}: {seminar.speaker}"
+        )
+        event.add("summary", title)
+        event.add("location", seminar.location)
+        if seminar.zoom:
+            event.add("url", seminar.zoom)
+        description = [f"Speaker: {seminar.speaker}" + (f", {seminar.affiliation}" if seminar.affiliation else "")]
+        if seminar.is_cancelled:
+            event.add("status", "CANCELLED")
+            description.insert(0, "Cancelled." + (f" {seminar.cancelled}" if seminar.cancelled else ""))
+        else:
+            event.add("status", "CONFIRMED")
+        if seminar.abstract:
+            description.append(_plain(seminar.abstract))
+        if seminar.zoom:
+            description.append(f"Zoom: {seminar.zoom}")
+        description.append(f"More information: {series.info_url}")
+        event.add("description", "\n\n".join(description))
+        event.add("transp", "OPAQUE")
+        calendar.add_component(event)
+    return bytes(calendar.to_ical())

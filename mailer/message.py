@@ -1,0 +1,134 @@
+"""Build the announcement email once, then personalise it per recipient in microseconds.
+
+The MIME body (text, HTML, calendar) is the same for every subscriber, so it is built and
+serialised once. Only three header lines differ: To, Message-ID and List-Unsubscribe. They are
+written here from validated, encoded parts, so no recipient name can add a header or a recipient.
+
+Structure, and why: ``multipart/mixed`` [ ``multipart/alternative`` [text/plain, text/html],
+``text/calendar; method=PUBLISH`` as the attachment invite.ics ]. Outlook treats a text/calendar
+part inside multipart/alternative as the message itself (a meeting request, with the HTML hidden),
+and some webmail then shows only the invitation; as an attachment every major client (Gmail,
+Outlook, Apple Mail, Thunderbird) shows the HTML announcement and offers the .ics to add in one
+click. METHOD:PUBLISH (not REQUEST) because subscribers are not attendees who must reply.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import email.policy
+import email.utils
+import hashlib
+import hmac
+from dataclasses import dataclass
+from email.message import EmailMessage
+
+from mailer.address import Address, format_address, header_text
+from mailer.invite import build_invite, method, seminar_uid
+from mailer.render import Rendered
+from mailer.schedule import Schedule, Week
+
+_POLICY = email.policy.SMTP  # CRLF line ends, as transmitted
+
+
+def announcement_id(schedule: Schedule, week: Week) -> str:
+    """Identify one announcement: the list and the UIDs of the week's seminars."""
+    return "+".join(seminar_uid(schedule, s) for s in week.seminars)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageTemplate:
+    """A complete message but for the recipient's own header lines."""
+
+    announcement: str
+    head: bytes  # shared header lines, CRLF-terminated, ending with the MIME headers
+    body: bytes  # CRLF, the blank line and the MIME body
+    list_name: str
+    id_domain: str
+    token_key: bytes
+    unsubscribe_mailto: str
+    unsubscribe_url: str | None
+
+    def message_id(self, recipient: Address) -> str:
+        """Deterministic per (list, announcement, recipient): a resent copy has the same id."""
+        seed = f"{self.list_name}\0{self.announcement}\0{recipient.key}".encode()
+        return f"<{hashlib.sha256(seed).hexdigest()[:40]}@{self.id_domain}>"
+
+    def token(self, recipient: Address) -> str:
+        """Unsubscribe token: an HMAC of list and address, not guessable without the key."""
+        mac = hmac.new(self.token_key, f"{self.list_name}\0{recipient.key}".encode(), hashlib.sha256)
+        return base64.urlsafe_b64encode(mac.digest()[:18]).decode()
+
+    def unsubscribe_link(self, recipient: Address) -> str | None:
+        if self.unsubscribe_url is None:
+            return None
+        who = base64.urlsafe_b64encode(recipient.key.encode()).decode().rstrip("=")
+        join = "&" if "?" in self.unsubscribe_url else "?"
+        return f"{self.unsubscribe_url}{join}list={self.list_name}&r={who}&t={self.token(recipient)}"
+
+    def personal_head(self, recipient: Address) -> bytes:
+        """The recipient's own header lines."""
+        unsubscribe = f"<{self.unsubscribe_mailto}>"
+        if (link := self.unsubscribe_link(recipient)) is not None:
+            unsubscribe += f",\r\n <{link}>"
+        to = format_address(recipient, smtputf8=recipient.needs_smtputf8)
+        text = f"To: {to}\r\nMessage-ID: {self.message_id(recipient)}\r\nList-Unsubscribe: {unsubscribe}\r\n"
+        return text.encode("utf-8")
+
+    def personalise(self, recipient: Address) -> bytes:
+        """Return the exact bytes to transmit to ``recipient``."""
+        return self.personal_head(recipient) + self.head + self.body
+
+
+def _mime(rendered: Rendered, invite: bytes, invite_method: str) -> EmailMessage:
+    message = EmailMessage(policy=_POLICY)
+    message.set_content(rendered.email_text, subtype="plain", charset="utf-8", cte="quoted-printable")
+    message.add_alternative(rendered.html, subtype="html", charset="utf-8", cte="quoted-printable")
+    message.make_mixed()
+    message.add_attachment(
+        invite,
+        maintype="text",
+        subtype="calendar",
+        filename="invite.ics",
+        disposition="attachment",
+        params={"method": invite_method, "charset": "UTF-8", "name": "invite.ics"},
+    )
+    # Boundaries from the content, not at random: the same announcement gives the same bytes, so
+    # preview's .eml is what send transmits. "=_" never occurs in quoted-printable or base64 text.
+    digest = hashlib.sha256(f"{rendered.email_text}\0{rendered.html}\0{invite_method}".encode()).hexdigest()[:32]
+    message.set_boundary(f"=_mixed_{digest}")
+    alternative = next(message.iter_parts())
+    assert isinstance(alternative, EmailMessage)
+    alternative.set_boundary(f"=_alt_{digest}")
+    return message
+
+
+def build_message(
+    schedule: Schedule, week: Week, rendered: Rendered, *, now: dt.datetime, token_key: bytes
+) -> MessageTemplate:
+    """Build the shared part of every recipient's message."""
+    series = schedule.series
+    mime = _mime(rendered, build_invite(schedule, week, now=now), method(week)).as_bytes(policy=_POLICY)
+    mime_head, _, mime_body = mime.partition(b"\r\n\r\n")
+    domain = series.sender.ascii_addr.rpartition("@")[2]
+    lines = [
+        f"From: {format_address(series.sender)}",
+        *([f"Reply-To: {format_address(series.reply_to)}"] if series.reply_to else []),
+        f"Subject: {header_text(rendered.subject)}",
+        f"Date: {email.utils.format_datetime(now.astimezone(series.timezone))}",
+        f"List-Id: {header_text(series.name + ' seminar')} <{series.list_name}.{domain}>",
+        *(["List-Unsubscribe-Post: List-Unsubscribe=One-Click"] if series.unsubscribe_url else []),
+        "Precedence: bulk",
+        "Auto-Submitted: auto-generated",
+    ]
+    head = ("\r\n".join(lines) + "\r\n").encode("ascii") + mime_head + b"\r\n"
+    return MessageTemplate(
+        announcement=announcement_id(schedule, week),
+        head=head,
+        body=b"\r\n" + mime_body,
+        list_name=series.list_name,
+        id_domain=domain,
+        token_key=token_key,
+        unsubscribe_mailto=f"mailto:{series.unsubscribe_address.ascii_addr}?subject=unsubscribe",
+        unsubscribe_url=series.unsubscribe_url,
+    )

@@ -1,0 +1,130 @@
+"""Read a mailing list (recipients/<list>.txt or .csv) and the suppression lists, streaming.
+
+One address a line, optionally ``Name <addr>``; ``#`` comments and blank lines are allowed. A CSV
+list has the header ``email,name``. Duplicates (domain compared case-insensitively) count once.
+Invalid lines become problems (``check`` reports them, ``send`` warns and skips them).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailer.address import Address, parse_address
+from mailer.errors import ConfigError, Problem
+
+UNSUBSCRIBED = "unsubscribed.txt"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One line of a list file: a recipient or the problem with that line."""
+
+    line: int
+    recipient: Address | None
+    problem: Problem | None
+
+
+def list_file(folder: Path, list_name: str) -> Path:
+    """Find recipients/<list>.txt or .csv; both at once is ambiguous."""
+    found = [p for p in (folder / f"{list_name}.txt", folder / f"{list_name}.csv") if p.exists()]
+    if not found:
+        raise ConfigError(
+            f"{folder / (list_name + '.txt')}: no such mailing list; wanted one address a line "
+            f"in {list_name}.txt (or {list_name}.csv with the header email,name)"
+        )
+    if len(found) == 2:
+        raise ConfigError(f"{found[0]} and {found[1]} both exist; wanted one list file")
+    return found[0]
+
+
+def _check(path: Path, line: int, raw: str, column: int = 1) -> Entry:
+    address = parse_address(raw)
+    if address is None:
+        return Entry(
+            line,
+            None,
+            Problem(
+                path,
+                line,
+                column,
+                f"{raw.strip()!r} is not a valid email address; wanted name@example.org or Name <name@example.org>",
+            ),
+        )
+    return Entry(line, address, None)
+
+
+def read_entries(path: Path) -> Iterator[Entry]:
+    """Yield every non-blank, non-comment line of a list file, parsed. Streams: memory stays flat."""
+    try:
+        handle = path.open(encoding="utf-8", newline="")
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the list: {err.strerror}") from err
+    with handle:
+        try:
+            if path.suffix == ".csv":
+                yield from _csv_entries(path, handle)
+                return
+            for number, line in enumerate(handle, start=1):
+                text = line.rstrip("\r\n")
+                stripped = text.strip()
+                if not stripped or stripped.startswith("#"):
+                    continue
+                yield _check(path, number, text, len(text) - len(text.lstrip()) + 1)
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{path}: the file is not valid UTF-8; wanted it saved as UTF-8") from err
+
+
+def _csv_entries(path: Path, handle: io.TextIOBase) -> Iterator[Entry]:
+    reader = csv.reader(handle)
+    header = next(reader, None)
+    columns = [c.strip().lower() for c in header] if header else []
+    if "email" not in columns:
+        raise ConfigError(f"{path}:1:1: the CSV header is {header!r}; wanted the header row email,name")
+    email_at, name_at = columns.index("email"), columns.index("name") if "name" in columns else None
+    for row in reader:
+        number = reader.line_num
+        if not any(cell.strip() for cell in row) or row[0].lstrip().startswith("#"):
+            continue
+        if len(row) <= email_at:
+            yield Entry(number, None, Problem(path, number, 1, "missing the email column"))
+            continue
+        email = row[email_at].strip()
+        name = row[name_at].strip() if name_at is not None and len(row) > name_at else ""
+        if "<" in email or ">" in email or '"' in name or "<" in name:
+            yield Entry(
+                number,
+                None,
+                Problem(
+                    path,
+                    number,
+                    1,
+                    f"{email!r}: wanted a bare address in the email column and a plain name in the name column",
+                ),
+            )
+            continue
+        raw = f'"{name}" <{email}>' if name else email
+        yield _check(path, number, raw)
+
+
+def suppressed_keys(paths: list[Path]) -> set[str]:
+    """Read suppression lists (missing files are empty) into address keys."""
+    keys: set[str] = set()
+    for path in paths:
+        if path.exists():
+            keys.update(e.recipient.key for e in read_entries(path) if e.recipient is not None)
+    return keys
+
+
+def unique(entries: Iterator[Entry]) -> Iterator[Entry]:
+    """Drop repeated addresses, keeping the first; problems pass through."""
+    seen: set[str] = set()
+    for entry in entries:
+        if entry.recipient is not None:
+            if entry.recipient.key in seen:
+                continue
+            seen.add(entry.recipient.key)
+        yield entry
