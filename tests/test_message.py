@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from email.message import EmailMessage
 from pathlib import Path
@@ -299,3 +300,14 @@ def test_mutt_shows_the_text_part_and_the_invitation(shipped: MessageTemplate, t
         (ARTEFACTS / "mutt-attachments.txt").write_text(attachments)
     finally:
         subprocess.run([TMUX, "kill-session", "-t", session], check=False, capture_output=True)
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 11, 10), reason="this Python has the CVE-2024-6923 fix; the "
+                                                           "hazard below exists only on older ones (3.11.7 here)")
+def test_the_stdlib_alone_would_inject_on_this_python() -> None:
+    """Why mailer/address.py writes header text itself: the same title through EmailMessage adds a Bcc."""
+    naive = EmailMessage(policy=email.policy.SMTP)
+    naive["Subject"] = ENCODED_WORD
+    naive.set_content("x")
+    assert parse(naive.as_bytes())["Bcc"] == "a@b"  # the vulnerability is real here...
+    assert parse(template_for().personalise(parse_address(f"{ENCODED_WORD} <ada@example.org>")))["Bcc"] is None
