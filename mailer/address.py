@@ -43,8 +43,13 @@ class Address:
 
     @property
     def key(self) -> str:
-        """Identity for de-duplication and the ledger: local part as written, domain case-folded."""
-        return f"{self.local}@{ascii_domain(self.domain).lower()}"
+        """Identity for de-duplication and the ledger: the whole address case-folded.
+
+        RFC 5321 lets the local part be case-sensitive, but no real provider makes Ada@ and ada@
+        two people, while lists do collect both spellings of one person: like Mailman, compare
+        case-insensitively (and send to the address as written).
+        """
+        return f"{self.local.lower()}@{ascii_domain(self.domain).lower()}"
 
 
 def ascii_domain(domain: str) -> str:

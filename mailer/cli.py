@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import os
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from mailer import __version__
 from mailer.address import Address
-from mailer.errors import EXIT_INVALID, EXIT_OK, ConfigError, MailerError
+from mailer.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, EXIT_TEMPFAIL, ConfigError, MailerError
 
 _PATH_OPTIONS = {
     # option: (environment variable, default, help)
@@ -74,6 +75,25 @@ def _parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=Path("preview"), metavar="DIR", help="where to write the files (default preview/)"
     )
     preview.add_argument("--open", action="store_true", help="show the HTML in your web browser")
+
+    send = commands.add_parser(
+        "send", help="send this week's announcement to every subscriber, exactly once",
+        description="Render this week's announcement once and deliver it to every subscriber not yet "
+                    "sent to. SMTP settings come from the environment or .env (see README).")
+    _add_paths(send, "schedule", "templates", "recipients", "state")
+    _add_date(send)
+    send.add_argument("--dry-run", action="store_true",
+                      help="do everything but connect: validate, render, count who would receive it")
+    send.add_argument("--yes", action="store_true", help="do not ask for confirmation on a terminal")
+
+    status = commands.add_parser("status", help="show who has been sent this week's announcement",
+                                 description="Counts per state for this week's announcement and when it was sent.")
+    _add_paths(status, "schedule", "recipients", "state")
+    _add_date(status)
+
+    check.add_argument("--recipients", type=Path, default=Path(os.environ.get("MAILER_RECIPIENTS") or "recipients"),
+                       metavar="PATH", help="the folder of mailing-list files (env MAILER_RECIPIENTS; "
+                                            "default recipients)")
     return parser
 
 
@@ -87,10 +107,25 @@ def _today(arg: str | None, tz: dt.tzinfo) -> dt.date:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from mailer.errors import Problem
+    from mailer.recipients import UNSUBSCRIBED, list_file, read_entries
     from mailer.schedule import load_schedule
 
     schedule = load_schedule(args.schedule)
     print(f"{args.schedule}: OK, {len(schedule.seminars)} seminars of {schedule.series.name}")
+    problems: list[Problem] = []
+    path = list_file(args.recipients, schedule.series.list_name)
+    count = 0
+    for entry in read_entries(path):
+        if entry.problem is not None:
+            problems.append(entry.problem)
+        else:
+            count += 1
+    if (unsubscribed := args.recipients / UNSUBSCRIBED).exists():
+        problems += [e.problem for e in read_entries(unsubscribed) if e.problem is not None]
+    if problems:
+        raise MailerError(f"{len(problems)} invalid recipient lines", problems=tuple(problems))
+    print(f"{path}: OK, {count} recipients")
     return EXIT_OK
 
 
@@ -147,7 +182,121 @@ def _preview(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-_COMMANDS = {"check": _check, "preview": _preview}
+def _env() -> dict[str, str]:
+    """The process environment over .env (MAILER_ENV_FILE, default ./.env): the environment wins."""
+    from mailer.config import read_dotenv
+
+    return {**read_dotenv(Path(os.environ.get("MAILER_ENV_FILE") or ".env")), **os.environ}
+
+
+def _send(args: argparse.Namespace) -> int:
+    from mailer.config import smtp_settings, token_key
+    from mailer.ledger import LEDGER_FILE, SUPPRESSED_FILE, Ledger, add_suppressed, run_lock
+    from mailer.message import announcement_id, build_message
+    from mailer.recipients import DUE, UNSUBSCRIBED, classify, list_file, suppressed_keys
+    from mailer.render import render
+    from mailer.report import Progress, print_summary
+    from mailer.schedule import load_schedule, week_of
+    from mailer.send import deliver
+
+    env = _env()
+    schedule = load_schedule(args.schedule)
+    series = schedule.series
+    today = _today(args.date, series.timezone)
+    week = week_of(schedule, today)
+    if week is None:
+        print(f"No {series.name} seminar in the week of {today - dt.timedelta(days=today.weekday())}: nothing to send.")
+        return EXIT_OK
+    try:
+        settings = smtp_settings(env)
+    except ConfigError as err:
+        if not args.dry_run:
+            raise
+        settings = None
+        print(f"warning: {err} (a real send would stop here)", file=sys.stderr)
+    rendered = render(schedule, week, templates=args.templates)
+    template = build_message(schedule, week, rendered, now=dt.datetime.now(dt.UTC), token_key=token_key(args.state))
+    path = list_file(args.recipients, series.list_name)
+    announcement = announcement_id(schedule, week)
+    suppressed_from = [args.recipients / UNSUBSCRIBED, args.state / SUPPRESSED_FILE]
+
+    if args.dry_run:
+        done = Ledger(args.state, announcement).done() if (args.state / LEDGER_FILE).exists() else set()
+        counts = _count(path, suppressed_from, done)
+        print_summary(counts, None, dry_run=True, subject=rendered.subject)
+        return EXIT_OK
+
+    with run_lock(args.state, series.list_name):
+        ledger = Ledger(args.state, announcement)
+        try:
+            done = ledger.done()
+            counts = _count(path, suppressed_from, done)
+            due = counts.get(DUE, 0)
+            if due == 0:
+                print_summary(counts, None, dry_run=False, subject=rendered.subject)
+                return EXIT_OK
+            if sys.stdin.isatty() and not args.yes:
+                answer = input(f"Send {rendered.subject!r} to {due} recipients? [y/N] ")
+                if answer.strip().lower() not in ("y", "yes"):
+                    print("Nothing sent.")
+                    return EXIT_OK
+            assert settings is not None
+            recipients = (e.recipient for kind, e in classify(path, suppressed=suppressed_keys(suppressed_from),
+                                                                done=done)
+                          if kind == DUE and e.recipient is not None)
+            progress = Progress(due, tty=sys.stderr.isatty())
+            outcome = asyncio.run(deliver(template, recipients, settings, ledger,
+                                           envelope_from=settings.envelope_from or series.sender.ascii_addr,
+                                           progress=progress))
+            progress.close()
+            add_suppressed(args.state, [f"{a.addr}  # {detail}" for a, detail in outcome.failed])
+        finally:
+            ledger.close()
+    print_summary(counts, outcome, dry_run=False, subject=rendered.subject)
+    if outcome.deferred:
+        return EXIT_TEMPFAIL
+    return EXIT_FAILED if outcome.failed else EXIT_OK
+
+
+def _count(path: Path, suppressed_from: list[Path], done: set[str]) -> dict[str, int]:
+    """One pass over the list: how many lines fall in each class; invalid lines are warned about."""
+    from mailer.recipients import INVALID, classify, suppressed_keys
+
+    counts: dict[str, int] = {}
+    for kind, entry in classify(path, suppressed=suppressed_keys(suppressed_from), done=done):
+        counts[kind] = counts.get(kind, 0) + 1
+        if kind == INVALID:
+            print(f"warning: {entry.problem} (skipped)", file=sys.stderr)
+    return counts
+
+
+def _status(args: argparse.Namespace) -> int:
+    from mailer.ledger import LEDGER_FILE, Ledger
+    from mailer.message import announcement_id
+    from mailer.schedule import load_schedule, week_of
+
+    schedule = load_schedule(args.schedule)
+    today = _today(args.date, schedule.series.timezone)
+    week = week_of(schedule, today)
+    if week is None:
+        print(f"No {schedule.series.name} seminar in the week of {today - dt.timedelta(days=today.weekday())}.")
+        return EXIT_OK
+    announcement = announcement_id(schedule, week)
+    if not (args.state / LEDGER_FILE).exists():
+        print(f"{announcement}: not sent yet (no ledger in {args.state})")
+        return EXIT_OK
+    summary = Ledger(args.state, announcement).summary()
+    print(f"{announcement}:")
+    for state in ("sent", "deferred", "failed"):
+        print(f"  {state:<9}{summary.counts.get(state, 0)}")
+    if summary.first:
+        print(f"  sent between {summary.first} and {summary.last} (UTC)")
+    for recipient, detail in summary.failures:
+        print(f"  failed: {recipient}: {detail}")
+    return EXIT_TEMPFAIL if summary.counts.get("deferred") else EXIT_OK
+
+
+_COMMANDS = {"check": _check, "preview": _preview, "send": _send, "status": _status}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -119,12 +119,24 @@ def suppressed_keys(paths: list[Path]) -> set[str]:
     return keys
 
 
-def unique(entries: Iterator[Entry]) -> Iterator[Entry]:
-    """Drop repeated addresses, keeping the first; problems pass through."""
+INVALID, DUPLICATE, SUPPRESSED, ALREADY, DUE = "invalid", "duplicate", "suppressed", "already", "due"
+
+
+def classify(path: Path, *, suppressed: set[str], done: set[str]) -> Iterator[tuple[str, Entry]]:
+    """Sort every line of a list into invalid, duplicate, suppressed, already (done) or due."""
     seen: set[str] = set()
-    for entry in entries:
-        if entry.recipient is not None:
-            if entry.recipient.key in seen:
-                continue
-            seen.add(entry.recipient.key)
-        yield entry
+    for entry in read_entries(path):
+        if entry.recipient is None:
+            yield INVALID, entry
+            continue
+        key = entry.recipient.key
+        if key in seen:
+            yield DUPLICATE, entry
+            continue
+        seen.add(key)
+        if key in suppressed:
+            yield SUPPRESSED, entry
+        elif key in done:
+            yield ALREADY, entry
+        else:
+            yield DUE, entry
