@@ -77,23 +77,33 @@ def _parser() -> argparse.ArgumentParser:
     preview.add_argument("--open", action="store_true", help="show the HTML in your web browser")
 
     send = commands.add_parser(
-        "send", help="send this week's announcement to every subscriber, exactly once",
+        "send",
+        help="send this week's announcement to every subscriber, exactly once",
         description="Render this week's announcement once and deliver it to every subscriber not yet "
-                    "sent to. SMTP settings come from the environment or .env (see README).")
+        "sent to. SMTP settings come from the environment or .env (see README).",
+    )
     _add_paths(send, "schedule", "templates", "recipients", "state")
     _add_date(send)
-    send.add_argument("--dry-run", action="store_true",
-                      help="do everything but connect: validate, render, count who would receive it")
+    send.add_argument(
+        "--dry-run", action="store_true", help="do everything but connect: validate, render, count who would receive it"
+    )
     send.add_argument("--yes", action="store_true", help="do not ask for confirmation on a terminal")
 
-    status = commands.add_parser("status", help="show who has been sent this week's announcement",
-                                 description="Counts per state for this week's announcement and when it was sent.")
+    status = commands.add_parser(
+        "status",
+        help="show who has been sent this week's announcement",
+        description="Counts per state for this week's announcement and when it was sent.",
+    )
     _add_paths(status, "schedule", "recipients", "state")
     _add_date(status)
 
-    check.add_argument("--recipients", type=Path, default=Path(os.environ.get("MAILER_RECIPIENTS") or "recipients"),
-                       metavar="PATH", help="the folder of mailing-list files (env MAILER_RECIPIENTS; "
-                                            "default recipients)")
+    check.add_argument(
+        "--recipients",
+        type=Path,
+        default=Path(os.environ.get("MAILER_RECIPIENTS") or "recipients"),
+        metavar="PATH",
+        help="the folder of mailing-list files (env MAILER_RECIPIENTS; default recipients)",
+    )
     return parser
 
 
@@ -241,13 +251,22 @@ def _send(args: argparse.Namespace) -> int:
                     print("Nothing sent.")
                     return EXIT_OK
             assert settings is not None
-            recipients = (e.recipient for kind, e in classify(path, suppressed=suppressed_keys(suppressed_from),
-                                                                done=done)
-                          if kind == DUE and e.recipient is not None)
+            recipients = (
+                e.recipient
+                for kind, e in classify(path, suppressed=suppressed_keys(suppressed_from), done=done)
+                if kind == DUE and e.recipient is not None
+            )
             progress = Progress(due, tty=sys.stderr.isatty())
-            outcome = asyncio.run(deliver(template, recipients, settings, ledger,
-                                           envelope_from=settings.envelope_from or series.sender.ascii_addr,
-                                           progress=progress))
+            outcome = asyncio.run(
+                deliver(
+                    template,
+                    recipients,
+                    settings,
+                    ledger,
+                    envelope_from=settings.envelope_from or series.sender.ascii_addr,
+                    progress=progress,
+                )
+            )
             progress.close()
             add_suppressed(args.state, [f"{a.addr}  # {detail}" for a, detail in outcome.failed])
         finally:

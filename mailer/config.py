@@ -114,15 +114,21 @@ def smtp_settings(env: Mapping[str, str]) -> SmtpSettings:
     """Read the SMTP settings from ``env`` (the process environment merged over .env)."""
     host = env.get("SMTP_HOST", "").strip()
     if not host:
-        raise ConfigError("SMTP_HOST is not set; wanted the SMTP server's name, e.g. SMTP_HOST=smtp.example.org "
-                          "(in the environment or in .env)")
+        raise ConfigError(
+            "SMTP_HOST is not set; wanted the SMTP server's name, e.g. SMTP_HOST=smtp.example.org "
+            "(in the environment or in .env)"
+        )
     security = (env.get("SMTP_SECURITY") or "starttls").strip().lower()
     if security not in SECURITY_MODES:
-        raise ConfigError(f"SMTP_SECURITY={security!r}; wanted starttls (default), tls (implicit TLS, port 465) "
-                          "or none (only for a server on this machine)")
+        raise ConfigError(
+            f"SMTP_SECURITY={security!r}; wanted starttls (default), tls (implicit TLS, port 465) "
+            "or none (only for a server on this machine)"
+        )
     if security == "none" and not _is_loopback(host):
-        raise ConfigError(f"SMTP_SECURITY=none sends in plaintext, allowed only to a server on loopback, not "
-                          f"{host!r}; wanted starttls or tls")
+        raise ConfigError(
+            f"SMTP_SECURITY=none sends in plaintext, allowed only to a server on loopback, not "
+            f"{host!r}; wanted starttls or tls"
+        )
     port = int(_number(env, "SMTP_PORT", "465" if security == "tls" else "587", int, 1))
     username = env.get("SMTP_USERNAME") or None
     password = env.get("SMTP_PASSWORD") or None
@@ -134,7 +140,12 @@ def smtp_settings(env: Mapping[str, str]) -> SmtpSettings:
     if ca_file is not None and not ca_file.is_file():
         raise ConfigError(f"SMTP_CA_FILE={str(ca_file)!r} is not a readable file; wanted a PEM bundle of CAs")
     return SmtpSettings(
-        host=host, port=port, security=security, username=username, password=password, ca_file=ca_file,
+        host=host,
+        port=port,
+        security=security,
+        username=username,
+        password=password,
+        ca_file=ca_file,
         timeout=_number(env, "MAILER_TIMEOUT", "30", float, 0.1),
         concurrency=int(_number(env, "MAILER_CONCURRENCY", "4", int, 1)),
         rate=_number(env, "MAILER_RATE", "0", float, 0),

@@ -78,7 +78,8 @@ class Ledger:
         """Recipients that must not be sent to again: sent, or failed permanently."""
         rows = self._db.execute(
             "SELECT recipient FROM deliveries WHERE announcement = ? AND state IN ('sent', 'failed')",
-            (self.announcement,))
+            (self.announcement,),
+        )
         return {r for (r,) in rows}
 
     def mark(self, mark: Mark) -> None:
@@ -93,8 +94,9 @@ class Ledger:
         if not self._pending:
             return
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        rows = [(self.announcement, m.recipient, m.state, m.attempts, m.message_id, m.detail, now)
-                for m in self._pending]
+        rows = [
+            (self.announcement, m.recipient, m.state, m.attempts, m.message_id, m.detail, now) for m in self._pending
+        ]
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             # A later 'sent' or 'failed' wins; 'deferred' never overwrites a final state.
@@ -103,18 +105,27 @@ class Ledger:
                    ON CONFLICT (announcement, recipient) DO UPDATE SET
                      state = excluded.state, attempts = deliveries.attempts + excluded.attempts,
                      message_id = excluded.message_id, detail = excluded.detail, at = excluded.at
-                   WHERE deliveries.state = 'deferred'""", rows)
+                   WHERE deliveries.state = 'deferred'""",
+                rows,
+            )
         self._pending.clear()
 
     def summary(self) -> Summary:
-        counts = dict(self._db.execute(
-            "SELECT state, count(*) FROM deliveries WHERE announcement = ? GROUP BY state", (self.announcement,)))
+        counts = dict(
+            self._db.execute(
+                "SELECT state, count(*) FROM deliveries WHERE announcement = ? GROUP BY state", (self.announcement,)
+            )
+        )
         first, last = self._db.execute(
-            "SELECT min(at), max(at) FROM deliveries WHERE announcement = ? AND state = 'sent'",
-            (self.announcement,)).fetchone()
-        failures = list(self._db.execute(
-            "SELECT recipient, detail FROM deliveries WHERE announcement = ? AND state = 'failed' ORDER BY recipient",
-            (self.announcement,)))
+            "SELECT min(at), max(at) FROM deliveries WHERE announcement = ? AND state = 'sent'", (self.announcement,)
+        ).fetchone()
+        failures = list(
+            self._db.execute(
+                "SELECT recipient, detail FROM deliveries WHERE announcement = ? AND state = 'failed' "
+                "ORDER BY recipient",
+                (self.announcement,),
+            )
+        )
         return Summary(counts=counts, first=first, last=last, failures=failures)
 
     def close(self) -> None:
@@ -133,8 +144,10 @@ def run_lock(state: Path, list_name: str) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
-            raise LockedError(f"another send for the list {list_name!r} is running (pid {holder}, lock {path}); "
-                              "nothing was sent by this one: try again when it has finished") from None
+            raise LockedError(
+                f"another send for the list {list_name!r} is running (pid {holder}, lock {path}); "
+                "nothing was sent by this one: try again when it has finished"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield

@@ -26,8 +26,12 @@ class Progress:
                 return
             self.shown = now
             filled = 30 * done // self.total
-            print(f"\r[{'#' * filled}{' ' * (30 - filled)}] {done}/{self.total}  sent {outcome.sent}  "
-                  f"deferred {len(outcome.deferred)}  failed {len(outcome.failed)}", end="", file=sys.stderr)
+            print(
+                f"\r[{'#' * filled}{' ' * (30 - filled)}] {done}/{self.total}  sent {outcome.sent}  "
+                f"deferred {len(outcome.deferred)}  failed {len(outcome.failed)}",
+                end="",
+                file=sys.stderr,
+            )
         elif (step := 10 * done // self.total) > self.step:
             self.step = step
             print(f"progress: {done}/{self.total} done, {outcome.sent} sent", file=sys.stderr, flush=True)

@@ -63,8 +63,10 @@ def _classify(err: Exception) -> Exception:
         detail = "; ".join(_reply(r) for r in err.recipients)
         return _Permanent(detail) if min(codes) >= 500 else _Transient(detail, reconnect=False)
     if isinstance(err, aiosmtplib.SMTPSenderRefused) and err.code >= 500:
-        return ConfigError(f"the server refuses the sender {err.sender}: {_reply(err)}; wanted an address "
-                           "the server lets you send from (series sender or MAILER_ENVELOPE_FROM)")
+        return ConfigError(
+            f"the server refuses the sender {err.sender}: {_reply(err)}; wanted an address "
+            "the server lets you send from (series sender or MAILER_ENVELOPE_FROM)"
+        )
     if isinstance(err, aiosmtplib.SMTPResponseException):
         if err.code >= 500:
             return _Permanent(_reply(err))
@@ -97,8 +99,12 @@ async def connect(settings: SmtpSettings) -> aiosmtplib.SMTP:
     """Open one connection: TLS as configured (never silently plaintext), then AUTH if configured."""
     context = settings.tls_context if settings.security != "none" else None
     client = aiosmtplib.SMTP(
-        hostname=settings.host, port=settings.port, timeout=settings.timeout,
-        use_tls=settings.security == "tls", start_tls=False, tls_context=context,
+        hostname=settings.host,
+        port=settings.port,
+        timeout=settings.timeout,
+        use_tls=settings.security == "tls",
+        start_tls=False,
+        tls_context=context,
     )
     try:
         await client.connect()
@@ -108,19 +114,24 @@ async def connect(settings: SmtpSettings) -> aiosmtplib.SMTP:
                 client.close()
                 raise DeliveryError(
                     f"{settings.host}:{settings.port} does not offer STARTTLS, so nothing was sent and no "
-                    "credentials were given to it. Fix the server, or SMTP_SECURITY=tls for port 465.")
+                    "credentials were given to it. Fix the server, or SMTP_SECURITY=tls for port 465."
+                )
             await client.starttls(tls_context=context)
         if settings.username is not None and settings.password is not None:
             await client.login(settings.username, settings.password)
     except aiosmtplib.SMTPAuthenticationError as err:
         client.close()
-        raise ConfigError(f"{settings.host} rejected the login of SMTP_USERNAME={settings.username!r}: "
-                          f"{err.code}; wanted valid SMTP_USERNAME and SMTP_PASSWORD") from None
+        raise ConfigError(
+            f"{settings.host} rejected the login of SMTP_USERNAME={settings.username!r}: "
+            f"{err.code}; wanted valid SMTP_USERNAME and SMTP_PASSWORD"
+        ) from None
     except (ssl.SSLCertVerificationError, aiosmtplib.SMTPConnectError) as err:
         client.close()
         if isinstance(err, ssl.SSLCertVerificationError) or isinstance(err.__cause__, ssl.SSLError):
-            raise DeliveryError(f"TLS with {settings.host} failed: {err}; wanted a certificate valid for "
-                                "that name (SMTP_CA_FILE for a private CA)") from None
+            raise DeliveryError(
+                f"TLS with {settings.host} failed: {err}; wanted a certificate valid for "
+                "that name (SMTP_CA_FILE for a private CA)"
+            ) from None
         raise
     except aiosmtplib.SMTPException:
         client.close()
@@ -170,7 +181,8 @@ async def deliver(
         rcpt = recipient.addr if recipient.needs_smtputf8 else recipient.ascii_addr
         try:
             errors, response = await client.sendmail(
-                envelope_from, [rcpt], template.personalise(recipient), mail_options=options)
+                envelope_from, [rcpt], template.personalise(recipient), mail_options=options
+            )
         except Exception as err:  # classified below; anything unknown is re-raised
             raise _classify(err) from err
         if rcpt in errors:  # sendmail returns normally when only some recipients are refused
@@ -190,12 +202,13 @@ async def deliver(
                     if client is None:
                         try:
                             client = await connect(settings)
-                        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as err:
+                        except (TimeoutError, aiosmtplib.SMTPException, OSError) as err:
                             unreachable += 1
                             if unreachable >= settings.attempts + settings.concurrency:
                                 raise DeliveryError(
                                     f"cannot reach {settings.host}:{settings.port}: {err}; nothing more was "
-                                    "sent, the rest stays due for the next run") from None
+                                    "sent, the rest stays due for the next run"
+                                ) from None
                             raise _Transient(f"cannot connect: {err}", reconnect=True) from err
                         unreachable = 0
                     await limiter.wait()
@@ -221,7 +234,7 @@ async def deliver(
             if client is not None:
                 try:
                     await asyncio.wait_for(client.quit(), timeout=settings.timeout)
-                except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
+                except (TimeoutError, aiosmtplib.SMTPException, OSError):
                     client.close()
 
     async def producer() -> None:

@@ -49,7 +49,9 @@ class Recorder:
     connections: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]) -> list[str]:
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
         session.host_name = hostname
         return responses
 
@@ -91,8 +93,11 @@ class _Authenticator:
 
     def __call__(self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
         self.recorder.auth_attempts += 1
-        ok = isinstance(auth_data, LoginPassword) and auth_data.login == USER.encode() \
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and auth_data.login == USER.encode()
             and auth_data.password == PASSWORD.encode()
+        )
         return AuthResult(success=ok, handled=False)
 
 
@@ -107,9 +112,16 @@ class Server:
     def env(self, **extra: str) -> dict[str, str]:
         """The environment seminar-mailer needs to send here."""
         return {
-            "SMTP_HOST": self.host, "SMTP_PORT": str(self.port), "SMTP_CA_FILE": str(self.ca_file),
-            "SMTP_USERNAME": USER, "SMTP_PASSWORD": PASSWORD, "SMTP_SECURITY": "starttls",
-            "MAILER_BACKOFF": "0.05", "MAILER_TIMEOUT": "2", "MAILER_CONCURRENCY": "4", **extra,
+            "SMTP_HOST": self.host,
+            "SMTP_PORT": str(self.port),
+            "SMTP_CA_FILE": str(self.ca_file),
+            "SMTP_USERNAME": USER,
+            "SMTP_PASSWORD": PASSWORD,
+            "SMTP_SECURITY": "starttls",
+            "MAILER_BACKOFF": "0.05",
+            "MAILER_TIMEOUT": "2",
+            "MAILER_CONCURRENCY": "4",
+            **extra,
         }
 
 
@@ -122,9 +134,19 @@ def start_server(tmp: Path, *, starttls: bool = True) -> Server:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     cert.configure_cert(context)
     recorder = Recorder()
-    tls: dict[str, Any] = {"tls_context": context, "require_starttls": True, "auth_require_tls": True} if starttls \
+    tls: dict[str, Any] = (
+        {"tls_context": context, "require_starttls": True, "auth_require_tls": True}
+        if starttls
         else {"auth_require_tls": False}
-    controller = Controller(recorder, hostname="127.0.0.1", port=free_port(), authenticator=_Authenticator(recorder),
-                            auth_required=True, ready_timeout=10, **tls)
+    )
+    controller = Controller(
+        recorder,
+        hostname="127.0.0.1",
+        port=free_port(),
+        authenticator=_Authenticator(recorder),
+        auth_required=True,
+        ready_timeout=10,
+        **tls,
+    )
     controller.start()
     return Server("127.0.0.1", controller.port, recorder, ca_file, controller)

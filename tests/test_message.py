@@ -302,8 +302,10 @@ def test_mutt_shows_the_text_part_and_the_invitation(shipped: MessageTemplate, t
         subprocess.run([TMUX, "kill-session", "-t", session], check=False, capture_output=True)
 
 
-@pytest.mark.skipif(sys.version_info >= (3, 11, 10), reason="this Python has the CVE-2024-6923 fix; the "
-                                                           "hazard below exists only on older ones (3.11.7 here)")
+@pytest.mark.skipif(
+    sys.version_info >= (3, 11, 10),
+    reason="this Python has the CVE-2024-6923 fix; the hazard below exists only on older ones (3.11.7 here)",
+)
 def test_the_stdlib_alone_would_inject_on_this_python() -> None:
     """Why mailer/address.py writes header text itself: the same title through EmailMessage adds a Bcc."""
     naive = EmailMessage(policy=email.policy.SMTP)

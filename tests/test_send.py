@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, SCHEDULE
+from tests.conftest import SCHEDULE
 from tests.smtp_server import PASSWORD, Server, start_server
 
 DATE = "2024-01-15"
@@ -42,13 +42,34 @@ def make_list(tmp_path: Path, n: int, *, extra: str = "") -> Path:
 
 
 def send_command(tmp_path: Path, *more: str) -> list[str]:
-    return [sys.executable, "-m", "mailer", "send", "--date", DATE, "--schedule", str(SCHEDULE),
-            "--recipients", str(tmp_path / "recipients"), "--state", str(tmp_path / "state"), *more]
+    return [
+        sys.executable,
+        "-m",
+        "mailer",
+        "send",
+        "--date",
+        DATE,
+        "--schedule",
+        str(SCHEDULE),
+        "--recipients",
+        str(tmp_path / "recipients"),
+        "--state",
+        str(tmp_path / "state"),
+        *more,
+    ]
 
 
 def run_send(tmp_path: Path, env: dict[str, str], *more: str) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(send_command(tmp_path, *more), cwd=tmp_path, env={**os.environ, **env},
-                          capture_output=True, text=True, timeout=300, check=False, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        send_command(tmp_path, *more),
+        cwd=tmp_path,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc
 
@@ -79,8 +100,23 @@ def test_2000_recipients_each_get_exactly_one_copy(server: Server, tmp_path: Pat
     again = run_send(tmp_path, server.env())
     assert again.returncode == 0 and "already sent to 2000" in again.stdout
     assert sum(server.recorder.count().values()) == 2000
-    status = subprocess.run([sys.executable, "-m", "mailer", "status", "--date", DATE, "--schedule", str(SCHEDULE),
-                             "--state", str(tmp_path / "state")], capture_output=True, text=True, check=False)
+    status = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mailer",
+            "status",
+            "--date",
+            DATE,
+            "--schedule",
+            str(SCHEDULE),
+            "--state",
+            str(tmp_path / "state"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert status.returncode == 0 and "sent     2000" in status.stdout
     assert_no_canary(tmp_path, first.stdout, first.stderr, again.stdout, again.stderr)
 
@@ -93,15 +129,24 @@ def test_kill_9_at_random_moments_loses_nobody(server: Server, tmp_path: Path, c
     rng = random.Random(20240118)
     in_window: set[str] = set()  # received by the server but not (yet) marked sent when a kill came
     for _ in range(5):
-        proc = subprocess.Popen(send_command(tmp_path), cwd=tmp_path, env={**os.environ, **server.env()},
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            send_command(tmp_path),
+            cwd=tmp_path,
+            env={**os.environ, **server.env()},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+        )
         time.sleep(rng.uniform(0.6, 1.6))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         time.sleep(0.1)  # let the server finish a transaction it had already received
         received = {r.rcpt for r in server.recorder.received}
-        marked = {k for k, state in ledger_rows(tmp_path).items() if state == "sent"} \
-            if (tmp_path / "state" / "ledger.sqlite3").exists() else set()
+        marked = (
+            {k for k, state in ledger_rows(tmp_path).items() if state == "sent"}
+            if (tmp_path / "state" / "ledger.sqlite3").exists()
+            else set()
+        )
         assert marked <= received, "a recipient was marked sent without the server having it"
         in_window |= received - marked
     final = run_send(tmp_path, server.env())
@@ -115,5 +160,189 @@ def test_kill_9_at_random_moments_loses_nobody(server: Server, tmp_path: Path, c
     assert all(len(v) == 1 for v in ids.values()), "a resent copy carried a new Message-ID"
     assert set(duplicates) <= in_window, "a duplicate outside the documented window"
     with capsys.disabled():
-        print(f"\nkill -9 x5: 0 missing, {sum(duplicates.values()) - len(duplicates)} duplicate copies "
-              f"to {len(duplicates)} recipients, all with their original Message-ID")
+        print(
+            f"\nkill -9 x5: 0 missing, {sum(duplicates.values()) - len(duplicates)} duplicate copies "
+            f"to {len(duplicates)} recipients, all with their original Message-ID"
+        )
+
+
+def test_transient_and_permanent_failures(server: Server, tmp_path: Path) -> None:
+    """451 for 5% on first try, 550 for 2%, one connection dropped mid-DATA, one stall past the timeout."""
+    n = 400
+    make_list(tmp_path, n)
+    rng = random.Random(7)
+    addresses = [f"user{i}@example.org" for i in range(n)]
+    shuffled = rng.sample(addresses, n)
+    greylisted, rejected = shuffled[:20], shuffled[20:28]
+    dropped, stalled = shuffled[28], shuffled[29]
+    for a in greylisted:
+        server.recorder.rcpt_replies[a] = ["451 4.7.1 greylisted, try again later"]
+    for a in rejected:
+        server.recorder.rcpt_replies[a] = ["550 5.1.1 no such user"] * 10
+    server.recorder.data_actions[dropped] = ["drop"]
+    server.recorder.data_actions[stalled] = ["stall"]
+    server.recorder.stall_seconds = 3  # MAILER_TIMEOUT is 2
+    result = run_send(tmp_path, server.env())
+    assert result.returncode == 1, result.stdout + result.stderr  # some failed permanently
+    counts = server.recorder.count()
+    assert set(counts) == set(addresses) - set(rejected) and set(counts.values()) == {1}
+    rows = ledger_rows(tmp_path)
+    assert {a for a, s in rows.items() if s == "sent"} == set(counts)  # nothing wrongly marked sent
+    assert {a for a, s in rows.items() if s == "failed"} == set(rejected)
+    for a in rejected:
+        assert f"failed: {a}: 550 5.1.1 no such user" in result.stdout
+    suppressed = (tmp_path / "state" / "suppressed.txt").read_text()
+    assert all(a in suppressed for a in rejected)
+    assert (tmp_path / "recipients" / "learning-machines.txt").read_text().count("@") == n  # organisers' file untouched
+    # A rerun retries nobody: the 550s are final.
+    before = len(server.recorder.received)
+    again = run_send(tmp_path, server.env())
+    assert again.returncode == 0 and len(server.recorder.received) == before
+    assert all(len(server.recorder.rcpt_replies[a]) == 9 for a in rejected)  # asked exactly once each
+
+
+def test_deferred_recipients_are_retried_on_the_next_run(server: Server, tmp_path: Path) -> None:
+    make_list(tmp_path, 50)
+    server.recorder.rcpt_replies["user3@example.org"] = ["450 4.2.0 mailbox busy"] * 3  # every try of run 1
+    first = run_send(tmp_path, server.env(MAILER_ATTEMPTS="3"))
+    assert first.returncode == 75 and "deferred: user3@example.org: 450 4.2.0 mailbox busy" in first.stdout
+    assert ledger_rows(tmp_path)["user3@example.org"] == "deferred"
+    second = run_send(tmp_path, server.env())
+    assert second.returncode == 0 and "sent now           1" in second.stdout
+    assert server.recorder.count()["user3@example.org"] == 1 and len(server.recorder.count()) == 50
+
+
+def test_two_concurrent_sends_one_delivers_the_other_exits_75(server: Server, tmp_path: Path) -> None:
+    make_list(tmp_path, 1000)
+    server.recorder.delay = 0.005
+    env = {**os.environ, **server.env()}
+    first = subprocess.Popen(
+        send_command(tmp_path),
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    lock = tmp_path / "state" / "learning-machines.lock"
+    while not (lock.exists() and lock.read_text().strip() == str(first.pid)):
+        assert first.poll() is None, first.communicate()
+        time.sleep(0.01)
+    started = time.monotonic()
+    second = subprocess.run(
+        send_command(tmp_path),
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    waited = time.monotonic() - started
+    assert first.poll() is None, "the second run must not have waited for the first to finish"
+    assert second.returncode == 75
+    assert "another send for the list 'learning-machines' is running" in second.stderr
+    _out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    counts = server.recorder.count()
+    assert len(counts) == 1000 and set(counts.values()) == {1}
+    print(f"second run exited 75 after {waited:.3f} s while the first was still sending")
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # the server is insecure on purpose
+def test_stripped_starttls_stops_before_auth_and_never_shows_the_password(tmp_path: Path) -> None:
+    srv = start_server(tmp_path, starttls=False)  # offers AUTH in plaintext, no STARTTLS
+    try:
+        make_list(tmp_path, 10)
+        result = run_send(tmp_path, srv.env())
+        assert result.returncode == 75
+        assert "does not offer STARTTLS" in result.stderr and "no credentials were given" in result.stderr
+        assert srv.recorder.auth_attempts == 0 and srv.recorder.received == []
+        assert_no_canary(tmp_path, result.stdout, result.stderr)
+    finally:
+        srv.controller.stop()
+
+
+def test_dry_run_opens_no_connection(tmp_path: Path) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.settimeout(0.2)
+    accepted: list[object] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept())
+            except TimeoutError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        make_list(tmp_path, 25)
+        env = {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(listener.getsockname()[1]), "SMTP_SECURITY": "none"}
+        result = run_send(tmp_path, env, "--dry-run")
+        assert result.returncode == 0 and "Dry run: no connection opened" in result.stdout
+        assert "Would send to 25 recipients" in result.stdout
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+    assert accepted == []
+    assert not (tmp_path / "state" / "ledger.sqlite3").exists()
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ({"SMTP_HOST": ""}, "SMTP_HOST is not set"),
+        ({"SMTP_SECURITY": "none", "SMTP_HOST": "smtp.example.org"}, "allowed only to a server on loopback"),
+        ({"SMTP_SECURITY": "ssl"}, "SMTP_SECURITY='ssl'"),
+        ({"SMTP_PORT": "abc"}, "SMTP_PORT='abc' is not a number"),
+        ({"SMTP_PASSWORD": ""}, "set both SMTP_USERNAME and SMTP_PASSWORD"),
+        ({"SMTP_CA_FILE": "/nonexistent.pem"}, "is not a readable file"),
+    ],
+)
+def test_bad_smtp_settings_exit_2_and_send_nothing(
+    server: Server, tmp_path: Path, env: dict[str, str], words: str
+) -> None:
+    make_list(tmp_path, 5)
+    result = run_send(tmp_path, server.env(**env))
+    assert result.returncode == 2 and words in result.stderr
+    assert server.recorder.received == []
+    assert_no_canary(tmp_path, result.stdout, result.stderr)
+
+
+def test_dotenv_file_supplies_settings_and_the_environment_wins(server: Server, tmp_path: Path) -> None:
+    make_list(tmp_path, 3)
+    settings = server.env()
+    (tmp_path / ".env").write_text("# SMTP for the tests\n" + "".join(f"{k}={v}\n" for k, v in settings.items()))
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SMTP_", "MAILER_"))}
+    proc = subprocess.run(
+        send_command(tmp_path),
+        cwd=tmp_path,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert len(server.recorder.count()) == 3
+    (tmp_path / ".env").write_text("SMTP_HOST smtp.example.org\n")
+    bad = subprocess.run(
+        send_command(tmp_path),
+        cwd=tmp_path,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert bad.returncode == 2 and ".env:1:1: not a KEY=value line" in bad.stderr
