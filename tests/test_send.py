@@ -6,6 +6,9 @@ aiosmtpd with STARTTLS, AUTH and failure hooks (tests/smtp_server.py). Nothing i
 
 from __future__ import annotations
 
+import email
+import email.policy
+import mailbox
 import os
 import random
 import signal
@@ -15,11 +18,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trustme
 
+from tests import postfix_instance
 from tests.conftest import SCHEDULE
 from tests.smtp_server import PASSWORD, Server, start_server
 
@@ -346,3 +352,46 @@ def test_dotenv_file_supplies_settings_and_the_environment_wins(server: Server, 
         stdin=subprocess.DEVNULL,
     )
     assert bad.returncode == 2 and ".env:1:1: not a KEY=value line" in bad.stderr
+
+
+POSTFIX_MISSING = postfix_instance.available()
+
+
+@pytest.mark.skipif(POSTFIX_MISSING is not None, reason=f"LOUD SKIP: no real Postfix: {POSTFIX_MISSING}")
+def test_real_postfix_delivers_each_subscriber_once_to_the_mailbox(tmp_path: Path) -> None:
+    """Debian's Postfix on 127.0.0.1 (its own config, STARTTLS with a certificate made here),
+    delivering into a local mbox, parsed back."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert_file, key_file, ca_file = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    ca.cert_pem.write_to_path(str(ca_file))
+    postfix = postfix_instance.start(deliver="mailbox", tls_cert=cert_file, tls_key=key_file)
+    try:
+        n = 200
+        make_list(tmp_path, n)
+        env = {
+            "SMTP_HOST": "127.0.0.1",
+            "SMTP_PORT": str(postfix.port),
+            "SMTP_CA_FILE": str(ca_file),
+            "SMTP_SECURITY": "starttls",
+            "SMTP_USERNAME": "",
+            "SMTP_PASSWORD": "",
+        }
+        result = run_send(tmp_path, env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert postfix.wait_for_delivery(n) == n
+        log = postfix.log.read_text()
+        assert log.count("TLS connection established from localhost") >= 1  # STARTTLS really happened
+        box = mailbox.mbox(str(postfix.mailbox))
+        delivered = Counter(str(m["Delivered-To"]) for m in box)
+        assert delivered == Counter({f"user{i}@example.org": 1 for i in range(n)})
+        first = email.message_from_bytes(box[0].as_bytes(), policy=email.policy.default)
+        assert first["Subject"].startswith("Learning Machines seminar 2024-01-18 15:00 CET")
+        assert [p.get_content_type() for p in first.walk()][-1] == "text/calendar"
+        assert run_send(tmp_path, env).returncode == 0 and postfix.wait_for_delivery(n + 1, timeout=2) == n
+        messages = box.values()
+        assert len({m["Message-ID"] for m in messages}) == n
+    finally:
+        postfix.stop()
