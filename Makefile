@@ -14,10 +14,11 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-## The main job on the bundled data: the announcement for the week of the shipped seminar.
+## The main job on the bundled data, as a dry run: the week of the shipped seminar (2024-01-18).
 demo: setup
 	$(BIN)/seminar-mailer check
-	$(BIN)/seminar-mailer preview --date 2024-01-15
+	$(BIN)/seminar-mailer preview --date 2024-01-15 > /dev/null
+	$(BIN)/seminar-mailer send --dry-run --date 2024-01-15
 
 ## Debian packages the tests talk to (chromium, ...). Needs root or sudo.
 system-deps:

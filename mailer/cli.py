@@ -182,7 +182,8 @@ def _preview(args: argparse.Namespace) -> int:
     print(rendered.text, end="")
     print(
         f"Wrote {out / 'announcement.html'} ({len(rendered.html.encode()) // 1024} KB), "
-        f"{out / 'announcement.txt'}, {out / rendered.page_name}",
+        f"{out / 'announcement.txt'}, {out / rendered.page_name}, "
+        f"{out / 'announcement.eml'} (as {first.addr} gets it)",
         file=sys.stderr,
     )
     if args.open:
