@@ -1,0 +1,65 @@
+"""Mailing-list files: parsing, problems at file:line:column, duplicates, suppression, streaming."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mailer.errors import ConfigError
+from mailer.recipients import ALREADY, DUE, DUPLICATE, INVALID, SUPPRESSED, classify, list_file, read_entries
+from tests.conftest import SCHEDULE, run_cli
+
+
+def test_txt_lines_names_comments_and_problems(tmp_path: Path) -> None:
+    path = tmp_path / "l.txt"
+    path.write_text("# comment\n\nAda Lovelace <ada@example.org>\n  alan@example.org\n"
+                    "bad@@example.org\n\"Hopper, Grace\" <grace@example.org>\nx@localhost\n")
+    entries = list(read_entries(path))
+    assert [(e.line, e.recipient.name if e.recipient else None) for e in entries] == [
+        (3, "Ada Lovelace"), (4, ""), (5, None), (6, "Hopper, Grace"), (7, None)]
+    assert str(entries[2].problem).startswith(f"{path}:5:1: 'bad@@example.org' is not a valid email address")
+    assert str(entries[4].problem).startswith(f"{path}:7:1:")  # a domain without a dot is not deliverable
+
+
+def test_csv_with_header(tmp_path: Path) -> None:
+    path = tmp_path / "l.csv"
+    path.write_text("email,name\nada@example.org,Ada Lovelace\nnot-an-address,X\n")
+    entries = list(read_entries(path))
+    assert entries[0].recipient is not None and entries[0].recipient.name == "Ada Lovelace"
+    assert entries[1].problem is not None and entries[1].problem.line == 3
+    (tmp_path / "m.csv").write_text("mail,name\n")
+    with pytest.raises(ConfigError, match="wanted the header row email,name"):
+        list(read_entries(tmp_path / "m.csv"))
+
+
+def test_classify_duplicates_suppressed_and_already_sent(tmp_path: Path) -> None:
+    path = tmp_path / "l.txt"
+    path.write_text("a@example.org\nA@EXAMPLE.ORG\nb@example.org\nc@example.org\nd@example.org\nnope\n")
+    kinds = [k for k, _ in classify(path, suppressed={"b@example.org"}, done={"c@example.org"})]
+    assert kinds == [DUE, DUPLICATE, SUPPRESSED, ALREADY, DUE, INVALID]
+
+
+def test_missing_or_ambiguous_list_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such mailing list"):
+        list_file(tmp_path, "lm")
+    (tmp_path / "lm.txt").write_text("")
+    (tmp_path / "lm.csv").write_text("email\n")
+    with pytest.raises(ConfigError, match="both exist"):
+        list_file(tmp_path, "lm")
+
+
+def test_check_reports_recipient_lines_and_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "learning-machines.txt").write_text("ada@example.org\nAda <ada@example\n")
+    result = run_cli("check", "--schedule", str(SCHEDULE), "--recipients", str(tmp_path))
+    assert result.code == 2 and f"error: {tmp_path}/learning-machines.txt:2:1: " in result.err
+    assert "Traceback" not in result.err
+
+
+def test_a_list_is_read_as_a_stream(tmp_path: Path) -> None:
+    path = tmp_path / "big.txt"
+    path.write_text("".join(f"user{i}@example.org\n" for i in range(50_000)))
+    entries = read_entries(path)
+    first = next(entries)  # the generator yields before reading the rest
+    assert first.recipient is not None and first.recipient.addr == "user0@example.org"
+    assert sum(1 for _ in entries) == 49_999
