@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup demo test lint system-deps clean
+.PHONY: setup demo test lint bench system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -26,6 +26,10 @@ system-deps:
 
 test: system-deps setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest
+
+## Benchmarks against mailmerge, smtplib, Postfix's smtp-source and smtp-sink: bench/results/latest.md
+bench: system-deps setup
+	$(BIN)/python bench/run.py
 
 lint: setup
 	$(BIN)/ruff check mailer tests

@@ -201,7 +201,7 @@ def _env() -> dict[str, str]:
 
 
 def _send(args: argparse.Namespace) -> int:
-    from mailer.config import smtp_settings, token_key
+    from mailer.config import ledger_window, smtp_settings, token_key
     from mailer.ledger import LEDGER_FILE, SUPPRESSED_FILE, Ledger, add_suppressed, run_lock
     from mailer.message import announcement_id, build_message
     from mailer.recipients import DUE, UNSUBSCRIBED, classify, list_file, suppressed_keys
@@ -238,7 +238,7 @@ def _send(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     with run_lock(args.state, series.list_name):
-        ledger = Ledger(args.state, announcement)
+        ledger = Ledger(args.state, announcement, window=ledger_window(env))
         try:
             done = ledger.done()
             counts = _count(path, suppressed_from, done)

@@ -153,3 +153,8 @@ def smtp_settings(env: Mapping[str, str]) -> SmtpSettings:
         backoff=_number(env, "MAILER_BACKOFF", "2", float, 0),
         envelope_from=env.get("MAILER_ENVELOPE_FROM") or None,
     )
+
+
+def ledger_window(env: Mapping[str, str]) -> float:
+    """MAILER_LEDGER_WINDOW: seconds between the ledger's synced commits (0: commit every message)."""
+    return _number(env, "MAILER_LEDGER_WINDOW", "0.1", float, 0)

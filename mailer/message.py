@@ -43,6 +43,7 @@ class MessageTemplate:
     announcement: str
     head: bytes  # shared header lines, CRLF-terminated, ending with the MIME headers
     body: bytes  # CRLF, the blank line and the MIME body
+    wire_rest: bytes  # head + body as SMTP DATA carries them: dot-stuffed, ending in CRLF "." CRLF
     list_name: str
     id_domain: str
     token_key: bytes
@@ -76,8 +77,21 @@ class MessageTemplate:
         return text.encode("utf-8")
 
     def personalise(self, recipient: Address) -> bytes:
-        """Return the exact bytes to transmit to ``recipient``."""
+        """Return the exact message ``recipient`` receives."""
         return self.personal_head(recipient) + self.head + self.body
+
+    def wire(self, recipient: Address) -> bytes:
+        """The message as the DATA stream, prepared once: the personal header lines never begin
+        with a dot, so only the shared part needed dot-stuffing."""
+        return self.personal_head(recipient) + self.wire_rest
+
+
+def dot_stuff(message: bytes) -> bytes:
+    """RFC 5321 4.5.2: CRLF line ends, a dot doubled at the start of a line, then CRLF "." CRLF."""
+    lines = message.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return b"".join((b"." + line if line.startswith(b".") else line) + b"\r\n" for line in lines) + b".\r\n"
 
 
 def _mime(rendered: Rendered, invite: bytes, invite_method: str) -> EmailMessage:
@@ -122,10 +136,12 @@ def build_message(
         "Auto-Submitted: auto-generated",
     ]
     head = ("\r\n".join(lines) + "\r\n").encode("ascii") + mime_head + b"\r\n"
+    body = b"\r\n" + mime_body
     return MessageTemplate(
         announcement=announcement_id(schedule, week),
         head=head,
-        body=b"\r\n" + mime_body,
+        body=body,
+        wire_rest=dot_stuff(head + body),
         list_name=series.list_name,
         id_domain=domain,
         token_key=token_key,

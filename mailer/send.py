@@ -95,6 +95,39 @@ class _RateLimit:
             await asyncio.sleep(slot - now)
 
 
+async def _transaction(
+    client: aiosmtplib.SMTP, sender: bytes, rcpt: bytes, wire: bytes, options: list[str], timeout: float
+) -> str:
+    """One MAIL/RCPT/DATA transaction with data already dot-stuffed (MessageTemplate.wire).
+
+    ``sendmail`` would re-parse both addresses with the email package and run two regexes over
+    the whole 26 KB message for every recipient: 0.3 ms of CPU a message, a third of the sender's
+    budget. The addresses were validated once and the stuffing done once, so this sends the same
+    bytes through aiosmtplib's public command and protocol methods.
+    """
+    reply = await client.execute_command(
+        b"MAIL", b"FROM:<" + sender + b">", *(o.encode() for o in options), timeout=timeout
+    )
+    if reply.code != 250:
+        raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, sender.decode())
+    reply = await client.execute_command(b"RCPT", b"TO:<" + rcpt + b">", timeout=timeout)
+    if reply.code not in (250, 251):
+        await client.rset()  # end the open transaction, or the next MAIL gets "503 nested MAIL"
+        raise aiosmtplib.SMTPRecipientsRefused(
+            [aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, rcpt.decode())]
+        )
+    reply = await client.execute_command(b"DATA", timeout=timeout)
+    if reply.code != 354:
+        await client.rset()
+        raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+    assert client.protocol is not None
+    client.protocol.write(wire)
+    reply = await client.protocol.read_response(timeout=timeout)
+    if reply.code != 250:
+        raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+    return f"{reply.code} {reply.message}"
+
+
 async def connect(settings: SmtpSettings) -> aiosmtplib.SMTP:
     """Open one connection: TLS as configured (never silently plaintext), then AUTH if configured."""
     context = settings.tls_context if settings.security != "none" else None
@@ -150,6 +183,7 @@ async def deliver(
 ) -> Outcome:
     """Send ``template`` to each recipient once; record every result in ``ledger``."""
     outcome = Outcome()
+    sender = envelope_from.encode()
     queue: asyncio.Queue[tuple[Address, int] | None] = asyncio.Queue()
     room = asyncio.Semaphore(settings.concurrency * 64)  # recipients read ahead: memory stays flat
     limiter = _RateLimit(settings.rate)
@@ -180,16 +214,11 @@ async def deliver(
             options.append("SMTPUTF8")
         rcpt = recipient.addr if recipient.needs_smtputf8 else recipient.ascii_addr
         try:
-            errors, response = await client.sendmail(
-                envelope_from, [rcpt], template.personalise(recipient), mail_options=options
+            return await _transaction(
+                client, sender, rcpt.encode(), template.wire(recipient), options, settings.timeout
             )
         except Exception as err:  # classified below; anything unknown is re-raised
             raise _classify(err) from err
-        if rcpt in errors:  # sendmail returns normally when only some recipients are refused
-            refused = errors[rcpt]
-            detail = f"{refused.code} {refused.message}"
-            raise _Permanent(detail) if refused.code >= 500 else _Transient(detail, reconnect=False)
-        return response
 
     async def worker() -> None:
         nonlocal unreachable
@@ -219,12 +248,6 @@ async def deliver(
                     if err.reconnect and client is not None:
                         client.close()
                         client = None
-                    elif client is not None:
-                        try:
-                            await client.rset()
-                        except (aiosmtplib.SMTPException, OSError):
-                            client.close()
-                            client = None
                     if attempts >= settings.attempts:
                         finish(recipient, DEFERRED, attempts, str(err))
                     else:
@@ -253,7 +276,7 @@ async def deliver(
     async def flusher() -> None:
         """Bound the window even when no new mark arrives (e.g. during a retry backoff)."""
         while not all_done.is_set():
-            await asyncio.sleep(ledger.window)
+            await asyncio.sleep(max(ledger.window, 0.05))
             ledger.flush()
 
     try:

@@ -55,6 +55,13 @@ class Recorder:
         session.host_name = hostname
         return responses
 
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        if envelope.mail_from:  # as strict as Postfix: a client must RSET after a failed transaction
+            return "503 5.5.1 Error: nested MAIL command"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
         with self.lock:
             replies = self.rcpt_replies.get(address)

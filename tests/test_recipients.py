@@ -13,11 +13,18 @@ from tests.conftest import SCHEDULE, run_cli
 
 def test_txt_lines_names_comments_and_problems(tmp_path: Path) -> None:
     path = tmp_path / "l.txt"
-    path.write_text("# comment\n\nAda Lovelace <ada@example.org>\n  alan@example.org\n"
-                    "bad@@example.org\n\"Hopper, Grace\" <grace@example.org>\nx@localhost\n")
+    path.write_text(
+        "# comment\n\nAda Lovelace <ada@example.org>\n  alan@example.org\n"
+        'bad@@example.org\n"Hopper, Grace" <grace@example.org>\nx@localhost\n'
+    )
     entries = list(read_entries(path))
     assert [(e.line, e.recipient.name if e.recipient else None) for e in entries] == [
-        (3, "Ada Lovelace"), (4, ""), (5, None), (6, "Hopper, Grace"), (7, None)]
+        (3, "Ada Lovelace"),
+        (4, ""),
+        (5, None),
+        (6, "Hopper, Grace"),
+        (7, None),
+    ]
     assert str(entries[2].problem).startswith(f"{path}:5:1: 'bad@@example.org' is not a valid email address")
     assert str(entries[4].problem).startswith(f"{path}:7:1:")  # a domain without a dot is not deliverable
 
