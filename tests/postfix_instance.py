@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.smtp_server import free_port
+
 POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
 MASTER_CF = """\
 {port}      inet  n       -       n       -       -       smtpd
@@ -56,12 +58,6 @@ def available() -> str | None:
     except KeyError:
         return "the postfix user does not exist"
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -116,7 +112,7 @@ def start(
     conf, queue, data, mail = root / "conf", root / "queue", root / "data", root / "mail"
     for d in (conf, queue, data, mail):
         d.mkdir(parents=True, exist_ok=True)
-    port = port or _free_port()
+    port = port or free_port()
     postfix_user = pwd.getpwnam("postfix")
     os.chown(data, postfix_user.pw_uid, postfix_user.pw_gid)
     os.chown(mail, postfix_user.pw_uid, postfix_user.pw_gid)

@@ -65,11 +65,15 @@ def send_command(tmp_path: Path, *more: str) -> list[str]:
     ]
 
 
-def run_send(tmp_path: Path, env: dict[str, str], *more: str) -> subprocess.CompletedProcess[str]:
+def run_send(
+    tmp_path: Path, env: dict[str, str], *more: str, inherit: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run send as cron would; ``inherit=False`` starts from an environment without SMTP_/MAILER_."""
+    base = {k: v for k, v in os.environ.items() if inherit or not k.startswith(("SMTP_", "MAILER_"))}
     proc = subprocess.run(
         send_command(tmp_path, *more),
         cwd=tmp_path,
-        env={**os.environ, **env},
+        env={**base, **env},
         capture_output=True,
         text=True,
         timeout=300,
@@ -236,16 +240,7 @@ def test_two_concurrent_sends_one_delivers_the_other_exits_75(server: Server, tm
         assert first.poll() is None, first.communicate()
         time.sleep(0.01)
     started = time.monotonic()
-    second = subprocess.run(
-        send_command(tmp_path),
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
+    second = run_send(tmp_path, server.env())
     waited = time.monotonic() - started
     assert first.poll() is None, "the second run must not have waited for the first to finish"
     assert second.returncode == 75
@@ -327,30 +322,11 @@ def test_dotenv_file_supplies_settings_and_the_environment_wins(server: Server, 
     make_list(tmp_path, 3)
     settings = server.env()
     (tmp_path / ".env").write_text("# SMTP for the tests\n" + "".join(f"{k}={v}\n" for k, v in settings.items()))
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SMTP_", "MAILER_"))}
-    proc = subprocess.run(
-        send_command(tmp_path),
-        cwd=tmp_path,
-        env=clean,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
+    proc = run_send(tmp_path, {}, inherit=False)
     assert proc.returncode == 0, proc.stderr
     assert len(server.recorder.count()) == 3
     (tmp_path / ".env").write_text("SMTP_HOST smtp.example.org\n")
-    bad = subprocess.run(
-        send_command(tmp_path),
-        cwd=tmp_path,
-        env=clean,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
+    bad = run_send(tmp_path, {}, inherit=False)
     assert bad.returncode == 2 and ".env:1:1: not a KEY=value line" in bad.stderr
 
 
