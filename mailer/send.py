@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -25,6 +24,7 @@ from mailer.config import SmtpSettings
 from mailer.errors import ConfigError, DeliveryError
 from mailer.ledger import DEFERRED, FAILED, SENT, Ledger, Mark
 from mailer.message import MessageTemplate
+from mailer.smtp import Connection, connect
 
 
 class _Transient(Exception):
@@ -61,7 +61,7 @@ def _classify(err: Exception) -> Exception:
     if isinstance(err, aiosmtplib.SMTPRecipientsRefused):
         codes = [r.code for r in err.recipients] or [550]
         detail = "; ".join(_reply(r) for r in err.recipients)
-        return _Permanent(detail) if min(codes) >= 500 else _Transient(detail, reconnect=False)
+        return _Permanent(detail) if min(codes) >= 500 else _Transient(detail, reconnect=421 in codes)
     if isinstance(err, aiosmtplib.SMTPSenderRefused) and err.code >= 500:
         return ConfigError(
             f"the server refuses the sender {err.sender}: {_reply(err)}; wanted an address "
@@ -93,83 +93,6 @@ class _RateLimit:
         self.next = slot + self.interval
         if slot > now:
             await asyncio.sleep(slot - now)
-
-
-async def _transaction(
-    client: aiosmtplib.SMTP, sender: bytes, rcpt: bytes, wire: bytes, options: list[str], timeout: float
-) -> str:
-    """One MAIL/RCPT/DATA transaction with data already dot-stuffed (MessageTemplate.wire).
-
-    ``sendmail`` would re-parse both addresses with the email package and run two regexes over
-    the whole 26 KB message for every recipient: 0.3 ms of CPU a message, a third of the sender's
-    budget. The addresses were validated once and the stuffing done once, so this sends the same
-    bytes through aiosmtplib's public command and protocol methods.
-    """
-    reply = await client.execute_command(
-        b"MAIL", b"FROM:<" + sender + b">", *(o.encode() for o in options), timeout=timeout
-    )
-    if reply.code != 250:
-        raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, sender.decode())
-    reply = await client.execute_command(b"RCPT", b"TO:<" + rcpt + b">", timeout=timeout)
-    if reply.code not in (250, 251):
-        await client.rset()  # end the open transaction, or the next MAIL gets "503 nested MAIL"
-        raise aiosmtplib.SMTPRecipientsRefused(
-            [aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, rcpt.decode())]
-        )
-    reply = await client.execute_command(b"DATA", timeout=timeout)
-    if reply.code != 354:
-        await client.rset()
-        raise aiosmtplib.SMTPDataError(reply.code, reply.message)
-    assert client.protocol is not None
-    client.protocol.write(wire)
-    reply = await client.protocol.read_response(timeout=timeout)
-    if reply.code != 250:
-        raise aiosmtplib.SMTPDataError(reply.code, reply.message)
-    return f"{reply.code} {reply.message}"
-
-
-async def connect(settings: SmtpSettings) -> aiosmtplib.SMTP:
-    """Open one connection: TLS as configured (never silently plaintext), then AUTH if configured."""
-    context = settings.tls_context if settings.security != "none" else None
-    client = aiosmtplib.SMTP(
-        hostname=settings.host,
-        port=settings.port,
-        timeout=settings.timeout,
-        use_tls=settings.security == "tls",
-        start_tls=False,
-        tls_context=context,
-    )
-    try:
-        await client.connect()
-        await client.ehlo()
-        if settings.security == "starttls":
-            if not client.supports_extension("starttls"):
-                client.close()
-                raise DeliveryError(
-                    f"{settings.host}:{settings.port} does not offer STARTTLS, so nothing was sent and no "
-                    "credentials were given to it. Fix the server, or SMTP_SECURITY=tls for port 465."
-                )
-            await client.starttls(tls_context=context)
-        if settings.username is not None and settings.password is not None:
-            await client.login(settings.username, settings.password)
-    except aiosmtplib.SMTPAuthenticationError as err:
-        client.close()
-        raise ConfigError(
-            f"{settings.host} rejected the login of SMTP_USERNAME={settings.username!r}: "
-            f"{err.code}; wanted valid SMTP_USERNAME and SMTP_PASSWORD"
-        ) from None
-    except (ssl.SSLCertVerificationError, aiosmtplib.SMTPConnectError) as err:
-        client.close()
-        if isinstance(err, ssl.SSLCertVerificationError) or isinstance(err.__cause__, ssl.SSLError):
-            raise DeliveryError(
-                f"TLS with {settings.host} failed: {err}; wanted a certificate valid for "
-                "that name (SMTP_CA_FILE for a private CA)"
-            ) from None
-        raise
-    except aiosmtplib.SMTPException:
-        client.close()
-        raise
-    return client
 
 
 async def deliver(
@@ -206,23 +129,21 @@ async def deliver(
         if not reading and outstanding == 0:
             all_done.set()
 
-    async def send_one(client: aiosmtplib.SMTP, recipient: Address) -> str:
-        options = []
+    async def send_one(client: Connection, recipient: Address) -> str:
+        options = b""
         if recipient.needs_smtputf8:
-            if not client.supports_extension("smtputf8"):
+            if not client.supports("smtputf8"):
                 raise _Permanent("the address needs SMTPUTF8, which the server does not offer")
-            options.append("SMTPUTF8")
+            options = b" SMTPUTF8"
         rcpt = recipient.addr if recipient.needs_smtputf8 else recipient.ascii_addr
         try:
-            return await _transaction(
-                client, sender, rcpt.encode(), template.wire(recipient), options, settings.timeout
-            )
+            return await client.send(sender, rcpt.encode(), template.wire(recipient), options)
         except Exception as err:  # classified below; anything unknown is re-raised
             raise _classify(err) from err
 
     async def worker() -> None:
         nonlocal unreachable
-        client: aiosmtplib.SMTP | None = None
+        client: Connection | None = None
         try:
             while (item := await queue.get()) is not None:
                 recipient, attempts = item
@@ -244,8 +165,11 @@ async def deliver(
                     finish(recipient, SENT, attempts, await send_one(client, recipient))
                 except _Permanent as err:
                     finish(recipient, FAILED, attempts, str(err))
+                    if client is not None and not client.usable:
+                        client.close()
+                        client = None
                 except _Transient as err:
-                    if err.reconnect and client is not None:
+                    if client is not None and (err.reconnect or not client.usable):
                         client.close()
                         client = None
                     if attempts >= settings.attempts:
@@ -255,10 +179,7 @@ async def deliver(
                         loop.call_later(delay, queue.put_nowait, (recipient, attempts))
         finally:
             if client is not None:
-                try:
-                    await asyncio.wait_for(client.quit(), timeout=settings.timeout)
-                except (TimeoutError, aiosmtplib.SMTPException, OSError):
-                    client.close()
+                await client.quit()
 
     async def producer() -> None:
         nonlocal outstanding, reading

@@ -47,12 +47,15 @@ class Recorder:
     delay: float = 0.0  # per message, to slow the server down
     auth_attempts: int = 0
     connections: int = 0
+    pipelining: bool = True  # advertise PIPELINING, as Postfix, Exim and Gmail do; aiosmtpd reads it fine
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_EHLO(
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
     ) -> list[str]:
         session.host_name = hostname
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
         return responses
 
     async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:

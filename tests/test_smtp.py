@@ -1,0 +1,272 @@
+"""The SMTP connection (mailer/smtp.py) against a scripted server on 127.0.0.1 that records each read.
+
+A scripted server, not aiosmtpd, because these tests are about the bytes on the wire: which commands
+arrive in one read (PIPELINING), replies split at awkward places, and the corner cases of RFC 2920
+(DATA accepted although the recipient was refused) that a friendly server never produces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiosmtplib
+import pytest
+
+from mailer.config import smtp_settings
+from mailer.smtp import Connection, connect
+
+WIRE = b"Subject: hi\r\n\r\nbody\r\n..dot\r\n.\r\n"  # as MessageTemplate.wire makes it: stuffed, ended
+
+
+@dataclass
+class Script:
+    """A tiny SMTP server: ``answer`` maps a command line to its reply; replies to pipelined
+    commands are written together once the input is drained, as Postfix does."""
+
+    pipelining: bool = True
+    answer: Callable[[bytes], bytes | None] = lambda line: None  # None: the default reply
+    split_replies: bool = False  # write replies one byte at a time
+    reads: list[bytes] = field(default_factory=list)
+    messages: list[bytes] = field(default_factory=list)
+    commands: list[bytes] = field(default_factory=list)
+
+    def default(self, line: bytes) -> bytes:
+        verb = line[:4].upper()
+        if verb == b"EHLO":
+            return b"250-script\r\n" + (b"250-PIPELINING\r\n" if self.pipelining else b"") + b"250 8BITMIME\r\n"
+        if verb == b"DATA":
+            return b"354 go ahead\r\n"
+        if verb == b"QUIT":
+            return b"221 bye\r\n"
+        return b"250 ok\r\n"
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 script ready\r\n")
+        buffer, in_data, out = b"", False, b""
+        while chunk := await reader.read(65536):
+            self.reads.append(chunk)
+            buffer += chunk
+            while True:
+                if in_data:
+                    # the CRLF that ended the DATA line counts: an empty message is a lone ".\r\n"
+                    end = (b"\r\n" + buffer).find(b"\r\n.\r\n")
+                    if end == -1:
+                        break
+                    self.messages.append(buffer[:end])
+                    buffer, in_data = buffer[end + 3 :], False
+                    reply = self.answer(b"<message>")
+                    out += b"250 2.0.0 queued as X\r\n" if reply is None else reply
+                    continue
+                end = buffer.find(b"\r\n")
+                if end == -1:
+                    break
+                line, buffer = buffer[:end], buffer[end + 2 :]
+                self.commands.append(line)
+                reply = self.answer(line)
+                if reply == b"<close>":
+                    writer.close()
+                    return
+                reply = reply if reply is not None else self.default(line)
+                out += reply
+                in_data = line.upper() == b"DATA" and reply.startswith(b"354")
+            if out:
+                for piece in [out[i : i + 1] for i in range(len(out))] if self.split_replies else [out]:
+                    writer.write(piece)
+                    await writer.drain()
+                out = b""
+        writer.close()
+
+
+async def _open(script: Script, timeout: float, **env: str) -> tuple[asyncio.Server, Connection]:
+    server = await asyncio.start_server(script.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = smtp_settings(
+        {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(port), "SMTP_SECURITY": "none", "MAILER_TIMEOUT": str(timeout)}
+        | env
+    )
+    return server, await connect(settings)
+
+
+def run(script: Script, body: Callable[[Connection], object], timeout: float = 5, **env: str) -> None:
+    async def main() -> None:
+        server, conn = await _open(script, timeout, **env)
+        try:
+            await body(conn)  # type: ignore[misc]
+        finally:
+            conn.close()
+            server.close()
+
+    asyncio.run(main())
+
+
+def test_pipelining_sends_mail_rcpt_data_in_one_write_and_the_message_intact() -> None:
+    script = Script()
+
+    async def body(conn: Connection) -> None:
+        assert conn.pipelining
+        for i in range(3):
+            reply = await conn.send(b"from@example.org", f"to{i}@example.org".encode(), WIRE)
+            assert reply == "250 2.0.0 queued as X"
+        await conn.quit()
+
+    run(script, body)
+    # EHLO; then per message one read with the three commands and one with the data.
+    envelope_reads = [r for r in script.reads if r.startswith(b"MAIL")]
+    assert envelope_reads == [
+        f"MAIL FROM:<from@example.org>\r\nRCPT TO:<to{i}@example.org>\r\nDATA\r\n".encode() for i in range(3)
+    ]
+    assert script.messages == [WIRE[:-3]] * 3  # the stuffed body, byte for byte, up to the final dot
+    assert script.commands[-1] == b"QUIT"
+
+
+@pytest.mark.parametrize("offered", [False, True])
+def test_without_pipelining_each_command_waits_for_its_reply(offered: bool) -> None:
+    """Not offered by the server, or switched off with MAILER_PIPELINING=off."""
+    script = Script(pipelining=offered)
+
+    async def body(conn: Connection) -> None:
+        assert not conn.pipelining
+        await conn.send(b"from@example.org", b"to@example.org", WIRE)
+
+    run(script, body, **({"MAILER_PIPELINING": "off"} if offered else {}))
+    assert [r for r in script.reads if r[:4] in (b"MAIL", b"RCPT", b"DATA")] == [
+        b"MAIL FROM:<from@example.org>\r\n",
+        b"RCPT TO:<to@example.org>\r\n",
+        b"DATA\r\n",
+    ]
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_refused_recipient_resets_and_the_connection_carries_on(pipelining: bool) -> None:
+    """A server may answer 354 to a pipelined DATA although it refused the only recipient (RFC 2920
+    3.1): the client ends that empty message with a lone dot, says RSET, and goes on."""
+
+    def answer(line: bytes) -> bytes | None:
+        if line == b"RCPT TO:<bad@example.org>":
+            return b"550 5.1.1 no such user\r\n"
+        return None
+
+    script = Script(pipelining=pipelining, answer=answer)
+
+    async def body(conn: Connection) -> None:
+        with pytest.raises(aiosmtplib.SMTPRecipientsRefused) as refused:
+            await conn.send(b"from@example.org", b"bad@example.org", WIRE)
+        assert refused.value.recipients[0].code == 550
+        assert conn.usable
+        assert await conn.send(b"from@example.org", b"good@example.org", WIRE) == "250 2.0.0 queued as X"
+
+    run(script, body)
+    expected = [b"MAIL FROM:<from@example.org>", b"RCPT TO:<bad@example.org>"]
+    expected += [b"DATA"] if pipelining else []  # pipelined: sent blind, answered 354, ended empty
+    expected += [b"RSET", b"MAIL FROM:<from@example.org>", b"RCPT TO:<good@example.org>", b"DATA"]
+    assert script.commands[1:] == expected
+    assert script.messages == ([b""] if pipelining else []) + [WIRE[:-3]]
+
+
+def test_replies_split_byte_by_byte_and_multiline_are_read_in_order() -> None:
+    def answer(line: bytes) -> bytes | None:
+        if line.startswith(b"MAIL"):
+            return b"250-first line\r\n250-second\r\n250 ok\r\n"
+        return None
+
+    script = Script(answer=answer, split_replies=True)
+
+    async def body(conn: Connection) -> None:
+        assert await conn.send(b"a@example.org", b"b@example.org", WIRE) == "250 2.0.0 queued as X"
+        assert await conn.send(b"a@example.org", b"c@example.org", WIRE) == "250 2.0.0 queued as X"
+
+    run(script, body)
+    assert len(script.messages) == 2
+
+
+def test_temporary_data_refusal_raises_and_keeps_the_connection() -> None:
+    def answer(line: bytes) -> bytes | None:
+        return b"451 4.3.0 try later\r\n" if line == b"<message>" else None
+
+    script = Script(answer=answer)
+
+    async def body(conn: Connection) -> None:
+        with pytest.raises(aiosmtplib.SMTPDataError) as err:
+            await conn.send(b"a@example.org", b"b@example.org", WIRE)
+        assert err.value.code == 451
+        assert conn.usable
+
+    run(script, body)
+
+
+def test_sender_refused_is_reported_as_such() -> None:
+    def answer(line: bytes) -> bytes | None:
+        if line.startswith(b"MAIL"):
+            return b"553 5.7.1 not your address\r\n"
+        if line.startswith((b"RCPT", b"DATA")):
+            return b"503 5.5.1 need MAIL\r\n"
+        return None
+
+    script = Script(answer=answer)
+
+    async def body(conn: Connection) -> None:
+        with pytest.raises(aiosmtplib.SMTPSenderRefused) as err:
+            await conn.send(b"a@example.org", b"b@example.org", WIRE)
+        assert err.value.code == 553
+
+    run(script, body)
+    assert script.messages == []  # a 503 to DATA: the message was never sent
+
+
+def test_a_server_that_hangs_up_mid_transaction_retires_the_connection() -> None:
+    script = Script(answer=lambda line: b"<close>" if line.startswith(b"RCPT") else None)
+
+    async def body(conn: Connection) -> None:
+        with pytest.raises(aiosmtplib.SMTPServerDisconnected):
+            await conn.send(b"a@example.org", b"b@example.org", WIRE)
+        assert not conn.usable
+        with pytest.raises(aiosmtplib.SMTPServerDisconnected):
+            await conn.send(b"a@example.org", b"c@example.org", WIRE)
+
+    run(script, body)
+
+
+def test_a_silent_server_times_out() -> None:
+    script = Script(answer=lambda line: b"" if line == b"<message>" else None)  # never answers the data
+
+    async def body(conn: Connection) -> None:
+        with pytest.raises(aiosmtplib.SMTPTimeoutError):
+            await conn.send(b"a@example.org", b"b@example.org", WIRE)
+        assert not conn.usable
+
+    run(script, body, timeout=0.5)
+
+
+def test_a_malformed_reply_retires_the_connection() -> None:
+    script = Script(answer=lambda line: b"hello there\r\n" if line.startswith(b"RCPT") else None)
+
+    async def body(conn: Connection) -> None:
+        with pytest.raises(aiosmtplib.SMTPResponseException, match="malformed reply"):
+            await conn.send(b"a@example.org", b"b@example.org", WIRE)
+        assert not conn.usable
+
+    run(script, body)
+
+
+@pytest.mark.parametrize(
+    ("reply", "complaint"),
+    [
+        (b"250-" + b"x" * 9000 + b"\r\n250 ok\r\n", "malformed reply"),  # one line longer than 8192
+        (b"250 " + b"x" * 40000, "reply too long"),  # no line end, ever: memory stays bounded
+        (b"".join(b"250-%d\r\n" % i for i in range(5000)), "reply too long"),  # endless continuation
+    ],
+)
+def test_an_oversized_reply_is_refused_before_it_fills_memory(reply: bytes, complaint: str) -> None:
+    def answer(line: bytes) -> bytes | None:
+        return reply if line.startswith(b"RCPT") else b"" if line == b"DATA" else None  # then silence
+
+    script = Script(answer=answer)
+
+    async def body(conn: Connection) -> None:
+        with pytest.raises(aiosmtplib.SMTPResponseException, match=complaint):
+            await conn.send(b"a@example.org", b"b@example.org", WIRE)
+        assert not conn.usable
+
+    run(script, body)
