@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 _LOCAL_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]")
@@ -23,6 +23,19 @@ class Address:
 
     name: str
     addr: str
+    # Derived once here, not per use: the send loop asks for both several times a message.
+    ascii_addr: str = field(init=False, repr=False, compare=False)
+    key: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        local, _, domain = self.addr.rpartition("@")
+        ascii_addr = f"{local}@{ascii_domain(domain)}"
+        object.__setattr__(self, "ascii_addr", ascii_addr)
+        # Identity for de-duplication and the ledger: the whole address case-folded. RFC 5321 lets
+        # the local part be case-sensitive, but no real provider makes Ada@ and ada@ two people,
+        # while lists do collect both spellings of one person: like Mailman, compare
+        # case-insensitively (and send to the address as written).
+        object.__setattr__(self, "key", ascii_addr.lower())
 
     @property
     def local(self) -> str:
@@ -33,23 +46,8 @@ class Address:
         return self.addr.rpartition("@")[2]
 
     @property
-    def ascii_addr(self) -> str:
-        """The address with its domain IDNA-encoded (bücher.de -> xn--bcher-kva.de)."""
-        return f"{self.local}@{ascii_domain(self.domain)}"
-
-    @property
     def needs_smtputf8(self) -> bool:
         return not self.local.isascii()
-
-    @property
-    def key(self) -> str:
-        """Identity for de-duplication and the ledger: the whole address case-folded.
-
-        RFC 5321 lets the local part be case-sensitive, but no real provider makes Ada@ and ada@
-        two people, while lists do collect both spellings of one person: like Mailman, compare
-        case-insensitively (and send to the address as written).
-        """
-        return f"{self.local.lower()}@{ascii_domain(self.domain).lower()}"
 
 
 def ascii_domain(domain: str) -> str:

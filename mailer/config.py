@@ -58,6 +58,7 @@ class SmtpSettings:
     attempts: int  # tries per recipient within one run before it is left deferred
     backoff: float  # seconds before the first retry; doubles each time
     envelope_from: str | None  # bounce address; default the series' sender
+    pipelining: bool = True  # RFC 2920, when the server offers it; off for a server that mishandles it
 
     @property
     def tls_context(self) -> ssl.SSLContext:
@@ -152,7 +153,19 @@ def smtp_settings(env: Mapping[str, str]) -> SmtpSettings:
         attempts=int(_number(env, "MAILER_ATTEMPTS", "3", int, 1)),
         backoff=_number(env, "MAILER_BACKOFF", "2", float, 0),
         envelope_from=env.get("MAILER_ENVELOPE_FROM") or None,
+        pipelining=_switch(env, "MAILER_PIPELINING", default=True),
     )
+
+
+def _switch(env: Mapping[str, str], name: str, *, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("on", "yes", "true", "1"):
+        return True
+    if raw in ("off", "no", "false", "0"):
+        return False
+    raise ConfigError(f"{name}={raw!r}; wanted on or off")
 
 
 def ledger_window(env: Mapping[str, str]) -> float:

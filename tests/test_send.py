@@ -65,9 +65,7 @@ def send_command(tmp_path: Path, *more: str) -> list[str]:
     ]
 
 
-def run_send(
-    tmp_path: Path, env: dict[str, str], *more: str, inherit: bool = True
-) -> subprocess.CompletedProcess[str]:
+def run_send(tmp_path: Path, env: dict[str, str], *more: str, inherit: bool = True) -> subprocess.CompletedProcess[str]:
     """Run send as cron would; ``inherit=False`` starts from an environment without SMTP_/MAILER_."""
     base = {k: v for k, v in os.environ.items() if inherit or not k.startswith(("SMTP_", "MAILER_"))}
     proc = subprocess.run(
@@ -306,6 +304,8 @@ def test_dry_run_opens_no_connection(tmp_path: Path) -> None:
         ({"SMTP_PORT": "abc"}, "SMTP_PORT='abc' is not a number"),
         ({"SMTP_PASSWORD": ""}, "set both SMTP_USERNAME and SMTP_PASSWORD"),
         ({"SMTP_CA_FILE": "/nonexistent.pem"}, "is not a readable file"),
+        ({"MAILER_PIPELINING": "maybe"}, "MAILER_PIPELINING='maybe'; wanted on or off"),
+        ({"MAILER_LEDGER_WINDOW": "-1"}, "MAILER_LEDGER_WINDOW='-1' is too small"),
     ],
 )
 def test_bad_smtp_settings_exit_2_and_send_nothing(
