@@ -101,12 +101,43 @@ class Server:
         self.postfix.stop()
 
 
+# The last commit before the profile-driven fixes: aiosmtplib's sendmail per message, no pipelining.
+BEFORE_COMMIT = "c981ae4fd892dfbcf13e6a7d91a0ab2b8f8f6eab"
+POOLS = (4, 8, 16, 32)  # MAILER_CONCURRENCY values tried; 4 is the default
+NOW = "now: prepared bytes, pipelined"
+
+
+def before_tree(work: Path) -> Path | None:
+    """The mailer package as it was at BEFORE_COMMIT (git archive), or None without the history."""
+    target = work / "before"
+    try:
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", BEFORE_COMMIT, "mailer", "templates"],
+            capture_output=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError) as err:
+        print(f"WARNING: no before/after comparison: cannot read commit {BEFORE_COMMIT[:7]}: {err}", flush=True)
+        return None
+    target.mkdir()
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target
+
+
 def ours(
-    work: Path, port: int, n: int, *, extra: dict[str, str] | None = None, dry: bool = False
+    work: Path,
+    port: int,
+    n: int,
+    *,
+    extra: dict[str, str] | None = None,
+    dry: bool = False,
+    code_from: Path | None = None,
 ) -> tuple[float, int, int]:
+    """One whole `seminar-mailer send` process; ``code_from``: run the mailer package found there."""
     shutil.rmtree(work / "state", ignore_errors=True)
+    exe = [PY, "-m", "mailer"] if code_from else [str(ROOT / ".venv/bin/seminar-mailer")]
     cmd = [
-        str(ROOT / ".venv/bin/seminar-mailer"),
+        *exe,
         "send",
         "--yes",
         "--date",
@@ -119,6 +150,8 @@ def ours(
         str(work / "state"),
     ] + (["--dry-run"] if dry else [])
     env = {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(port), "SMTP_SECURITY": "none", **(extra or {})}
+    if code_from:
+        env["PYTHONPATH"] = str(code_from)
     return peak_rss(cmd, env=env, cwd=work)
 
 
@@ -184,43 +217,72 @@ def main() -> None:
             stderr=subprocess.STDOUT,
         )
         time.sleep(0.5)
-        sink_rates = []
+        before = before_tree(work)
+        variants: dict[str, dict[str, object]] = {
+            NOW: {},
+            "prepared bytes, no pipelining": {"extra": {"MAILER_PIPELINING": "off"}},
+            **({f"before ({BEFORE_COMMIT[:7]}: aiosmtplib sendmail)": {"code_from": before}} if before else {}),
+        }
+        sink_rates: dict[str, list[float]] = {k: [] for k in variants}
         try:
             for _ in range(runs):
-                wall, code, _ = ours(work, sink_port, n)
-                if code != 0:
-                    raise SystemExit(f"seminar-mailer against smtp-sink exited {code}")
-                sink_rates.append(n / wall)
+                for name, options in variants.items():
+                    wall, code, _ = ours(work, sink_port, n, **options)  # type: ignore[arg-type]
+                    if code != 0:
+                        raise SystemExit(f"seminar-mailer ({name}) against smtp-sink exited {code}")
+                    sink_rates[name].append(n / wall)
         finally:
             sink.terminate()
             sink.wait()
     counted = [int(x) for x in re.findall(r"mesg=(\d+)", sink_log.read_text(errors="replace"))]
     results["smtp_sink"] = {
-        "msgs_per_s": stats(sink_rates),
+        "msgs_per_s": stats(sink_rates[NOW]),
+        "variants": {k: stats(v) for k, v in sink_rates.items()},
         "sink_counted": max(counted) if counted else None,
-        "expected": n * runs,
+        "expected": n * runs * len(variants),
     }
     save(results)
 
     server = Server()
-    throughput: dict[str, list[float]] = {k: [] for k in ("seminar-mailer", "mailmerge", "smtplib", "smtp-source")}
-    source_sessions: dict[int, list[float]] = {s: [] for s in (1, 2, 4, 8)}
-    ratios: dict[str, list[float]] = {"vs mailmerge": [], "vs smtplib": [], "vs smtp-source": []}
+    throughput: dict[str, list[float]] = {
+        k: [] for k in ("seminar-mailer", "seminar-mailer, default pool", "mailmerge", "smtplib", "smtp-source")
+    }
+    pools: dict[int, list[float]] = {p: [] for p in POOLS}
+    postfix_variants: dict[str, list[float]] = {k: [] for k in variants if k != NOW}
+    source_sessions: dict[int, list[float]] = {s: [] for s in (1, 2, 4, 8, 16, 32)}  # as POOLS, and fewer
+    ratios: dict[str, list[float]] = {
+        "vs mailmerge": [],
+        "vs smtplib": [],
+        "vs smtp-source": [],
+        "default pool vs smtp-source": [],
+    }
     verified: list[str] = []
     try:
         for run in range(runs):
             print(f"run {run + 1}/{runs}", flush=True)
-            server.mark()
-            wall, code, _ = ours(work, server.port, n)
-            got = server.recipients_since_mark()
-            ok = code == 0 and len(got) == n and set(got.values()) == {1}
-            verified.append(
-                f"run {run + 1}: exit {code}, {len(got)} distinct recipients, "
-                f"{sum(got.values())} messages accepted: {'exactly once' if ok else 'MISMATCH'}"
-            )
-            if not ok:
-                raise SystemExit(f"verification failed: {verified[-1]}")
-            throughput["seminar-mailer"].append(n / wall)
+
+            def checked(label: str, run: int = run, **options: object) -> float:
+                """One seminar-mailer run, verified at the server: each recipient exactly once."""
+                server.mark()
+                wall, code, _ = ours(work, server.port, n, **options)  # type: ignore[arg-type]
+                got = server.recipients_since_mark()
+                ok = code == 0 and len(got) == n and set(got.values()) == {1}
+                verified.append(
+                    f"run {run + 1}, {label}: exit {code}, {len(got)} distinct recipients, "
+                    f"{sum(got.values())} messages accepted: {'exactly once' if ok else 'MISMATCH'}"
+                )
+                if not ok:
+                    raise SystemExit(f"verification failed: {verified[-1]}")
+                return n / wall
+
+            for pool in POOLS:
+                pools[pool].append(checked(f"pool {pool}", extra={"MAILER_CONCURRENCY": str(pool)}))
+            throughput["seminar-mailer"].append(max(pools[p][-1] for p in POOLS))
+            throughput["seminar-mailer, default pool"].append(pools[4][-1])
+            for name in postfix_variants:
+                options = dict(variants[name])
+                options["extra"] = {**options.get("extra", {}), "MAILER_CONCURRENCY": "8"}  # type: ignore[dict-item]
+                postfix_variants[name].append(checked(f"{name}, pool 8", **options))
 
             mm_conf = work / "mailmerge_server.conf"
             mm_conf.write_text(
@@ -285,9 +347,15 @@ def main() -> None:
             ratios["vs mailmerge"].append(throughput["seminar-mailer"][-1] / throughput["mailmerge"][-1])
             ratios["vs smtplib"].append(throughput["seminar-mailer"][-1] / throughput["smtplib"][-1])
             ratios["vs smtp-source"].append(throughput["seminar-mailer"][-1] / best)
+            ratios["default pool vs smtp-source"].append(pools[4][-1] / best)
 
         results["throughput"] = {k: stats(v) for k, v in throughput.items()}
         results["smtp_source_sessions"] = {str(k): stats(v) for k, v in source_sessions.items()}
+        results["pools"] = {str(k): stats(v) for k, v in pools.items()}
+        results["postfix_variants"] = {
+            f"{NOW}, pool 8": stats(pools[8]),
+            **{f"{k}, pool 8": stats(v) for k, v in postfix_variants.items()},
+        }
         results["ratios"] = {k: stats(v) for k, v in ratios.items()}
         results["verification"] = verified
         save(results)
@@ -413,21 +481,48 @@ def report(r: dict) -> str:  # type: ignore[type-arg]
         "",
         "| sender | msg/s | seminar-mailer ÷ it (pairwise, same run) |",
         "| --- | --- | --- |",
-        f"| **seminar-mailer send** | {_fmt(t['seminar-mailer'])} | |",
+        f"| **seminar-mailer send**, best pool size | {_fmt(t['seminar-mailer'])} | |",
         f"| mailmerge 2.3.0 (peer) | {_fmt(t['mailmerge'])} | {_fmt(ratios['vs mailmerge'], '×', 2)} |",
         f"| smtplib, one connection (naive) | {_fmt(t['smtplib'])} | {_fmt(ratios['vs smtplib'], '×', 2)} |",
         f"| smtp-source, best session count (limit) | {_fmt(t['smtp-source'])} | "
         f"{_fmt(ratios['vs smtp-source'], '×', 2)} |",
         "",
-        "smtp-source by session count (all with -d, reused sessions): "
+        "Best of each tool's own knob, as a user would tune it: seminar-mailer by pool size "
+        "(MAILER_CONCURRENCY) "
+        + ", ".join(f"{k}: {_fmt(v)}" for k, v in r["pools"].items())
+        + "; smtp-source by session count (-s, with -d: reused sessions) "
         + ", ".join(f"{k}: {_fmt(v)}" for k, v in r["smtp_source_sessions"].items())
-        + ".",
+        + f". At the default pool of 4 connections seminar-mailer reaches "
+        f"{_fmt(ratios['default pool vs smtp-source'], '×', 2)} of smtp-source's best.",
         "",
         f"Against smtp-sink (keeps nothing; the client is the bottleneck): "
         f"**{_fmt(r['smtp_sink']['msgs_per_s'])} msg/s** "
-        f"(the sink counted {r['smtp_sink']['sink_counted']} of {r['smtp_sink']['expected']} messages).",
+        f"(the sink counted {r['smtp_sink']['sink_counted']} of {r['smtp_sink']['expected']} messages sent to it).",
         "",
-        "Checked at the server, every run: " + "; ".join(r["verification"]) + ".",
+        f"Checked at the server: {sum('exactly once' in v for v in r['verification'])} of "
+        f"{len(r['verification'])} seminar-mailer runs against Postfix delivered each of the {r['n']} recipients "
+        "exactly once (Postfix's log; the list is in latest.json).",
+        "",
+        "## Profile and fixes: before and after, measured in this run",
+        "",
+        "| version | vs smtp-sink (client-bound) | vs Postfix, pool 8 |",
+        "| --- | --- | --- |",
+    ]
+    pv = r["postfix_variants"]
+    for name, sink_stats in r["smtp_sink"]["variants"].items():
+        lines.append(f"| {name} | {_fmt(sink_stats)} | {_fmt(pv[name + ', pool 8'])} |")
+    lines += [
+        "",
+        "What the profiles showed (cProfile and py-spy, 10 000 messages to smtp-sink): before, aiosmtplib's "
+        "`sendmail` spent a third of the sender's CPU re-parsing the already validated addresses with "
+        "the email package and running two regexes (line ends, dot-stuffing) over the whole 26 KB message "
+        "for every recipient. Fix 1: the message's wire form is dot-stuffed once per announcement and only "
+        "the three personal header lines are prepended per recipient (`MessageTemplate.wire`). After it, "
+        "the time went to four round trips a message and the event-loop wake-ups between them. Fix 2: "
+        "PIPELINING (RFC 2920): MAIL, RCPT and DATA in one write, their replies in one read "
+        "(`mailer/smtp.py`). What remains is the kernel's `send` of 26 KB and `epoll`; the Python left per "
+        "message is a few microseconds (personal header lines, one ledger row; addresses' ledger keys are now"
+        " computed once per address instead of at each use).",
         "",
         "## Ledger durability window (MAILER_LEDGER_WINDOW) against throughput",
         "",
