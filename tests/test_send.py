@@ -373,9 +373,13 @@ def test_real_postfix_delivers_each_subscriber_once_to_the_mailbox(tmp_path: Pat
         postfix.stop()
 
 
-def test_refusals_do_not_poison_the_connection_and_dots_survive(server: Server, tmp_path: Path) -> None:
+@pytest.mark.parametrize("pipelining", ["on", "off"])
+def test_refusals_do_not_poison_the_connection_and_dots_survive(
+    server: Server, tmp_path: Path, pipelining: str
+) -> None:
     """After a 550 on one recipient the same connection carries on (RSET, no "503 nested MAIL");
-    a body line that starts with a dot arrives intact (dot-stuffing done once, undone by the server)."""
+    a body line that starts with a dot arrives intact (dot-stuffing done once, undone by the server).
+    Both ways of sending the envelope: pipelined (as aiosmtpd here offers) and one command at a time."""
     schedule = tmp_path / "s.yaml"
     schedule.write_text(
         SCHEDULE.read_text().replace(
@@ -387,16 +391,8 @@ def test_refusals_do_not_poison_the_connection_and_dots_survive(server: Server, 
     make_list(tmp_path, 6)
     for i in (1, 3):
         server.recorder.rcpt_replies[f"user{i}@example.org"] = ["550 5.1.1 no such user"]
-    proc = subprocess.run(
-        [*send_command(tmp_path), "--schedule", str(schedule)],  # the last --schedule wins
-        cwd=tmp_path,
-        env={**os.environ, **server.env(MAILER_CONCURRENCY="1")},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
+    env = server.env(MAILER_CONCURRENCY="1", MAILER_PIPELINING=pipelining)
+    proc = run_send(tmp_path, env, "--schedule", str(schedule))  # the last --schedule wins
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert sorted(server.recorder.count()) == [f"user{i}@example.org" for i in (0, 2, 4, 5)]
     message = email.message_from_bytes(server.recorder.received[0].data, policy=email.policy.default)
