@@ -438,7 +438,7 @@ def startup(work: Path, *, runs: int) -> dict[str, dict[str, float]]:
 
 def in_process() -> dict[str, dict[str, float]]:
     from mailer.address import Address
-    from mailer.message import build_message
+    from mailer.message import build_announcement
     from mailer.render import render
     from mailer.schedule import load_schedule, week_of
 
@@ -452,7 +452,7 @@ def in_process() -> dict[str, dict[str, float]]:
         rendered = render(schedule, week)
         renders.append((time.perf_counter() - t) * 1000)
         t = time.perf_counter()
-        template = build_message(schedule, week, rendered, now=dt.datetime.now(dt.UTC), token_key=b"k" * 32)
+        template = build_announcement(schedule, week, rendered, now=dt.datetime.now(dt.UTC), token_key=b"k" * 32)
         builds.append((time.perf_counter() - t) * 1000)
         people = [Address(f"User {i}", f"user{i}@example.org") for i in range(10_000)]
         t = time.perf_counter()

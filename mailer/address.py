@@ -104,8 +104,10 @@ def header_text(text: str) -> str:
     """Return header-safe text: folded ASCII as is, anything else as encoded words."""
     if _CONTROL_RE.search(text):
         raise ValueError("header text must not contain control characters")
-    if text.isascii() and "=?" not in text:
+    if text.isascii() and "=?" not in text and all(len(word) <= 76 for word in text.split(" ")):
         return _fold(text.split(" "))
+    # Encoded words are at most 64 characters each, so no header line can exceed RFC 5322's 998
+    # octets however long a word in the schedule is (a 3 000-character name is folded, not refused).
     return _fold(_encoded_words(text, 39))  # 39 bytes -> 64-char words: with "Subject: ", under 78
 
 
@@ -128,7 +130,7 @@ def format_address(address: Address, *, smtputf8: bool = False) -> str:
     if not address.name:
         return f"<{addr}>"
     name = address.name
-    if name.isascii() and "=?" not in name:
+    if name.isascii() and "=?" not in name and len(name) <= 64:
         if not _ATOM_TEXT.match(name):
             name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
         return f"{name} <{addr}>"

@@ -9,10 +9,15 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mailer import __version__
 from mailer.address import Address
-from mailer.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, EXIT_TEMPFAIL, ConfigError, MailerError
+from mailer.errors import EXIT_FAILED, EXIT_OK, EXIT_TEMPFAIL, ConfigError, MailerError
+
+if TYPE_CHECKING:
+    from mailer.dispatch import Request
+    from mailer.recipients import Entry
 
 _PATH_OPTIONS = {
     # option: (environment variable, default, help)
@@ -42,6 +47,12 @@ def _add_paths(parser: argparse.ArgumentParser, *names: str) -> None:
 def _add_date(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--date", metavar="YYYY-MM-DD", help="a day in the week to announce (default: today in the series' time zone)"
+    )
+    parser.add_argument(
+        "--now",
+        metavar="YYYY-MM-DDTHH:MM[+ZONE]",
+        help="act as if it were this moment (local to the series without a zone): what is due then; "
+        "default: the clock. A preview or dry run of a past --date acts as at the start of that week",
     )
 
 
@@ -91,11 +102,19 @@ def _parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser(
         "status",
-        help="show who has been sent this week's announcement",
-        description="Counts per state for this week's announcement and when it was sent.",
+        help="show what was sent about each seminar, and who is suppressed",
+        description="Per announced seminar: the announcement, changes, cancellation and reminder, when "
+        "each went out and to how many; then the suppressed addresses and why.",
     )
-    _add_paths(status, "schedule", "recipients", "state")
-    _add_date(status)
+    _add_paths(status, "schedule", "state")
+
+    unsuppress = commands.add_parser(
+        "unsuppress",
+        help="let a suppressed address (refused by its server) receive mail again",
+        description="Remove ADDRESS from the suppressed addresses in the state folder.",
+    )
+    unsuppress.add_argument("address", metavar="ADDRESS")
+    _add_paths(unsuppress, "schedule", "state")
 
     check.add_argument(
         "--recipients",
@@ -114,6 +133,30 @@ def _today(arg: str | None, tz: dt.tzinfo) -> dt.date:
         return dt.date.fromisoformat(arg)
     except ValueError:
         raise ConfigError(f"--date {arg!r} is not a date; wanted YYYY-MM-DD, e.g. 2024-01-15") from None
+
+
+def _request(args: argparse.Namespace, *, dry_run: bool) -> Request:
+    """The send request from the command line: --date, --now, paths, and the environment."""
+    from mailer.dispatch import Request
+
+    date = _today(args.date, dt.UTC) if args.date else None
+    now = dt.datetime.now(dt.UTC)
+    if args.now:
+        try:
+            now = dt.datetime.fromisoformat(args.now)
+        except ValueError:
+            raise ConfigError(f"--now {args.now!r} is not a moment; wanted e.g. 2030-01-14T08:00") from None
+    return Request(
+        schedule=args.schedule,
+        templates=getattr(args, "templates", None),
+        recipients=args.recipients,
+        state=args.state,
+        now=now,
+        date=date,
+        dry_run=dry_run,
+        env=_env(),
+        clock_given=bool(args.now),
+    )
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -151,46 +194,52 @@ def _first_recipient(folder: Path, list_name: str) -> Address:
 
 
 def _preview(args: argparse.Namespace) -> int:
-    from mailer.config import token_key
-    from mailer.message import build_message
-    from mailer.render import render
-    from mailer.schedule import load_schedule, week_of
+    from mailer.dispatch import preview
 
-    schedule = load_schedule(args.schedule)
-    today = _today(args.date, schedule.series.timezone)
-    week = week_of(schedule, today)
+    request = _request(args, dry_run=True)
+    week, messages = preview(request)
     if week is None:
-        monday = today - dt.timedelta(days=today.weekday())
+        monday = request.day - dt.timedelta(days=request.day.weekday())
         print(
-            f"No {schedule.series.name} seminar in the week of {monday} to "
+            f"No {week_name(args)} seminar in the week of {monday} to "
             f"{monday + dt.timedelta(days=6)}: nothing to announce."
         )
+    if not messages:
         return EXIT_OK
-    rendered = render(schedule, week, templates=args.templates)
-    template = build_message(schedule, week, rendered, now=dt.datetime.now(dt.UTC), token_key=token_key(args.state))
-    first = _first_recipient(args.recipients, schedule.series.list_name)
+    first = _first_recipient(args.recipients, messages[0].list_name)
     out: Path = args.out
+    written: list[str] = []
     try:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "announcement.html").write_text(rendered.html, encoding="utf-8")
-        (out / "announcement.txt").write_text(rendered.text, encoding="utf-8")
-        (out / rendered.page_name).write_text(rendered.page, encoding="utf-8")
-        (out / "announcement.eml").write_bytes(template.personalise(first))
+        for n, message in enumerate(messages):
+            assert message.rendered is not None and message.template is not None
+            stem = "announcement" if n == 0 and message.kind == "announcement" else f"{message.kind}-{n}"
+            (out / f"{stem}.html").write_text(message.rendered.html, encoding="utf-8")
+            (out / f"{stem}.txt").write_text(message.rendered.text, encoding="utf-8")
+            (out / f"{stem}.eml").write_bytes(message.template.personalise(first))
+            written += [f"{out / stem}.html ({len(message.rendered.html.encode()) // 1024} KB)", f"{out / stem}.txt"]
+            if message.rendered.page_name:
+                (out / message.rendered.page_name).write_text(message.rendered.page, encoding="utf-8")
+                written.append(str(out / message.rendered.page_name))
+            written.append(f"{out / stem}.eml (as {first.addr} gets it)")
+            if n:
+                print(f"\n{'=' * 72}\n")
+            print(f"Subject: {message.rendered.subject}\n")
+            print(message.rendered.text, end="")
     except OSError as err:
         raise ConfigError(f"{out}: cannot write the preview: {err.strerror}") from err
-    print(f"Subject: {rendered.subject}\n")
-    print(rendered.text, end="")
-    print(
-        f"Wrote {out / 'announcement.html'} ({len(rendered.html.encode()) // 1024} KB), "
-        f"{out / 'announcement.txt'}, {out / rendered.page_name}, "
-        f"{out / 'announcement.eml'} (as {first.addr} gets it)",
-        file=sys.stderr,
-    )
+    print(f"Wrote {', '.join(written)}", file=sys.stderr)
     if args.open:
         import webbrowser
 
         webbrowser.open((out / "announcement.html").resolve().as_uri())
     return EXIT_OK
+
+
+def week_name(args: argparse.Namespace) -> str:
+    from mailer.schedule import load_schedule
+
+    return load_schedule(args.schedule).series.name
 
 
 def _env() -> dict[str, str]:
@@ -201,122 +250,66 @@ def _env() -> dict[str, str]:
 
 
 def _send(args: argparse.Namespace) -> int:
-    from mailer.config import ledger_window, smtp_settings, token_key
-    from mailer.ledger import LEDGER_FILE, SUPPRESSED_FILE, Ledger, add_suppressed, run_lock
-    from mailer.message import announcement_id, build_message
-    from mailer.recipients import DUE, UNSUBSCRIBED, classify, list_file, suppressed_keys
-    from mailer.render import render
-    from mailer.report import Progress, print_summary
-    from mailer.schedule import load_schedule, week_of
-    from mailer.send import deliver
+    from mailer.dispatch import MessageReport, run
+    from mailer.report import Progress, print_result
 
-    env = _env()
-    schedule = load_schedule(args.schedule)
-    series = schedule.series
-    today = _today(args.date, series.timezone)
-    week = week_of(schedule, today)
-    if week is None:
-        print(f"No {series.name} seminar in the week of {today - dt.timedelta(days=today.weekday())}: nothing to send.")
+    def confirm(messages: list[MessageReport]) -> bool:
+        if not sys.stdin.isatty() or args.yes:
+            return True
+        what = "; ".join(f"{m.subject!r} to {m.due} recipients" for m in messages if m.due)
+        return input(f"Send {what}? [y/N] ").strip().lower() in ("y", "yes")
+
+    def progress(message: MessageReport, total: int) -> Progress:
+        return Progress(total, tty=sys.stderr.isatty(), label=f"{message.kind}: ")
+
+    def warn(entry: Entry) -> None:
+        print(f"warning: {entry.problem} (skipped)", file=sys.stderr)
+
+    result = run(_request(args, dry_run=args.dry_run), confirm=confirm, progress=progress, warn=warn)
+    if result.cancelled:
+        print("Nothing sent.")
         return EXIT_OK
-    try:
-        settings = smtp_settings(env)
-    except ConfigError as err:
-        if not args.dry_run:
-            raise
-        settings = None
-        print(f"warning: {err} (a real send would stop here)", file=sys.stderr)
-    rendered = render(schedule, week, templates=args.templates)
-    template = build_message(schedule, week, rendered, now=dt.datetime.now(dt.UTC), token_key=token_key(args.state))
-    path = list_file(args.recipients, series.list_name)
-    announcement = announcement_id(schedule, week)
-    suppressed_from = [args.recipients / UNSUBSCRIBED, args.state / SUPPRESSED_FILE]
-
-    if args.dry_run:
-        done = Ledger(args.state, announcement).done() if (args.state / LEDGER_FILE).exists() else set()
-        counts = _count(path, suppressed_from, done)
-        print_summary(counts, None, dry_run=True, subject=rendered.subject)
-        return EXIT_OK
-
-    with run_lock(args.state, series.list_name):
-        ledger = Ledger(args.state, announcement, window=ledger_window(env))
-        try:
-            done = ledger.done()
-            counts = _count(path, suppressed_from, done)
-            due = counts.get(DUE, 0)
-            if due == 0:
-                print_summary(counts, None, dry_run=False, subject=rendered.subject)
-                return EXIT_OK
-            if sys.stdin.isatty() and not args.yes:
-                answer = input(f"Send {rendered.subject!r} to {due} recipients? [y/N] ")
-                if answer.strip().lower() not in ("y", "yes"):
-                    print("Nothing sent.")
-                    return EXIT_OK
-            assert settings is not None
-            recipients = (
-                e.recipient
-                for kind, e in classify(path, suppressed=suppressed_keys(suppressed_from), done=done)
-                if kind == DUE and e.recipient is not None
-            )
-            progress = Progress(due, tty=sys.stderr.isatty())
-            outcome = asyncio.run(
-                deliver(
-                    template,
-                    recipients,
-                    settings,
-                    ledger,
-                    envelope_from=settings.envelope_from or series.sender.ascii_addr,
-                    progress=progress,
-                )
-            )
-            progress.close()
-            add_suppressed(args.state, [f"{a.addr}  # {detail}" for a, detail in outcome.failed])
-        finally:
-            ledger.close()
-    print_summary(counts, outcome, dry_run=False, subject=rendered.subject)
-    if outcome.deferred:
+    print_result(result)
+    if result.pending:
         return EXIT_TEMPFAIL
-    return EXIT_FAILED if outcome.failed else EXIT_OK
-
-
-def _count(path: Path, suppressed_from: list[Path], done: set[str]) -> dict[str, int]:
-    """One pass over the list: how many lines fall in each class; invalid lines are warned about."""
-    from mailer.recipients import INVALID, classify, suppressed_keys
-
-    counts: dict[str, int] = {}
-    for kind, entry in classify(path, suppressed=suppressed_keys(suppressed_from), done=done):
-        counts[kind] = counts.get(kind, 0) + 1
-        if kind == INVALID:
-            print(f"warning: {entry.problem} (skipped)", file=sys.stderr)
-    return counts
+    return EXIT_FAILED if result.failed else EXIT_OK
 
 
 def _status(args: argparse.Namespace) -> int:
-    from mailer.ledger import LEDGER_FILE, Ledger
-    from mailer.message import announcement_id
-    from mailer.schedule import load_schedule, week_of
+    from mailer.dispatch import status
+    from mailer.report import print_status
+    from mailer.schedule import load_schedule
 
-    schedule = load_schedule(args.schedule)
-    today = _today(args.date, schedule.series.timezone)
-    week = week_of(schedule, today)
-    if week is None:
-        print(f"No {schedule.series.name} seminar in the week of {today - dt.timedelta(days=today.weekday())}.")
+    series = load_schedule(args.schedule).series
+    seminars, suppressed = status(args.state, series.list_name)
+    print_status(seminars, suppressed, tz=series.timezone)
+    pending = any(counts.get("deferred") for s in seminars for _, _, counts, _, _ in s.messages)
+    return EXIT_TEMPFAIL if pending else EXIT_OK
+
+
+def _unsuppress(args: argparse.Namespace) -> int:
+    from mailer.address import parse_address
+    from mailer.dispatch import unsuppress
+    from mailer.schedule import load_schedule
+
+    address = parse_address(args.address)
+    if address is None:
+        raise ConfigError(f"{args.address!r} is not an email address; wanted name@example.org")
+    series = load_schedule(args.schedule).series
+    if unsuppress(args.state, series.list_name, address):
+        print(f"{address.addr} is no longer suppressed: the next send includes it.")
         return EXIT_OK
-    announcement = announcement_id(schedule, week)
-    if not (args.state / LEDGER_FILE).exists():
-        print(f"{announcement}: not sent yet (no ledger in {args.state})")
-        return EXIT_OK
-    summary = Ledger(args.state, announcement).summary()
-    print(f"{announcement}:")
-    for state in ("sent", "deferred", "failed"):
-        print(f"  {state:<9}{summary.counts.get(state, 0)}")
-    if summary.first:
-        print(f"  sent between {summary.first} and {summary.last} (UTC)")
-    for recipient, detail in summary.failures:
-        print(f"  failed: {recipient}: {detail}")
-    return EXIT_TEMPFAIL if summary.counts.get("deferred") else EXIT_OK
+    print(f"{address.addr} was not suppressed.")
+    return EXIT_OK
 
 
-_COMMANDS = {"check": _check, "preview": _preview, "send": _send, "status": _status}
+_COMMANDS = {
+    "check": _check,
+    "preview": _preview,
+    "send": _send,
+    "status": _status,
+    "unsuppress": _unsuppress,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -329,8 +322,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {line}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INVALID
+        # (During delivery SIGINT is handled by dispatch: in-flight messages finish and are recorded.)
+        print("interrupted: run the command again; whatever was sent is recorded and not sent twice", file=sys.stderr)
+        return EXIT_TEMPFAIL
 
 
 def run() -> None:

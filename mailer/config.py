@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import secrets
@@ -16,18 +17,21 @@ from mailer.errors import ConfigError
 TOKEN_KEY_FILE = "token.key"  # noqa: S105  (a file name, not a secret)
 
 
-def token_key(state: Path, env: Mapping[str, str] = os.environ) -> bytes:
+def token_key(state: Path, env: Mapping[str, str] = os.environ, *, create: bool = True) -> bytes:
     """The secret behind unsubscribe tokens: MAILER_TOKEN_KEY, else state/token.key (made once, 0600).
 
-    The key must stay the same across runs so that a resent message carries the same link.
+    The key must stay the same across runs so that a resent message carries the same link. With
+    ``create=False`` (preview, dry run) a missing key file is not made: a throw-away key stands in.
     """
     if value := env.get("MAILER_TOKEN_KEY"):
         if len(value) < 16:
             raise ConfigError("MAILER_TOKEN_KEY is too short; wanted at least 16 random characters")
         return value.encode()
     path = state / TOKEN_KEY_FILE
+    if not create and not path.exists():
+        return secrets.token_hex(32).encode()
     try:
-        state.mkdir(parents=True, exist_ok=True)
+        state.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
@@ -53,6 +57,7 @@ class SmtpSettings:
     password: str | None = field(repr=False)
     ca_file: Path | None
     timeout: float  # seconds, per SMTP command: a stalled server cannot hang the job
+    data_timeout: float  # seconds to wait for the reply to the end of the message (RFC 5321: 10 min)
     concurrency: int  # connections kept open in the pool
     rate: float  # messages per minute, 0 for no limit
     attempts: int  # tries per recipient within one run before it is left deferred
@@ -100,14 +105,17 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _number(env: Mapping[str, str], name: str, default: str, kind: type[int] | type[float], low: float) -> float:
-    raw = env.get(name) or default
+def _number(
+    env: Mapping[str, str], name: str, default: str, kind: type[int] | type[float], low: float, high: float
+) -> float:
+    """A numeric setting: finite, of ``kind``, from ``low`` to ``high``; else an error naming it."""
+    raw = (env.get(name) or default).strip()
     try:
         value = kind(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a number; wanted e.g. {name}={default}") from None
-    if value < low:
-        raise ConfigError(f"{name}={raw!r} is too small; wanted at least {low:g}")
+    if not math.isfinite(value) or not low <= value <= high:
+        raise ConfigError(f"{name}={raw!r} is out of range; wanted a number from {low:g} to {high:g}")
     return value
 
 
@@ -130,7 +138,7 @@ def smtp_settings(env: Mapping[str, str]) -> SmtpSettings:
             f"SMTP_SECURITY=none sends in plaintext, allowed only to a server on loopback, not "
             f"{host!r}; wanted starttls or tls"
         )
-    port = int(_number(env, "SMTP_PORT", "465" if security == "tls" else "587", int, 1))
+    port = int(_number(env, "SMTP_PORT", "465" if security == "tls" else "587", int, 1, 65535))
     username = env.get("SMTP_USERNAME") or None
     password = env.get("SMTP_PASSWORD") or None
     if (username is None) != (password is None):
@@ -147,11 +155,12 @@ def smtp_settings(env: Mapping[str, str]) -> SmtpSettings:
         username=username,
         password=password,
         ca_file=ca_file,
-        timeout=_number(env, "MAILER_TIMEOUT", "30", float, 0.1),
-        concurrency=int(_number(env, "MAILER_CONCURRENCY", "4", int, 1)),
-        rate=_number(env, "MAILER_RATE", "0", float, 0),
-        attempts=int(_number(env, "MAILER_ATTEMPTS", "3", int, 1)),
-        backoff=_number(env, "MAILER_BACKOFF", "2", float, 0),
+        timeout=_number(env, "MAILER_TIMEOUT", "30", float, 0.1, 3600),
+        data_timeout=_number(env, "MAILER_DATA_TIMEOUT", "600", float, 0.1, 3600),
+        concurrency=int(_number(env, "MAILER_CONCURRENCY", "4", int, 1, 256)),
+        rate=_number(env, "MAILER_RATE", "0", float, 0, 1e6),
+        attempts=int(_number(env, "MAILER_ATTEMPTS", "3", int, 1, 100)),
+        backoff=_number(env, "MAILER_BACKOFF", "2", float, 0, 3600),
         envelope_from=env.get("MAILER_ENVELOPE_FROM") or None,
         pipelining=_switch(env, "MAILER_PIPELINING", default=True),
     )
@@ -169,5 +178,10 @@ def _switch(env: Mapping[str, str], name: str, *, default: bool) -> bool:
 
 
 def ledger_window(env: Mapping[str, str]) -> float:
-    """MAILER_LEDGER_WINDOW: seconds between the ledger's synced commits (0: commit every message)."""
-    return _number(env, "MAILER_LEDGER_WINDOW", "0.1", float, 0)
+    """MAILER_LEDGER_WINDOW: seconds between the ledger's synced checkpoints (what a power loss can undo)."""
+    return _number(env, "MAILER_LEDGER_WINDOW", "1", float, 0, 3600)
+
+
+def daily_limit(env: Mapping[str, str]) -> int:
+    """MAILER_DAILY_LIMIT: messages per rolling 24 hours across runs and kinds (0: no limit)."""
+    return int(_number(env, "MAILER_DAILY_LIMIT", "0", int, 0, 10_000_000))

@@ -67,6 +67,16 @@ class DeliveryError(MailerError):
     exit_code = EXIT_TEMPFAIL
 
 
+class LedgerError(MailerError):
+    """A result could not be recorded (disk full, I/O error): sending stops, try again later."""
+
+    exit_code = EXIT_TEMPFAIL
+
+
+class MessageRefusedError(MailerError):
+    """The server refuses the message itself (content, size, line length): no recipient is to blame."""
+
+
 class LockedError(MailerError):
     """Another run holds the lock for this announcement."""
 

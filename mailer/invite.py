@@ -1,23 +1,32 @@
-"""The calendar invitation (RFC 5545): one VEVENT per seminar of the week, times in UTC."""
+"""The calendar invitation (RFC 5545/5546): one VEVENT per seminar, times in UTC.
+
+Every message about a seminar carries its invitation under the same ``UID`` (fixed at its first
+announcement) with ``SEQUENCE`` = the seminar's revision, so a calendar replaces the event it
+holds: a change is METHOD:PUBLISH with a higher SEQUENCE, a cancellation METHOD:CANCEL with
+STATUS:CANCELLED.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import icalendar
 from markdown_it import MarkdownIt
 
-from mailer.schedule import Schedule, Seminar, Week
+from mailer.schedule import Schedule, Seminar
 
 _PLAIN = MarkdownIt("commonmark", {"html": False})
 
 
-def seminar_uid(schedule: Schedule, seminar: Seminar) -> str:
-    """A UID that stays the same when the time, title or room of a seminar changes."""
-    speaker = re.sub(r"[^a-z0-9]+", "-", seminar.speaker.lower()).strip("-") or "seminar"
-    domain = schedule.series.sender.ascii_addr.rpartition("@")[2]
-    return f"{schedule.series.list_name}-{seminar.date.isoformat()}-{speaker}@{domain}"
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One seminar as a calendar event: its identity and revision."""
+
+    seminar: Seminar
+    uid: str
+    sequence: int
 
 
 def _plain(markdown: str) -> str:
@@ -36,24 +45,24 @@ def _plain(markdown: str) -> str:
     return "\n\n".join(out)
 
 
-def method(week: Week) -> str:
-    """CANCEL when every seminar of the week is cancelled, else PUBLISH."""
-    return "CANCEL" if all(s.is_cancelled for s in week.seminars) else "PUBLISH"
+def method(seminars: Sequence[Seminar]) -> str:
+    """CANCEL when every seminar of the message is cancelled, else PUBLISH."""
+    return "CANCEL" if all(s.is_cancelled for s in seminars) else "PUBLISH"
 
 
-def build_invite(schedule: Schedule, week: Week, *, now: dt.datetime) -> bytes:
-    """Return the iCalendar file for the week's seminars."""
+def build_invite(schedule: Schedule, events: Sequence[Event], *, now: dt.datetime) -> bytes:
+    """Return the iCalendar file for ``events``."""
     series = schedule.series
     calendar = icalendar.Calendar()
     calendar.add("prodid", "-//seminar-mailer//seminar-mailer//EN")
     calendar.add("version", "2.0")
-    calendar.add("method", method(week))
-    for seminar in week.seminars:
+    calendar.add("method", method([e.seminar for e in events]))
+    for ev in events:
+        seminar = ev.seminar
         event = icalendar.Event()
-        event.add("uid", seminar_uid(schedule, seminar))
+        event.add("uid", ev.uid)
         event.add("dtstamp", now.astimezone(dt.UTC))
-        # A cancellation must outrank the announcement it cancels.
-        event.add("sequence", 1 if seminar.is_cancelled else 0)
+        event.add("sequence", ev.sequence)
         event.add("dtstart", seminar.start.astimezone(dt.UTC))
         event.add("dtend", seminar.end.astimezone(dt.UTC))
         title = (

@@ -1,144 +1,486 @@
-"""The durable record of who has been sent what: SQLite in the state folder, plus the run lock.
+"""The single record of what subscribers were told: SQLite in the state folder, plus the run lock.
 
-A recipient is marked ``sent`` only after the server's 250 for its message. Marks are buffered and
-committed as a group every ``window`` seconds, 0.1 by default (and at the end), each commit synced to disk
-(WAL, synchronous=FULL). After ``kill -9`` the only marks lost are those of the last window: those
-recipients get a second copy on the next run, with the same Message-ID. Per-message fsync would
-cap throughput at the disk's sync rate (bench/ measures it).
+Tables (schema version 2, ``PRAGMA user_version``):
+
+- ``seminars``: every seminar ever announced, under a stable ``key`` (its ``id:`` when pinned, else
+  the identity assigned at its first announcement), its calendar ``uid``, the ``thread`` (the seed of
+  the announcement's Message-ID, for In-Reply-To) and its latest ``revision``;
+- ``revisions``: the announced fields of each revision (date, time, zone label, duration, location,
+  Zoom, speaker, title, cancelled); revision N is calendar SEQUENCE N;
+- ``messages``: each message that went out (announcement, change, cancellation, reminder) and, in
+  ``told``, which revision of which seminar it told;
+- ``deliveries``: one row per message and recipient: sent, failed (5xx to RCPT), deferred (4xx, try
+  again) or uncertain (the message was transmitted but its final reply never came);
+- ``suppressed``: addresses never to be mailed again (a permanent refusal), with the reason.
+
+Each result is committed as its reply arrives (WAL, ``synchronous=NORMAL``: a commit is a write to
+the WAL without fsync, which survives ``kill -9``); a synced checkpoint every ``window`` seconds
+bounds what a power loss can undo. So a kill can only duplicate messages whose reply was in flight.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailer.errors import ConfigError, LockedError
+from mailer.errors import ConfigError, LedgerError, LockedError
 
-SENT, FAILED, DEFERRED = "sent", "failed", "deferred"
+SENT, FAILED, DEFERRED, UNCERTAIN = "sent", "failed", "deferred", "uncertain"
 LEDGER_FILE = "ledger.sqlite3"
-SUPPRESSED_FILE = "suppressed.txt"
+LEGACY_SUPPRESSED_FILE = "suppressed.txt"  # version 1 wrote suppressions here; imported, then renamed
+VERSION = 2
 
 _SCHEMA = """
+CREATE TABLE IF NOT EXISTS seminars (
+    key       TEXT PRIMARY KEY,
+    list      TEXT NOT NULL,
+    uid       TEXT NOT NULL,
+    pinned    TEXT,
+    thread    TEXT NOT NULL,
+    revision  INTEGER NOT NULL,
+    first_at  TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS revisions (
+    seminar   TEXT NOT NULL,
+    revision  INTEGER NOT NULL,
+    fields    TEXT,
+    at        TEXT NOT NULL,
+    PRIMARY KEY (seminar, revision)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS messages (
+    key       TEXT PRIMARY KEY,
+    list      TEXT NOT NULL,
+    kind      TEXT NOT NULL,
+    subject   TEXT NOT NULL,
+    created   TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS told (
+    message   TEXT NOT NULL,
+    seminar   TEXT NOT NULL,
+    revision  INTEGER NOT NULL,
+    PRIMARY KEY (message, seminar)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS told_by_seminar ON told (seminar);
 CREATE TABLE IF NOT EXISTS deliveries (
-    announcement TEXT NOT NULL,
-    recipient    TEXT NOT NULL,
-    state        TEXT NOT NULL CHECK (state IN ('sent', 'failed', 'deferred')),
-    attempts     INTEGER NOT NULL,
-    message_id   TEXT NOT NULL,
-    detail       TEXT NOT NULL,
-    at           TEXT NOT NULL,
-    PRIMARY KEY (announcement, recipient)
+    message    TEXT NOT NULL,
+    recipient  TEXT NOT NULL,
+    state      TEXT NOT NULL CHECK (state IN ('sent', 'failed', 'deferred', 'uncertain')),
+    attempts   INTEGER NOT NULL,
+    doubts     INTEGER NOT NULL DEFAULT 0,
+    message_id TEXT NOT NULL,
+    detail     TEXT NOT NULL,
+    at         TEXT NOT NULL,
+    PRIMARY KEY (message, recipient)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS deliveries_by_time ON deliveries (at);
+CREATE TABLE IF NOT EXISTS suppressed (
+    recipient TEXT PRIMARY KEY,
+    address   TEXT NOT NULL,
+    reason    TEXT NOT NULL,
+    message   TEXT NOT NULL,
+    at        TEXT NOT NULL
 ) WITHOUT ROWID;
 """
 
 
+def utc_text(moment: dt.datetime) -> str:
+    """The ledger's time format: UTC, ISO 8601 to the microsecond, so text order is time order."""
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 @dataclass(frozen=True, slots=True)
 class Mark:
+    """One delivery result."""
+
+    message: str  # message key
     recipient: str  # Address.key
     state: str
     attempts: int
     message_id: str
     detail: str  # the server's reply, or why it failed
+    doubt: bool = False  # the message was transmitted but no final reply came
 
 
 @dataclass(frozen=True, slots=True)
-class Summary:
+class Remembered:
+    """A seminar as the ledger remembers it: identity and the latest announced revision."""
+
+    key: str
+    uid: str
+    pinned: str | None
+    thread: str
+    revision: int
+    fields: dict[str, object] | None  # the latest revision's fields; None if never recorded (migrated)
+    first_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class Suppression:
+    recipient: str
+    address: str
+    reason: str
+    message: str
+    at: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageStats:
+    """What one message did, for ``status``."""
+
+    key: str
+    kind: str
+    subject: str
     counts: dict[str, int]
     first: str | None
     last: str | None
-    failures: list[tuple[str, str]]  # (recipient, detail) of permanent failures
+
+
+def _private_file(path: Path) -> None:
+    """Create ``path`` 0600 if missing (SQLite gives its -wal and -shm files the same mode)."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot create the ledger: {err.strerror}; wanted a writable state folder") from err
+
+
+def state_folder(state: Path) -> None:
+    """Create the state folder 0700 if missing, and prove it writable before anything is sent."""
+    try:
+        state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"{state}: cannot create the state folder: {err.strerror}") from err
+    if not os.access(state, os.W_OK | os.X_OK):
+        raise ConfigError(f"{state}: the state folder is not writable; wanted a folder this user can write to")
 
 
 class Ledger:
-    """One announcement's deliveries. Not thread-safe: use it from the event loop only."""
+    """The state folder's ledger. Not thread-safe: use it from one thread (the event loop)."""
 
-    def __init__(self, state: Path, announcement: str, *, window: float = 0.1) -> None:
+    def __init__(
+        self,
+        state: Path,
+        list_name: str,
+        *,
+        window: float = 1.0,
+        readonly: bool = False,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
         self.path = state / LEDGER_FILE
-        self.announcement = announcement
+        self.list_name = list_name
+        self.clock = clock  # the time recorded with each result (send --now moves it, for tests)
         self.window = window
         self._pending: list[Mark] = []
-        self._last_commit = time.monotonic()
+        self._last_checkpoint = time.monotonic()
         try:
-            state.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None)
+            if readonly:
+                self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
+                if self._db.execute("PRAGMA user_version").fetchone()[0] < VERSION:
+                    self._db.close()
+                    self._db = sqlite3.connect(":memory:", isolation_level=None)
+                    self._db.executescript(_SCHEMA)
+                return
+            state_folder(state)
+            _private_file(self.path)
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._migrate(state)
         except sqlite3.Error as err:
             raise ConfigError(f"{self.path}: cannot open the ledger: {err}") from err
 
-    def done(self) -> set[str]:
-        """Recipients that must not be sent to again: sent, or failed permanently."""
+    # --- schema ---------------------------------------------------------------------------------
+
+    def _migrate(self, state: Path) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version >= VERSION:
+            return
+        legacy = self._db.execute("SELECT name FROM sqlite_master WHERE name = 'deliveries'").fetchone()
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            if legacy is not None and version < VERSION:
+                self._db.execute("ALTER TABLE deliveries RENAME TO deliveries_v1")
+            for statement in _SCHEMA.split(";"):  # (executescript would commit the transaction)
+                if statement.strip():
+                    self._db.execute(statement)
+            if legacy is not None:
+                self._import_v1()
+            self._import_suppressed_file(state)
+            self._db.execute(f"PRAGMA user_version = {VERSION}")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        old = state / LEGACY_SUPPRESSED_FILE
+        if old.exists():
+            old.rename(old.with_name(LEGACY_SUPPRESSED_FILE + ".imported"))
+
+    def _import_v1(self) -> None:
+        """Version 1 kept one row per (announcement, recipient); an announcement was the week's
+        seminar UIDs joined by '+'. Each becomes a message, its UIDs seminars whose announced
+        fields are unknown (adopted from the schedule at the next send, never resent)."""
+        rows = self._db.execute("SELECT DISTINCT announcement, min(at) FROM deliveries_v1 GROUP BY announcement")
+        for announcement, first in list(rows):
+            self._db.execute(
+                "INSERT OR IGNORE INTO messages VALUES (?, ?, 'announcement', '', ?)",
+                (announcement, self.list_name, first),
+            )
+            for uid in announcement.split("+"):
+                self._db.execute(
+                    "INSERT OR IGNORE INTO seminars VALUES (?, ?, ?, NULL, ?, 0, ?)",
+                    (uid, self.list_name, uid, announcement, first),
+                )
+                self._db.execute("INSERT OR IGNORE INTO revisions VALUES (?, 0, NULL, ?)", (uid, first))
+                self._db.execute("INSERT OR IGNORE INTO told VALUES (?, ?, 0)", (announcement, uid))
+        self._db.execute(
+            """INSERT INTO deliveries (message, recipient, state, attempts, message_id, detail, at)
+               SELECT announcement, recipient, state, attempts, message_id, detail, at FROM deliveries_v1"""
+        )
+        self._db.execute("DROP TABLE deliveries_v1")
+
+    def _import_suppressed_file(self, state: Path) -> None:
+        """Version 1 appended ``addr  # reason`` lines to state/suppressed.txt."""
+        from mailer.address import parse_address
+
+        path = state / LEGACY_SUPPRESSED_FILE
+        if not path.exists():
+            return
+        now = utc_text(dt.datetime.now(dt.UTC))
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            addr, _, reason = line.partition("  # ")
+            if (address := parse_address(addr.strip())) is not None:
+                self._db.execute(
+                    "INSERT OR IGNORE INTO suppressed VALUES (?, ?, ?, '', ?)",
+                    (address.key, address.addr, reason.strip() or "imported from suppressed.txt", now),
+                )
+
+    # --- what was announced ---------------------------------------------------------------------
+
+    def remembered(self, list_name: str) -> list[Remembered]:
         rows = self._db.execute(
-            "SELECT recipient FROM deliveries WHERE announcement = ? AND state IN ('sent', 'failed')",
-            (self.announcement,),
+            """SELECT s.key, s.uid, s.pinned, s.thread, s.revision, r.fields, s.first_at
+               FROM seminars s JOIN revisions r ON r.seminar = s.key AND r.revision = s.revision
+               WHERE s.list = ? ORDER BY s.first_at, s.key""",
+            (list_name,),
+        )
+        return [
+            Remembered(key, uid, pinned, thread, revision, json.loads(fields) if fields else None, first)
+            for key, uid, pinned, thread, revision, fields, first in rows
+        ]
+
+    def fields_of(self, seminar: str, revision: int) -> dict[str, object] | None:
+        row = self._db.execute(
+            "SELECT fields FROM revisions WHERE seminar = ? AND revision = ?", (seminar, revision)
+        ).fetchone()
+        return json.loads(row[0]) if row and row[0] else None
+
+    def remember(self, seminars: Iterable[Remembered], *, list_name: str, now: dt.datetime) -> None:
+        """Record new seminars and new revisions (idempotent), in one transaction, before sending."""
+        at = utc_text(now)
+        with self._write():
+            for s in seminars:
+                self._db.execute(
+                    """INSERT INTO seminars VALUES (?, ?, ?, ?, ?, ?, ?)
+                       ON CONFLICT (key) DO UPDATE SET revision = max(revision, excluded.revision),
+                         pinned = coalesce(excluded.pinned, pinned)""",
+                    (s.key, list_name, s.uid, s.pinned, s.thread, s.revision, s.first_at or at),
+                )
+                self._db.execute(
+                    """INSERT INTO revisions VALUES (?, ?, ?, ?)
+                       ON CONFLICT (seminar, revision) DO UPDATE SET fields = coalesce(fields, excluded.fields)""",
+                    (s.key, s.revision, json.dumps(s.fields, sort_keys=True) if s.fields is not None else None, at),
+                )
+
+    def open_message(
+        self, key: str, *, list_name: str, kind: str, subject: str, told: Iterable[tuple[str, int]], now: dt.datetime
+    ) -> None:
+        """Record a message before its first delivery, with the revisions it tells."""
+        with self._write():
+            self._db.execute(
+                "INSERT OR IGNORE INTO messages VALUES (?, ?, ?, ?, ?)", (key, list_name, kind, subject, utc_text(now))
+            )
+            self._db.executemany("INSERT OR IGNORE INTO told VALUES (?, ?, ?)", [(key, s, r) for s, r in told])
+
+    def known_revisions(self, seminar: str) -> dict[str, int]:
+        """For each recipient who was told of ``seminar``: the latest revision they were sent."""
+        rows = self._db.execute(
+            """SELECT d.recipient, max(t.revision) FROM told t JOIN deliveries d ON d.message = t.message
+               WHERE t.seminar = ? AND (d.state = 'sent' OR (d.state = 'uncertain' AND d.doubts >= 2))
+               GROUP BY d.recipient""",
+            (seminar,),
+        )
+        return dict(rows)
+
+    def first_told(self, seminar: str) -> str | None:
+        """When the first message telling ``seminar`` was accepted by the server."""
+        row = self._db.execute(
+            """SELECT min(d.at) FROM told t JOIN deliveries d ON d.message = t.message
+               WHERE t.seminar = ? AND d.state = 'sent'""",
+            (seminar,),
+        ).fetchone()
+        return row[0] if row else None
+
+    # --- deliveries -----------------------------------------------------------------------------
+
+    def done(self, message: str) -> set[str]:
+        """Recipients not to be sent ``message`` again: sent, failed, or uncertain twice (one retry only)."""
+        rows = self._db.execute(
+            """SELECT recipient FROM deliveries WHERE message = ?
+               AND (state IN ('sent', 'failed') OR (state = 'uncertain' AND doubts >= 2))""",
+            (message,),
         )
         return {r for (r,) in rows}
 
+    def doubtful(self) -> set[str]:
+        """Recipients with a message whose earlier copy is uncertain (no final reply): a copy sent now
+        is their one retry, and a possible duplicate."""
+        rows = self._db.execute("SELECT DISTINCT recipient FROM deliveries WHERE state = 'uncertain' AND doubts = 1")
+        return {r for (r,) in rows}
+
+    def sent_since(self, since: dt.datetime) -> int:
+        """Messages the server accepted (or may have) since ``since``, whatever the message: for daily limits."""
+        row = self._db.execute(
+            "SELECT count(*) FROM deliveries WHERE at >= ? AND state IN ('sent', 'uncertain')", (utc_text(since),)
+        ).fetchone()
+        return int(row[0])
+
+    def oldest_since(self, since: dt.datetime, skip: int) -> str | None:
+        """The time of the (skip+1)-th oldest acceptance after ``since``: when the window frees a slot."""
+        row = self._db.execute(
+            "SELECT at FROM deliveries WHERE at >= ? AND state IN ('sent', 'uncertain') ORDER BY at LIMIT 1 OFFSET ?",
+            (utc_text(since), skip),
+        ).fetchone()
+        return row[0] if row else None
+
     def mark(self, mark: Mark) -> None:
-        """Record a result; it reaches the disk within ``window`` seconds (see flush)."""
+        """Buffer a result; ``flush`` commits it (the sender flushes once per event-loop tick)."""
         self._pending.append(mark)
-        if time.monotonic() - self._last_commit >= self.window:
-            self.flush()
 
     def flush(self) -> None:
-        """Commit the buffered marks in one synced transaction."""
-        self._last_commit = time.monotonic()
-        if not self._pending:
-            return
-        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        rows = [
-            (self.announcement, m.recipient, m.state, m.attempts, m.message_id, m.detail, now) for m in self._pending
-        ]
-        with self._db:
-            self._db.execute("BEGIN IMMEDIATE")
-            # A later 'sent' or 'failed' wins; 'deferred' never overwrites a final state.
-            self._db.executemany(
-                """INSERT INTO deliveries VALUES (?, ?, ?, ?, ?, ?, ?)
-                   ON CONFLICT (announcement, recipient) DO UPDATE SET
-                     state = excluded.state, attempts = deliveries.attempts + excluded.attempts,
-                     message_id = excluded.message_id, detail = excluded.detail, at = excluded.at
-                   WHERE deliveries.state = 'deferred'""",
-                rows,
-            )
-        self._pending.clear()
+        """Commit the buffered marks (no fsync: survives kill -9), and a synced checkpoint each window.
 
-    def summary(self) -> Summary:
-        counts = dict(
+        Raises LedgerError when the results cannot be written (disk full, I/O error): the marks
+        stay buffered, so the caller can report them.
+        """
+        if self._pending:
+            now = utc_text(self.clock())
+            rows = [
+                (m.message, m.recipient, m.state, m.attempts, int(m.doubt), m.message_id, m.detail, now)
+                for m in self._pending
+            ]
+            try:
+                with self._write():
+                    # A later result wins over 'deferred' and 'uncertain'; 'sent' and 'failed' are final.
+                    self._db.executemany(
+                        """INSERT INTO deliveries VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                           ON CONFLICT (message, recipient) DO UPDATE SET
+                             state = excluded.state, attempts = deliveries.attempts + excluded.attempts,
+                             doubts = deliveries.doubts + excluded.doubts,
+                             message_id = excluded.message_id, detail = excluded.detail, at = excluded.at
+                           WHERE deliveries.state IN ('deferred', 'uncertain')""",
+                        rows,
+                    )
+            except sqlite3.Error as err:
+                raise LedgerError(f"{self.path}: cannot record delivery results: {err}") from err
+            self._pending.clear()
+        if time.monotonic() - self._last_checkpoint >= self.window:
+            self.checkpoint()
+
+    @property
+    def unrecorded(self) -> list[Mark]:
+        return list(self._pending)
+
+    def checkpoint(self) -> None:
+        """Sync the WAL into the database file: what is committed now survives a power loss."""
+        self._last_checkpoint = time.monotonic()
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as err:
+            raise LedgerError(f"{self.path}: cannot checkpoint the ledger: {err}") from err
+
+    @contextmanager
+    def _write(self) -> Iterator[None]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as err:
+            raise LedgerError(f"{self.path}: cannot write the ledger: {err}") from err
+        try:
+            yield
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    # --- suppression ----------------------------------------------------------------------------
+
+    def suppress(self, entries: Iterable[tuple[str, str, str, str]], *, now: dt.datetime) -> None:
+        """Suppress (recipient key, address, reason, message) for good; the first reason is kept."""
+        rows = [(k, a, r, m, utc_text(now)) for k, a, r, m in entries]
+        if not rows:
+            return
+        try:
+            with self._write():
+                self._db.executemany("INSERT OR IGNORE INTO suppressed VALUES (?, ?, ?, ?, ?)", rows)
+        except sqlite3.Error as err:
+            raise LedgerError(f"{self.path}: cannot record suppressed addresses: {err}") from err
+
+    def unsuppress(self, recipient: str) -> bool:
+        with self._write():
+            cursor = self._db.execute("DELETE FROM suppressed WHERE recipient = ?", (recipient,))
+        return cursor.rowcount > 0
+
+    def suppressed(self) -> list[Suppression]:
+        rows = self._db.execute("SELECT recipient, address, reason, message, at FROM suppressed ORDER BY at, recipient")
+        return [Suppression(*row) for row in rows]
+
+    def suppressed_keys(self) -> set[str]:
+        return {r for (r,) in self._db.execute("SELECT recipient FROM suppressed")}
+
+    # --- status ---------------------------------------------------------------------------------
+
+    def messages_about(self, seminar: str) -> list[MessageStats]:
+        rows = list(
             self._db.execute(
-                "SELECT state, count(*) FROM deliveries WHERE announcement = ? GROUP BY state", (self.announcement,)
+                """SELECT m.key, m.kind, m.subject FROM messages m JOIN told t ON t.message = m.key
+                   WHERE t.seminar = ? ORDER BY m.created, m.key""",
+                (seminar,),
             )
         )
-        first, last = self._db.execute(
-            "SELECT min(at), max(at) FROM deliveries WHERE announcement = ? AND state = 'sent'", (self.announcement,)
-        ).fetchone()
-        failures = list(
-            self._db.execute(
-                "SELECT recipient, detail FROM deliveries WHERE announcement = ? AND state = 'failed' "
-                "ORDER BY recipient",
-                (self.announcement,),
+        stats = []
+        for key, kind, subject in rows:
+            counts = dict(
+                self._db.execute("SELECT state, count(*) FROM deliveries WHERE message = ? GROUP BY state", (key,))
             )
-        )
-        return Summary(counts=counts, first=first, last=last, failures=failures)
+            first, last = self._db.execute(
+                "SELECT min(at), max(at) FROM deliveries WHERE message = ? AND state = 'sent'", (key,)
+            ).fetchone()
+            stats.append(MessageStats(key, kind, subject, counts, first, last))
+        return stats
 
     def close(self) -> None:
-        self.flush()
-        self._db.close()
+        try:
+            self.flush()
+            self.checkpoint()
+        finally:
+            self._db.close()
 
 
 @contextmanager
 def run_lock(state: Path, list_name: str) -> Iterator[None]:
     """Hold the list's lock for one send. The kernel drops it when the process dies, even by kill -9."""
-    state.mkdir(parents=True, exist_ok=True)
+    state_folder(state)
     path = state / f"{list_name}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot create the lock file: {err.strerror}") from err
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -148,18 +490,11 @@ def run_lock(state: Path, list_name: str) -> Iterator[None]:
                 f"another send for the list {list_name!r} is running (pid {holder}, lock {path}); "
                 "nothing was sent by this one: try again when it has finished"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+        except OSError:
+            pass  # the pid is only a courtesy for the message above; the lock itself is held
         yield
     finally:
         os.close(fd)
-
-
-def add_suppressed(state: Path, lines: list[str]) -> None:
-    """Append permanently failed addresses to state/suppressed.txt (never the organisers' files)."""
-    if not lines:
-        return
-    with (state / SUPPRESSED_FILE).open("a", encoding="utf-8") as handle:
-        handle.write("".join(f"{line}\n" for line in lines))
-        handle.flush()
-        os.fsync(handle.fileno())

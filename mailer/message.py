@@ -24,23 +24,18 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 
 from mailer.address import Address, format_address, header_text
-from mailer.invite import build_invite, method, seminar_uid
+from mailer.invite import Event, build_invite, method
 from mailer.render import Rendered
 from mailer.schedule import Schedule, Week
 
 _POLICY = email.policy.SMTP  # CRLF line ends, as transmitted
 
 
-def announcement_id(schedule: Schedule, week: Week) -> str:
-    """Identify one announcement: the list and the UIDs of the week's seminars."""
-    return "+".join(seminar_uid(schedule, s) for s in week.seminars)
-
-
 @dataclass(frozen=True, slots=True)
 class MessageTemplate:
     """A complete message but for the recipient's own header lines."""
 
-    announcement: str
+    announcement: str  # the message key (ledger); seeds each recipient's Message-ID
     head: bytes  # shared header lines, CRLF-terminated, ending with the MIME headers
     body: bytes  # CRLF, the blank line and the MIME body
     wire_rest: bytes  # head + body as SMTP DATA carries them: dot-stuffed, ending in CRLF "." CRLF
@@ -49,10 +44,11 @@ class MessageTemplate:
     token_key: bytes
     unsubscribe_mailto: str
     unsubscribe_url: str | None
+    thread: str | None = None  # the key of the announcement this message follows up
 
-    def message_id(self, recipient: Address) -> str:
-        """Deterministic per (list, announcement, recipient): a resent copy has the same id."""
-        seed = f"{self.list_name}\0{self.announcement}\0{recipient.key}".encode()
+    def message_id(self, recipient: Address, key: str | None = None) -> str:
+        """Deterministic per (list, message, recipient): a resent copy has the same id."""
+        seed = f"{self.list_name}\0{key or self.announcement}\0{recipient.key}".encode()
         return f"<{hashlib.sha256(seed).hexdigest()[:40]}@{self.id_domain}>"
 
     def token(self, recipient: Address) -> str:
@@ -74,6 +70,9 @@ class MessageTemplate:
             unsubscribe += f",\r\n <{link}>"
         to = format_address(recipient, smtputf8=recipient.needs_smtputf8)
         text = f"To: {to}\r\nMessage-ID: {self.message_id(recipient)}\r\nList-Unsubscribe: {unsubscribe}\r\n"
+        if self.thread is not None:  # threads under the announcement this subscriber received
+            parent = self.message_id(recipient, self.thread)
+            text += f"In-Reply-To: {parent}\r\nReferences: {parent}\r\n"
         return text.encode("utf-8")
 
     def personalise(self, recipient: Address) -> bytes:
@@ -118,11 +117,19 @@ def _mime(rendered: Rendered, invite: bytes, invite_method: str) -> EmailMessage
 
 
 def build_message(
-    schedule: Schedule, week: Week, rendered: Rendered, *, now: dt.datetime, token_key: bytes
+    schedule: Schedule,
+    events: list[Event],
+    rendered: Rendered,
+    *,
+    key: str,
+    now: dt.datetime,
+    token_key: bytes,
+    thread: str | None = None,
 ) -> MessageTemplate:
-    """Build the shared part of every recipient's message."""
+    """Build the shared part of every recipient's message ``key`` about ``events``."""
     series = schedule.series
-    mime = _mime(rendered, build_invite(schedule, week, now=now), method(week)).as_bytes(policy=_POLICY)
+    invite = build_invite(schedule, events, now=now)
+    mime = _mime(rendered, invite, method([e.seminar for e in events])).as_bytes(policy=_POLICY)
     mime_head, _, mime_body = mime.partition(b"\r\n\r\n")
     domain = series.sender.ascii_addr.rpartition("@")[2]
     lines = [
@@ -138,7 +145,7 @@ def build_message(
     head = ("\r\n".join(lines) + "\r\n").encode("ascii") + mime_head + b"\r\n"
     body = b"\r\n" + mime_body
     return MessageTemplate(
-        announcement=announcement_id(schedule, week),
+        announcement=key,
         head=head,
         body=body,
         wire_rest=dot_stuff(head + body),
@@ -147,4 +154,17 @@ def build_message(
         token_key=token_key,
         unsubscribe_mailto=f"mailto:{series.unsubscribe_address.ascii_addr}?subject=unsubscribe",
         unsubscribe_url=series.unsubscribe_url,
+        thread=thread,
     )
+
+
+def build_announcement(
+    schedule: Schedule, week: Week, rendered: Rendered, *, now: dt.datetime, token_key: bytes
+) -> MessageTemplate:
+    """The first announcement of ``week`` (identities as first assigned, revision 0): for preview
+    and tests of a week on its own; ``dispatch`` builds every message of a real run."""
+    from mailer.plan import derived_uid, first_revision
+
+    uids = [derived_uid(schedule, s) for s in week.seminars]
+    events = [Event(s, uid, first_revision(s)) for s, uid in zip(week.seminars, uids, strict=True)]
+    return build_message(schedule, events, rendered, key="+".join(uids), now=now, token_key=token_key)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 from markdown_it import MarkdownIt
@@ -19,6 +20,9 @@ from markupsafe import Markup
 from mailer.errors import TemplateError
 from mailer.schedule import Schedule, Seminar, Week
 
+if TYPE_CHECKING:
+    from mailer.plan import Change
+
 BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "email"
 
 SUBJECT = "subject.txt.j2"
@@ -26,6 +30,9 @@ TEXT = "announcement.txt.j2"
 PAGE = "page.md.j2"
 FOOTER = "footer.txt.j2"
 MJML = "announcement.mjml.j2"
+CHANGE_SUBJECT = "change_subject.txt.j2"
+CHANGE_TEXT = "change.txt.j2"
+CHANGE_MJML = "change.mjml.j2"
 
 # CommonMark with raw HTML off: "<script>" in an abstract becomes the text "&lt;script&gt;", and
 # markdown-it's validateLink drops javascript:, vbscript:, file: and data: links.
@@ -78,8 +85,8 @@ def make_environment(templates: Path | None, *, html: bool) -> jinja2.Environmen
     return env
 
 
-def _context(schedule: Schedule, week: Week) -> dict[str, Any]:
-    upcoming = week.upcoming
+def _context(schedule: Schedule, week: Week, *, reminder: bool = False) -> dict[str, Any]:
+    upcoming = () if reminder else week.upcoming
     slots = {(s.start.strftime("%H:%M"), s.tz_label) for s in upcoming}
     common = next(iter(slots)) if len(slots) == 1 else None
     return {
@@ -91,6 +98,12 @@ def _context(schedule: Schedule, week: Week) -> dict[str, Any]:
         # upcoming line carries its own time and zone (a list across a DST change needs both).
         "common_slot": f"{common[0]} {common[1]}" if common else None,
         "all_cancelled": all(s.is_cancelled for s in week.seminars),
+        # A reminder is the announcement of one seminar, opening with when it starts.
+        "reminder": (
+            f"on {week.seminars[0].start:%A %Y-%m-%d} at {week.seminars[0].start:%H:%M} {week.seminars[0].tz_label}"
+            if reminder
+            else False
+        ),
     }
 
 
@@ -145,16 +158,19 @@ def inline_css(html: str) -> str:
     return inlined if inlined.lstrip().lower().startswith("<!doctype") else "<!doctype html>\n" + inlined
 
 
-def render(schedule: Schedule, week: Week, *, templates: Path | None = None) -> Rendered:
-    """Render the announcement for ``week``."""
-    context = _context(schedule, week)
+def _html(templates: Path | None, name: str, context: dict[str, Any]) -> str:
+    return inline_css(compile_mjml(_render(make_environment(templates, html=True), name, context), name=name))
+
+
+def render(schedule: Schedule, week: Week, *, templates: Path | None = None, reminder: bool = False) -> Rendered:
+    """Render the announcement for ``week`` (or, with ``reminder``, the reminder of its one seminar)."""
+    context = _context(schedule, week, reminder=reminder)
     text_env = make_environment(templates, html=False)
     subject = _one_line(_render(text_env, SUBJECT, context))
     text = _render(text_env, TEXT, context)
     page = _render(text_env, PAGE, {**context, "text": text})
     footer = _render(text_env, FOOTER, context)
-    mjml_source = _render(make_environment(templates, html=True), MJML, {**context, "subject": subject})
-    html = inline_css(compile_mjml(mjml_source))
+    html = _html(templates, MJML, {**context, "subject": subject})
     first: Seminar = week.seminars[0]
     return Rendered(
         subject=subject,
@@ -164,3 +180,16 @@ def render(schedule: Schedule, week: Week, *, templates: Path | None = None) -> 
         page=page,
         page_name=f"{first.date.isoformat()}-{first.slug}.md",
     )
+
+
+def render_change(
+    schedule: Schedule, seminar: Seminar, changes: Sequence[Change], *, kind: str, templates: Path | None = None
+) -> Rendered:
+    """Render a change or cancellation of ``seminar``: what changed, old -> new, and how it is now."""
+    context: dict[str, Any] = {"series": schedule.series, "seminar": seminar, "changes": changes, "kind": kind}
+    text_env = make_environment(templates, html=False)
+    subject = _one_line(_render(text_env, CHANGE_SUBJECT, context))
+    text = _render(text_env, CHANGE_TEXT, context)
+    footer = _render(text_env, FOOTER, context)
+    html = _html(templates, CHANGE_MJML, {**context, "subject": subject})
+    return Rendered(subject=subject, text=text, email_text=text + footer, html=html, page="", page_name="")

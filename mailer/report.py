@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 import time
+from typing import TYPE_CHECKING
 
-from mailer.recipients import ALREADY, DUE, DUPLICATE, INVALID, SUPPRESSED
+from mailer.recipients import DUPLICATE, INVALID, SUPPRESSED
 from mailer.send import Outcome
+
+if TYPE_CHECKING:
+    from mailer.dispatch import MessageReport, Result, SeminarStatus
+    from mailer.ledger import Suppression
+
+_KIND = {"announcement": "Announcement", "change": "Change", "cancellation": "Cancellation", "reminder": "Reminder"}
 
 
 class Progress:
     """Redraw a bar on a terminal at most 10 times a second; log a line every 10% otherwise."""
 
-    def __init__(self, total: int, *, tty: bool) -> None:
+    def __init__(self, total: int, *, tty: bool, label: str = "") -> None:
         self.total = max(total, 1)
         self.tty = tty
+        self.label = label
         self.shown = -1.0
         self.step = -1
 
@@ -27,39 +36,107 @@ class Progress:
             self.shown = now
             filled = 30 * done // self.total
             print(
-                f"\r[{'#' * filled}{' ' * (30 - filled)}] {done}/{self.total}  sent {outcome.sent}  "
+                f"\r{self.label}[{'#' * filled}{' ' * (30 - filled)}] {done}/{self.total}  sent {outcome.sent}  "
                 f"deferred {len(outcome.deferred)}  failed {len(outcome.failed)}",
-                end="",
+                end="" if done < self.total else "\n",
                 file=sys.stderr,
             )
         elif (step := 10 * done // self.total) > self.step:
             self.step = step
-            print(f"progress: {done}/{self.total} done, {outcome.sent} sent", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.tty:
-            print(file=sys.stderr)
+            print(f"progress: {self.label}{done}/{self.total} done, {outcome.sent} sent", file=sys.stderr, flush=True)
 
 
-def print_summary(counts: dict[str, int], outcome: Outcome | None, *, dry_run: bool, subject: str) -> None:
-    """The closing report: one figure per class, then the addresses that need attention."""
-    due = counts.get(DUE, 0)
-    print(f"Announcement: {subject}")
-    if dry_run:
-        print(f"Dry run: no connection opened, nothing sent. Would send to {due} recipients.")
-    elif outcome is None and due == 0:
-        print(f"Nothing to do: already sent to {counts.get(ALREADY, 0)} recipients.")
-    if outcome is not None:
+def _header(message: MessageReport) -> str:
+    subject = message.subject
+    kind = _KIND.get(message.kind, message.kind)
+    return subject if subject.startswith(("Changed:", "Cancelled:", "Reminder:")) else f"{kind}: {subject}"
+
+
+def print_result(result: Result) -> None:
+    """The closing report: one block per message, then the list's figures, then who needs attention."""
+    state = result.state
+    if result.dry_run:
+        print("Dry run: no connection opened, nothing sent.")
+    for note in result.notes:
+        print(f"note: {note}")
+    due = [m for m in result.messages if m.due]
+    if not due:
+        if result.week is None:
+            print(f"Nothing to do: no {result.schedule.series.name} seminar to announce this week and nothing changed.")
+        else:
+            already = next((m.already for m in result.messages if m.kind == "announcement"), 0)
+            print(f"Nothing to do: already sent to {already} recipients.")
+    for message in result.messages:
+        if not message.due and message.kind == "announcement" and message.subject == "":
+            continue
+        print(_header(message))
+        if result.dry_run or message.outcome is None:
+            verb = "Would send to" if result.dry_run else "Not sent to"
+            print(f"  {verb} {message.due} recipients.")
+            if message.kind == "announcement":
+                print(f"  already sent       {message.already}")
+            continue
+        outcome = message.outcome
         print(f"  sent now           {outcome.sent}")
-    print(f"  already sent       {counts.get(ALREADY, 0)}")
-    if outcome is not None:
+        if message.kind == "announcement":
+            print(f"  already sent       {message.already}")
         print(f"  deferred           {len(outcome.deferred)}  (run again later: they are retried)")
-        print(f"  failed permanently {len(outcome.failed)}  (added to state/suppressed.txt)")
-    print(f"  suppressed         {counts.get(SUPPRESSED, 0)}  (unsubscribed or bounced)")
-    print(f"  duplicates         {counts.get(DUPLICATE, 0)}")
-    print(f"  invalid lines      {counts.get(INVALID, 0)}  (skipped; run check)")
-    if outcome is not None:
-        for address, detail in outcome.failed:
+        print(f"  failed permanently {len(outcome.failed)}  (suppressed: seminar-mailer status --state {state})")
+        if outcome.uncertain:
+            print(f"  uncertain          {len(outcome.uncertain)}  (no reply after sending: retried once, next run)")
+        if outcome.retried_uncertain:
+            print(f"  possible duplicates {outcome.retried_uncertain}  (retried after an uncertain first copy)")
+        if outcome.not_taken:
+            print(f"  not sent yet       {outcome.not_taken}  (the run stopped: they stay due)")
+    print(f"  suppressed         {result.counts.get(SUPPRESSED, 0)}  (unsubscribed or refused)")
+    print(f"  duplicates         {result.counts.get(DUPLICATE, 0)}")
+    print(f"  invalid lines      {result.counts.get(INVALID, 0)}  (skipped; run check)")
+    for message in result.messages:
+        if message.outcome is None:
+            continue
+        for address, detail in message.outcome.failed:
             print(f"failed: {address.addr}: {detail}")
-        for address, detail in outcome.deferred:
+        for address, detail in message.outcome.deferred:
             print(f"deferred: {address.addr}: {detail}")
+        for address, detail in message.outcome.uncertain:
+            print(f"uncertain: {address.addr}: {detail}")
+    if result.stopped:
+        print(f"Stopped early: {result.stopped}. Everyone not sent to stays due: run send again.")
+    if result.unrecorded:
+        print(
+            f"warning: {result.unrecorded} results could not be recorded: those recipients may get a "
+            "second copy (same Message-ID) when send runs again after space is freed."
+        )
+    if result.resume_after is not None and result.stopped:
+        local = result.resume_after.astimezone(result.schedule.series.timezone)
+        print(f"The daily limit frees up from {local:%Y-%m-%d %H:%M %Z}: a run after that continues.")
+
+
+def print_status(seminars: list[SeminarStatus], suppressed: list[Suppression], *, tz: dt.tzinfo) -> None:
+    """Per announced seminar: what was sent, when, to how many; then the suppressed addresses."""
+    if not seminars:
+        print("Nothing sent yet.")
+    for entry in seminars:
+        r = entry.remembered
+        fields = r.fields or {}
+        title = f"{fields.get('date', '?')} {fields.get('time', '')} {fields.get('speaker', r.key)}"
+        print(f"{title}  (revision {r.revision}, uid {r.uid})")
+        for kind, subject, counts, first, last in entry.messages:
+            total = sum(counts.values())
+            sent = counts.get("sent", 0)
+            when = f", {_local(first, tz)} to {_local(last, tz)}" if first else ""
+            print(f"  {_KIND.get(kind, kind):<13} sent to {sent} of {total}{when}: {subject}")
+            for state in ("deferred", "failed", "uncertain"):
+                if counts.get(state):
+                    print(f"  {'':<13} {state}: {counts[state]}")
+    if suppressed:
+        print(f"Suppressed ({len(suppressed)}; `seminar-mailer unsuppress ADDRESS` lets one receive mail again):")
+        for s in suppressed:
+            print(f"  {s.address}: {s.reason}")
+
+
+def _local(text: str | None, tz: dt.tzinfo) -> str:
+    if not text:
+        return "?"
+    moment = dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+    return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M")

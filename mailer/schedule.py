@@ -18,6 +18,26 @@ from mailer.yamlfile import Mapping, Node, Scalar, Sequence, describe
 
 
 @dataclass(frozen=True, slots=True)
+class Reminder:
+    """When to remind subscribers of a seminar: at a local time on the day, or some minutes before."""
+
+    at: dt.time | None  # "09:00": on the seminar's day, at this local time
+    before: int | None  # "2h", "90m": this many minutes before the start
+
+    def due_at(self, start: dt.datetime) -> dt.datetime:
+        """The moment the reminder becomes due for a seminar starting at ``start`` (aware)."""
+        if self.at is not None:
+            return dt.datetime.combine(start.date(), self.at, tzinfo=start.tzinfo)
+        assert self.before is not None
+        return (start.astimezone(dt.UTC) - dt.timedelta(minutes=self.before)).astimezone(start.tzinfo)
+
+    def __str__(self) -> str:
+        if self.at is not None:
+            return f"{self.at:%H:%M} on the day"
+        return f"{self.before} minutes before"
+
+
+@dataclass(frozen=True, slots=True)
 class Series:
     name: str
     signature: str
@@ -33,6 +53,7 @@ class Series:
     reply_to: Address | None
     unsubscribe_url: str | None
     unsubscribe_email: Address | None
+    reminder: Reminder | None = None
 
     @property
     def unsubscribe_address(self) -> Address:
@@ -54,6 +75,7 @@ class Seminar:
     zoom: str | None
     cancelled: str | None  # None: on; "": cancelled without a reason; else the reason
     line: int
+    id: str | None = None  # pinned identity (``id:`` in the YAML); else remembered in the state folder
 
     @property
     def end(self) -> dt.datetime:
@@ -239,9 +261,41 @@ class _Reader:
 
 
 _SERIES_REQUIRED = ("name", "signature", "timezone", "time", "location", "info_url", "sender", "list")
-_SERIES_OPTIONAL = ("duration", "zoom", "upcoming", "reply_to", "unsubscribe_url", "unsubscribe_email")
+_SERIES_OPTIONAL = ("duration", "zoom", "upcoming", "reply_to", "unsubscribe_url", "unsubscribe_email", "reminder")
 _SEMINAR_REQUIRED = ("date", "speaker")
-_SEMINAR_OPTIONAL = ("affiliation", "title", "abstract", "bio", "time", "duration", "location", "zoom", "cancelled")
+_SEMINAR_OPTIONAL = (
+    "id",
+    "affiliation",
+    "title",
+    "abstract",
+    "bio",
+    "time",
+    "duration",
+    "location",
+    "zoom",
+    "cancelled",
+)
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def _reminder(r: _Reader, node: Node | None) -> Reminder | None | bool:
+    """``"09:00"`` (on the day) or ``2h``/``90m`` (before the start); False after a problem."""
+    if node is None:
+        return None
+    raw = node.raw if isinstance(node, Scalar) else ""
+    if match := re.fullmatch(r"\s*(\d{1,3})\s*(h|m|min)\s*", raw):
+        minutes = int(match[1]) * (60 if match[2] == "h" else 1)
+        if 1 <= minutes <= 7 * 24 * 60:
+            return Reminder(at=None, before=minutes)
+    elif re.fullmatch(r"\d{1,2}:\d{2}", raw.strip()):
+        at = r.clock(node, "reminder")
+        return Reminder(at=at, before=None) if at is not None else False
+    r.add(
+        node,
+        f"'reminder' is {raw!r}; wanted a time on the seminar's day such as \"09:00\", "
+        "or a span before the start such as 2h or 90m (at most a week)",
+    )
+    return False
 
 
 def _series(r: _Reader, node: Node) -> Series | None:
@@ -272,9 +326,10 @@ def _series(r: _Reader, node: Node) -> Series | None:
         reply_to=r.address(v("reply_to"), "reply_to"),
         unsubscribe_url=r.url(v("unsubscribe_url"), "unsubscribe_url"),
         unsubscribe_email=r.address(v("unsubscribe_email"), "unsubscribe_email"),
+        reminder=_reminder(r, v("reminder")),
     )
-    optional = {"zoom", "reply_to", "unsubscribe_url", "unsubscribe_email"}
-    if any(val is None for key, val in fields.items() if key not in optional):
+    optional = {"zoom", "reply_to", "unsubscribe_url", "unsubscribe_email", "reminder"}
+    if fields["reminder"] is False or any(val is None for key, val in fields.items() if key not in optional):
         return None
     return Series(**fields)  # type: ignore[arg-type]
 
@@ -307,6 +362,14 @@ def _seminar(r: _Reader, node: Node, series: Series | None) -> Seminar | None:
     location = r.text(v("location"), "location") if "location" in m.values else (series.location if series else None)
     zoom = r.url(v("zoom"), "zoom") if "zoom" in m.values else (series.zoom if series else None)
     cancelled = _cancelled(r, v("cancelled"))
+    pinned = r.text(v("id"), "id")
+    if pinned is not None and not _ID_RE.match(pinned):
+        r.add(
+            m.values["id"],
+            f"'id' {pinned!r} names this seminar for good; wanted letters, digits, '.', '_' or '-' "
+            "(up to 64), such as 2024-01-belongie",
+        )
+        pinned = None
     if None in (day, time, duration, speaker, location) or series is None or cancelled is False:
         return None
     assert day is not None and time is not None and duration is not None and speaker and location
@@ -323,6 +386,7 @@ def _seminar(r: _Reader, node: Node, series: Series | None) -> Seminar | None:
         zoom=zoom,
         cancelled=cancelled if isinstance(cancelled, str) else None,
         line=m.line,
+        id=pinned,
     )
 
 
@@ -339,6 +403,7 @@ def load_schedule(path: Path) -> Schedule:
         r.add(node, f"'seminars' should be a list (each entry starting with '- date:'), got {describe(node)}")
     elif isinstance(node, Sequence):
         seen: dict[dt.datetime, Seminar] = {}
+        ids: dict[str, Seminar] = {}
         for item in node.items:
             seminar = _seminar(r, item, series)
             if seminar is None:
@@ -351,6 +416,15 @@ def load_schedule(path: Path) -> Schedule:
                     f"line {first.line}; wanted one seminar per date and time",
                 )
                 continue
+            if seminar.id is not None and (other := ids.get(seminar.id)) is not None:
+                assert isinstance(item, Mapping)
+                r.add(
+                    item.values["id"],
+                    f"'id' {seminar.id!r} is also the id of the seminar at line {other.line}; wanted each id once",
+                )
+                continue
+            if seminar.id is not None:
+                ids[seminar.id] = seminar
             seen[seminar.start] = seminar
             seminars.append(seminar)
     if r.problems:

@@ -1,13 +1,21 @@
-"""Deliver personalised messages over a pool of reused SMTP connections, recording each result.
+"""Deliver one message to its recipients over a pool of reused SMTP connections, recording each result.
 
 Each worker owns one connection (TLS required and verified, AUTH only after TLS) and keeps it for
 many messages: providers throttle one login per message. A token bucket caps the rate. Results:
-- 250: marked ``sent`` in the ledger;
-- 5xx: marked ``failed`` and never retried (the address joins state/suppressed.txt);
-- 4xx, a dropped connection, a timeout: retried with exponential backoff, without holding up the
-  other recipients; after ``attempts`` tries marked ``deferred`` for the next run.
-Errors that doom every recipient (no STARTTLS, a bad certificate, rejected credentials or sender,
-a server that cannot be reached at all) stop the run at once with a DeliveryError or ConfigError.
+
+- 250: ``sent``;
+- 5xx to RCPT: ``failed``, never retried, and the address is suppressed (the recipient is refused);
+- 5xx to DATA or to the message itself (content, size, line length): the *message* is refused, no
+  recipient is to blame: the run stops at once with the server's words, recipients stay due;
+- 4xx, a dropped connection, a timeout before the message was sent: retried with backoff without
+  holding up the others; after ``attempts`` tries ``deferred`` for the next run;
+- no reply after the whole message went out: ``uncertain`` (the server may have it), retried at
+  most once and only by a later run, and counted as a possible duplicate.
+
+Every result is committed to the ledger in the event-loop tick its reply arrived in. A stop request
+(SIGTERM, SIGINT, a daily limit) stops taking recipients and lets the messages in flight finish.
+Errors that doom every recipient (no STARTTLS, a bad certificate, rejected credentials or sender, a
+server that cannot be reached) stop the run with a DeliveryError or ConfigError.
 """
 
 from __future__ import annotations
@@ -21,10 +29,10 @@ import aiosmtplib
 
 from mailer.address import Address
 from mailer.config import SmtpSettings
-from mailer.errors import ConfigError, DeliveryError
-from mailer.ledger import DEFERRED, FAILED, SENT, Ledger, Mark
+from mailer.errors import ConfigError, DeliveryError, LedgerError, MailerError, MessageRefusedError
+from mailer.ledger import DEFERRED, FAILED, SENT, UNCERTAIN, Ledger, Mark
 from mailer.message import MessageTemplate
-from mailer.smtp import Connection, connect
+from mailer.smtp import Connection, ReplyUncertain, connect
 
 
 class _Transient(Exception):
@@ -39,17 +47,8 @@ class _Permanent(Exception):
     """This recipient will never accept this message."""
 
 
-@dataclass
-class Outcome:
-    """What one run did."""
-
-    sent: int = 0
-    deferred: list[tuple[Address, str]] = field(default_factory=list)
-    failed: list[tuple[Address, str]] = field(default_factory=list)
-
-    @property
-    def finished(self) -> int:
-        return self.sent + len(self.deferred) + len(self.failed)
+class _Uncertain(Exception):
+    """The message went out but its final reply never came."""
 
 
 def _reply(err: aiosmtplib.SMTPResponseException) -> str:
@@ -57,7 +56,9 @@ def _reply(err: aiosmtplib.SMTPResponseException) -> str:
 
 
 def _classify(err: Exception) -> Exception:
-    """Map an aiosmtplib error for one message to _Transient, _Permanent or a run-stopping error."""
+    """Map an aiosmtplib error for one message to _Transient, _Permanent, _Uncertain or a run-stopping error."""
+    if isinstance(err, ReplyUncertain):
+        return _Uncertain(str(err))
     if isinstance(err, aiosmtplib.SMTPRecipientsRefused):
         codes = [r.code for r in err.recipients] or [550]
         detail = "; ".join(_reply(r) for r in err.recipients)
@@ -66,6 +67,12 @@ def _classify(err: Exception) -> Exception:
         return ConfigError(
             f"the server refuses the sender {err.sender}: {_reply(err)}; wanted an address "
             "the server lets you send from (series sender or MAILER_ENVELOPE_FROM)"
+        )
+    if isinstance(err, aiosmtplib.SMTPDataError) and err.code >= 500:
+        return MessageRefusedError(
+            f"the server refuses the message itself: {_reply(err)}. No recipient was marked failed: "
+            "they all stay due. Fix the message (or ask the server's admin what it objects to), "
+            "then run send again"
         )
     if isinstance(err, aiosmtplib.SMTPResponseException):
         if err.code >= 500:
@@ -78,8 +85,8 @@ def _classify(err: Exception) -> Exception:
     return err
 
 
-class _RateLimit:
-    """Space messages evenly: at most ``per_minute`` messages a minute (0: no limit)."""
+class RateLimit:
+    """Space messages evenly: at most ``per_minute`` messages a minute (0: no limit), across messages."""
 
     def __init__(self, per_minute: float) -> None:
         self.interval = 60.0 / per_minute if per_minute else 0.0
@@ -95,41 +102,132 @@ class _RateLimit:
             await asyncio.sleep(slot - now)
 
 
-async def deliver(
-    template: MessageTemplate,
-    recipients: Iterable[Address],
-    settings: SmtpSettings,
-    ledger: Ledger,
-    *,
-    envelope_from: str,
-    progress: Callable[[Outcome], None] = lambda _: None,
-) -> Outcome:
-    """Send ``template`` to each recipient once; record every result in ``ledger``."""
-    outcome = Outcome()
-    sender = envelope_from.encode()
-    queue: asyncio.Queue[tuple[Address, int] | None] = asyncio.Queue()
-    room = asyncio.Semaphore(settings.concurrency * 64)  # recipients read ahead: memory stays flat
-    limiter = _RateLimit(settings.rate)
-    loop = asyncio.get_running_loop()
-    outstanding = 0
-    reading = True
-    all_done = asyncio.Event()
-    unreachable = 0  # connection attempts failed in a row, across workers
+@dataclass
+class Stop:
+    """Shared by a run's deliveries: why no new recipient may be taken (None: carry on)."""
 
-    def finish(recipient: Address, state: str, attempts: int, detail: str) -> None:
-        nonlocal outstanding
-        ledger.mark(Mark(recipient.key, state, attempts, template.message_id(recipient), detail))
+    reason: str | None = None
+    budget: int | None = None  # messages this run may still send (daily limit); None: no limit
+    abort: bool = False  # a second signal: abandon the messages in flight too
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def request(self, reason: str, *, abort: bool = False) -> None:
+        if self.reason is None:
+            self.reason = reason
+        self.abort = self.abort or abort
+        self.changed.set()
+
+    def take(self) -> bool:
+        """Take one message from the budget; False (and stop) when it is spent."""
+        if self.reason is not None:
+            return False
+        if self.budget is not None:
+            if self.budget <= 0:
+                self.request("the daily limit is reached")
+                return False
+            self.budget -= 1
+        return True
+
+
+@dataclass
+class Outcome:
+    """What one message's delivery did in this run."""
+
+    sent: int = 0
+    deferred: list[tuple[Address, str]] = field(default_factory=list)
+    failed: list[tuple[Address, str]] = field(default_factory=list)
+    uncertain: list[tuple[Address, str]] = field(default_factory=list)
+    retried_uncertain: int = 0  # sent again after an earlier run's uncertain result: possible duplicates
+    not_taken: int = 0  # left due because the run stopped
+
+    @property
+    def finished(self) -> int:
+        return self.sent + len(self.deferred) + len(self.failed) + len(self.uncertain)
+
+
+class Delivery:
+    """One message to many recipients: a producer, ``concurrency`` workers and the ledger."""
+
+    def __init__(
+        self,
+        template: MessageTemplate,
+        settings: SmtpSettings,
+        ledger: Ledger,
+        *,
+        envelope_from: str,
+        stop: Stop,
+        limiter: RateLimit,
+        progress: Callable[[Outcome], None] = lambda _: None,
+        doubtful: frozenset[str] = frozenset(),
+        wanted: Callable[[Address], bool] = lambda _: True,
+    ) -> None:
+        self.template = template
+        self.settings = settings
+        self.ledger = ledger
+        self.sender = envelope_from.encode()
+        self.stop = stop
+        self.limiter = limiter
+        self.progress = progress
+        self.doubtful = doubtful  # recipients whose earlier copy is uncertain: this is their one retry
+        self.wanted = wanted  # asked just before sending (an unsubscription arriving mid-send)
+        self.outcome = Outcome()
+        self.queue: asyncio.Queue[tuple[Address, int] | None] = asyncio.Queue()
+        self.room = asyncio.Semaphore(settings.concurrency * 64)  # read-ahead: memory stays flat
+        self.outstanding = 0
+        self.reading = True
+        self.all_done = asyncio.Event()
+        self.unreachable = 0  # connection attempts failed in a row, across workers
+        self.flush_scheduled = False
+        self.ledger_error: LedgerError | None = None
+        self.fatal: MailerError | None = None  # stops the run once the messages in flight are done
+        self.retries: dict[asyncio.TimerHandle, tuple[Address, int]] = {}
+
+    # --- recording ----------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        self.flush_scheduled = False
+        try:
+            self.ledger.flush()
+        except LedgerError as err:
+            if self.ledger_error is None:
+                self.ledger_error = err
+            self.stop.request("results can no longer be recorded")
+
+    def finish(self, recipient: Address, state: str, attempts: int, detail: str) -> None:
+        doubt = state == UNCERTAIN
+        self.ledger.mark(
+            Mark(self.template.announcement, recipient.key, state, attempts, self.template.message_id(recipient),
+                 detail, doubt)
+        )
+        if not self.flush_scheduled:  # one commit per loop tick, for every reply that arrived in it
+            self.flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        outcome = self.outcome
         if state == SENT:
             outcome.sent += 1
+            if recipient.key in self.doubtful:
+                outcome.retried_uncertain += 1
         else:
-            (outcome.failed if state == FAILED else outcome.deferred).append((recipient, detail))
-        outstanding -= 1
-        room.release()
-        progress(outcome)
-        if not reading and outstanding == 0:
-            all_done.set()
+            {FAILED: outcome.failed, DEFERRED: outcome.deferred, UNCERTAIN: outcome.uncertain}[state].append(
+                (recipient, detail)
+            )
+        self._release()
+        self.progress(outcome)
 
-    async def send_one(client: Connection, recipient: Address) -> str:
+    def _release(self) -> None:
+        self.outstanding -= 1
+        self.room.release()
+        if not self.reading and self.outstanding == 0:
+            self.all_done.set()
+
+    def _abandon(self) -> None:
+        """A recipient not sent because the run is stopping: nothing recorded, still due."""
+        self.outcome.not_taken += 1
+        self._release()
+
+    # --- sending ------------------------------------------------------------------------------
+
+    async def _send_one(self, client: Connection, recipient: Address) -> str:
         options = b""
         if recipient.needs_smtputf8:
             if not client.supports("smtputf8"):
@@ -137,77 +235,136 @@ async def deliver(
             options = b" SMTPUTF8"
         rcpt = recipient.addr if recipient.needs_smtputf8 else recipient.ascii_addr
         try:
-            return await client.send(sender, rcpt.encode(), template.wire(recipient), options)
+            return await client.send(self.sender, rcpt.encode(), self.template.wire(recipient), options)
         except Exception as err:  # classified below; anything unknown is re-raised
             raise _classify(err) from err
 
-    async def worker() -> None:
-        nonlocal unreachable
+    async def _connect(self) -> Connection:
+        try:
+            client = await connect(self.settings)
+        except (TimeoutError, aiosmtplib.SMTPException, OSError) as err:
+            self.unreachable += 1
+            if self.unreachable >= self.settings.attempts + self.settings.concurrency:
+                raise DeliveryError(
+                    f"cannot reach {self.settings.host}:{self.settings.port}: {err}; nothing more was "
+                    "sent, the rest stays due for the next run"
+                ) from None
+            raise _Transient(f"cannot connect: {err}", reconnect=True) from err
+        self.unreachable = 0
+        return client
+
+    def _retry_later(self, recipient: Address, attempts: int) -> None:
+        delay = self.settings.backoff * 2 ** (attempts - 1) * random.uniform(0.8, 1.2)  # noqa: S311
+        handle: asyncio.TimerHandle
+
+        def due() -> None:
+            del self.retries[handle]
+            self.queue.put_nowait((recipient, attempts))
+
+        handle = asyncio.get_running_loop().call_later(delay, due)
+        self.retries[handle] = (recipient, attempts)
+
+    async def worker(self) -> None:
         client: Connection | None = None
         try:
-            while (item := await queue.get()) is not None:
+            while (item := await self.queue.get()) is not None:
                 recipient, attempts = item
+                if not self.wanted(recipient) or not self.stop.take():
+                    self._abandon()
+                    continue
                 attempts += 1
                 try:
                     if client is None:
-                        try:
-                            client = await connect(settings)
-                        except (TimeoutError, aiosmtplib.SMTPException, OSError) as err:
-                            unreachable += 1
-                            if unreachable >= settings.attempts + settings.concurrency:
-                                raise DeliveryError(
-                                    f"cannot reach {settings.host}:{settings.port}: {err}; nothing more was "
-                                    "sent, the rest stays due for the next run"
-                                ) from None
-                            raise _Transient(f"cannot connect: {err}", reconnect=True) from err
-                        unreachable = 0
-                    await limiter.wait()
-                    finish(recipient, SENT, attempts, await send_one(client, recipient))
+                        client = await self._connect()
+                    await self.limiter.wait()
+                    self.finish(recipient, SENT, attempts, await self._send_one(client, recipient))
                 except _Permanent as err:
-                    finish(recipient, FAILED, attempts, str(err))
+                    self.finish(recipient, FAILED, attempts, str(err))
                     if client is not None and not client.usable:
                         client.close()
                         client = None
+                except _Uncertain as err:
+                    self.finish(recipient, UNCERTAIN, attempts, str(err))
+                    if client is not None:
+                        client.close()
+                        client = None
                 except _Transient as err:
+                    if self.stop.budget is not None:
+                        self.stop.budget += 1  # not sent: the slot is free again
                     if client is not None and (err.reconnect or not client.usable):
                         client.close()
                         client = None
-                    if attempts >= settings.attempts:
-                        finish(recipient, DEFERRED, attempts, str(err))
+                    if attempts >= self.settings.attempts or self.stop.reason is not None:
+                        self.finish(recipient, DEFERRED, attempts, str(err))
                     else:
-                        delay = settings.backoff * 2 ** (attempts - 1) * random.uniform(0.8, 1.2)  # noqa: S311
-                        loop.call_later(delay, queue.put_nowait, (recipient, attempts))
+                        self._retry_later(recipient, attempts)
+                except (DeliveryError, ConfigError, MessageRefusedError) as err:
+                    # Dooms every recipient: stop taking more, let the other workers' messages finish.
+                    self.fatal = self.fatal or err
+                    self.stop.request(str(err))
+                    self._abandon()
+                except asyncio.CancelledError:
+                    if client is not None and client.awaiting_final:
+                        self.finish(recipient, UNCERTAIN, attempts, "abandoned before the server's final reply")
+                    raise
         finally:
             if client is not None:
                 await client.quit()
 
-    async def producer() -> None:
-        nonlocal outstanding, reading
+    async def watch_stop(self) -> None:
+        """On a stop request, send backed-off retries through at once (they are left due), and on
+        an abort, cancel the workers (a message whose final reply is pending is recorded uncertain)."""
+        while not self.all_done.is_set():
+            await self.stop.changed.wait()
+            for handle, item in list(self.retries.items()):
+                handle.cancel()
+                del self.retries[handle]
+                self.queue.put_nowait(item)
+            if self.stop.abort:
+                for task in self.workers:
+                    task.cancel()
+                return
+            self.stop.changed.clear()
+            if self.stop.reason is not None:
+                return
+
+    async def producer(self, recipients: Iterable[Address]) -> None:
         for recipient in recipients:
-            await room.acquire()
-            outstanding += 1
-            queue.put_nowait((recipient, 0))
-        reading = False
-        if outstanding == 0:
-            all_done.set()
-        await all_done.wait()
-        for _ in range(settings.concurrency):
-            queue.put_nowait(None)
+            if self.stop.reason is not None:
+                break
+            await self.room.acquire()
+            self.outstanding += 1
+            self.queue.put_nowait((recipient, 0))
+        self.reading = False
+        if self.outstanding == 0:
+            self.all_done.set()
+        await self.all_done.wait()
+        for _ in range(self.settings.concurrency):
+            self.queue.put_nowait(None)
 
-    async def flusher() -> None:
-        """Bound the window even when no new mark arrives (e.g. during a retry backoff)."""
-        while not all_done.is_set():
-            await asyncio.sleep(max(ledger.window, 0.05))
-            ledger.flush()
+    async def checkpointer(self) -> None:
+        """Bound what a power loss can undo: a synced checkpoint every window, even while idle."""
+        while not self.all_done.is_set():
+            try:
+                await asyncio.wait_for(self.all_done.wait(), max(self.ledger.window, 0.05))
+            except TimeoutError:
+                self._flush()
 
-    try:
-        async with asyncio.TaskGroup() as group:
-            group.create_task(producer())
-            group.create_task(flusher())
-            for _ in range(settings.concurrency):
-                group.create_task(worker())
-    except* (DeliveryError, ConfigError) as group_error:
-        raise group_error.exceptions[0] from None
-    finally:
-        ledger.flush()
-    return outcome
+    async def run(self, recipients: Iterable[Address]) -> Outcome:
+        self.workers: list[asyncio.Task[None]] = []
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self.producer(recipients))
+                group.create_task(self.checkpointer())
+                watcher = group.create_task(self.watch_stop())
+                self.workers = [group.create_task(self.worker()) for _ in range(self.settings.concurrency)]
+                await asyncio.gather(*self.workers, return_exceptions=True)
+                watcher.cancel()
+                self.all_done.set()
+        finally:
+            self._flush()
+        if self.ledger_error is not None:
+            raise self.ledger_error
+        if self.fatal is not None:
+            raise self.fatal
+        return self.outcome

@@ -33,6 +33,13 @@ MAX_REPLY = MAX_LINE * 4
 _NOT_SENT = SMTPResponse(-1, "not sent: an earlier command of the transaction failed")
 
 
+class ReplyUncertain(aiosmtplib.SMTPException):
+    """The whole message was transmitted but its final reply never came (timeout, hang-up).
+
+    The server may have stored it: sending it again may duplicate it (RFC 5321 4.5.3.2 and 6.3).
+    """
+
+
 class _Replies(asyncio.Protocol):
     """Parses the server's replies into a queue, however many arrive in one read."""
 
@@ -82,20 +89,28 @@ class Connection:
     """An open, set-up SMTP connection that sends one message to one recipient at a time."""
 
     def __init__(
-        self, transport: asyncio.Transport, extensions: dict[str, str], timeout: float, *, pipelining: bool = True
+        self,
+        transport: asyncio.Transport,
+        extensions: dict[str, str],
+        timeout: float,
+        *,
+        data_timeout: float = 600.0,
+        pipelining: bool = True,
     ) -> None:
         self.transport = transport
         self.extensions = frozenset(extensions)
         self.pipelining = pipelining and "pipelining" in extensions
         self.timeout = timeout
+        self.data_timeout = data_timeout  # RFC 5321 4.5.3.2.6: 10 minutes for the reply to the final dot
         self.usable = True  # False once a reply was lost or malformed: the caller must reconnect
+        self.awaiting_final = False  # the message is out; its final reply has not come yet
         self.replies = _Replies()
         transport.set_protocol(self.replies)
 
     def supports(self, extension: str) -> bool:
         return extension.lower() in self.extensions
 
-    async def _reply(self) -> SMTPResponse:
+    async def _reply(self, timeout: float | None = None) -> SMTPResponse:
         replies = self.replies
         while not replies.ready:
             if replies.error is not None:
@@ -103,7 +118,7 @@ class Connection:
                 raise replies.error
             replies.waiter = asyncio.get_running_loop().create_future()
             try:
-                async with asyncio.timeout(self.timeout):
+                async with asyncio.timeout(timeout or self.timeout):
                     await replies.waiter
             except TimeoutError:
                 self.usable = False
@@ -163,7 +178,13 @@ class Connection:
                 raise aiosmtplib.SMTPRecipientsRefused([refused])
             raise aiosmtplib.SMTPDataError(data_reply.code, data_reply.message)
         self._write(wire)
-        final = await self._reply()
+        self.awaiting_final = True
+        try:
+            final = await self._reply(self.data_timeout)
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError) as err:
+            self.awaiting_final = False
+            raise ReplyUncertain(f"no reply after the message was sent ({err})") from err
+        self.awaiting_final = False  # (stays True if cancelled while waiting: the caller records that)
         if final.code != 250:
             raise aiosmtplib.SMTPDataError(final.code, final.message)
         return f"{final.code} {final.message}"
@@ -205,7 +226,8 @@ async def connect(settings: SmtpSettings) -> Connection:
                     f"{settings.host}:{settings.port} does not offer STARTTLS, so nothing was sent and no "
                     "credentials were given to it. Fix the server, or SMTP_SECURITY=tls for port 465."
                 )
-            await client.starttls(tls_context=context)  # says EHLO again over TLS
+            await client.starttls(tls_context=context)
+            await client.ehlo()  # RFC 3207 4.2: forget what was offered in plaintext, ask again over TLS
         if settings.username is not None and settings.password is not None:
             await client.login(settings.username, settings.password)
     except aiosmtplib.SMTPAuthenticationError as err:
@@ -217,7 +239,8 @@ async def connect(settings: SmtpSettings) -> Connection:
     except (ssl.SSLCertVerificationError, aiosmtplib.SMTPConnectError) as err:
         client.close()
         if isinstance(err, ssl.SSLCertVerificationError) or isinstance(err.__cause__, ssl.SSLError):
-            raise DeliveryError(
+            # Exit 2, not 75: a certificate does not heal by itself; somebody has to fix the settings.
+            raise ConfigError(
                 f"TLS with {settings.host} failed: {err}; wanted a certificate valid for "
                 "that name (SMTP_CA_FILE for a private CA)"
             ) from None
@@ -229,4 +252,10 @@ async def connect(settings: SmtpSettings) -> Connection:
     if not isinstance(transport, asyncio.Transport) or transport.is_closing():
         client.close()
         raise aiosmtplib.SMTPServerDisconnected("connection lost during set-up")
-    return Connection(transport, client.esmtp_extensions, settings.timeout, pipelining=settings.pipelining)
+    return Connection(
+        transport,
+        client.esmtp_extensions,
+        settings.timeout,
+        data_timeout=settings.data_timeout,
+        pipelining=settings.pipelining,
+    )

@@ -15,6 +15,18 @@ GOLDEN = Path(__file__).resolve().parent / "golden"
 ARTEFACTS = Path(__file__).resolve().parent / "artefacts"
 SCHEDULE = ROOT / "data" / "seminars.yaml"
 
+# Tests that really send use the shipped programme moved to 2030 (ahead of today) and pass the clock
+# in with --now, so they depend on neither the machine's clock nor the 2024 dates being in the past.
+FUTURE_DATE = "2030-01-14"  # a Monday; the week holds the 2030-01-18 seminar (the shipped 2024-01-18 one)
+FUTURE_NOW = "2030-01-14T08:00"  # local to the series (Europe/Stockholm)
+
+
+def future_schedule(folder: Path) -> Path:
+    """Write the shipped schedule with every 2024 date moved to 2030; return its path."""
+    path = folder / "seminars-2030.yaml"
+    path.write_text(SCHEDULE.read_text(encoding="utf-8").replace("2024-", "2030-"), encoding="utf-8")
+    return path
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(

@@ -96,7 +96,7 @@ def test_preview_eml_is_exactly_the_message_for_the_first_subscriber(tmp_path: P
     import email.utils
 
     from mailer.config import token_key
-    from mailer.message import build_message
+    from mailer.message import build_announcement
     from mailer.render import render
     from mailer.schedule import load_schedule, week_of
 
@@ -107,7 +107,7 @@ def test_preview_eml_is_exactly_the_message_for_the_first_subscriber(tmp_path: P
     schedule = load_schedule(SCHEDULE)
     week = week_of(schedule, dt.date(2024, 1, 15))
     assert week is not None
-    template = build_message(
+    template = build_announcement(
         schedule,
         week,
         render(schedule, week),

@@ -18,7 +18,7 @@ import icalendar
 import pytest
 
 from mailer.address import Address, parse_address
-from mailer.message import MessageTemplate, build_message
+from mailer.message import MessageTemplate, build_announcement
 from mailer.render import render
 from mailer.schedule import load_schedule, week_of
 from tests.conftest import ARTEFACTS, GOLDEN, SCHEDULE, VALID, check_golden
@@ -32,7 +32,7 @@ def template_for(path: Path = SCHEDULE, day: dt.date = dt.date(2024, 1, 15), key
     schedule = load_schedule(path)
     week = week_of(schedule, day)
     assert week is not None
-    return build_message(schedule, week, render(schedule, week), now=NOW, token_key=key)
+    return build_announcement(schedule, week, render(schedule, week), now=NOW, token_key=key)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,503 @@
+"""One run of ``send``: lock, ledger, what is due, delivery, and the result ``cli`` prints.
+
+The flow is one way: load the schedule, read what the ledger remembers, ask ``plan`` what is due
+at this moment, pick each due message's recipients from the list, render and build each message
+once, deliver it, record every result. A dry run does all of that but the lock, the ledger writes
+and the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mailer.address import Address
+from mailer.config import SmtpSettings, daily_limit, ledger_window, smtp_settings, token_key
+from mailer.errors import ConfigError, LedgerError, ScheduleError
+from mailer.invite import Event
+from mailer.ledger import LEDGER_FILE, Ledger, Remembered, Suppression, utc_text
+from mailer.message import MessageTemplate, build_message
+from mailer.plan import ANNOUNCEMENT, REMINDER, Due, Identity, Memory, Plan, announcement_key, plan
+from mailer.recipients import DUE, DUPLICATE, INVALID, SUPPRESSED, UNSUBSCRIBED, Entry, classify, list_file
+from mailer.render import Rendered, render, render_change
+from mailer.schedule import Schedule, Week, load_schedule
+from mailer.send import Delivery, Outcome, RateLimit, Stop
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What the organiser asked for."""
+
+    schedule: Path
+    templates: Path | None
+    recipients: Path
+    state: Path
+    now: dt.datetime  # aware; the real clock, or --now
+    date: dt.date | None  # --date: the week to announce, explicitly
+    dry_run: bool = False
+    env: dict[str, str] = field(default_factory=dict)
+    clock_given: bool = False  # --now: the organiser chose the moment
+
+    @property
+    def day(self) -> dt.date:
+        """The day whose week is announced: --date, else today (UTC; prepare uses the series' zone)."""
+        return self.date or self.now.astimezone(dt.UTC).date()
+
+    def moment(self, schedule: Schedule) -> tuple[dt.datetime, dt.date]:
+        """The clock and the day as the series sees them. A preview or dry run of a past week (an
+        explicit --date, no --now) acts as at the start of that week, so it shows what went out."""
+        tz = schedule.series.timezone
+        now = self.now if self.now.tzinfo else self.now.replace(tzinfo=tz)
+        today = self.date or now.astimezone(tz).date()
+        monday = dt.datetime.combine(today - dt.timedelta(days=today.weekday()), dt.time(0, 0), tzinfo=tz)
+        if self.dry_run and self.date is not None and not self.clock_given and monday + dt.timedelta(days=7) <= now:
+            now = monday
+        return now, today
+
+
+@dataclass
+class MessageReport:
+    """One due message: whom it is for and what its delivery did."""
+
+    kind: str
+    key: str
+    subject: str
+    due: int
+    already: int = 0  # announcement: subscribers already told of every seminar in it
+    outcome: Outcome | None = None
+    rendered: Rendered | None = None
+    template: MessageTemplate | None = None
+
+    @property
+    def list_name(self) -> str:
+        return self.template.list_name if self.template else ""
+
+
+@dataclass
+class Result:
+    schedule: Schedule
+    week: Week | None
+    dry_run: bool
+    messages: list[MessageReport]
+    counts: dict[str, int]  # list lines: suppressed, duplicate, invalid
+    notes: list[str]
+    warnings: list[str]
+    state: Path
+    stopped: str | None = None  # why the run stopped early
+    resume_after: dt.datetime | None = None  # daily limit: when the next run can continue
+    unrecorded: int = 0  # results the ledger could not take (disk full)
+    cancelled: bool = False  # the organiser answered no
+
+    @property
+    def failed(self) -> bool:
+        return any(m.outcome and m.outcome.failed for m in self.messages)
+
+    @property
+    def pending(self) -> bool:
+        """Deferred recipients remain, or the run stopped before everyone due was sent to."""
+        return self.stopped is not None or any(
+            m.outcome and (m.outcome.deferred or m.outcome.not_taken) for m in self.messages
+        )
+
+
+# --- who is on the list --------------------------------------------------------------------------
+
+
+def _subscribers(path: Path, suppressed: set[str]) -> Iterator[Address]:
+    """Valid, de-duplicated, not suppressed subscribers, streamed from the list file."""
+    for kind, entry in classify(path, suppressed=suppressed, done=set()):
+        if kind == DUE and entry.recipient is not None:
+            yield entry.recipient
+
+
+def _list_counts(path: Path, suppressed: set[str], warn: Callable[[Entry], None]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for kind, entry in classify(path, suppressed=suppressed, done=set()):
+        counts[kind] = counts.get(kind, 0) + 1
+        if kind == INVALID:
+            warn(entry)
+    return counts
+
+
+@dataclass
+class _Audiences:
+    """Picks each due message's recipients from the ledger's record of who was told what."""
+
+    ledger: Ledger | None
+    known: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def knows(self, seminar: str) -> dict[str, int]:
+        if seminar not in self.known:
+            self.known[seminar] = self.ledger.known_revisions(seminar) if self.ledger else {}
+        return self.known[seminar]
+
+    def lacking(self, week: tuple[Identity, ...], key: str) -> tuple[Identity, ...]:
+        """The week's seminars this subscriber was not yet told of."""
+        return tuple(i for i in week if key not in self.knows(i.key))
+
+    def wants(self, due: Due, key: str, done: set[str]) -> bool:
+        if due.kind == ANNOUNCEMENT:
+            return self.lacking(due.seminars, key) == due.seminars
+        if due.kind == REMINDER:
+            return key not in done
+        return self.knows(due.seminars[0].key).get(key) == due.from_revision
+
+
+def _split_announcement(due: Due, audiences: _Audiences, subscribers: Iterator[Address]) -> dict[str, Due]:
+    """Subscribers told of some of the week's seminars get an announcement of the others only."""
+    subsets: dict[str, Due] = {}
+    for address in subscribers:
+        lacking = audiences.lacking(due.seminars, address.key)
+        if lacking:
+            key = announcement_key(lacking)
+            if key not in subsets:
+                subsets[key] = Due(ANNOUNCEMENT, key, lacking)
+    return subsets
+
+
+def _memory(ledger: Ledger | None, list_name: str) -> Memory:
+    if ledger is None:
+        return Memory()
+    remembered = tuple(ledger.remembered(list_name))
+    known = {r.key: frozenset(ledger.known_revisions(r.key).values()) for r in remembered}
+    fields = {(r.key, rev): ledger.fields_of(r.key, rev) for r in remembered for rev in known[r.key]}
+    first = {r.key: ledger.first_told(r.key) for r in remembered}
+    return Memory(remembered, known, fields, first)
+
+
+# --- rendering -----------------------------------------------------------------------------------
+
+
+def _week_of(due: Due, week: Week | None) -> Week:
+    seminars = tuple(i.seminar for i in due.seminars)
+    monday = seminars[0].date - dt.timedelta(days=seminars[0].date.weekday())
+    return Week(monday=monday, seminars=seminars, upcoming=week.upcoming if week else ())
+
+
+def compose(
+    schedule: Schedule, due: Due, week: Week | None, *, templates: Path | None, now: dt.datetime, key: bytes
+) -> tuple[Rendered, MessageTemplate]:
+    """Render a due message once and build the MIME message every recipient shares."""
+    if due.kind == ANNOUNCEMENT:
+        rendered = render(schedule, _week_of(due, week), templates=templates)
+    elif due.kind == REMINDER:
+        rendered = render(schedule, _week_of(due, None), templates=templates, reminder=True)
+    else:
+        rendered = render_change(schedule, due.seminars[0].seminar, due.changes, kind=due.kind, templates=templates)
+    events = [Event(i.seminar, i.uid, i.revision) for i in due.seminars]
+    template = build_message(
+        schedule, events, rendered, key=due.key, now=now, token_key=key, thread=due.thread
+    )
+    return rendered, template
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+def _check_week(request: Request, schedule: Schedule) -> None:
+    """A real send never mails a week that is over: --date is for preview and dry runs of the past."""
+    now, today = request.moment(schedule)
+    if request.dry_run or request.date is None:
+        return
+    sunday = today - dt.timedelta(days=today.weekday()) + dt.timedelta(days=6)
+    end = dt.datetime.combine(sunday + dt.timedelta(days=1), dt.time(0, 0), tzinfo=schedule.series.timezone)
+    if end <= now:
+        raise ConfigError(
+            f"--date {request.date} is in a week that is over: nothing is ever sent about seminars that "
+            "have started. Wanted a date in this week or later; to look at a past week use preview, or "
+            "send --dry-run"
+        )
+
+
+def prepare(request: Request, schedule: Schedule, ledger: Ledger | None) -> Plan:
+    """Check the week and plan: everything a dry run and a send share."""
+    _check_week(request, schedule)
+    now, today = request.moment(schedule)
+    planned = plan(schedule, _memory(ledger, schedule.series.list_name), now=now, today=today)
+    if planned.problems:
+        raise ScheduleError.from_problems(list(planned.problems))
+    return planned
+
+
+def expand(planned: Plan, audiences: _Audiences, path: Path, suppressed: set[str]) -> list[Due]:
+    """Every message due, announcement first, with announcements split by what subscribers know."""
+    dues: list[Due] = []
+    for due in planned.dues:
+        if due.kind == ANNOUNCEMENT:
+            dues.extend(_split_announcement(due, audiences, _subscribers(path, suppressed)).values())
+        else:
+            dues.append(due)
+    return dues
+
+
+def _suppressed(request: Request, ledger: Ledger | None) -> set[str]:
+    from mailer.recipients import suppressed_keys
+
+    keys = suppressed_keys([request.recipients / UNSUBSCRIBED])
+    return keys | (ledger.suppressed_keys() if ledger else set())
+
+
+def run(
+    request: Request,
+    *,
+    confirm: Callable[[list[MessageReport]], bool] = lambda _: True,
+    progress: Callable[[MessageReport, int], Callable[[Outcome], None]] = lambda _m, _n: lambda _o: None,
+    warn: Callable[[Entry], None] = lambda _: None,
+) -> Result:
+    """Send (or, dry, count) every message that is due at ``request.now``."""
+    settings: SmtpSettings | None = None
+    warnings: list[str] = []
+    try:
+        settings = smtp_settings(request.env)
+    except ConfigError as err:
+        if not request.dry_run:
+            raise
+        warnings.append(f"{err} (a real send would stop here)")
+    schedule = load_schedule(request.schedule)
+    series = schedule.series
+    if request.dry_run:
+        exists = (request.state / LEDGER_FILE).exists()
+        ledger = Ledger(request.state, series.list_name, readonly=True) if exists else None
+        planned = prepare(request, schedule, ledger)
+        return _count_only(request, schedule, planned, ledger, list_file(request.recipients, series.list_name), warn,
+                           warnings)
+    assert settings is not None
+    from mailer.ledger import run_lock
+
+    _check_week(request, schedule)
+    with run_lock(request.state, series.list_name):
+        start, mono = request.moment(schedule)[0], time.monotonic()
+        ledger = Ledger(
+            request.state,
+            series.list_name,
+            window=ledger_window(request.env),
+            clock=lambda: start + dt.timedelta(seconds=time.monotonic() - mono),  # --now moves on, too
+        )
+        try:
+            planned = prepare(request, schedule, ledger)
+            path = list_file(request.recipients, series.list_name)
+            return _send(request, schedule, planned, ledger, settings, path, confirm, progress, warn, warnings)
+        finally:
+            ledger.close()
+
+
+def _count_only(
+    request: Request,
+    schedule: Schedule,
+    planned: Plan,
+    ledger: Ledger | None,
+    path: Path,
+    warn: Callable[[Entry], None],
+    warnings: list[str],
+) -> Result:
+    suppressed = _suppressed(request, ledger)
+    audiences = _Audiences(ledger)
+    counts = _list_counts(path, suppressed, warn)
+    reports = []
+    key = token_key(request.state, request.env, create=False)
+    now = request.moment(schedule)[0]
+    for due in expand(planned, audiences, path, suppressed):
+        done = ledger.done(due.key) if ledger and due.kind == REMINDER else set()
+        n = sum(1 for a in _subscribers(path, suppressed) if audiences.wants(due, a.key, done))
+        rendered, template = compose(schedule, due, planned.week, templates=request.templates, now=now, key=key)
+        reports.append(MessageReport(due.kind, due.key, rendered.subject, n, rendered=rendered, template=template))
+    _already(reports, planned, audiences, counts)
+    return Result(
+        schedule, planned.week, True, reports, counts, list(planned.notes), warnings, request.state
+    )
+
+
+def _already(reports: list[MessageReport], planned: Plan, audiences: _Audiences, counts: dict[str, int]) -> None:
+    """How many subscribers were told of every seminar of this week's announcement already."""
+    week = next((d.seminars for d in planned.dues if d.kind == ANNOUNCEMENT), ())
+    if not week:
+        return
+    due = sum(m.due for m in reports if m.kind == ANNOUNCEMENT)
+    already = max(counts.get(DUE, 0) - due, 0)
+    if not any(m.kind == ANNOUNCEMENT for m in reports):
+        key = announcement_key(week)
+        reports.insert(0, MessageReport(ANNOUNCEMENT, key, "", 0, already=already))
+    else:
+        next(m for m in reports if m.kind == ANNOUNCEMENT).already = already
+
+
+def _send(
+    request: Request,
+    schedule: Schedule,
+    planned: Plan,
+    ledger: Ledger,
+    settings: SmtpSettings,
+    path: Path,
+    confirm: Callable[[list[MessageReport]], bool],
+    progress: Callable[[MessageReport, int], Callable[[Outcome], None]],
+    warn: Callable[[Entry], None],
+    warnings: list[str],
+) -> Result:
+    series = schedule.series
+    now = ledger.clock()
+    suppressed = _suppressed(request, ledger)
+    audiences = _Audiences(ledger)
+    counts = _list_counts(path, suppressed, warn)
+    key = token_key(request.state, request.env)
+    dues = expand(planned, audiences, path, suppressed)
+    reports: list[MessageReport] = []
+    plans: list[tuple[Due, MessageReport, set[str]]] = []
+    for due in dues:
+        done = ledger.done(due.key) if due.kind == REMINDER else set()
+        n = sum(1 for a in _subscribers(path, suppressed) if audiences.wants(due, a.key, done))
+        if n == 0:
+            continue
+        rendered, template = compose(schedule, due, planned.week, templates=request.templates, now=now, key=key)
+        report = MessageReport(due.kind, due.key, rendered.subject, n, rendered=rendered, template=template)
+        reports.append(report)
+        plans.append((due, report, done))
+    result = Result(schedule, planned.week, False, reports, counts, list(planned.notes), warnings, request.state)
+    _already(result.messages, planned, audiences, counts)
+    if planned.remember:
+        ledger.remember(planned.remember, list_name=series.list_name, now=now)
+    if not plans:
+        return result
+    if not confirm(reports):
+        result.cancelled = True
+        return result
+
+    stop = Stop()
+    limit = daily_limit(request.env)
+    if limit:
+        since = now - dt.timedelta(hours=24)
+        used = ledger.sent_since(since)
+        stop.budget = max(limit - used, 0)
+        if (oldest := ledger.oldest_since(since, max(used - limit, 0))) is not None:
+            freed = dt.datetime.strptime(oldest, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+            result.resume_after = freed + dt.timedelta(hours=24)
+    envelope_from = settings.envelope_from or series.sender.ascii_addr
+    doubtful = frozenset(ledger.doubtful())
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        signals = 0
+
+        def on_signal(name: str) -> None:
+            nonlocal signals
+            signals += 1
+            stop.request(f"stopped by {name}", abort=signals > 1)
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal, sig.name)
+        limiter = RateLimit(settings.rate)
+        try:
+            for due, report, done in plans:
+                if stop.reason is not None:
+                    break
+                assert report.template is not None
+                new = [
+                    Remembered(i.key, i.uid, i.seminar.id, due.key, i.revision, _fields(i), utc_text(now))
+                    for i in due.seminars
+                    if i.remembered is None
+                ]
+                ledger.remember(new, list_name=series.list_name, now=now)
+                ledger.open_message(
+                    due.key,
+                    list_name=series.list_name,
+                    kind=due.kind,
+                    subject=report.subject,
+                    told=[(i.key, i.revision) for i in due.seminars],
+                    now=now,
+                )
+                delivery = Delivery(
+                    report.template,
+                    settings,
+                    ledger,
+                    envelope_from=envelope_from,
+                    stop=stop,
+                    limiter=limiter,
+                    progress=progress(report, report.due),
+                    doubtful=doubtful,
+                )
+                recipients = (
+                    a for a in _subscribers(path, suppressed) if audiences.wants(due, a.key, done)
+                )
+                report.outcome = delivery.outcome
+                try:
+                    await delivery.run(recipients)
+                finally:
+                    failed = delivery.outcome.failed
+                    ledger.suppress(
+                        [(a.key, a.addr, detail, due.key) for a, detail in failed], now=ledger.clock()
+                    )
+                    suppressed.update(a.key for a, _ in failed)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+    try:
+        asyncio.run(main())
+    except LedgerError as err:
+        result.stopped = str(err)
+        result.unrecorded = len(ledger.unrecorded)
+        return result
+    result.stopped = stop.reason
+    return result
+
+
+def preview(request: Request) -> tuple[Week | None, list[MessageReport]]:
+    """This week's announcement (whether or not it went out) and every other message due now."""
+    schedule = load_schedule(request.schedule)
+    exists = (request.state / LEDGER_FILE).exists()
+    ledger = Ledger(request.state, schedule.series.list_name, readonly=True) if exists else None
+    planned = prepare(request, schedule, ledger)
+    now = request.moment(schedule)[0]
+    key = token_key(request.state, request.env, create=False)
+    reports = []
+    for due in planned.dues:
+        if due.kind == ANNOUNCEMENT and not due.seminars:
+            continue
+        rendered, template = compose(schedule, due, planned.week, templates=request.templates, now=now, key=key)
+        reports.append(MessageReport(due.kind, due.key, rendered.subject, 0, rendered=rendered, template=template))
+    return planned.week, reports
+
+
+def _fields(identity: Identity) -> dict[str, object]:
+    from mailer.plan import announced_fields
+
+    return announced_fields(identity.seminar)
+
+
+# --- status --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SeminarStatus:
+    remembered: Remembered
+    messages: list[tuple[str, str, dict[str, int], str | None, str | None]]  # kind, subject, counts, first, last
+
+
+def status(state: Path, list_name: str) -> tuple[list[SeminarStatus], list[Suppression]]:
+    """What was sent about each announced seminar, and who is suppressed: for ``status``."""
+    if not (state / LEDGER_FILE).exists():
+        return [], []
+    ledger = Ledger(state, list_name, readonly=True)
+    out = []
+    for r in ledger.remembered(list_name):
+        stats = ledger.messages_about(r.key)
+        out.append(SeminarStatus(r, [(m.kind, m.subject, m.counts, m.first, m.last) for m in stats]))
+    return out, ledger.suppressed()
+
+
+def unsuppress(state: Path, list_name: str, address: Address) -> bool:
+    """Let a suppressed address receive mail again; False if it was not suppressed."""
+    if not (state / LEDGER_FILE).exists():
+        return False
+    ledger = Ledger(state, list_name)
+    try:
+        return ledger.unsuppress(address.key)
+    finally:
+        ledger.close()
+
+
+__all__ = ["DUPLICATE", "INVALID", "SUPPRESSED", "MessageReport", "Request", "Result", "run", "status"]

@@ -1,0 +1,374 @@
+"""What is due: a pure function of the schedule, what the ledger remembers, and the clock.
+
+A seminar's identity survives edits. Each seminar announced once is remembered in the ledger
+under a key: its ``id:`` when the YAML pins one, else the identity assigned at its first
+announcement. At every run the schedule's seminars are matched to the remembered ones, in this
+order, each step only among those still unmatched:
+
+1. the pinned ``id:``;
+2. the same date and speaker (the identity a seminar is given at its first announcement): a new
+   title, time, room or Zoom link;
+3. the same date and start time: a corrected speaker's name;
+4. the same date: a new time;
+5. the same speaker or the same title on another date: a move.
+
+A step matches a pair only when neither side has another candidate at that step; when one has two,
+the run stops and ``check`` says which seminars it cannot tell apart and to pin them with ``id:``.
+A remembered seminar matched by nothing, still in the future, was removed from the file: it is
+treated as cancelled (and ``check`` and the dry run say so first).
+
+Then, in order: this week's announcement to whoever has not been told of one of the week's
+seminars; for every announced seminar whose announced fields changed, one change (or
+cancellation) per revision a subscriber was told, to exactly those subscribers; reminders. Nothing
+is ever sent about a seminar that has started.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from mailer.errors import Problem
+from mailer.ledger import Remembered
+from mailer.schedule import Schedule, Seminar, Week, week_of
+
+ANNOUNCEMENT, CHANGE, CANCELLATION, REMINDER = "announcement", "change", "cancellation", "reminder"
+REMOVED = "It has been removed from the programme."
+
+# The fields subscribers were told, in the order a change lists them.
+_LABELS = {
+    "date": "Date",
+    "time": "Time",
+    "duration": "Duration",
+    "location": "Location",
+    "zoom": "Zoom link",
+    "speaker": "Speaker",
+    "title": "Title",
+    "cancelled": "Status",
+}
+
+
+def announced_fields(seminar: Seminar) -> dict[str, object]:
+    """The fields a message tells about ``seminar``; edits to anything else (abstract, bio) mail nobody."""
+    return {
+        "date": seminar.date.isoformat(),
+        "time": seminar.start.strftime("%H:%M"),
+        "tz": seminar.tz_label,
+        "duration": seminar.duration,
+        "location": seminar.location,
+        "zoom": seminar.zoom,
+        "speaker": seminar.speaker,
+        "title": seminar.title,
+        "cancelled": seminar.cancelled,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    label: str
+    old: str
+    new: str
+
+
+def _shown(name: str, fields: Mapping[str, object]) -> str:
+    value = fields.get(name)
+    if name == "time":
+        return f"{value} {fields.get('tz') or ''}".strip()
+    if name == "duration":
+        return f"{value} minutes"
+    if name == "cancelled":
+        return "on" if value is None else ("cancelled" + (f": {value}" if value else ""))
+    return "(none)" if value in (None, "") else str(value)
+
+
+def changes(old: Mapping[str, object], new: Mapping[str, object]) -> tuple[Change, ...]:
+    """What changed between two revisions, as the reader sees it: old -> new."""
+    out = []
+    for name, label in _LABELS.items():
+        before, after = _shown(name, old), _shown(name, new)
+        if before != after:
+            out.append(Change(label, before, after))
+    return tuple(out)
+
+
+def derived_uid(schedule: Schedule, seminar: Seminar) -> str:
+    """The identity given at a first announcement: list, date and speaker (pinned: list and id)."""
+    domain = schedule.series.sender.ascii_addr.rpartition("@")[2]
+    if seminar.id is not None:
+        return f"{schedule.series.list_name}-{seminar.id}@{domain}"
+    return f"{schedule.series.list_name}-{seminar.date.isoformat()}-{_slug(seminar.speaker)}@{domain}"
+
+
+def _slug(text: str | None) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", (text or "").lower()).strip("-") or "seminar"
+
+
+def first_revision(seminar: Seminar) -> int:
+    return 1 if seminar.is_cancelled else 0
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """A seminar of the schedule with its stable identity and the revision it is now at."""
+
+    seminar: Seminar
+    key: str
+    uid: str
+    revision: int  # the revision subscribers must end up knowing: calendar SEQUENCE
+    remembered: Remembered | None  # None: never announced
+
+    @property
+    def thread(self) -> str | None:
+        return self.remembered.thread if self.remembered else None
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    """What the ledger knows, as plain values: the planner reads nothing else."""
+
+    remembered: tuple[Remembered, ...] = ()
+    known: Mapping[str, frozenset[int]] = field(default_factory=dict)  # seminar -> revisions someone was told
+    fields: Mapping[tuple[str, int], Mapping[str, object] | None] = field(default_factory=dict)
+    first_told: Mapping[str, str | None] = field(default_factory=dict)  # seminar -> ledger time text
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """One message that is due, and the rule that picks its recipients (applied by dispatch)."""
+
+    kind: str
+    key: str  # message key: also the seed of each recipient's Message-ID
+    seminars: tuple[Identity, ...]  # what it tells (an announcement: the week's; else one)
+    from_revision: int | None = None  # change/cancellation: for subscribers told exactly this revision
+    changes: tuple[Change, ...] = ()
+    old: Mapping[str, object] | None = None  # the fields those subscribers were told
+
+    @property
+    def thread(self) -> str | None:
+        """The announcement this message follows up (In-Reply-To), if any."""
+        return self.seminars[0].thread if self.kind != ANNOUNCEMENT else None
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    week: Week | None  # this week's announcement (seminars not started yet), if any
+    identities: tuple[Identity, ...]
+    dues: tuple[Due, ...]  # announcement first (its key is a template: see announcement_key)
+    remember: tuple[Remembered, ...]  # new revisions to record before anything is sent
+    notes: tuple[str, ...]  # said by check and the dry run: removals, adopted identities
+    problems: tuple[Problem, ...]  # seminars that cannot be told apart: nothing may be sent
+
+
+def announcement_key(identities: tuple[Identity, ...]) -> str:
+    """The announcement of these seminars: their keys joined (version 1's key for one seminar)."""
+    return "+".join(i.key for i in identities)
+
+
+# --- matching ------------------------------------------------------------------------------------
+
+
+def _start_of(fields: Mapping[str, object]) -> tuple[object, object]:
+    return fields.get("date"), fields.get("time")
+
+
+_STEPS = (
+    ("start", lambda s, f: (s.date.isoformat(), s.start.strftime("%H:%M")) == _start_of(f)),
+    ("date", lambda s, f: s.date.isoformat() == f.get("date")),
+    (
+        "speaker or title",
+        lambda s, f: _slug(s.speaker) == _slug(str(f.get("speaker")))
+        or (bool(s.title) and s.title == f.get("title")),
+    ),
+)
+
+
+def identify(schedule: Schedule, remembered: tuple[Remembered, ...]) -> tuple[dict[int, Remembered], list[Problem]]:
+    """Match the schedule's seminars (by index) to remembered ones; report what cannot be told apart."""
+    seminars = schedule.seminars
+    matched: dict[int, Remembered] = {}
+    taken: set[str] = set()
+    problems: list[Problem] = []
+
+    def free(r: Remembered) -> bool:
+        return r.key not in taken
+
+    for i, s in enumerate(seminars):  # 1. pinned
+        if s.id is not None:
+            for r in remembered:
+                if free(r) and s.id in (r.pinned, r.key):
+                    matched[i], _ = r, taken.add(r.key)
+                    break
+    uid = {i: derived_uid(schedule, s) for i, s in enumerate(seminars)}
+    for i, _s in enumerate(seminars):  # 2. first-announcement identity (date and speaker)
+        if i not in matched:
+            for r in remembered:
+                if free(r) and r.uid == uid[i] and r.pinned is None:
+                    matched[i], _ = r, taken.add(r.key)
+                    break
+    for step, test in _STEPS:  # 3-5: only among remembered seminars whose fields are known
+        open_s = [i for i, s in enumerate(seminars) if i not in matched]
+        open_r = [r for r in remembered if free(r) and r.fields is not None]
+        pairs = [
+            (i, r)
+            for i in open_s
+            for r in open_r
+            if (seminars[i].id is None or r.pinned is None) and test(seminars[i], r.fields or {})
+        ]
+        for i, r in pairs:
+            rivals_s = [p for p in pairs if p[0] == i]
+            rivals_r = [p for p in pairs if p[1].key == r.key]
+            if len(rivals_s) == 1 and len(rivals_r) == 1:
+                matched[i], _ = r, taken.add(r.key)
+            elif (i, r) == (rivals_s + rivals_r)[0]:
+                names = {f"{(q.fields or {}).get('date')} {(q.fields or {}).get('speaker')}" for _, q in rivals_s}
+                names |= {f"{seminars[j].date} {seminars[j].speaker}" for j, _ in rivals_r}
+                problems.append(
+                    Problem(
+                        schedule.path,
+                        seminars[i].line,
+                        5,
+                        f"cannot tell which announced seminar this is (same {step}): "
+                        f"{', '.join(sorted(names))}; wanted an 'id:' on each to say which is which",
+                    )
+                )
+    return matched, problems
+
+
+def identities(schedule: Schedule, memory: Memory) -> tuple[tuple[Identity, ...], list[Remembered], list[Problem]]:
+    """Every seminar with its identity and target revision; the remembered seminars left unmatched."""
+    matched, problems = identify(schedule, memory.remembered)
+    out: list[Identity] = []
+    keys = {r.key for r in memory.remembered}
+    for i, s in enumerate(schedule.seminars):
+        r = matched.get(i)
+        if r is None:
+            key = base = derived_uid(schedule, s)
+            n = 2
+            while key in keys:  # a new seminar whose derived identity another one already took
+                local, _, domain = base.rpartition("@")
+                key, n = f"{local}-{n}@{domain}", n + 1
+            keys.add(key)
+            # A seminar first announced as cancelled starts at revision 1: its CANCEL outranks any
+            # copy of the event at SEQUENCE 0 that calendars may hold (a feed, a forwarded invite).
+            out.append(Identity(s, key, key, first_revision(s), None))
+            continue
+        revision = r.revision
+        if r.fields is not None and dict(r.fields) != announced_fields(s):
+            revision += 1
+        out.append(Identity(s, r.key, r.uid, revision, r))
+    unmatched = [r for r in memory.remembered if r.key not in {m.key for m in matched.values()}]
+    return tuple(out), unmatched, problems
+
+
+def seminar_from_fields(schedule: Schedule, fields: Mapping[str, object], line: int = 0) -> Seminar:
+    """A remembered seminar as a Seminar (for one removed from the file)."""
+    tz = schedule.series.timezone
+    day = dt.date.fromisoformat(str(fields["date"]))
+    hour, minute = (int(x) for x in str(fields["time"]).split(":"))
+    return Seminar(
+        date=day,
+        start=dt.datetime.combine(day, dt.time(hour, minute), tzinfo=tz),
+        duration=int(str(fields.get("duration") or schedule.series.duration)),
+        speaker=str(fields["speaker"]),
+        affiliation=None,
+        title=str(fields["title"]) if fields.get("title") else None,
+        abstract=None,
+        bio=None,
+        location=str(fields["location"]),
+        zoom=str(fields["zoom"]) if fields.get("zoom") else None,
+        cancelled=str(fields["cancelled"]) if fields.get("cancelled") is not None else None,
+        line=line,
+    )
+
+
+# --- the plan ------------------------------------------------------------------------------------
+
+
+def _parse_ledger_time(text: str) -> dt.datetime:
+    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+
+
+def plan(
+    schedule: Schedule, memory: Memory, *, now: dt.datetime, today: dt.date, announce_week: bool = True
+) -> Plan:
+    """Decide every message that is due at ``now``; ``today`` picks the week to announce."""
+    ids, unmatched, problems = identities(schedule, memory)
+    notes: list[str] = []
+    remember: list[Remembered] = []
+    dues: list[Due] = []
+
+    # 1. This week's announcement: the week's seminars that have not started.
+    week = week_of(schedule, today)
+    if week is not None:
+        todo = tuple(s for s in week.seminars if s.start > now)
+        week = replace(week, seminars=todo) if todo else None
+    if week is not None and announce_week:
+        of_week = tuple(i for i in ids if i.seminar in week.seminars)
+        dues.append(Due(ANNOUNCEMENT, announcement_key(of_week), of_week))
+
+    # 2. Changes and cancellations of announced seminars, per revision a subscriber was told.
+    targets: list[tuple[Identity, Mapping[str, object]]] = []
+    for ident in ids:
+        r = ident.remembered
+        if r is None:
+            continue
+        new = announced_fields(ident.seminar)
+        if r.fields is None:  # migrated from version 1: adopt what the schedule says, resend nothing
+            remember.append(replace(r, fields=new))
+            notes.append(f"{ident.seminar.date} {ident.seminar.speaker}: announced before fields were recorded")
+            continue
+        updated = r
+        if ident.seminar.id is not None and r.pinned != ident.seminar.id:
+            updated = replace(updated, pinned=ident.seminar.id)  # an id: added after the announcement
+        if ident.revision != r.revision:
+            updated = replace(updated, revision=ident.revision, fields=new)
+        if updated != r:
+            remember.append(updated)
+        if ident.seminar.start > now and ident.revision > 0:
+            targets.append((ident, new))
+    for r in unmatched:
+        if r.fields is None:
+            continue
+        gone = dict(r.fields)
+        seminar = seminar_from_fields(schedule, gone)
+        if seminar.start <= now:
+            continue
+        if gone.get("cancelled") is None:
+            gone["cancelled"] = REMOVED
+            revision = r.revision + 1
+            remember.append(replace(r, revision=revision, fields=gone))
+            notes.append(
+                f"the seminar of {gone['date']} with {gone['speaker']} was announced but is no longer in "
+                f"{schedule.path}: subscribers will be told it is cancelled (put it back, with "
+                "'cancelled: reason', to say why)"
+            )
+        else:
+            revision = r.revision
+        ident = Identity(replace(seminar, cancelled=str(gone["cancelled"])), r.key, r.uid, revision, r)
+        targets.append((ident, gone))
+    for ident, new in targets:
+        for told in sorted(memory.known.get(ident.key, frozenset())):
+            if told >= ident.revision:
+                continue
+            old = memory.fields.get((ident.key, told))
+            if old is None or not (what := changes(old, new)):
+                continue
+            kind = CANCELLATION if new.get("cancelled") is not None and old.get("cancelled") is None else CHANGE
+            key = f"{kind}:{ident.key}:{told}-{ident.revision}"
+            dues.append(Due(kind, key, (ident,), from_revision=told, changes=what, old=old))
+
+    # 3. Reminders: after the reminder time, before the start, of a seminar announced before then.
+    reminder = schedule.series.reminder
+    if reminder is not None:
+        for ident in ids:
+            s = ident.seminar
+            when = reminder.due_at(s.start)
+            first = memory.first_told.get(ident.key)
+            if s.is_cancelled or not when <= now < s.start or first is None:
+                continue
+            if _parse_ledger_time(first) >= when:
+                continue  # the announcement itself went out after the reminder time
+            dues.append(Due(REMINDER, f"reminder:{ident.key}", (ident,)))
+    return Plan(week, ids, tuple(dues), tuple(remember), tuple(notes), tuple(problems))
