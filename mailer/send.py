@@ -24,7 +24,7 @@ from mailer.config import SmtpSettings
 from mailer.errors import ConfigError, DeliveryError
 from mailer.ledger import DEFERRED, FAILED, SENT, Ledger, Mark
 from mailer.message import MessageTemplate
-from mailer.smtp import Connection, connect
+from mailer.smtp import Connection, connect, login_refusal
 
 
 class _Transient(Exception):
@@ -58,6 +58,8 @@ def _reply(err: aiosmtplib.SMTPResponseException) -> str:
 
 def _classify(err: Exception) -> Exception:
     """Map an aiosmtplib error for one message to _Transient, _Permanent or a run-stopping error."""
+    if reply := login_refusal(err):  # "454 4.7.0 token expired": not about the recipient; log in afresh
+        return _Transient(f"the server refused the login: {reply}", reconnect=True)
     if isinstance(err, aiosmtplib.SMTPRecipientsRefused):
         codes = [r.code for r in err.recipients] or [550]
         detail = "; ".join(_reply(r) for r in err.recipients)
