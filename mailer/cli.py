@@ -104,6 +104,23 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="the folder of mailing-list files (env MAILER_RECIPIENTS; default recipients)",
     )
+    check.add_argument(
+        "--smtp",
+        action="store_true",
+        help="also connect with the SMTP settings: EHLO, STARTTLS, AUTH, MAIL FROM then RSET; sends nothing",
+    )
+    check.add_argument(
+        "--state", type=Path, default=Path(os.environ.get("MAILER_STATE") or "state"), help=argparse.SUPPRESS
+    )
+
+    login = commands.add_parser(
+        "login",
+        help="sign in once to Microsoft 365 (device code) for later sends",
+        description="Sign in to Microsoft 365 with a device code (SMTP_OAUTH2_TENANT, SMTP_OAUTH2_CLIENT_ID); "
+        "the refresh token is kept in the state folder (0600) and later sends use it.",
+    )
+    login.add_argument("provider", choices=["microsoft"])
+    _add_paths(login, "state")
     return parser
 
 
@@ -136,6 +153,30 @@ def _check(args: argparse.Namespace) -> int:
     if problems:
         raise MailerError(f"{len(problems)} invalid recipient lines", problems=tuple(problems))
     print(f"{path}: OK, {count} recipients")
+    if args.smtp:
+        return _check_smtp(args, schedule.series.sender.ascii_addr)
+    return EXIT_OK
+
+
+def _check_smtp(args: argparse.Namespace, series_sender: str) -> int:
+    from mailer.config import smtp_settings
+    from mailer.doctor import check_smtp
+
+    settings = smtp_settings(_env(), state=args.state)
+    checkup = asyncio.run(check_smtp(settings, settings.envelope_from or series_sender))
+    print("\n".join(checkup.lines()))
+    return checkup.exit_code
+
+
+def _login(args: argparse.Namespace) -> int:
+    from mailer.oauth import MICROSOFT_CACHE, login_microsoft
+    from mailer.providers import with_preset
+
+    account = login_microsoft(with_preset(_env()), args.state, show=lambda text: print(text, flush=True))
+    print(
+        f"Signed in as {account}; kept in {args.state / MICROSOFT_CACHE} (only you can read it). "
+        "seminar-mailer send uses it from now on."
+    )
     return EXIT_OK
 
 
@@ -219,7 +260,7 @@ def _send(args: argparse.Namespace) -> int:
         print(f"No {series.name} seminar in the week of {today - dt.timedelta(days=today.weekday())}: nothing to send.")
         return EXIT_OK
     try:
-        settings = smtp_settings(env)
+        settings = smtp_settings(env, state=args.state)
     except ConfigError as err:
         if not args.dry_run:
             raise
@@ -316,7 +357,7 @@ def _status(args: argparse.Namespace) -> int:
     return EXIT_TEMPFAIL if summary.counts.get("deferred") else EXIT_OK
 
 
-_COMMANDS = {"check": _check, "preview": _preview, "send": _send, "status": _status}
+_COMMANDS = {"check": _check, "preview": _preview, "send": _send, "status": _status, "login": _login}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
