@@ -217,6 +217,8 @@ class OAuthRecorder(Recorder):
     issuer: Issuer | None = None
     on_expiry: str = "454 4.7.0 Token expired, authenticate again"
     logins: list[tuple[str, str]] = field(default_factory=list)  # (mechanism, token generation or "refused")
+    auth_refusal: str | None = None  # refuse every login with this reply (e.g. Microsoft's 535 5.7.139)
+    mail_reply: str | None = None  # answer every MAIL with this (e.g. 550 5.7.60 SendAsDenied)
 
     def _check(self, mechanism: str, user: str, token: str) -> bool:
         assert self.issuer is not None
@@ -238,6 +240,8 @@ class OAuthRecorder(Recorder):
         blob = await self._initial(server, args)
         fields = dict(f.split("=", 1) for f in (blob or b"").decode().split("\x01") if "=" in f)
         token = fields.get("auth", "").removeprefix("Bearer ")
+        if self.auth_refusal:
+            return AuthResult(success=False, handled=False, message=self.auth_refusal)
         if self._check("XOAUTH2", fields.get("user", ""), token):
             return AuthResult(success=True, auth_data=token)
         await server.challenge_auth(
@@ -254,11 +258,16 @@ class OAuthRecorder(Recorder):
         token = fields.get("auth", "").removeprefix("Bearer ")
         if self._check("OAUTHBEARER", user, token):
             return AuthResult(success=True, auth_data=token)
-        await server.challenge_auth(json.dumps({"status": "invalid_token", "scope": "SMTP.Send"}))  # client: ^A
+        answer = await server.challenge_auth(json.dumps({"status": "invalid_token", "scope": "SMTP.Send"}))
+        if answer != b"\x01":  # RFC 7628 3.2.3: the client must end the failed exchange with ^A
+            await server.push("501 5.5.2 expected ^A after the error challenge")
+            return AuthResult(success=False, handled=True)
         return AuthResult(success=False, handled=False)
 
     async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
         assert self.issuer is not None
+        if self.mail_reply:
+            return self.mail_reply
         if session.auth_data != self.issuer.current:
             if self.on_expiry == "drop":
                 server.transport.close()
