@@ -33,7 +33,7 @@ from mailer.providers import GOOGLE, MICROSOFT365, provider
 
 MICROSOFT_AUTHORITY = "https://login.microsoftonline.com"
 MICROSOFT_APP_SCOPE = "https://outlook.office365.com/.default"  # client credentials: the app's SMTP.SendAsApp
-MICROSOFT_USER_SCOPE = "https://outlook.office365.com/SMTP.Send"  # delegated: the signed-in mailbox
+MICROSOFT_USER_SCOPE = "https://outlook.office.com/SMTP.Send"  # delegated: the signed-in mailbox
 MICROSOFT_CACHE = "microsoft-token.json"
 COMMAND_TIMEOUT = 120.0  # seconds: a helper may have to refresh its own token over the network
 ASSUMED_LIFETIME = 3000.0  # seconds, when neither the source nor the token says (Google and Microsoft: 3600)

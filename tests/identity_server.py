@@ -89,7 +89,7 @@ class Identity:
         self.refresh_tokens.add(refresh)
         return {
             "token_type": "Bearer",
-            "scope": "https://outlook.office365.com/SMTP.Send",
+            "scope": "https://outlook.office.com/SMTP.Send",
             "expires_in": lifetime,
             "access_token": self.issuer.current,
             "refresh_token": refresh,
