@@ -109,9 +109,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also connect with the SMTP settings: EHLO, STARTTLS, AUTH, MAIL FROM then RSET; sends nothing",
     )
-    check.add_argument(
-        "--state", type=Path, default=Path(os.environ.get("MAILER_STATE") or "state"), help=argparse.SUPPRESS
-    )
+    _add_paths(check, "state")  # check --smtp reads a login microsoft sign-in from it
 
     login = commands.add_parser(
         "login",

@@ -262,7 +262,7 @@ async def _oauth_login(client: aiosmtplib.SMTP, settings: SmtpSettings, tokens: 
             f"{settings.host} offers AUTH {' '.join(offered).upper() or '(nothing)'}, neither XOAUTH2 nor "
             "OAUTHBEARER; wanted SMTP_AUTH=password with SMTP_PASSWORD for this server"
         )
-    while True:
+    for attempt in (1, 2):  # a cached token refused gets one fresh replacement, no more
         fetches = tokens.fetches
         token = await tokens.get()
         fresh = tokens.fetches > fetches
@@ -274,8 +274,8 @@ async def _oauth_login(client: aiosmtplib.SMTP, settings: SmtpSettings, tokens: 
                 response = await _auth_oauthbearer(client, settings.username, token, settings.host, settings.port)
         except aiosmtplib.SMTPAuthenticationError as err:
             tokens.invalidate(token)
-            if not fresh:
-                continue  # the cached token may have expired early: one fresh fetch, then judge
+            if attempt == 1 and not fresh:
+                continue  # it may have expired early, or been revoked: fetch a new one, then judge
             if err.code < 500:  # 454 4.7.0 temporary authentication failure: a later try may pass
                 raise aiosmtplib.SMTPResponseException(err.code, err.message) from None
             raise ConfigError(
@@ -285,6 +285,7 @@ async def _oauth_login(client: aiosmtplib.SMTP, settings: SmtpSettings, tokens: 
             ) from None
         report("AUTH", f"{mechanism.upper()} as {settings.username}: {response.code} {response.message}")
         return token
+    raise AssertionError("unreachable: the second attempt returns or raises")
 
 
 async def connect(settings: SmtpSettings, *, report: Report = lambda step, detail: None) -> Connection:
