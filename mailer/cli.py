@@ -123,6 +123,21 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="the folder of mailing-list files (env MAILER_RECIPIENTS; default recipients)",
     )
+    check.add_argument(
+        "--smtp",
+        action="store_true",
+        help="also connect with the SMTP settings: EHLO, STARTTLS, AUTH, MAIL FROM then RSET; sends nothing",
+    )
+    _add_paths(check, "state")  # check --smtp reads a login microsoft sign-in from it
+
+    login = commands.add_parser(
+        "login",
+        help="sign in once to Microsoft 365 (device code) for later sends",
+        description="Sign in to Microsoft 365 with a device code (SMTP_OAUTH2_TENANT, SMTP_OAUTH2_CLIENT_ID); "
+        "the refresh token is kept in the state folder (0600) and later sends use it.",
+    )
+    login.add_argument("provider", choices=["microsoft"])
+    _add_paths(login, "state")
     return parser
 
 
@@ -179,6 +194,30 @@ def _check(args: argparse.Namespace) -> int:
     if problems:
         raise MailerError(f"{len(problems)} invalid recipient lines", problems=tuple(problems))
     print(f"{path}: OK, {count} recipients")
+    if args.smtp:
+        return _check_smtp(args, schedule.series.sender.ascii_addr)
+    return EXIT_OK
+
+
+def _check_smtp(args: argparse.Namespace, series_sender: str) -> int:
+    from mailer.config import smtp_settings
+    from mailer.doctor import check_smtp
+
+    settings = smtp_settings(_env(), state=args.state)
+    checkup = asyncio.run(check_smtp(settings, settings.envelope_from or series_sender))
+    print("\n".join(checkup.lines()))
+    return checkup.exit_code
+
+
+def _login(args: argparse.Namespace) -> int:
+    from mailer.oauth import MICROSOFT_CACHE, login_microsoft
+    from mailer.providers import with_preset
+
+    account = login_microsoft(with_preset(_env()), args.state, show=lambda text: print(text, flush=True))
+    print(
+        f"Signed in as {account}; kept in {args.state / MICROSOFT_CACHE} (only you can read it). "
+        "seminar-mailer send uses it from now on."
+    )
     return EXIT_OK
 
 
@@ -309,6 +348,7 @@ _COMMANDS = {
     "send": _send,
     "status": _status,
     "unsuppress": _unsuppress,
+    "login": _login,
 }
 
 

@@ -11,8 +11,13 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mailer.errors import ConfigError
+from mailer.providers import with_preset
+
+if TYPE_CHECKING:
+    from mailer.oauth import TokenSource
 
 TOKEN_KEY_FILE = "token.key"  # noqa: S105  (a file name, not a secret)
 
@@ -64,6 +69,7 @@ class SmtpSettings:
     backoff: float  # seconds before the first retry; doubles each time
     envelope_from: str | None  # bounce address; default the series' sender
     pipelining: bool = True  # RFC 2920, when the server offers it; off for a server that mishandles it
+    oauth: TokenSource | None = field(default=None, repr=False, compare=False)  # SMTP_AUTH=xoauth2
 
     @property
     def tls_context(self) -> ssl.SSLContext:
@@ -119,8 +125,16 @@ def _number(
     return value
 
 
-def smtp_settings(env: Mapping[str, str]) -> SmtpSettings:
-    """Read the SMTP settings from ``env`` (the process environment merged over .env)."""
+AUTH_MODES = ("password", "xoauth2", "none")
+
+
+def smtp_settings(env: Mapping[str, str], *, state: Path | None = None) -> SmtpSettings:
+    """Read the SMTP settings from ``env`` (the process environment merged over .env).
+
+    SMTP_PROVIDER's preset fills what is unset; ``state`` holds a ``login microsoft`` sign-in
+    (default MAILER_STATE or state/).
+    """
+    env = with_preset(env)
     host = env.get("SMTP_HOST", "").strip()
     if not host:
         raise ConfigError(
@@ -141,10 +155,18 @@ def smtp_settings(env: Mapping[str, str]) -> SmtpSettings:
     port = int(_number(env, "SMTP_PORT", "465" if security == "tls" else "587", int, 1, 65535))
     username = env.get("SMTP_USERNAME") or None
     password = env.get("SMTP_PASSWORD") or None
-    if (username is None) != (password is None):
+    auth = (env.get("SMTP_AUTH") or ("password" if username or password else "none")).strip().lower()
+    if auth not in AUTH_MODES:
+        raise ConfigError(f"SMTP_AUTH={auth!r}; wanted password, xoauth2 (OAuth2: Microsoft 365, Google) or none")
+    oauth = None
+    if auth == "xoauth2":
+        oauth = _oauth(env, username, password, security, state)
+    elif auth == "none":
+        username = password = None
+    elif (username is None) != (password is None):
         raise ConfigError("set both SMTP_USERNAME and SMTP_PASSWORD, or neither")
-    if password is not None and security == "none":
-        raise ConfigError("SMTP_SECURITY=none with a password would send it in plaintext; wanted starttls or tls")
+    if (password is not None or oauth is not None) and security == "none":
+        raise ConfigError("SMTP_SECURITY=none would send the credentials in plaintext; wanted starttls or tls")
     ca_file = Path(env["SMTP_CA_FILE"]) if env.get("SMTP_CA_FILE") else None
     if ca_file is not None and not ca_file.is_file():
         raise ConfigError(f"SMTP_CA_FILE={str(ca_file)!r} is not a readable file; wanted a PEM bundle of CAs")
@@ -163,7 +185,22 @@ def smtp_settings(env: Mapping[str, str]) -> SmtpSettings:
         backoff=_number(env, "MAILER_BACKOFF", "2", float, 0, 3600),
         envelope_from=env.get("MAILER_ENVELOPE_FROM") or None,
         pipelining=_switch(env, "MAILER_PIPELINING", default=True),
+        oauth=oauth,
     )
+
+
+def _oauth(
+    env: Mapping[str, str], username: str | None, password: str | None, security: str, state: Path | None
+) -> TokenSource:
+    from mailer.oauth import token_source
+
+    if username is None:
+        raise ConfigError(
+            "SMTP_AUTH=xoauth2 needs SMTP_USERNAME: the mailbox to log in as, e.g. SMTP_USERNAME=seminars@example.org"
+        )
+    if password is not None:
+        raise ConfigError("SMTP_PASSWORD is set but SMTP_AUTH=xoauth2 logs in with a token; wanted one of the two")
+    return token_source(env, state=state if state is not None else Path(env.get("MAILER_STATE") or "state"))
 
 
 def _switch(env: Mapping[str, str], name: str, *, default: bool) -> bool:

@@ -32,7 +32,7 @@ from mailer.config import SmtpSettings
 from mailer.errors import ConfigError, DeliveryError, LedgerError, MailerError, MessageRefusedError
 from mailer.ledger import DEFERRED, FAILED, SENT, UNCERTAIN, Ledger, Mark
 from mailer.message import MessageTemplate
-from mailer.smtp import Connection, ReplyUncertain, connect
+from mailer.smtp import Connection, ReplyUncertain, connect, login_refusal
 
 
 class _Transient(Exception):
@@ -59,6 +59,8 @@ def _classify(err: Exception) -> Exception:
     """Map an aiosmtplib error for one message to _Transient, _Permanent, _Uncertain or a run-stopping error."""
     if isinstance(err, ReplyUncertain):
         return _Uncertain(str(err))
+    if reply := login_refusal(err):  # "454 4.7.0 token expired": not about the recipient; log in afresh
+        return _Transient(f"the server refused the login: {reply}", reconnect=True)
     if isinstance(err, aiosmtplib.SMTPRecipientsRefused):
         codes = [r.code for r in err.recipients] or [550]
         detail = "; ".join(_reply(r) for r in err.recipients)

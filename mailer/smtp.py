@@ -14,19 +14,30 @@ per recipient, and that part is ours, for speed:
   small protocol here that queues replies in order (``asyncio.Transport.set_protocol``).
 
 Errors are aiosmtplib's exception types, so callers classify one family of errors.
+
+With SMTP_AUTH=xoauth2 the login is OAuth2 (XOAUTH2, or OAUTHBEARER, RFC 7628, when the server
+offers only that) with a token from ``settings.oauth``. A server that turns a login down mid-run
+(``login_refusal``: the token expired) makes the connection unusable and the token invalid, so the
+caller reconnects with a fresh one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import re
 import ssl
 from collections import deque
+from collections.abc import Callable
 
 import aiosmtplib
 from aiosmtplib import SMTPResponse
 
 from mailer.config import SmtpSettings
-from mailer.errors import ConfigError, DeliveryError
+from mailer.errors import ConfigError, DeliveryError, MailerError
+from mailer.oauth import TokenSource
+
+Report = Callable[[str, str], None]  # (step, what happened): connect, EHLO, STARTTLS, token, AUTH
 
 MAX_LINE = 8192  # as aiosmtplib: bounds memory if a server streams without line ends
 MAX_REPLY = MAX_LINE * 4
@@ -38,6 +49,24 @@ class ReplyUncertain(aiosmtplib.SMTPException):
 
     The server may have stored it: sending it again may duplicate it (RFC 5321 4.5.3.2 and 6.3).
     """
+
+
+def _lapsed(code: int, message: str) -> bool:
+    if code in (454, 530, 535):  # RFC 4954: temporary authentication failure, authentication required, failed
+        return True
+    return message.startswith("4.7.") and re.search(r"auth|token|credential|log ?in", message, re.I) is not None
+
+
+def login_refusal(err: BaseException) -> str | None:
+    """The server's reply when it no longer accepts this connection's login (an OAuth2 token expired), else None.
+
+    Such a reply says nothing about the recipient, so it must not count as their refusal: log in afresh.
+    """
+    replies = err.recipients if isinstance(err, aiosmtplib.SMTPRecipientsRefused) else [err]
+    for reply in replies:
+        if isinstance(reply, aiosmtplib.SMTPResponseException) and _lapsed(reply.code, reply.message):
+            return f"{reply.code} {reply.message}"
+    return None
 
 
 class _Replies(asyncio.Protocol):
@@ -96,7 +125,11 @@ class Connection:
         *,
         data_timeout: float = 600.0,
         pipelining: bool = True,
+        tokens: TokenSource | None = None,
+        token: str | None = None,
     ) -> None:
+        self.tokens = tokens  # where the login's OAuth2 token came from, to invalidate it if refused
+        self.token = token
         self.transport = transport
         self.extensions = frozenset(extensions)
         self.pipelining = pipelining and "pipelining" in extensions
@@ -172,11 +205,11 @@ class Connection:
                 await self._reply()
             await self._reset()
             if mail_reply.code != 250:
-                raise aiosmtplib.SMTPSenderRefused(mail_reply.code, mail_reply.message, sender.decode())
+                raise self._refused(aiosmtplib.SMTPSenderRefused(mail_reply.code, mail_reply.message, sender.decode()))
             if rcpt_reply.code not in (250, 251):
                 refused = aiosmtplib.SMTPRecipientRefused(rcpt_reply.code, rcpt_reply.message, recipient.decode())
-                raise aiosmtplib.SMTPRecipientsRefused([refused])
-            raise aiosmtplib.SMTPDataError(data_reply.code, data_reply.message)
+                raise self._refused(aiosmtplib.SMTPRecipientsRefused([refused]))
+            raise self._refused(aiosmtplib.SMTPDataError(data_reply.code, data_reply.message))
         self._write(wire)
         self.awaiting_final = True
         try:
@@ -186,8 +219,23 @@ class Connection:
             raise ReplyUncertain(f"no reply after the message was sent ({err})") from err
         self.awaiting_final = False  # (stays True if cancelled while waiting: the caller records that)
         if final.code != 250:
-            raise aiosmtplib.SMTPDataError(final.code, final.message)
+            raise self._refused(aiosmtplib.SMTPDataError(final.code, final.message))
         return f"{final.code} {final.message}"
+
+    def _refused(self, err: aiosmtplib.SMTPException) -> aiosmtplib.SMTPException:
+        """When the refusal is of the login itself, retire the connection and the token it used."""
+        if login_refusal(err):
+            self.usable = False
+            if self.tokens is not None and self.token is not None:
+                self.tokens.invalidate(self.token)
+        return err
+
+    async def try_sender(self, sender: bytes) -> SMTPResponse:
+        """MAIL FROM then RSET: would the server let us send from ``sender``? Sends nothing."""
+        self._write(b"MAIL FROM:<" + sender + b">\r\n")
+        reply = await self._reply()
+        await self._reset()
+        return reply
 
     async def quit(self) -> None:
         """Say goodbye politely if the connection still works; close it in any case."""
@@ -205,8 +253,65 @@ class Connection:
         self.transport.close()
 
 
-async def connect(settings: SmtpSettings) -> Connection:
-    """Open one connection: TLS as configured (never silently plaintext), then AUTH if configured."""
+def _saslname(username: str) -> str:
+    return username.replace("=", "=3D").replace(",", "=2C")  # RFC 5801's escaping for the gs2 header
+
+
+async def _auth_oauthbearer(client: aiosmtplib.SMTP, username: str, token: str, host: str, port: int) -> SMTPResponse:
+    """RFC 7628; on failure the server sends its error as a 334 challenge, answered with a lone ^A."""
+    payload = f"n,a={_saslname(username)},\x01host={host}\x01port={port}\x01auth=Bearer {token}\x01\x01"
+    response = await client.execute_command(b"AUTH", b"OAUTHBEARER", base64.b64encode(payload.encode()))
+    if response.code == 334:
+        response = await client.execute_command(base64.b64encode(b"\x01"))
+    if response.code != 235:
+        raise aiosmtplib.SMTPAuthenticationError(response.code, response.message)
+    return response
+
+
+async def _oauth_login(client: aiosmtplib.SMTP, settings: SmtpSettings, tokens: TokenSource, report: Report) -> str:
+    """Log in with a token; a cached token refused is replaced once; returns the token that worked."""
+    assert settings.username is not None
+    offered = client.server_auth_methods
+    mechanism = next((m for m in ("xoauth2", "oauthbearer") if m in offered), None)
+    if mechanism is None:
+        raise ConfigError(
+            f"{settings.host} offers AUTH {' '.join(offered).upper() or '(nothing)'}, neither XOAUTH2 nor "
+            "OAUTHBEARER; wanted SMTP_AUTH=password with SMTP_PASSWORD for this server"
+        )
+    for attempt in (1, 2):  # a cached token refused gets one fresh replacement, no more
+        fetches = tokens.fetches
+        token = await tokens.get()
+        fresh = tokens.fetches > fetches
+        report("token", f"from {tokens.origin}" + ("" if fresh else " (cached)"))
+        try:
+            if mechanism == "xoauth2":
+                response = await client.auth_xoauth2(settings.username, token)
+            else:
+                response = await _auth_oauthbearer(client, settings.username, token, settings.host, settings.port)
+        except aiosmtplib.SMTPAuthenticationError as err:
+            tokens.invalidate(token)
+            if attempt == 1 and not fresh:
+                continue  # it may have expired early, or been revoked: fetch a new one, then judge
+            if err.code < 500:  # 454 4.7.0 temporary authentication failure: a later try may pass
+                raise aiosmtplib.SMTPResponseException(err.code, err.message) from None
+            raise ConfigError(
+                f"{settings.host} rejected the OAuth2 token from {tokens.origin} for SMTP_USERNAME="
+                f"{settings.username!r}: {err.code} {err.message}; wanted a valid token for that mailbox "
+                "(seminar-mailer check --smtp explains)"
+            ) from None
+        report("AUTH", f"{mechanism.upper()} as {settings.username}: {response.code} {response.message}")
+        return token
+    raise AssertionError("unreachable: the second attempt returns or raises")
+
+
+def _offers(client: aiosmtplib.SMTP) -> str:
+    return ", ".join(f"{k.upper()} {v}".strip() for k, v in client.esmtp_extensions.items()) or "no extensions"
+
+async def connect(settings: SmtpSettings, *, report: Report = lambda step, detail: None) -> Connection:
+    """Open one connection: TLS as configured (never silently plaintext), then AUTH if configured.
+
+    ``report`` hears each step that succeeded, with the server's words (check --smtp prints them).
+    """
     context = settings.tls_context if settings.security != "none" else None
     client = aiosmtplib.SMTP(
         hostname=settings.host,
@@ -216,9 +321,12 @@ async def connect(settings: SmtpSettings) -> Connection:
         start_tls=False,
         tls_context=context,
     )
+    token = None
     try:
-        await client.connect()
+        greeting = await client.connect()
+        report("connect", f"{settings.host}:{settings.port}: {greeting.code} {greeting.message}")
         await client.ehlo()
+        report("EHLO", _offers(client))
         if settings.security == "starttls":
             if not client.supports_extension("starttls"):
                 client.close()
@@ -227,15 +335,29 @@ async def connect(settings: SmtpSettings) -> Connection:
                     "credentials were given to it. Fix the server, or SMTP_SECURITY=tls for port 465."
                 )
             await client.starttls(tls_context=context)
-            await client.ehlo()  # RFC 3207 4.2: forget what was offered in plaintext, ask again over TLS
-        if settings.username is not None and settings.password is not None:
-            await client.login(settings.username, settings.password)
+            if client.is_ehlo_or_helo_needed:  # RFC 3207: forget what was offered in plaintext, ask again
+                await client.ehlo()
+        if settings.security != "none":
+            tls = client.get_transport_info("ssl_object")
+            version = tls.version() if isinstance(tls, ssl.SSLObject) else "TLS"
+            report(
+                "STARTTLS" if settings.security == "starttls" else "TLS",
+                f"{version}, certificate verified for {settings.host}; now offers {_offers(client)}",
+            )
+        if settings.oauth is not None:
+            token = await _oauth_login(client, settings, settings.oauth, report)
+        elif settings.username is not None and settings.password is not None:
+            response = await client.login(settings.username, settings.password)
+            report("AUTH", f"as {settings.username}: {response.code} {response.message}")
     except aiosmtplib.SMTPAuthenticationError as err:
         client.close()
         raise ConfigError(
             f"{settings.host} rejected the login of SMTP_USERNAME={settings.username!r}: "
-            f"{err.code}; wanted valid SMTP_USERNAME and SMTP_PASSWORD"
+            f"{err.code} {err.message}; wanted valid SMTP_USERNAME and SMTP_PASSWORD"
         ) from None
+    except MailerError:
+        client.close()
+        raise
     except (ssl.SSLCertVerificationError, aiosmtplib.SMTPConnectError) as err:
         client.close()
         if isinstance(err, ssl.SSLCertVerificationError) or isinstance(err.__cause__, ssl.SSLError):
@@ -258,4 +380,6 @@ async def connect(settings: SmtpSettings) -> Connection:
         settings.timeout,
         data_timeout=settings.data_timeout,
         pipelining=settings.pipelining,
+        tokens=settings.oauth,
+        token=token,
     )

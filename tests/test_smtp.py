@@ -15,7 +15,7 @@ import aiosmtplib
 import pytest
 
 from mailer.config import smtp_settings
-from mailer.smtp import Connection, connect
+from mailer.smtp import Connection, ReplyUncertain, connect
 
 WIRE = b"Subject: hi\r\n\r\nbody\r\n..dot\r\n.\r\n"  # as MessageTemplate.wire makes it: stuffed, ended
 
@@ -228,15 +228,63 @@ def test_a_server_that_hangs_up_mid_transaction_retires_the_connection() -> None
     run(script, body)
 
 
-def test_a_silent_server_times_out() -> None:
-    script = Script(answer=lambda line: b"" if line == b"<message>" else None)  # never answers the data
+def test_a_silent_server_times_out_on_a_command() -> None:
+    script = Script(answer=lambda line: b"" if line.startswith(b"MAIL") else None)  # never answers MAIL
 
     async def body(conn: Connection) -> None:
         with pytest.raises(aiosmtplib.SMTPTimeoutError):
             await conn.send(b"a@example.org", b"b@example.org", WIRE)
         assert not conn.usable
+        assert not conn.awaiting_final
 
     run(script, body, timeout=0.5)
+
+
+def test_no_reply_to_the_message_itself_is_uncertain_not_a_retryable_timeout() -> None:
+    """The whole message went out and the final reply never came: the server may have stored it
+    (RFC 5321 4.5.3.2.6), so this is ReplyUncertain, never an ordinary timeout that invites a retry."""
+    script = Script(answer=lambda line: b"" if line == b"<message>" else None)
+
+    async def body(conn: Connection) -> None:
+        with pytest.raises(ReplyUncertain):
+            await conn.send(b"a@example.org", b"b@example.org", WIRE)
+        assert not conn.usable
+
+    run(script, body, timeout=0.3, MAILER_DATA_TIMEOUT="0.5")
+
+
+def test_the_end_of_data_reply_has_its_own_longer_timeout() -> None:
+    """A filter that takes longer than the command timeout to accept the message is waited for."""
+    slow = Script()
+    queued = asyncio.Event()
+
+    async def body(conn: Connection) -> None:
+        assert conn.data_timeout == 3 and conn.timeout == 0.3
+        reply = await conn.send(b"a@example.org", b"b@example.org", WIRE)
+        assert reply.startswith("250")
+        queued.set()
+
+    original = slow.handle
+
+    async def delayed(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        class Slow:
+            def write(self, data: bytes) -> None:
+                if data.startswith(b"250 2.0.0 queued"):
+                    asyncio.get_running_loop().call_later(1.0, writer.write, data)  # > MAILER_TIMEOUT
+                else:
+                    writer.write(data)
+
+            async def drain(self) -> None:
+                await writer.drain()
+
+            def close(self) -> None:
+                writer.close()
+
+        await original(reader, Slow())  # type: ignore[arg-type]
+
+    slow.handle = delayed  # type: ignore[method-assign]
+    run(slow, body, timeout=0.3, MAILER_DATA_TIMEOUT="3")
+    assert queued.is_set()
 
 
 def test_a_malformed_reply_retires_the_connection() -> None:
