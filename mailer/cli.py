@@ -12,7 +12,17 @@ from pathlib import Path
 
 from mailer import __version__
 from mailer.address import Address
-from mailer.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, EXIT_TEMPFAIL, ConfigError, MailerError
+from mailer.crash import write_crash_report
+from mailer.errors import (
+    EXIT_FAILED,
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_SOFTWARE,
+    EXIT_TEMPFAIL,
+    ConfigError,
+    MailerError,
+)
+from mailer.terminal import printable
 
 _PATH_OPTIONS = {
     # option: (environment variable, default, help)
@@ -50,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="seminar-mailer",
         description="Announce this week's seminar from data/seminars.yaml by email.",
         epilog="Exit codes: 0 done or nothing due, 1 some recipients failed permanently, "
-        "2 invalid input or configuration (nothing sent), 75 try again later.",
+        "2 invalid input or configuration (nothing sent), 70 a bug (traceback written to a file), 75 try again later.",
     )
     parser.add_argument("--version", action="version", version=f"seminar-mailer {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -320,17 +330,27 @@ _COMMANDS = {"check": _check, "preview": _preview, "send": _send, "status": _sta
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run a command; return its exit code. Only MailerError is caught: anything else is a bug."""
+    """Run a command; return its exit code. MailerError is the user's to fix; anything else is a bug (70)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)
     except MailerError as err:
         for line in err.lines():
-            print(f"error: {line}", file=sys.stderr)
+            print(f"error: {printable(line)}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INVALID
+    except Exception as err:  # a bug: one line here, the traceback in a file
+        report = write_crash_report(err, folder=getattr(args, "state", None), argv=argv)
+        where = f"the full traceback is in {report}" if report else "the traceback could not be written to a file"
+        print(
+            f"error: internal error ({type(err).__name__}), a bug in seminar-mailer, not in your input; "
+            f"{where}: please report it",
+            file=sys.stderr,
+        )
+        return EXIT_SOFTWARE
 
 
 def run() -> None:

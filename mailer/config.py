@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import secrets
@@ -100,25 +101,72 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _number(env: Mapping[str, str], name: str, default: str, kind: type[int] | type[float], low: float) -> float:
-    raw = env.get(name) or default
+def _number(
+    env: Mapping[str, str], name: str, default: str, kind: type[int] | type[float], low: float, high: float
+) -> float:
+    """A finite number from ``low`` to ``high``: "nan", "inf" and "1e999" are refused by name."""
+    raw = (env.get(name) or default).strip()
     try:
         value = kind(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number; wanted e.g. {name}={default}") from None
-    if value < low:
-        raise ConfigError(f"{name}={raw!r} is too small; wanted at least {low:g}")
+        kind_name = "whole number" if kind is int else "number"
+        raise ConfigError(f"{name}={raw!r} is not a {kind_name}; wanted e.g. {name}={default}") from None
+    if not math.isfinite(value) or not low <= value <= high:
+        raise ConfigError(f"{name}={raw!r} is out of range; wanted a number from {low:g} to {high:g}")
     return value
 
 
-def smtp_settings(env: Mapping[str, str]) -> SmtpSettings:
-    """Read the SMTP settings from ``env`` (the process environment merged over .env)."""
-    host = env.get("SMTP_HOST", "").strip()
+# A host name (LDH labels, IDNA already applied by the organiser) or an IP address; nothing else can
+# reach the socket layer, so a line break or a space in SMTP_HOST is an error, not an SMTP command.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST_RE = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*\.?")
+
+
+def _host(raw: str) -> str:
+    host = raw.strip()
     if not host:
         raise ConfigError(
             "SMTP_HOST is not set; wanted the SMTP server's name, e.g. SMTP_HOST=smtp.example.org "
             "(in the environment or in .env)"
         )
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        pass
+    else:
+        return host.strip("[]")
+    if not host.isascii():
+        from mailer.address import ascii_domain
+
+        try:
+            host = ascii_domain(host)
+        except ValueError:
+            host = raw
+    if not _HOST_RE.fullmatch(host):
+        raise ConfigError(
+            f"SMTP_HOST={raw!r} is not a host name or IP address; wanted e.g. SMTP_HOST=smtp.example.org"
+        )
+    return host
+
+
+def _envelope_from(raw: str | None) -> str | None:
+    """MAILER_ENVELOPE_FROM: one bare ASCII address, as MAIL FROM carries it."""
+    if not raw:
+        return None
+    from mailer.address import parse_address
+
+    address = parse_address(raw)
+    if address is None or address.name or "<" in raw or address.needs_smtputf8:
+        raise ConfigError(
+            f"MAILER_ENVELOPE_FROM={raw!r} is not a plain address; wanted one address such as "
+            "MAILER_ENVELOPE_FROM=bounces@example.org (no name, no angle brackets, ASCII before the @)"
+        )
+    return address.ascii_addr
+
+
+def smtp_settings(env: Mapping[str, str]) -> SmtpSettings:
+    """Read the SMTP settings from ``env`` (the process environment merged over .env)."""
+    host = _host(env.get("SMTP_HOST", ""))
     security = (env.get("SMTP_SECURITY") or "starttls").strip().lower()
     if security not in SECURITY_MODES:
         raise ConfigError(
@@ -130,7 +178,7 @@ def smtp_settings(env: Mapping[str, str]) -> SmtpSettings:
             f"SMTP_SECURITY=none sends in plaintext, allowed only to a server on loopback, not "
             f"{host!r}; wanted starttls or tls"
         )
-    port = int(_number(env, "SMTP_PORT", "465" if security == "tls" else "587", int, 1))
+    port = int(_number(env, "SMTP_PORT", "465" if security == "tls" else "587", int, 1, 65535))
     username = env.get("SMTP_USERNAME") or None
     password = env.get("SMTP_PASSWORD") or None
     if (username is None) != (password is None):
@@ -147,12 +195,12 @@ def smtp_settings(env: Mapping[str, str]) -> SmtpSettings:
         username=username,
         password=password,
         ca_file=ca_file,
-        timeout=_number(env, "MAILER_TIMEOUT", "30", float, 0.1),
-        concurrency=int(_number(env, "MAILER_CONCURRENCY", "4", int, 1)),
-        rate=_number(env, "MAILER_RATE", "0", float, 0),
-        attempts=int(_number(env, "MAILER_ATTEMPTS", "3", int, 1)),
-        backoff=_number(env, "MAILER_BACKOFF", "2", float, 0),
-        envelope_from=env.get("MAILER_ENVELOPE_FROM") or None,
+        timeout=_number(env, "MAILER_TIMEOUT", "30", float, 0.1, 3600),
+        concurrency=int(_number(env, "MAILER_CONCURRENCY", "4", int, 1, 256)),
+        rate=_number(env, "MAILER_RATE", "0", float, 0, 1_000_000),
+        attempts=int(_number(env, "MAILER_ATTEMPTS", "3", int, 1, 100)),
+        backoff=_number(env, "MAILER_BACKOFF", "2", float, 0, 3600),
+        envelope_from=_envelope_from(env.get("MAILER_ENVELOPE_FROM")),
         pipelining=_switch(env, "MAILER_PIPELINING", default=True),
     )
 
@@ -170,4 +218,4 @@ def _switch(env: Mapping[str, str], name: str, *, default: bool) -> bool:
 
 def ledger_window(env: Mapping[str, str]) -> float:
     """MAILER_LEDGER_WINDOW: seconds between the ledger's synced commits (0: commit every message)."""
-    return _number(env, "MAILER_LEDGER_WINDOW", "0.1", float, 0)
+    return _number(env, "MAILER_LEDGER_WINDOW", "0.1", float, 0, 60)

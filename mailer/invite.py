@@ -6,11 +6,9 @@ import datetime as dt
 import re
 
 import icalendar
-from markdown_it import MarkdownIt
 
+from mailer.links import plain
 from mailer.schedule import Schedule, Seminar, Week
-
-_PLAIN = MarkdownIt("commonmark", {"html": False})
 
 
 def seminar_uid(schedule: Schedule, seminar: Seminar) -> str:
@@ -18,22 +16,6 @@ def seminar_uid(schedule: Schedule, seminar: Seminar) -> str:
     speaker = re.sub(r"[^a-z0-9]+", "-", seminar.speaker.lower()).strip("-") or "seminar"
     domain = schedule.series.sender.ascii_addr.rpartition("@")[2]
     return f"{schedule.series.list_name}-{seminar.date.isoformat()}-{speaker}@{domain}"
-
-
-def _plain(markdown: str) -> str:
-    """Markdown to plain text for DESCRIPTION: keep the words and the link targets."""
-    tokens = _PLAIN.parse(markdown)
-    out: list[str] = []
-    for token in tokens:
-        if token.type == "inline" and token.children is not None:
-            parts = []
-            for child in token.children:
-                if child.type in ("text", "code_inline"):
-                    parts.append(child.content)
-                elif child.type in ("softbreak", "hardbreak"):
-                    parts.append(" ")
-            out.append("".join(parts))
-    return "\n\n".join(out)
 
 
 def method(week: Week) -> str:
@@ -72,7 +54,7 @@ def build_invite(schedule: Schedule, week: Week, *, now: dt.datetime) -> bytes:
         else:
             event.add("status", "CONFIRMED")
         if seminar.abstract:
-            description.append(_plain(seminar.abstract))
+            description.append(plain(seminar.abstract))
         if seminar.zoom:
             description.append(f"Zoom: {seminar.zoom}")
         description.append(f"More information: {series.info_url}")

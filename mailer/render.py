@@ -6,6 +6,7 @@ raw HTML escaped, MJML is compiled without web fonts or includes, and the inline
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from dataclasses import dataclass
@@ -13,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from markdown_it import MarkdownIt
 from markupsafe import Markup
 
 from mailer.errors import TemplateError
-from mailer.schedule import Schedule, Seminar, Week
+from mailer.links import HTML_MARKDOWN, sanitise
+from mailer.schedule import Schedule, Seminar, Series, Week
 
 BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "email"
 
@@ -27,9 +28,9 @@ PAGE = "page.md.j2"
 FOOTER = "footer.txt.j2"
 MJML = "announcement.mjml.j2"
 
-# CommonMark with raw HTML off: "<script>" in an abstract becomes the text "&lt;script&gt;", and
-# markdown-it's validateLink drops javascript:, vbscript:, file: and data: links.
-_MARKDOWN = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+# The link policy (mailer/links.py) is one for all outputs: the HTML renders Markdown with raw HTML
+# off and only http(s)/mailto targets, and every text that reaches Markdown (text part, web page)
+# has any other link escaped by ``sanitise`` before a template sees it.
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,12 +47,16 @@ class Rendered:
 
 def _markdown(text: str | None) -> Markup:
     # Safe: the parser runs with html=False, so every "<" from the YAML arrives escaped.
-    return Markup(_MARKDOWN.render(text or ""))  # noqa: S704
+    return Markup(HTML_MARKDOWN.render(text or ""))  # noqa: S704
 
 
 def _neutralise_html(text: str) -> str:
-    """Keep text for a Markdown web page from opening HTML tags (Jekyll passes raw HTML)."""
-    return text.replace("<", "&lt;")
+    """Keep text for a Markdown web page from opening HTML tags (Jekyll passes raw HTML), and from
+    running Liquid (``{{``, ``{%``) or adding kramdown attributes (``{:``) when Jekyll builds the page."""
+    text = text.replace("<", "&lt;")
+    for opening in ("{{", "{%", "{:"):
+        text = text.replace(opening, "&#123;" + opening[1:])
+    return text
 
 
 def _one_line(text: str) -> str:
@@ -78,12 +83,33 @@ def make_environment(templates: Path | None, *, html: bool) -> jinja2.Environmen
     return env
 
 
-def _context(schedule: Schedule, week: Week) -> dict[str, Any]:
+_SEMINAR_TEXT = ("speaker", "affiliation", "title", "location", "cancelled")
+
+
+def _safe_seminar(seminar: Seminar, *, all_fields: bool) -> Seminar:
+    """The seminar with its Markdown fields (and, for Markdown outputs, every text field) link-safe."""
+    names = ("abstract", "bio", *(_SEMINAR_TEXT if all_fields else ()))
+    changes = {n: sanitise(v) for n in names if isinstance(v := getattr(seminar, n), str) and sanitise(v) != v}
+    return dataclasses.replace(seminar, **changes) if changes else seminar
+
+
+def _safe_series(series: Series) -> Series:
+    changes = {n: sanitise(v) for n in ("name", "signature", "location") if sanitise(v := getattr(series, n)) != v}
+    return dataclasses.replace(series, **changes) if changes else series
+
+
+def _context(schedule: Schedule, week: Week, *, markdown_output: bool = True) -> dict[str, Any]:
+    """What the templates see; for Markdown outputs (text, page, subject) every field link-safe."""
+    week = dataclasses.replace(
+        week,
+        seminars=tuple(_safe_seminar(s, all_fields=markdown_output) for s in week.seminars),
+        upcoming=tuple(_safe_seminar(s, all_fields=markdown_output) for s in week.upcoming),
+    )
     upcoming = week.upcoming
     slots = {(s.start.strftime("%H:%M"), s.tz_label) for s in upcoming}
     common = next(iter(slots)) if len(slots) == 1 else None
     return {
-        "series": schedule.series,
+        "series": _safe_series(schedule.series) if markdown_output else schedule.series,
         "week": week,
         "seminars": week.seminars,
         "upcoming": upcoming,
@@ -147,13 +173,14 @@ def inline_css(html: str) -> str:
 
 def render(schedule: Schedule, week: Week, *, templates: Path | None = None) -> Rendered:
     """Render the announcement for ``week``."""
-    context = _context(schedule, week)
+    context = _context(schedule, week)  # every text field link-safe: it all ends up in Markdown
+    plain_context = _context(schedule, week, markdown_output=False)  # subject and HTML escape by themselves
     text_env = make_environment(templates, html=False)
-    subject = _one_line(_render(text_env, SUBJECT, context))
+    subject = _one_line(_render(text_env, SUBJECT, plain_context))
     text = _render(text_env, TEXT, context)
     page = _render(text_env, PAGE, {**context, "text": text})
     footer = _render(text_env, FOOTER, context)
-    mjml_source = _render(make_environment(templates, html=True), MJML, {**context, "subject": subject})
+    mjml_source = _render(make_environment(templates, html=True), MJML, {**plain_context, "subject": subject})
     html = inline_css(compile_mjml(mjml_source))
     first: Seminar = week.seminars[0]
     return Rendered(
