@@ -70,7 +70,12 @@ def _parser() -> argparse.ArgumentParser:
         help="validate the schedule and report every problem",
         description="Validate the schedule; exit 0 when valid, 2 when not.",
     )
-    _add_paths(check, "schedule")
+    _add_paths(check, "schedule", "templates")
+    check.add_argument(
+        "--date",
+        metavar="YYYY-MM-DD",
+        help="today, for the date warnings and the weeks to render (default: today in the series' time zone)",
+    )
 
     preview = commands.add_parser(
         "preview",
@@ -120,19 +125,33 @@ def _parser() -> argparse.ArgumentParser:
 def _today(arg: str | None, tz: dt.tzinfo) -> dt.date:
     if arg is None:
         return dt.datetime.now(tz).date()
+    from mailer.schedule import YEARS
+
     try:
-        return dt.date.fromisoformat(arg)
+        day = dt.date.fromisoformat(arg)
     except ValueError:
         raise ConfigError(f"--date {arg!r} is not a date; wanted YYYY-MM-DD, e.g. 2024-01-15") from None
+    if not YEARS[0] <= day.year <= YEARS[1]:
+        raise ConfigError(f"--date {arg!r} is in the year {day.year}; wanted a year from {YEARS[0]} to {YEARS[1]}")
+    return day
 
 
 def _check(args: argparse.Namespace) -> int:
+    from mailer.checks import date_warnings, render_coming_weeks
     from mailer.errors import Problem
     from mailer.recipients import UNSUBSCRIBED, list_file, read_entries
     from mailer.schedule import load_schedule
 
     schedule = load_schedule(args.schedule)
-    print(f"{args.schedule}: OK, {len(schedule.seminars)} seminars of {schedule.series.name}")
+    today = _today(args.date, schedule.series.timezone)
+    for warning in date_warnings(schedule, today):
+        print(f"warning: {printable(str(warning))}", file=sys.stderr)
+    weeks = render_coming_weeks(schedule, today=today, templates=args.templates)
+    print(
+        printable(f"{args.schedule}: OK, {len(schedule.seminars)} seminars of {schedule.series.name}")
+        + (f"; the {weeks} coming weeks render" if weeks else "")
+    )
+    _check_settings(_env())
     problems: list[Problem] = []
     path = list_file(args.recipients, schedule.series.list_name)
     count = 0
@@ -145,8 +164,18 @@ def _check(args: argparse.Namespace) -> int:
         problems += [e.problem for e in read_entries(unsubscribed) if e.problem is not None]
     if problems:
         raise MailerError(f"{len(problems)} invalid recipient lines", problems=tuple(problems))
-    print(f"{path}: OK, {count} recipients")
+    print(printable(f"{path}: OK, {count} recipients"))
     return EXIT_OK
+
+
+def _check_settings(env: dict[str, str]) -> None:
+    """Validate the SMTP and MAILER_ settings that ``send`` will read (SMTP_HOST only when it is set)."""
+    from mailer.config import ledger_window, smtp_settings
+
+    settings = smtp_settings({**env, "SMTP_HOST": env.get("SMTP_HOST") or "localhost"})
+    ledger_window(env)
+    if env.get("SMTP_HOST"):
+        print(printable(f"SMTP settings: OK, {settings.security} to {settings.host}:{settings.port}"))
 
 
 def _first_recipient(folder: Path, list_name: str) -> Address:
@@ -163,6 +192,7 @@ def _first_recipient(folder: Path, list_name: str) -> Address:
 def _preview(args: argparse.Namespace) -> int:
     from mailer.config import token_key
     from mailer.message import build_message
+    from mailer.outfiles import write_files
     from mailer.render import render
     from mailer.schedule import load_schedule, week_of
 
@@ -180,20 +210,23 @@ def _preview(args: argparse.Namespace) -> int:
     template = build_message(schedule, week, rendered, now=dt.datetime.now(dt.UTC), token_key=token_key(args.state))
     first = _first_recipient(args.recipients, schedule.series.list_name)
     out: Path = args.out
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "announcement.html").write_text(rendered.html, encoding="utf-8")
-        (out / "announcement.txt").write_text(rendered.text, encoding="utf-8")
-        (out / rendered.page_name).write_text(rendered.page, encoding="utf-8")
-        (out / "announcement.eml").write_bytes(template.personalise(first))
-    except OSError as err:
-        raise ConfigError(f"{out}: cannot write the preview: {err.strerror}") from err
-    print(f"Subject: {rendered.subject}\n")
-    print(rendered.text, end="")
+    write_files(
+        out,
+        {
+            "announcement.html": rendered.html.encode(),
+            "announcement.txt": rendered.text.encode(),
+            rendered.page_name: rendered.page.encode(),
+            "announcement.eml": template.personalise(first),
+        },
+    )
+    print(printable(f"Subject: {rendered.subject}\n"))
+    print(printable(rendered.text), end="")
     print(
-        f"Wrote {out / 'announcement.html'} ({len(rendered.html.encode()) // 1024} KB), "
-        f"{out / 'announcement.txt'}, {out / rendered.page_name}, "
-        f"{out / 'announcement.eml'} (as {first.addr} gets it)",
+        printable(
+            f"Wrote {out / 'announcement.html'} ({len(rendered.html.encode()) // 1024} KB), "
+            f"{out / 'announcement.txt'}, {out / rendered.page_name}, "
+            f"{out / 'announcement.eml'} (as {first.addr} gets it)"
+        ),
         file=sys.stderr,
     )
     if args.open:

@@ -143,9 +143,7 @@ def _host(raw: str) -> str:
         except ValueError:
             host = raw
     if not _HOST_RE.fullmatch(host):
-        raise ConfigError(
-            f"SMTP_HOST={raw!r} is not a host name or IP address; wanted e.g. SMTP_HOST=smtp.example.org"
-        )
+        raise ConfigError(f"SMTP_HOST={raw!r} is not a host name or IP address; wanted e.g. SMTP_HOST=smtp.example.org")
     return host
 
 

@@ -65,7 +65,9 @@ def normalise_url(raw: str, *, https_only: bool = False, for_list_header: bool =
     if for_list_header and parts.fragment:
         raise ValueError("it has a #fragment, and the subscriber's token is appended as a query")
     keep = _KEEP.replace(",", "") if for_list_header else _KEEP
-    path, query, fragment = (quote(_LOOSE_PERCENT.sub("%25", p), safe=keep) for p in (parts.path, parts.query, parts.fragment))
+    path, query, fragment = (
+        quote(_LOOSE_PERCENT.sub("%25", part), safe=keep) for part in (parts.path, parts.query, parts.fragment)
+    )
     url = urlunsplit((scheme, netloc, path, query, fragment))
     if len(url) > MAX_URL:
         raise ValueError(f"it is {len(url)} characters long once encoded; wanted at most {MAX_URL}")
@@ -81,6 +83,7 @@ def safe_link(url: str) -> bool:
 def _html_markdown() -> MarkdownIt:
     md = MarkdownIt("commonmark", {"html": False, "linkify": True, "typographer": False}).enable("linkify")
     # Only URLs written out with their scheme become links: "e.g." and "ri.se" stay text.
+    assert md.linkify is not None  # linkify-it-py is a dependency
     md.linkify.set({"fuzzy_link": False, "fuzzy_email": False})
     md.validateLink = safe_link  # type: ignore[method-assign]
     return md

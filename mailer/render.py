@@ -89,12 +89,16 @@ _SEMINAR_TEXT = ("speaker", "affiliation", "title", "location", "cancelled")
 def _safe_seminar(seminar: Seminar, *, all_fields: bool) -> Seminar:
     """The seminar with its Markdown fields (and, for Markdown outputs, every text field) link-safe."""
     names = ("abstract", "bio", *(_SEMINAR_TEXT if all_fields else ()))
-    changes = {n: sanitise(v) for n in names if isinstance(v := getattr(seminar, n), str) and sanitise(v) != v}
+    changes: dict[str, Any] = {
+        n: sanitise(v) for n in names if isinstance(v := getattr(seminar, n), str) and sanitise(v) != v
+    }
     return dataclasses.replace(seminar, **changes) if changes else seminar
 
 
 def _safe_series(series: Series) -> Series:
-    changes = {n: sanitise(v) for n in ("name", "signature", "location") if sanitise(v := getattr(series, n)) != v}
+    changes: dict[str, Any] = {
+        n: sanitise(v) for n in ("name", "signature", "location") if sanitise(v := getattr(series, n)) != v
+    }
     return dataclasses.replace(series, **changes) if changes else series
 
 
@@ -129,8 +133,30 @@ def _render(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:
         raise TemplateError(f"template {err.name} not found in the template folders") from err
     except jinja2.UndefinedError as err:
         raise TemplateError(
-            f"{name}: {err.message}; wanted only the names documented in the README's template section"
+            f"{_where(env, name, err)}: {err.message}; "
+            "wanted only the names documented in the README's template section"
         ) from err
+    except Exception as err:  # a template's own expression failed ({{ 1 / 0 }}, a wrong method call)
+        raise TemplateError(
+            f"{_where(env, name, err)}: the template failed: {type(err).__name__}: {err}; "
+            "wanted expressions that work for every seminar (test with check)"
+        ) from err
+
+
+def _where(env: jinja2.Environment, name: str, err: BaseException) -> str:
+    """``path:line`` of the template line that raised ``err`` (Jinja maps its frames back to the file)."""
+    try:
+        filename = env.get_template(name).filename
+    except jinja2.TemplateError:
+        filename = None
+    line = None
+    traceback = err.__traceback__
+    while traceback is not None:
+        if filename is not None and traceback.tb_frame.f_code.co_filename == filename:
+            line = traceback.tb_lineno
+        traceback = traceback.tb_next
+    where = filename or name
+    return f"{where}:{line}" if line is not None else where
 
 
 def _no_include(path: str) -> str:

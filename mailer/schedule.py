@@ -12,8 +12,8 @@ from pathlib import Path
 
 from mailer import yamlfile
 from mailer.address import Address, parse_address
-from mailer.links import normalise_url
 from mailer.errors import Problem, ScheduleError
+from mailer.links import normalise_url
 from mailer.yamlfile import Mapping, Node, Scalar, Sequence, describe
 
 
@@ -205,7 +205,10 @@ class _Reader:
         if value is None:
             self.add(node, f"'{key}' should be a date written YYYY-MM-DD, got {describe(node)}")
         elif not YEARS[0] <= value.year <= YEARS[1]:
-            self.add(node, f"'{key}' {value.isoformat()} is in the year {value.year}; wanted a year from {YEARS[0]} to {YEARS[1]}")
+            self.add(
+                node,
+                f"'{key}' {value.isoformat()} is in the year {value.year}; wanted a year from {YEARS[0]} to {YEARS[1]}",
+            )
             value = None
         return value
 

@@ -121,7 +121,9 @@ class _Builder:
             return self.scalar(node, line, col)
         if id(node) in self.open:
             # `series: &a [*a]`: an alias inside the very list or mapping it names.
-            self.problem(node, "an alias refers to the list or mapping that holds it, a loop; wanted the values written out")
+            self.problem(
+                node, "an alias refers to the list or mapping that holds it, a loop; wanted the values written out"
+            )
             return Scalar(line, col, value=None, raw="", quoted=False, error="alias loop")
         self.open.add(id(node))
         try:
@@ -180,7 +182,12 @@ def _tab_problems(path: Path, text: str) -> list[Problem]:
     return problems
 
 
-_OPEN = (yaml.BlockMappingStartToken, yaml.BlockSequenceStartToken, yaml.FlowMappingStartToken, yaml.FlowSequenceStartToken)
+_OPEN = (
+    yaml.BlockMappingStartToken,
+    yaml.BlockSequenceStartToken,
+    yaml.FlowMappingStartToken,
+    yaml.FlowSequenceStartToken,
+)
 _CLOSE = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
 
 
