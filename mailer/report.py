@@ -7,6 +7,7 @@ import time
 
 from mailer.recipients import ALREADY, DUE, DUPLICATE, INVALID, SUPPRESSED
 from mailer.send import Outcome
+from mailer.terminal import printable
 
 
 class Progress:
@@ -44,7 +45,7 @@ class Progress:
 def print_summary(counts: dict[str, int], outcome: Outcome | None, *, dry_run: bool, subject: str) -> None:
     """The closing report: one figure per class, then the addresses that need attention."""
     due = counts.get(DUE, 0)
-    print(f"Announcement: {subject}")
+    print(f"Announcement: {printable(subject)}")
     if dry_run:
         print(f"Dry run: no connection opened, nothing sent. Would send to {due} recipients.")
     elif outcome is None and due == 0:
@@ -60,6 +61,6 @@ def print_summary(counts: dict[str, int], outcome: Outcome | None, *, dry_run: b
     print(f"  invalid lines      {counts.get(INVALID, 0)}  (skipped; run check)")
     if outcome is not None:
         for address, detail in outcome.failed:
-            print(f"failed: {address.addr}: {detail}")
+            print(printable(f"failed: {address.addr}: {detail}"))  # the server wrote detail
         for address, detail in outcome.deferred:
-            print(f"deferred: {address.addr}: {detail}")
+            print(printable(f"deferred: {address.addr}: {detail}"))
