@@ -107,8 +107,9 @@ def _csv_rows(path: Path, reader: Any) -> Iterator[Entry]:
     if "email" not in columns:
         raise ConfigError(f"{path}:1:1: the CSV header is {header!r}; wanted the header row email,name")
     email_at, name_at = columns.index("email"), columns.index("name") if "name" in columns else None
+    next_start = reader.line_num + 1  # a row is reported where it starts: a quoted field may span lines
     for row in reader:
-        number = reader.line_num
+        number, next_start = next_start, reader.line_num + 1
         if not any(cell.strip() for cell in row) or row[0].lstrip().startswith("#"):
             continue
         if len(row) <= email_at:
