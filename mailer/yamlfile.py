@@ -302,9 +302,16 @@ def load(path: Path) -> tuple[Node, list[Problem]]:
         ) from err
     if problems := _tab_problems(path, text):
         raise ScheduleError.from_problems(problems)
+    try:
+        loader = yaml.SafeLoader(text)  # checks that every character is printable
+    except yaml.reader.ReaderError as err:
+        line = text.count("\n", 0, err.position) + 1
+        column = err.position - (text.rfind("\n", 0, err.position) + 1) + 1
+        raise ScheduleError.from_problems(
+            [Problem(path, line, column, f"the control character {chr(err.character)!r}; wanted printable text")]
+        ) from err
     if problem := _depth_problem(path, text):
         raise ScheduleError.from_problems([problem])
-    loader = yaml.SafeLoader(text)
     try:
         root = loader.get_single_node()
         if root is None:
