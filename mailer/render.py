@@ -173,6 +173,7 @@ def compile_mjml(source: str, *, name: str = MJML) -> str:
         raise TemplateError(f"{name}: MJML could not be compiled: {err}") from err
 
 
+_HEADER_UNSAFE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]")  # what address.header_text refuses
 _EXTERNAL_CSS = re.compile(r"@import\s+(?:url\()?[^;]*;|<link\b[^>]*rel=[\"']?stylesheet[^>]*>", re.I)
 
 
@@ -203,6 +204,10 @@ def render(schedule: Schedule, week: Week, *, templates: Path | None = None) -> 
     plain_context = _context(schedule, week, markdown_output=False)  # subject and HTML escape by themselves
     text_env = make_environment(templates, html=False)
     subject = _one_line(_render(text_env, SUBJECT, plain_context))
+    if bad := _HEADER_UNSAFE.search(subject):
+        raise TemplateError(
+            f"{SUBJECT}: the subject holds the control character {bad.group()!r}; wanted one line of plain text"
+        )
     text = _render(text_env, TEXT, context)
     page = _render(text_env, PAGE, {**context, "text": text})
     footer = _render(text_env, FOOTER, context)

@@ -171,6 +171,7 @@ TEMPLATE_CASES = [
     ("expression that fails", "subject.txt.j2", "Seminar\n{{ 1 / 0 }}\n", 2, "ZeroDivisionError"),
     ("undefined name", "announcement.txt.j2", "Hello\n\n{{ speakers }}\n", 3, "'speakers' is undefined"),
     ("syntax error", "page.md.j2", "{% if x %}\n", 1, "template syntax error"),
+    ("control character in the subject", "subject.txt.j2", "Seminar \x1b[2J\n", 0, "control character"),
 ]
 
 
@@ -182,7 +183,8 @@ def test_template_case_exits_2_at_its_line(tmp_path: Path, name: str, content: s
     result = run_cli("check", "--schedule", str(SCHEDULE), "--date", "2024-01-15", "--templates", str(tmp_path))
     assert result.code == 2, result
     assert "Traceback" not in result.err
-    wanted = [e for e in result.err.splitlines() if e.startswith(f"error: {tmp_path / name}:{line}") and words in e]
+    where = f"{tmp_path / name}:{line}" if line else name  # 0: the output, not a line, is at fault
+    wanted = [e for e in result.err.splitlines() if e.startswith(f"error: {where}") and words in e]
     assert wanted, f"expected line {line} with {words!r}, got:\n{result.err}"
 
 
@@ -235,14 +237,14 @@ def test_preview_never_writes_through_a_symlink(tmp_path: Path) -> None:
 
 
 def test_terminal_output_escapes_control_characters_from_templates(tmp_path: Path) -> None:
-    (tmp_path / "subject.txt.j2").write_text("Seminar \x1b[31mred\x1b[0m \u202egnp.exe\n")
+    (tmp_path / "announcement.txt.j2").write_text("Seminar \x1b[31mred\x1b[0m \u202egnp.exe\n")
     result = run_cli(
         "preview", "--date", "2024-01-15", "--templates", str(tmp_path), "--out", str(tmp_path / "o"),
         "--state", str(tmp_path / "s"),
     )  # fmt: skip
     assert result.code == 0, result.err
     assert "\x1b" not in result.out and "\u202e" not in result.out
-    assert "Subject: Seminar \\x1b[31mred\\x1b[0m \\u202egnp.exe" in result.out
+    assert "Seminar \\x1b[31mred\\x1b[0m \\u202egnp.exe" in result.out
 
 
 def test_summary_escapes_what_the_server_replied(capsys: pytest.CaptureFixture[str]) -> None:
