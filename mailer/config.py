@@ -109,10 +109,14 @@ def _number(
     try:
         value = kind(raw)
     except ValueError:
-        kind_name = "whole number" if kind is int else "number"
-        raise ConfigError(f"{name}={raw!r} is not a {kind_name}; wanted e.g. {name}={default}") from None
-    if not math.isfinite(value) or not low <= value <= high:
-        raise ConfigError(f"{name}={raw!r} is out of range; wanted a number from {low:g} to {high:g}")
+        raise ConfigError(f"{name}={raw!r} is not a number; wanted e.g. {name}={default}") from None
+    wanted = f"wanted a number from {low:g} to {high:g}"
+    if not math.isfinite(value):
+        raise ConfigError(f"{name}={raw!r} is not a finite number; {wanted}")
+    if value < low:
+        raise ConfigError(f"{name}={raw!r} is too small; {wanted}")
+    if value > high:
+        raise ConfigError(f"{name}={raw!r} is too large; {wanted}")
     return value
 
 

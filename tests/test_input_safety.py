@@ -96,11 +96,11 @@ def test_schedule_case_exits_2_at_its_line(write_schedule, old: str, new: str, l
 
 # (id, variable, value, words)
 ENVIRONMENT_CASES = [
-    ("port out of range", "SMTP_PORT", "99999", "from 1 to 65535"),
+    ("port out of range", "SMTP_PORT", "99999", "too large; wanted a number from 1 to 65535"),
     ("newline in the host", "SMTP_HOST", "smtp.example.org\nRCPT TO:<evil@example.net>", "not a host name"),
-    ("timeout not a number", "MAILER_TIMEOUT", "nan", "out of range"),
-    ("infinite ledger window", "MAILER_LEDGER_WINDOW", "inf", "out of range"),
-    ("no connections", "MAILER_CONCURRENCY", "0", "out of range"),
+    ("timeout not a number", "MAILER_TIMEOUT", "nan", "not a finite number"),
+    ("infinite ledger window", "MAILER_LEDGER_WINDOW", "inf", "not a finite number"),
+    ("no connections", "MAILER_CONCURRENCY", "0", "too small; wanted a number from 1 to 256"),
     ("CRLF in the bounce address", "MAILER_ENVELOPE_FROM", "b@ri.se\r\nRCPT TO:<evil@example.net>", "plain address"),
     ("name in the bounce address", "MAILER_ENVELOPE_FROM", "Bounces <b@ri.se>", "plain address"),
 ]
