@@ -104,11 +104,17 @@ def header_text(text: str) -> str:
     """Return header-safe text: folded ASCII as is, anything else as encoded words."""
     if _CONTROL_RE.search(text):
         raise ValueError("header text must not contain control characters")
-    if text.isascii() and "=?" not in text and all(len(word) <= 76 for word in text.split(" ")):
-        return _fold(text.split(" "))
-    # Encoded words are at most 64 characters each, so no header line can exceed RFC 5322's 998
-    # octets however long a word in the schedule is (a 3 000-character name is folded, not refused).
+    if _plain_ascii(text):
+        return _fold(text.split())
     return _fold(_encoded_words(text, 39))  # 39 bytes -> 64-char words: with "Subject: ", under 78
+
+
+def _plain_ascii(text: str) -> bool:
+    """Text that can go into a header as it is: ASCII, no encoded-word opener, no word too long to fold."""
+    return text.isascii() and "=?" not in text and all(len(word) <= _MAX_WORD for word in text.split())
+
+
+_MAX_WORD = 66  # a longer word could not be folded onto a line of its own; it goes as encoded words
 
 
 def _fold(words: list[str], width: int = 66) -> str:
@@ -130,8 +136,8 @@ def format_address(address: Address, *, smtputf8: bool = False) -> str:
     if not address.name:
         return f"<{addr}>"
     name = address.name
-    if name.isascii() and "=?" not in name and len(name) <= 64:
+    if _plain_ascii(name):
         if not _ATOM_TEXT.match(name):
             name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        return f"{name} <{addr}>"
+        return f"{_fold(name.split())} <{addr}>"  # folding inside a quoted string is allowed (FWS)
     return f"{_fold(_encoded_words(name, 39))} <{addr}>"

@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING
 
 from mailer import __version__
 from mailer.address import Address
-from mailer.errors import EXIT_FAILED, EXIT_OK, EXIT_TEMPFAIL, ConfigError, MailerError
+from mailer.crash import write_crash_report
+from mailer.errors import EXIT_FAILED, EXIT_OK, EXIT_SOFTWARE, EXIT_TEMPFAIL, ConfigError, MailerError
+from mailer.terminal import printable
 
 if TYPE_CHECKING:
     from mailer.dispatch import Request
@@ -61,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="seminar-mailer",
         description="Announce this week's seminar from data/seminars.yaml by email.",
         epilog="Exit codes: 0 done or nothing due, 1 some recipients failed permanently, "
-        "2 invalid input or configuration (nothing sent), 75 try again later.",
+        "2 invalid input or configuration (nothing sent), 70 a bug (traceback written to a file), 75 try again later.",
     )
     parser.add_argument("--version", action="version", version=f"seminar-mailer {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -71,7 +73,12 @@ def _parser() -> argparse.ArgumentParser:
         help="validate the schedule and report every problem",
         description="Validate the schedule; exit 0 when valid, 2 when not.",
     )
-    _add_paths(check, "schedule")
+    _add_paths(check, "schedule", "templates")
+    check.add_argument(
+        "--date",
+        metavar="YYYY-MM-DD",
+        help="today, for the date warnings and the weeks to render (default: today in the series' time zone)",
+    )
 
     preview = commands.add_parser(
         "preview",
@@ -144,10 +151,15 @@ def _parser() -> argparse.ArgumentParser:
 def _today(arg: str | None, tz: dt.tzinfo) -> dt.date:
     if arg is None:
         return dt.datetime.now(tz).date()
+    from mailer.schedule import YEARS
+
     try:
-        return dt.date.fromisoformat(arg)
+        day = dt.date.fromisoformat(arg)
     except ValueError:
         raise ConfigError(f"--date {arg!r} is not a date; wanted YYYY-MM-DD, e.g. 2024-01-15") from None
+    if not YEARS[0] <= day.year <= YEARS[1]:
+        raise ConfigError(f"--date {arg!r} is in the year {day.year}; wanted a year from {YEARS[0]} to {YEARS[1]}")
+    return day
 
 
 def _request(args: argparse.Namespace, *, dry_run: bool) -> Request:
@@ -175,12 +187,21 @@ def _request(args: argparse.Namespace, *, dry_run: bool) -> Request:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from mailer.checks import date_warnings, render_coming_weeks
     from mailer.errors import Problem
     from mailer.recipients import UNSUBSCRIBED, list_file, read_entries
     from mailer.schedule import load_schedule
 
     schedule = load_schedule(args.schedule)
-    print(f"{args.schedule}: OK, {len(schedule.seminars)} seminars of {schedule.series.name}")
+    today = _today(args.date, schedule.series.timezone)
+    for warning in date_warnings(schedule, today):
+        print(f"warning: {printable(str(warning))}", file=sys.stderr)
+    weeks = render_coming_weeks(schedule, today=today, templates=args.templates)
+    print(
+        printable(f"{args.schedule}: OK, {len(schedule.seminars)} seminars of {schedule.series.name}")
+        + (f"; the {weeks} coming weeks render" if weeks else "")
+    )
+    _check_settings(_env())
     problems: list[Problem] = []
     path = list_file(args.recipients, schedule.series.list_name)
     count = 0
@@ -193,7 +214,7 @@ def _check(args: argparse.Namespace) -> int:
         problems += [e.problem for e in read_entries(unsubscribed) if e.problem is not None]
     if problems:
         raise MailerError(f"{len(problems)} invalid recipient lines", problems=tuple(problems))
-    print(f"{path}: OK, {count} recipients")
+    print(printable(f"{path}: OK, {count} recipients"))
     if args.smtp:
         return _check_smtp(args, schedule.series.sender.ascii_addr)
     return EXIT_OK
@@ -221,6 +242,16 @@ def _login(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _check_settings(env: dict[str, str]) -> None:
+    """Validate the SMTP and MAILER_ settings that ``send`` will read (SMTP_HOST only when it is set)."""
+    from mailer.config import ledger_window, smtp_settings
+
+    settings = smtp_settings({**env, "SMTP_HOST": env.get("SMTP_HOST") or "localhost"})
+    ledger_window(env)
+    if env.get("SMTP_HOST"):
+        print(printable(f"SMTP settings: OK, {settings.security} to {settings.host}:{settings.port}"))
+
+
 def _first_recipient(folder: Path, list_name: str) -> Address:
     """The first valid subscriber, or a stand-in when the list has none yet."""
     from mailer.recipients import list_file, read_entries
@@ -234,6 +265,7 @@ def _first_recipient(folder: Path, list_name: str) -> Address:
 
 def _preview(args: argparse.Namespace) -> int:
     from mailer.dispatch import preview
+    from mailer.outfiles import write_files
 
     request = _request(args, dry_run=True)
     week, messages = preview(request)
@@ -247,27 +279,25 @@ def _preview(args: argparse.Namespace) -> int:
         return EXIT_OK
     first = _first_recipient(args.recipients, messages[0].list_name)
     out: Path = args.out
+    files: dict[str, bytes] = {}
     written: list[str] = []
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        for n, message in enumerate(messages):
-            assert message.rendered is not None and message.template is not None
-            stem = "announcement" if n == 0 and message.kind == "announcement" else f"{message.kind}-{n}"
-            (out / f"{stem}.html").write_text(message.rendered.html, encoding="utf-8")
-            (out / f"{stem}.txt").write_text(message.rendered.text, encoding="utf-8")
-            (out / f"{stem}.eml").write_bytes(message.template.personalise(first))
-            written += [f"{out / stem}.html ({len(message.rendered.html.encode()) // 1024} KB)", f"{out / stem}.txt"]
-            if message.rendered.page_name:
-                (out / message.rendered.page_name).write_text(message.rendered.page, encoding="utf-8")
-                written.append(str(out / message.rendered.page_name))
-            written.append(f"{out / stem}.eml (as {first.addr} gets it)")
-            if n:
-                print(f"\n{'=' * 72}\n")
-            print(f"Subject: {message.rendered.subject}\n")
-            print(message.rendered.text, end="")
-    except OSError as err:
-        raise ConfigError(f"{out}: cannot write the preview: {err.strerror}") from err
-    print(f"Wrote {', '.join(written)}", file=sys.stderr)
+    for n, message in enumerate(messages):
+        assert message.rendered is not None and message.template is not None
+        stem = "announcement" if n == 0 and message.kind == "announcement" else f"{message.kind}-{n}"
+        files[f"{stem}.html"] = message.rendered.html.encode()
+        files[f"{stem}.txt"] = message.rendered.text.encode()
+        written += [f"{out / stem}.html ({len(message.rendered.html.encode()) // 1024} KB)", f"{out / stem}.txt"]
+        if message.rendered.page_name:
+            files[message.rendered.page_name] = message.rendered.page.encode()
+            written.append(str(out / message.rendered.page_name))
+        files[f"{stem}.eml"] = message.template.personalise(first)
+        written.append(f"{out / stem}.eml (as {first.addr} gets it)")
+        if n:
+            print(f"\n{'=' * 72}\n")
+        print(printable(f"Subject: {message.rendered.subject}\n"))
+        print(printable(message.rendered.text), end="")
+    write_files(out, files)
+    print(printable(f"Wrote {', '.join(written)}"), file=sys.stderr)
     if args.open:
         import webbrowser
 
@@ -353,18 +383,28 @@ _COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run a command; return its exit code. Only MailerError is caught: anything else is a bug."""
+    """Run a command; return its exit code. MailerError is the user's to fix; anything else is a bug (70)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)
     except MailerError as err:
         for line in err.lines():
-            print(f"error: {line}", file=sys.stderr)
+            print(f"error: {printable(line)}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         # (During delivery SIGINT is handled by dispatch: in-flight messages finish and are recorded.)
         print("interrupted: run the command again; whatever was sent is recorded and not sent twice", file=sys.stderr)
         return EXIT_TEMPFAIL
+    except Exception as err:  # a bug: one line here, the traceback in a file
+        report = write_crash_report(err, folder=getattr(args, "state", None), argv=argv)
+        where = f"the full traceback is in {report}" if report else "the traceback could not be written to a file"
+        print(
+            f"error: internal error ({type(err).__name__}), a bug in seminar-mailer, not in your input; "
+            f"{where}: please report it",
+            file=sys.stderr,
+        )
+        return EXIT_SOFTWARE
 
 
 def run() -> None:

@@ -114,15 +114,67 @@ def _is_loopback(host: str) -> bool:
 def _number(
     env: Mapping[str, str], name: str, default: str, kind: type[int] | type[float], low: float, high: float
 ) -> float:
-    """A numeric setting: finite, of ``kind``, from ``low`` to ``high``; else an error naming it."""
+    """A finite number from ``low`` to ``high``: "nan", "inf" and "1e999" are refused by name."""
     raw = (env.get(name) or default).strip()
     try:
         value = kind(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a number; wanted e.g. {name}={default}") from None
-    if not math.isfinite(value) or not low <= value <= high:
-        raise ConfigError(f"{name}={raw!r} is out of range; wanted a number from {low:g} to {high:g}")
+    wanted = f"wanted a number from {low:g} to {high:g}"
+    if not math.isfinite(value):
+        raise ConfigError(f"{name}={raw!r} is not a finite number; {wanted}")
+    if value < low:
+        raise ConfigError(f"{name}={raw!r} is too small; {wanted}")
+    if value > high:
+        raise ConfigError(f"{name}={raw!r} is too large; {wanted}")
     return value
+
+
+# A host name (LDH labels, IDNA already applied by the organiser) or an IP address; nothing else can
+# reach the socket layer, so a line break or a space in SMTP_HOST is an error, not an SMTP command.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST_RE = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*\.?")
+
+
+def _host(raw: str) -> str:
+    host = raw.strip()
+    if not host:
+        raise ConfigError(
+            "SMTP_HOST is not set; wanted the SMTP server's name, e.g. SMTP_HOST=smtp.example.org "
+            "(in the environment or in .env)"
+        )
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        pass
+    else:
+        return host.strip("[]")
+    if not host.isascii():
+        from mailer.address import ascii_domain
+
+        try:
+            host = ascii_domain(host)
+        except ValueError:
+            host = raw
+    if not _HOST_RE.fullmatch(host):
+        raise ConfigError(f"SMTP_HOST={raw!r} is not a host name or IP address; wanted e.g. SMTP_HOST=smtp.example.org")
+    return host
+
+
+def _envelope_from(raw: str | None) -> str | None:
+    """MAILER_ENVELOPE_FROM: one bare ASCII address, as MAIL FROM carries it."""
+    if not raw:
+        return None
+    from mailer.address import parse_address
+
+    address = parse_address(raw)
+    if address is None or address.name or "<" in raw or address.needs_smtputf8:
+        raise ConfigError(
+            f"MAILER_ENVELOPE_FROM={raw!r} is not a plain address; wanted one address such as "
+            "MAILER_ENVELOPE_FROM=bounces@example.org (no name, no angle brackets, ASCII before the @)"
+        )
+    return address.ascii_addr
+
 
 
 AUTH_MODES = ("password", "xoauth2", "none")
@@ -135,12 +187,7 @@ def smtp_settings(env: Mapping[str, str], *, state: Path | None = None) -> SmtpS
     (default MAILER_STATE or state/).
     """
     env = with_preset(env)
-    host = env.get("SMTP_HOST", "").strip()
-    if not host:
-        raise ConfigError(
-            "SMTP_HOST is not set; wanted the SMTP server's name, e.g. SMTP_HOST=smtp.example.org "
-            "(in the environment or in .env)"
-        )
+    host = _host(env.get("SMTP_HOST", ""))
     security = (env.get("SMTP_SECURITY") or "starttls").strip().lower()
     if security not in SECURITY_MODES:
         raise ConfigError(
@@ -183,7 +230,7 @@ def smtp_settings(env: Mapping[str, str], *, state: Path | None = None) -> SmtpS
         rate=_number(env, "MAILER_RATE", "0", float, 0, 1e6),
         attempts=int(_number(env, "MAILER_ATTEMPTS", "3", int, 1, 100)),
         backoff=_number(env, "MAILER_BACKOFF", "2", float, 0, 3600),
-        envelope_from=env.get("MAILER_ENVELOPE_FROM") or None,
+        envelope_from=_envelope_from(env.get("MAILER_ENVELOPE_FROM")),
         pipelining=_switch(env, "MAILER_PIPELINING", default=True),
         oauth=oauth,
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 EXIT_OK = 0
 EXIT_FAILED = 1  # some recipients failed permanently
 EXIT_INVALID = 2  # invalid input or configuration: nothing was sent
+EXIT_SOFTWARE = 70  # EX_SOFTWARE: a bug in seminar-mailer; the traceback went to a file
 EXIT_TEMPFAIL = 75  # EX_TEMPFAIL: deferred recipients remain, or another run holds the lock
 
 

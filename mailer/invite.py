@@ -13,11 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import icalendar
-from markdown_it import MarkdownIt
 
+from mailer.links import plain
 from mailer.schedule import Schedule, Seminar
-
-_PLAIN = MarkdownIt("commonmark", {"html": False})
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,22 +25,6 @@ class Event:
     seminar: Seminar
     uid: str
     sequence: int
-
-
-def _plain(markdown: str) -> str:
-    """Markdown to plain text for DESCRIPTION: keep the words and the link targets."""
-    tokens = _PLAIN.parse(markdown)
-    out: list[str] = []
-    for token in tokens:
-        if token.type == "inline" and token.children is not None:
-            parts = []
-            for child in token.children:
-                if child.type in ("text", "code_inline"):
-                    parts.append(child.content)
-                elif child.type in ("softbreak", "hardbreak"):
-                    parts.append(" ")
-            out.append("".join(parts))
-    return "\n\n".join(out)
 
 
 def method(seminars: Sequence[Seminar]) -> str:
@@ -81,7 +63,7 @@ def build_invite(schedule: Schedule, events: Sequence[Event], *, now: dt.datetim
         else:
             event.add("status", "CONFIRMED")
         if seminar.abstract:
-            description.append(_plain(seminar.abstract))
+            description.append(plain(seminar.abstract))
         if seminar.zoom:
             description.append(f"Zoom: {seminar.zoom}")
         description.append(f"More information: {series.info_url}")

@@ -158,13 +158,17 @@ def build_message(
     )
 
 
+def first_events(schedule: Schedule, week: Week) -> list[Event]:
+    """The week's seminars as first announced: identities as first assigned, first revisions."""
+    from mailer.plan import derived_uid, first_revision
+
+    return [Event(s, derived_uid(schedule, s), first_revision(s)) for s in week.seminars]
+
+
 def build_announcement(
     schedule: Schedule, week: Week, rendered: Rendered, *, now: dt.datetime, token_key: bytes
 ) -> MessageTemplate:
-    """The first announcement of ``week`` (identities as first assigned, revision 0): for preview
-    and tests of a week on its own; ``dispatch`` builds every message of a real run."""
-    from mailer.plan import derived_uid, first_revision
-
-    uids = [derived_uid(schedule, s) for s in week.seminars]
-    events = [Event(s, uid, first_revision(s)) for s, uid in zip(week.seminars, uids, strict=True)]
-    return build_message(schedule, events, rendered, key="+".join(uids), now=now, token_key=token_key)
+    """The first announcement of ``week``: for tests and checks of a week on its own; ``dispatch``
+    builds every message of a real run, with the identities and revisions the ledger remembers."""
+    events = first_events(schedule, week)
+    return build_message(schedule, events, rendered, key="+".join(e.uid for e in events), now=now, token_key=token_key)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from mailer.errors import Problem
@@ -173,14 +173,22 @@ def _start_of(fields: Mapping[str, object]) -> tuple[object, object]:
     return fields.get("date"), fields.get("time")
 
 
-_STEPS = (
-    ("start", lambda s, f: (s.date.isoformat(), s.start.strftime("%H:%M")) == _start_of(f)),
-    ("date", lambda s, f: s.date.isoformat() == f.get("date")),
-    (
-        "speaker or title",
-        lambda s, f: _slug(s.speaker) == _slug(str(f.get("speaker")))
-        or (bool(s.title) and s.title == f.get("title")),
-    ),
+def _same_start(s: Seminar, f: Mapping[str, object]) -> bool:
+    return (s.date.isoformat(), s.start.strftime("%H:%M")) == _start_of(f)
+
+
+def _same_date(s: Seminar, f: Mapping[str, object]) -> bool:
+    return s.date.isoformat() == f.get("date")
+
+
+def _same_speaker_or_title(s: Seminar, f: Mapping[str, object]) -> bool:
+    return _slug(s.speaker) == _slug(str(f.get("speaker"))) or (bool(s.title) and s.title == f.get("title"))
+
+
+_STEPS: tuple[tuple[str, Callable[[Seminar, Mapping[str, object]], bool]], ...] = (
+    ("start", _same_start),
+    ("date", _same_date),
+    ("speaker or title", _same_speaker_or_title),
 )
 
 
@@ -198,14 +206,16 @@ def identify(schedule: Schedule, remembered: tuple[Remembered, ...]) -> tuple[di
         if s.id is not None:
             for r in remembered:
                 if free(r) and s.id in (r.pinned, r.key):
-                    matched[i], _ = r, taken.add(r.key)
+                    matched[i] = r
+                    taken.add(r.key)
                     break
     uid = {i: derived_uid(schedule, s) for i, s in enumerate(seminars)}
     for i, _s in enumerate(seminars):  # 2. first-announcement identity (date and speaker)
         if i not in matched:
             for r in remembered:
                 if free(r) and r.uid == uid[i] and r.pinned is None:
-                    matched[i], _ = r, taken.add(r.key)
+                    matched[i] = r
+                    taken.add(r.key)
                     break
     for step, test in _STEPS:  # 3-5: only among remembered seminars whose fields are known
         open_s = [i for i, s in enumerate(seminars) if i not in matched]
@@ -220,7 +230,8 @@ def identify(schedule: Schedule, remembered: tuple[Remembered, ...]) -> tuple[di
             rivals_s = [p for p in pairs if p[0] == i]
             rivals_r = [p for p in pairs if p[1].key == r.key]
             if len(rivals_s) == 1 and len(rivals_r) == 1:
-                matched[i], _ = r, taken.add(r.key)
+                matched[i] = r
+                taken.add(r.key)
             elif (i, r) == (rivals_s + rivals_r)[0]:
                 names = {f"{(q.fields or {}).get('date')} {(q.fields or {}).get('speaker')}" for _, q in rivals_s}
                 names |= {f"{seminars[j].date} {seminars[j].speaker}" for j, _ in rivals_r}
@@ -331,7 +342,7 @@ def plan(
     for r in unmatched:
         if r.fields is None:
             continue
-        gone = dict(r.fields)
+        gone: dict[str, object] = dict(r.fields)
         seminar = seminar_from_fields(schedule, gone)
         if seminar.start <= now:
             continue
@@ -348,14 +359,14 @@ def plan(
             revision = r.revision
         ident = Identity(replace(seminar, cancelled=str(gone["cancelled"])), r.key, r.uid, revision, r)
         targets.append((ident, gone))
-    for ident, new in targets:
+    for ident, target in targets:
         for told in sorted(memory.known.get(ident.key, frozenset())):
             if told >= ident.revision:
                 continue
             old = memory.fields.get((ident.key, told))
-            if old is None or not (what := changes(old, new)):
+            if old is None or not (what := changes(old, target)):
                 continue
-            kind = CANCELLATION if new.get("cancelled") is not None and old.get("cancelled") is None else CHANGE
+            kind = CANCELLATION if target.get("cancelled") is not None and old.get("cancelled") is None else CHANGE
             key = f"{kind}:{ident.key}:{told}-{ident.revision}"
             dues.append(Due(kind, key, (ident,), from_revision=told, changes=what, old=old))
 

@@ -8,10 +8,11 @@ Invalid lines become problems (``check`` reports them, ``send`` warns and skips 
 from __future__ import annotations
 
 import csv
-import io
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mailer.address import Address, parse_address
 from mailer.errors import ConfigError, Problem
@@ -60,33 +61,55 @@ def _check(path: Path, line: int, raw: str, column: int = 1) -> Entry:
 def read_entries(path: Path) -> Iterator[Entry]:
     """Yield every non-blank, non-comment line of a list file, parsed. Streams: memory stays flat."""
     try:
-        handle = path.open(encoding="utf-8", newline="")
+        handle = path.open("rb")
     except OSError as err:
         raise ConfigError(f"{path}: cannot read the list: {err.strerror}") from err
     with handle:
+        lines = _decoded(path, handle)
+        if path.suffix == ".csv":  # the csv module ends a row at a lone CR too: hand it over as a line end
+            yield from _csv_entries(path, (part for line in lines for part in _LONE_CR.split(line)))
+            return
+        for number, line in enumerate(lines, start=1):
+            text = line.rstrip("\r\n")
+            stripped = text.strip()
+            if not stripped or stripped.startswith("#"):
+                continue
+            yield _check(path, number, text, len(text) - len(text.lstrip()) + 1)
+
+
+_LONE_CR = re.compile(r"(?<=\r)(?!\n)(?=.)", re.S)
+
+
+def _decoded(path: Path, handle: Iterable[bytes]) -> Iterator[str]:
+    """Lines (split at LF only: a stray CR stays inside its line and makes it invalid), decoded one by one
+    so that a byte that is not UTF-8 is reported at its own line and column."""
+    for number, raw in enumerate(handle, start=1):
         try:
-            if path.suffix == ".csv":
-                yield from _csv_entries(path, handle)
-                return
-            for number, line in enumerate(handle, start=1):
-                text = line.rstrip("\r\n")
-                stripped = text.strip()
-                if not stripped or stripped.startswith("#"):
-                    continue
-                yield _check(path, number, text, len(text) - len(text.lstrip()) + 1)
+            yield raw.decode("utf-8")
         except UnicodeDecodeError as err:
-            raise ConfigError(f"{path}: the file is not valid UTF-8; wanted it saved as UTF-8") from err
+            column = len(raw[: err.start].decode("utf-8", "replace")) + 1
+            raise ConfigError(
+                f"{path}:{number}:{column}: the file is not valid UTF-8; wanted it saved as UTF-8"
+            ) from err
 
 
-def _csv_entries(path: Path, handle: io.TextIOBase) -> Iterator[Entry]:
-    reader = csv.reader(handle)
+def _csv_entries(path: Path, lines: Iterator[str]) -> Iterator[Entry]:
+    reader = csv.reader(lines)
+    try:
+        yield from _csv_rows(path, reader)
+    except csv.Error as err:
+        raise ConfigError(f'{path}:{reader.line_num}:1: {err}; wanted one row a line, fields quoted with "') from err
+
+
+def _csv_rows(path: Path, reader: Any) -> Iterator[Entry]:
     header = next(reader, None)
     columns = [c.strip().lower() for c in header] if header else []
     if "email" not in columns:
         raise ConfigError(f"{path}:1:1: the CSV header is {header!r}; wanted the header row email,name")
     email_at, name_at = columns.index("email"), columns.index("name") if "name" in columns else None
+    next_start = reader.line_num + 1  # a row is reported where it starts: a quoted field may span lines
     for row in reader:
-        number = reader.line_num
+        number, next_start = next_start, reader.line_num + 1
         if not any(cell.strip() for cell in row) or row[0].lstrip().startswith("#"):
             continue
         if len(row) <= email_at:

@@ -6,6 +6,7 @@ raw HTML escaped, MJML is compiled without web fonts or includes, and the inline
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Sequence
@@ -14,11 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jinja2
-from markdown_it import MarkdownIt
 from markupsafe import Markup
 
 from mailer.errors import TemplateError
-from mailer.schedule import Schedule, Seminar, Week
+from mailer.links import HTML_MARKDOWN, sanitise
+from mailer.schedule import Schedule, Seminar, Series, Week
 
 if TYPE_CHECKING:
     from mailer.plan import Change
@@ -34,9 +35,9 @@ CHANGE_SUBJECT = "change_subject.txt.j2"
 CHANGE_TEXT = "change.txt.j2"
 CHANGE_MJML = "change.mjml.j2"
 
-# CommonMark with raw HTML off: "<script>" in an abstract becomes the text "&lt;script&gt;", and
-# markdown-it's validateLink drops javascript:, vbscript:, file: and data: links.
-_MARKDOWN = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+# The link policy (mailer/links.py) is one for all outputs: the HTML renders Markdown with raw HTML
+# off and only http(s)/mailto targets, and every text that reaches Markdown (text part, web page)
+# has any other link escaped by ``sanitise`` before a template sees it.
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,12 +54,16 @@ class Rendered:
 
 def _markdown(text: str | None) -> Markup:
     # Safe: the parser runs with html=False, so every "<" from the YAML arrives escaped.
-    return Markup(_MARKDOWN.render(text or ""))  # noqa: S704
+    return Markup(HTML_MARKDOWN.render(text or ""))  # noqa: S704
 
 
 def _neutralise_html(text: str) -> str:
-    """Keep text for a Markdown web page from opening HTML tags (Jekyll passes raw HTML)."""
-    return text.replace("<", "&lt;")
+    """Keep text for a Markdown web page from opening HTML tags (Jekyll passes raw HTML), and from
+    running Liquid (``{{``, ``{%``) or adding kramdown attributes (``{:``) when Jekyll builds the page."""
+    text = text.replace("<", "&lt;")
+    for opening in ("{{", "{%", "{:"):
+        text = text.replace(opening, "&#123;" + opening[1:])
+    return text
 
 
 def _one_line(text: str) -> str:
@@ -85,12 +90,39 @@ def make_environment(templates: Path | None, *, html: bool) -> jinja2.Environmen
     return env
 
 
-def _context(schedule: Schedule, week: Week, *, reminder: bool = False) -> dict[str, Any]:
-    upcoming = () if reminder else week.upcoming
+_SEMINAR_TEXT = ("speaker", "affiliation", "title", "location", "cancelled")
+
+
+def _safe_seminar(seminar: Seminar, *, all_fields: bool) -> Seminar:
+    """The seminar with its Markdown fields (and, for Markdown outputs, every text field) link-safe."""
+    names = ("abstract", "bio", *(_SEMINAR_TEXT if all_fields else ()))
+    changes: dict[str, Any] = {
+        n: sanitise(v) for n in names if isinstance(v := getattr(seminar, n), str) and sanitise(v) != v
+    }
+    return dataclasses.replace(seminar, **changes) if changes else seminar
+
+
+def _safe_series(series: Series) -> Series:
+    changes: dict[str, Any] = {
+        n: sanitise(v) for n in ("name", "signature", "location") if sanitise(v := getattr(series, n)) != v
+    }
+    return dataclasses.replace(series, **changes) if changes else series
+
+
+def _context(
+    schedule: Schedule, week: Week, *, markdown_output: bool = True, reminder: bool = False
+) -> dict[str, Any]:
+    """What the templates see; for Markdown outputs (text, page, subject) every field link-safe."""
+    week = dataclasses.replace(
+        week,
+        seminars=tuple(_safe_seminar(s, all_fields=markdown_output) for s in week.seminars),
+        upcoming=() if reminder else tuple(_safe_seminar(s, all_fields=markdown_output) for s in week.upcoming),
+    )
+    upcoming = week.upcoming
     slots = {(s.start.strftime("%H:%M"), s.tz_label) for s in upcoming}
     common = next(iter(slots)) if len(slots) == 1 else None
     return {
-        "series": schedule.series,
+        "series": _safe_series(schedule.series) if markdown_output else schedule.series,
         "week": week,
         "seminars": week.seminars,
         "upcoming": upcoming,
@@ -116,8 +148,30 @@ def _render(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:
         raise TemplateError(f"template {err.name} not found in the template folders") from err
     except jinja2.UndefinedError as err:
         raise TemplateError(
-            f"{name}: {err.message}; wanted only the names documented in the README's template section"
+            f"{_where(env, name, err)}: {err.message}; "
+            "wanted only the names documented in the README's template section"
         ) from err
+    except Exception as err:  # a template's own expression failed ({{ 1 / 0 }}, a wrong method call)
+        raise TemplateError(
+            f"{_where(env, name, err)}: the template failed: {type(err).__name__}: {err}; "
+            "wanted expressions that work for every seminar (test with check)"
+        ) from err
+
+
+def _where(env: jinja2.Environment, name: str, err: BaseException) -> str:
+    """``path:line`` of the template line that raised ``err`` (Jinja maps its frames back to the file)."""
+    try:
+        filename = env.get_template(name).filename
+    except jinja2.TemplateError:
+        filename = None
+    line = None
+    traceback = err.__traceback__
+    while traceback is not None:
+        if filename is not None and traceback.tb_frame.f_code.co_filename == filename:
+            line = traceback.tb_lineno
+        traceback = traceback.tb_next
+    where = filename or name
+    return f"{where}:{line}" if line is not None else where
 
 
 def _no_include(path: str) -> str:
@@ -134,6 +188,7 @@ def compile_mjml(source: str, *, name: str = MJML) -> str:
         raise TemplateError(f"{name}: MJML could not be compiled: {err}") from err
 
 
+_HEADER_UNSAFE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]")  # what address.header_text refuses
 _EXTERNAL_CSS = re.compile(r"@import\s+(?:url\()?[^;]*;|<link\b[^>]*rel=[\"']?stylesheet[^>]*>", re.I)
 
 
@@ -162,15 +217,25 @@ def _html(templates: Path | None, name: str, context: dict[str, Any]) -> str:
     return inline_css(compile_mjml(_render(make_environment(templates, html=True), name, context), name=name))
 
 
+def _subject(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:
+    subject = _one_line(_render(env, name, context))
+    if bad := _HEADER_UNSAFE.search(subject):
+        raise TemplateError(
+            f"{name}: the subject holds the control character {bad.group()!r}; wanted one line of plain text"
+        )
+    return subject
+
+
 def render(schedule: Schedule, week: Week, *, templates: Path | None = None, reminder: bool = False) -> Rendered:
     """Render the announcement for ``week`` (or, with ``reminder``, the reminder of its one seminar)."""
-    context = _context(schedule, week, reminder=reminder)
+    context = _context(schedule, week, reminder=reminder)  # every text field link-safe: it ends up in Markdown
+    plain_context = _context(schedule, week, markdown_output=False, reminder=reminder)  # these escape themselves
     text_env = make_environment(templates, html=False)
-    subject = _one_line(_render(text_env, SUBJECT, context))
+    subject = _subject(text_env, SUBJECT, plain_context)
     text = _render(text_env, TEXT, context)
     page = _render(text_env, PAGE, {**context, "text": text})
     footer = _render(text_env, FOOTER, context)
-    html = _html(templates, MJML, {**context, "subject": subject})
+    html = _html(templates, MJML, {**plain_context, "subject": subject})
     first: Seminar = week.seminars[0]
     return Rendered(
         subject=subject,
@@ -186,10 +251,17 @@ def render_change(
     schedule: Schedule, seminar: Seminar, changes: Sequence[Change], *, kind: str, templates: Path | None = None
 ) -> Rendered:
     """Render a change or cancellation of ``seminar``: what changed, old -> new, and how it is now."""
-    context: dict[str, Any] = {"series": schedule.series, "seminar": seminar, "changes": changes, "kind": kind}
+    plain_context: dict[str, Any] = {"series": schedule.series, "seminar": seminar, "changes": changes, "kind": kind}
+    safe = [dataclasses.replace(c, old=sanitise(c.old), new=sanitise(c.new)) for c in changes]
+    context = {
+        **plain_context,
+        "series": _safe_series(schedule.series),
+        "seminar": _safe_seminar(seminar, all_fields=True),
+        "changes": safe,
+    }
     text_env = make_environment(templates, html=False)
-    subject = _one_line(_render(text_env, CHANGE_SUBJECT, context))
+    subject = _subject(text_env, CHANGE_SUBJECT, plain_context)
     text = _render(text_env, CHANGE_TEXT, context)
     footer = _render(text_env, FOOTER, context)
-    html = _html(templates, CHANGE_MJML, {**context, "subject": subject})
+    html = _html(templates, CHANGE_MJML, {**plain_context, "subject": subject})
     return Rendered(subject=subject, text=text, email_text=text + footer, html=html, page="", page_name="")

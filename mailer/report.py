@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from mailer.recipients import DUPLICATE, INVALID, SUPPRESSED
 from mailer.send import Outcome
+from mailer.terminal import printable
 
 if TYPE_CHECKING:
     from mailer.dispatch import MessageReport, Result, SeminarStatus
@@ -49,7 +50,8 @@ class Progress:
 def _header(message: MessageReport) -> str:
     subject = message.subject
     kind = _KIND.get(message.kind, message.kind)
-    return subject if subject.startswith(("Changed:", "Cancelled:", "Reminder:")) else f"{kind}: {subject}"
+    line = subject if subject.startswith(("Changed:", "Cancelled:", "Reminder:")) else f"{kind}: {subject}"
+    return printable(line)
 
 
 def print_result(result: Result) -> None:
@@ -58,7 +60,7 @@ def print_result(result: Result) -> None:
     if result.dry_run:
         print("Dry run: no connection opened, nothing sent.")
     for note in result.notes:
-        print(f"note: {note}")
+        print(printable(f"note: {note}"))
     due = [m for m in result.messages if m.due]
     if not due:
         if result.week is None:
@@ -95,13 +97,13 @@ def print_result(result: Result) -> None:
         if message.outcome is None:
             continue
         for address, detail in message.outcome.failed:
-            print(f"failed: {address.addr}: {detail}")
+            print(printable(f"failed: {address.addr}: {detail}"))  # the server wrote detail
         for address, detail in message.outcome.deferred:
-            print(f"deferred: {address.addr}: {detail}")
+            print(printable(f"deferred: {address.addr}: {detail}"))
         for address, detail in message.outcome.uncertain:
-            print(f"uncertain: {address.addr}: {detail}")
+            print(printable(f"uncertain: {address.addr}: {detail}"))
     if result.stopped:
-        print(f"Stopped early: {result.stopped}. Everyone not sent to stays due: run send again.")
+        print(f"Stopped early: {printable(result.stopped)}. Everyone not sent to stays due: run send again.")
     if result.unrecorded:
         print(
             f"warning: {result.unrecorded} results could not be recorded: those recipients may get a "
@@ -120,19 +122,19 @@ def print_status(seminars: list[SeminarStatus], suppressed: list[Suppression], *
         r = entry.remembered
         fields = r.fields or {}
         title = f"{fields.get('date', '?')} {fields.get('time', '')} {fields.get('speaker', r.key)}"
-        print(f"{title}  (revision {r.revision}, uid {r.uid})")
+        print(printable(f"{title}  (revision {r.revision}, uid {r.uid})"))
         for kind, subject, counts, first, last in entry.messages:
             total = sum(counts.values())
             sent = counts.get("sent", 0)
             when = f", {_local(first, tz)} to {_local(last, tz)}" if first else ""
-            print(f"  {_KIND.get(kind, kind):<13} sent to {sent} of {total}{when}: {subject}")
+            print(printable(f"  {_KIND.get(kind, kind):<13} sent to {sent} of {total}{when}: {subject}"))
             for state in ("deferred", "failed", "uncertain"):
                 if counts.get(state):
                     print(f"  {'':<13} {state}: {counts[state]}")
     if suppressed:
         print(f"Suppressed ({len(suppressed)}; `seminar-mailer unsuppress ADDRESS` lets one receive mail again):")
         for s in suppressed:
-            print(f"  {s.address}: {s.reason}")
+            print(printable(f"  {s.address}: {s.reason}"))
 
 
 def _local(text: str | None, tz: dt.tzinfo) -> str:

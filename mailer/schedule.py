@@ -9,11 +9,11 @@ import unicodedata
 import zoneinfo
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from mailer import yamlfile
 from mailer.address import Address, parse_address
 from mailer.errors import Problem, ScheduleError
+from mailer.links import normalise_url
 from mailer.yamlfile import Mapping, Node, Scalar, Sequence, describe
 
 
@@ -61,6 +61,13 @@ class Series:
         return self.unsubscribe_email or self.sender
 
 
+# Letters that Unicode does not decompose into an ASCII letter and a mark (ø is not o + ◌̸).
+_TRANSLITERATE = str.maketrans(
+    {"ø": "o", "Ø": "O", "æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE", "ß": "ss", "đ": "d", "Đ": "D", "ð": "d"}
+    | {"Ð": "D", "ł": "l", "Ł": "L", "þ": "th", "Þ": "Th", "ı": "i", "ħ": "h", "Ħ": "H", "ŋ": "ng", "Ŋ": "NG"}
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Seminar:
     date: dt.date
@@ -79,7 +86,9 @@ class Seminar:
 
     @property
     def end(self) -> dt.datetime:
-        return self.start + dt.timedelta(minutes=self.duration)
+        """Exactly ``duration`` minutes later, also across a clock change (arithmetic in UTC)."""
+        end = self.start.astimezone(dt.UTC) + dt.timedelta(minutes=self.duration)
+        return end.astimezone(self.start.tzinfo)
 
     @property
     def tz_label(self) -> str:
@@ -92,7 +101,7 @@ class Seminar:
 
     @property
     def slug(self) -> str:
-        text = unicodedata.normalize("NFKD", self.title or self.speaker)
+        text = unicodedata.normalize("NFKD", (self.title or self.speaker).translate(_TRANSLITERATE))
         text = text.encode("ascii", "ignore").decode().lower()
         return re.sub(r"[^a-z0-9]+", "-", text).strip("-")[:60].strip("-") or "seminar"
 
@@ -115,6 +124,7 @@ class Week:
 
 # --- field readers: each returns the value or None after recording a problem -------------------
 
+YEARS = (1970, 2999)  # dates outside are typos; year 9999 would overflow the week arithmetic
 _LIST_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]")
 
@@ -206,34 +216,38 @@ class _Reader:
         if isinstance(node, Scalar) and node.error is not None:
             self.add(node, f"'{key}' {node.raw} is not a real date ({node.error}); wanted YYYY-MM-DD")
             return None
+        value: dt.date | None = None
         if isinstance(node, Scalar) and type(node.value) is dt.date:
-            return node.value
-        if isinstance(node, Scalar) and isinstance(node.value, str):
+            value = node.value
+        elif isinstance(node, Scalar) and isinstance(node.value, str):
             try:
-                return dt.date.fromisoformat(node.value)
+                value = dt.date.fromisoformat(node.value)
             except ValueError:
                 pass
-        self.add(node, f"'{key}' should be a date written YYYY-MM-DD, got {describe(node)}")
-        return None
+        if value is None:
+            self.add(node, f"'{key}' should be a date written YYYY-MM-DD, got {describe(node)}")
+        elif not YEARS[0] <= value.year <= YEARS[1]:
+            self.add(
+                node,
+                f"'{key}' {value.isoformat()} is in the year {value.year}; wanted a year from {YEARS[0]} to {YEARS[1]}",
+            )
+            value = None
+        return value
 
-    def url(self, node: Node | None, key: str) -> str | None:
+    def url(self, node: Node | None, key: str, *, unsubscribe: bool = False) -> str | None:
         raw = self.text(node, key)
         if raw is None or node is None:
             return None
         try:
-            parts = urlsplit(raw)
-            ok = parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in raw and len(raw) <= 500
-            parts.port  # noqa: B018  (raises ValueError on a bad port)
-        except ValueError:
-            ok = False
-        if not ok:
+            return normalise_url(raw, https_only=unsubscribe, for_list_header=unsubscribe)
+        except ValueError as err:
+            wanted = "https URL" if unsubscribe else "http(s) URL"
             self.add(
                 node,
-                f"'{key}' {raw!r} is not a valid web address; wanted an absolute "
-                "http(s) URL such as https://example.org/page",
+                f"'{key}' {raw!r} is not a valid web address: {err}; wanted an absolute "
+                f"{wanted} such as https://example.org/page (percent-encode special characters)",
             )
             return None
-        return raw
 
     def address(self, node: Node | None, key: str) -> Address | None:
         raw = self.text(node, key)
@@ -245,6 +259,14 @@ class _Reader:
                 node,
                 f"'{key}' {raw!r} is not a valid email address; wanted name@example.org or Name <name@example.org>",
             )
+        elif address.needs_smtputf8:
+            # From, Reply-To and List-Unsubscribe must reach every subscriber's server, SMTPUTF8 or not.
+            self.add(
+                node,
+                f"'{key}' {raw!r} has non-ASCII letters before the @, which a mail header can carry only "
+                "to servers that support SMTPUTF8; wanted an ASCII address (the name may be in any script)",
+            )
+            return None
         return address
 
     def zone(self, node: Node | None, key: str) -> zoneinfo.ZoneInfo | None:
@@ -278,7 +300,7 @@ _SEMINAR_OPTIONAL = (
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
-def _reminder(r: _Reader, node: Node | None) -> Reminder | None | bool:
+def _reminder(r: _Reader, node: Node | None) -> Reminder | bool | None:
     """``"09:00"`` (on the day) or ``2h``/``90m`` (before the start); False after a problem."""
     if node is None:
         return None
@@ -324,7 +346,7 @@ def _series(r: _Reader, node: Node) -> Series | None:
         list_name=list_name,
         upcoming=r.integer(v("upcoming"), "upcoming", low=0, high=50) if "upcoming" in m.values else 4,
         reply_to=r.address(v("reply_to"), "reply_to"),
-        unsubscribe_url=r.url(v("unsubscribe_url"), "unsubscribe_url"),
+        unsubscribe_url=r.url(v("unsubscribe_url"), "unsubscribe_url", unsubscribe=True),
         unsubscribe_email=r.address(v("unsubscribe_email"), "unsubscribe_email"),
         reminder=_reminder(r, v("reminder")),
     )
@@ -373,9 +395,13 @@ def _seminar(r: _Reader, node: Node, series: Series | None) -> Seminar | None:
     if None in (day, time, duration, speaker, location) or series is None or cancelled is False:
         return None
     assert day is not None and time is not None and duration is not None and speaker and location
+    start = local_start(day, time, series.timezone)
+    if isinstance(start, str):
+        r.add(m.values.get("time") or m.values["date"], start)
+        return None
     return Seminar(
         date=day,
-        start=dt.datetime.combine(day, time, tzinfo=series.timezone),
+        start=start,
         duration=duration,
         speaker=speaker,
         affiliation=optional_text["affiliation"],
@@ -387,6 +413,46 @@ def _seminar(r: _Reader, node: Node, series: Series | None) -> Seminar | None:
         cancelled=cancelled if isinstance(cancelled, str) else None,
         line=m.line,
         id=pinned,
+    )
+
+
+def _wall(moment: dt.datetime, zone: zoneinfo.ZoneInfo) -> dt.datetime:
+    """The clock on the wall in ``zone`` at ``moment`` (via UTC: astimezone to its own zone is a no-op)."""
+    return moment.astimezone(dt.UTC).astimezone(zone).replace(tzinfo=None)
+
+
+def local_start(day: dt.date, time: dt.time, zone: zoneinfo.ZoneInfo) -> dt.datetime | str:
+    """The aware start of a seminar, or why that local time does not exist.
+
+    A time that happens twice (when clocks go back) is taken at its first occurrence, still in summer
+    time: fold=0, the rule RFC 5545 (3.3.5) gives calendars. A time skipped when clocks go forward is
+    an error naming the nearest valid times on either side of the gap.
+    """
+    start = dt.datetime.combine(day, time, tzinfo=zone)
+    if _wall(start, zone) == start.replace(tzinfo=None):
+        return start
+    # In the gap, fold=0 reads the time with the offset before the change, fold=1 with the one after:
+    # the change itself lies between the two readings; find it to the minute.
+    low = start.replace(fold=1).astimezone(dt.UTC)
+    high = start.astimezone(dt.UTC)
+    low, high = min(low, high), max(low, high)
+    before = low.astimezone(zone).utcoffset()
+    while high - low > dt.timedelta(minutes=1):
+        mid = low + (high - low) / 2
+        if mid.astimezone(zone).utcoffset() == before:
+            low = mid
+        else:
+            high = mid
+    assert before is not None
+    last, first, jump = _wall(low, zone), _wall(high, zone), (high + before).replace(tzinfo=None)
+
+    def show(wall: dt.datetime) -> str:
+        return f"{wall:%H:%M}" if wall.date() == day else f"{wall:%Y-%m-%d %H:%M}"
+
+    return (
+        f"{day.isoformat()} {time:%H:%M} does not exist in {zone.key}: the clocks jump from "
+        f"{show(jump)} to {show(first)} that night; wanted a time outside the gap, "
+        f'the nearest being "{show(last)}" or "{show(first)}"'
     )
 
 
@@ -441,6 +507,6 @@ def week_of(schedule: Schedule, today: dt.date) -> Week | None:
     this_week = tuple(s for s in schedule.seminars if monday <= s.date <= sunday)
     if not this_week:
         return None
-    later = (s for s in schedule.seminars if s.date > sunday and not s.is_cancelled)
+    later = (s for s in schedule.seminars if s.date > sunday)  # cancelled ones are listed as cancelled
     upcoming = tuple(s for _, s in zip(range(schedule.series.upcoming), later, strict=False))
     return Week(monday=monday, seminars=this_week, upcoming=upcoming)

@@ -19,6 +19,7 @@ from mailer.errors import Problem, ScheduleError
 
 MAX_BYTES = 1_000_000  # a year of weekly seminars with long abstracts is ~100 KB
 MAX_NODES = 20_000  # nodes after alias expansion; a real schedule has a few hundred
+MAX_DEPTH = 32  # lists and mappings inside each other; a schedule needs 3
 
 _TAG = "tag:yaml.org,2002:"
 _SCALAR_TAGS = {_TAG + t for t in ("str", "int", "float", "bool", "null", "timestamp")}
@@ -89,6 +90,7 @@ class _Builder:
         self.loader = loader
         self.budget = MAX_NODES
         self.problems: list[Problem] = []
+        self.open: set[int] = set()  # the lists and mappings being built: an alias to one is a loop
 
     def problem(self, node: yaml.Node, message: str) -> None:
         line, col = _pos(node.start_mark)
@@ -117,10 +119,20 @@ class _Builder:
             return Scalar(line, col, value=None, raw="", quoted=False, error="disallowed tag")
         if isinstance(node, yaml.ScalarNode):
             return self.scalar(node, line, col)
-        if isinstance(node, yaml.SequenceNode):
-            return Sequence(line, col, items=[self.build(item) for item in node.value])
-        assert isinstance(node, yaml.MappingNode)
-        return self.mapping(node, line, col)
+        if id(node) in self.open:
+            # `series: &a [*a]`: an alias inside the very list or mapping it names.
+            self.problem(
+                node, "an alias refers to the list or mapping that holds it, a loop; wanted the values written out"
+            )
+            return Scalar(line, col, value=None, raw="", quoted=False, error="alias loop")
+        self.open.add(id(node))
+        try:
+            if isinstance(node, yaml.SequenceNode):
+                return Sequence(line, col, items=[self.build(item) for item in node.value])
+            assert isinstance(node, yaml.MappingNode)
+            return self.mapping(node, line, col)
+        finally:
+            self.open.discard(id(node))
 
     def scalar(self, node: yaml.ScalarNode, line: int, col: int) -> Scalar:
         quoted = node.style in ("'", '"')
@@ -170,6 +182,102 @@ def _tab_problems(path: Path, text: str) -> list[Problem]:
     return problems
 
 
+_OPEN = (
+    yaml.BlockMappingStartToken,
+    yaml.BlockSequenceStartToken,
+    yaml.FlowMappingStartToken,
+    yaml.FlowSequenceStartToken,
+)
+_CLOSE = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
+
+
+def _depth_problem(path: Path, text: str) -> Problem | None:
+    """Refuse deep nesting before composing: PyYAML's composer recurses once per level."""
+    depth = 0
+    try:
+        for token in yaml.scan(text, Loader=yaml.SafeLoader):
+            if isinstance(token, _OPEN):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    line, col = _pos(token.start_mark)
+                    return Problem(
+                        path, line, col, f"lists or mappings nested more than {MAX_DEPTH} deep; wanted a plain schedule"
+                    )
+            elif isinstance(token, _CLOSE):
+                depth -= 1
+    except yaml.YAMLError:
+        return None  # the composer reports it, with its position
+    return None
+
+
+def _tokens_before(text: str, mark: yaml.Mark) -> list[yaml.Token]:
+    """The tokens that scan cleanly before ``mark`` (at most the last two are kept)."""
+    kept: list[yaml.Token] = []
+    try:
+        for token in yaml.scan(text, Loader=yaml.SafeLoader):
+            if token.start_mark.index >= mark.index:
+                break
+            kept = [*kept[-1:], token]
+    except yaml.YAMLError:
+        pass
+    return kept
+
+
+def _quoted_value(line: str) -> str:
+    """Suggest ``key: "value"`` for a source line ``key: value``."""
+    indent = line[: len(line) - len(line.lstrip(" -"))]
+    key, _, value = line.strip(" -").partition(": ")
+    value = value.strip().replace("\\", "\\\\").replace('"', '\\"')
+    return f'{indent.strip() + " " if indent.strip() else ""}{key}: "{value}"'
+
+
+def _syntax_problem(path: Path, text: str, err: yaml.MarkedYAMLError) -> Problem:
+    """Say in plain words what the commonest YAML mistakes are, at the line where they were made."""
+    problem = err.problem or ""
+    mark = err.problem_mark or err.context_mark
+    lines = text.splitlines()
+    wanted = "wanted valid YAML (check quotes, colons and indentation)"
+    if "mapping values are not allowed" in problem and mark is not None and mark.line < len(lines):
+        suggestion = _quoted_value(lines[mark.line])
+        return Problem(
+            path,
+            mark.line + 1,
+            mark.column + 1,
+            "a colon followed by a space inside a value makes YAML read a second key; "
+            f"wanted the value in quotes: {suggestion}",
+        )
+    if "end of stream" in problem and "quoted scalar" in (err.context or "") and err.context_mark is not None:
+        quote = text[err.context_mark.index] if err.context_mark.index < len(text) else '"'
+        return Problem(
+            path,
+            *_pos(err.context_mark),
+            f"this {quote} is never closed; wanted the closing {quote} at the end of the value",
+        )
+    if mark is not None and problem.startswith("expected"):
+        before = _tokens_before(text, mark)
+        previous = before[-1] if before else None
+        if isinstance(previous, yaml.ScalarToken) and previous.style in ("'", '"'):
+            quote = previous.style
+            start, end = previous.start_mark, previous.end_mark
+            if start.line != end.line:
+                return Problem(
+                    path,
+                    *_pos(start),
+                    f"this {quote} is not closed on its line, so the value runs on to the {quote} on line "
+                    f"{end.line + 1}; wanted the closing {quote} at the end of the value",
+                )
+            hint = " (inside '...', write an apostrophe as '')" if quote == "'" else ""
+            return Problem(
+                path,
+                *_pos(mark),
+                f"text after the closing {quote} of a quoted value; wanted the whole value inside the quotes{hint}",
+            )
+    at_end = "end of stream" in problem and err.context_mark is not None
+    where = _pos(err.context_mark if at_end else mark)
+    what = " ".join(p for p in (err.context, problem) if p)
+    return Problem(path, *where, f"YAML syntax error: {what}; {wanted}")
+
+
 def load(path: Path) -> tuple[Node, list[Problem]]:
     """Compose ``path`` into positioned nodes, with the problems found on the way.
 
@@ -194,7 +302,16 @@ def load(path: Path) -> tuple[Node, list[Problem]]:
         ) from err
     if problems := _tab_problems(path, text):
         raise ScheduleError.from_problems(problems)
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # checks that every character is printable
+    except yaml.reader.ReaderError as err:
+        line = text.count("\n", 0, err.position) + 1
+        column = err.position - (text.rfind("\n", 0, err.position) + 1) + 1
+        raise ScheduleError.from_problems(
+            [Problem(path, line, column, f"the control character {chr(err.character)!r}; wanted printable text")]
+        ) from err
+    if problem := _depth_problem(path, text):
+        raise ScheduleError.from_problems([problem])
     try:
         root = loader.get_single_node()
         if root is None:
@@ -204,19 +321,13 @@ def load(path: Path) -> tuple[Node, list[Problem]]:
         builder = _Builder(path, loader)
         tree = builder.build(root)
     except yaml.MarkedYAMLError as err:
-        # An unclosed quote or bracket breaks at the end of the file; where it opened is what helps.
-        at_end = "end of stream" in (err.problem or "") and err.context_mark is not None
-        where = _pos(err.context_mark if at_end else (err.problem_mark or err.context_mark))
-        what = " ".join(p for p in (err.context, err.problem) if p)
-        raise ScheduleError.from_problems(
-            [
-                Problem(
-                    path, *where, f"YAML syntax error: {what}; wanted valid YAML (check quotes, colons and indentation)"
-                )
-            ]
-        ) from err
+        raise ScheduleError.from_problems([_syntax_problem(path, text, err)]) from err
     except yaml.YAMLError as err:
         raise ScheduleError.from_problems([Problem(path, None, None, f"YAML error: {err}")]) from err
+    except RecursionError as err:  # the depth scan should prevent it; a position-less message is the fallback
+        raise ScheduleError.from_problems(
+            [Problem(path, None, None, f"the document is nested too deeply; wanted at most {MAX_DEPTH} levels")]
+        ) from err
     finally:
         loader.dispose()
     return tree, builder.problems

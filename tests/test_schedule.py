@@ -54,7 +54,7 @@ CASES = [
         "tag !!python/object:os.system is not allowed",
     ),
     ("tab indentation", "    speaker: Joakim", "\t  speaker: Joakim", 20, "tab"),
-    ("yaml syntax", "title: Challenges in", 'title: "Challenges in', 16, "YAML syntax error"),
+    ("yaml syntax", "title: Challenges in", 'title: "Challenges in', 16, "is never closed"),
     ("boolean where text", "speaker: Joakim Lindblad", "speaker: NO", 20, "boolean false"),
     ("password in yaml", "  upcoming: 4\n", "  upcoming: 4\n  password: hunter2\n", 12, "environment"),
     (
