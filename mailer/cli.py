@@ -9,10 +9,14 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mailer import __version__
 from mailer.address import Address
 from mailer.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, EXIT_TEMPFAIL, ConfigError, MailerError
+
+if TYPE_CHECKING:
+    from mailer.subscribers import Subscribers
 
 _PATH_OPTIONS = {
     # option: (environment variable, default, help)
@@ -209,6 +213,7 @@ def _send(args: argparse.Namespace) -> int:
     from mailer.report import Progress, print_summary
     from mailer.schedule import load_schedule, week_of
     from mailer.send import deliver
+    from mailer.subscribers import StillWanted, Subscribers
 
     env = _env()
     schedule = load_schedule(args.schedule)
@@ -230,10 +235,11 @@ def _send(args: argparse.Namespace) -> int:
     path = list_file(args.recipients, series.list_name)
     announcement = announcement_id(schedule, week)
     suppressed_from = [args.recipients / UNSUBSCRIBED, args.state / SUPPRESSED_FILE]
+    store = Subscribers(args.state, series.list_name, create=not args.dry_run)  # serve, bounces, (un)subscribe
 
     if args.dry_run:
         done = Ledger(args.state, announcement).done() if (args.state / LEDGER_FILE).exists() else set()
-        counts = _count(path, suppressed_from, done)
+        counts = _count(path, suppressed_from, done, store)
         print_summary(counts, None, dry_run=True, subject=rendered.subject)
         return EXIT_OK
 
@@ -241,7 +247,7 @@ def _send(args: argparse.Namespace) -> int:
         ledger = Ledger(args.state, announcement, window=ledger_window(env))
         try:
             done = ledger.done()
-            counts = _count(path, suppressed_from, done)
+            counts = _count(path, suppressed_from, done, store)
             due = counts.get(DUE, 0)
             if due == 0:
                 print_summary(counts, None, dry_run=False, subject=rendered.subject)
@@ -254,7 +260,12 @@ def _send(args: argparse.Namespace) -> int:
             assert settings is not None
             recipients = (
                 e.recipient
-                for kind, e in classify(path, suppressed=suppressed_keys(suppressed_from), done=done)
+                for kind, e in classify(
+                    path,
+                    suppressed=suppressed_keys(suppressed_from) | store.unsubscribed_keys(),
+                    done=done,
+                    subscribers=store.confirmed(),
+                )
                 if kind == DUE and e.recipient is not None
             )
             progress = Progress(due, tty=sys.stderr.isatty())
@@ -266,6 +277,7 @@ def _send(args: argparse.Namespace) -> int:
                     ledger,
                     envelope_from=settings.envelope_from or series.sender.ascii_addr,
                     progress=progress,
+                    still_wanted=StillWanted(store),
                 )
             )
             progress.close()
@@ -278,12 +290,13 @@ def _send(args: argparse.Namespace) -> int:
     return EXIT_FAILED if outcome.failed else EXIT_OK
 
 
-def _count(path: Path, suppressed_from: list[Path], done: set[str]) -> dict[str, int]:
-    """One pass over the list: how many lines fall in each class; invalid lines are warned about."""
+def _count(path: Path, suppressed_from: list[Path], done: set[str], store: Subscribers) -> dict[str, int]:
+    """One pass over the list and the store: how many fall in each class; invalid lines are warned about."""
     from mailer.recipients import INVALID, classify, suppressed_keys
 
     counts: dict[str, int] = {}
-    for kind, entry in classify(path, suppressed=suppressed_keys(suppressed_from), done=done):
+    suppressed = suppressed_keys(suppressed_from) | store.unsubscribed_keys()
+    for kind, entry in classify(path, suppressed=suppressed, done=done, subscribers=store.confirmed()):
         counts[kind] = counts.get(kind, 0) + 1
         if kind == INVALID:
             print(f"warning: {entry.problem} (skipped)", file=sys.stderr)

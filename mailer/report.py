@@ -55,6 +55,8 @@ def print_summary(counts: dict[str, int], outcome: Outcome | None, *, dry_run: b
     if outcome is not None:
         print(f"  deferred           {len(outcome.deferred)}  (run again later: they are retried)")
         print(f"  failed permanently {len(outcome.failed)}  (added to state/suppressed.txt)")
+        if outcome.withdrawn:
+            print(f"  unsubscribed       {outcome.withdrawn}  (while this send ran: not sent)")
     print(f"  suppressed         {counts.get(SUPPRESSED, 0)}  (unsubscribed or bounced)")
     print(f"  duplicates         {counts.get(DUPLICATE, 0)}")
     print(f"  invalid lines      {counts.get(INVALID, 0)}  (skipped; run check)")

@@ -46,10 +46,11 @@ class Outcome:
     sent: int = 0
     deferred: list[tuple[Address, str]] = field(default_factory=list)
     failed: list[tuple[Address, str]] = field(default_factory=list)
+    withdrawn: int = 0  # unsubscribed while this send ran, before their message started: not sent, not marked
 
     @property
     def finished(self) -> int:
-        return self.sent + len(self.deferred) + len(self.failed)
+        return self.sent + len(self.deferred) + len(self.failed) + self.withdrawn
 
 
 def _reply(err: aiosmtplib.SMTPResponseException) -> str:
@@ -103,8 +104,13 @@ async def deliver(
     *,
     envelope_from: str,
     progress: Callable[[Outcome], None] = lambda _: None,
+    still_wanted: Callable[[str], bool] = lambda _: True,
 ) -> Outcome:
-    """Send ``template`` to each recipient once; record every result in ``ledger``."""
+    """Send ``template`` to each recipient once; record every result in ``ledger``.
+
+    ``still_wanted(key)`` is asked before each message (retries included): False skips that
+    recipient (an unsubscription that arrived during the send, subscribers.StillWanted).
+    """
     outcome = Outcome()
     sender = envelope_from.encode()
     queue: asyncio.Queue[tuple[Address, int] | None] = asyncio.Queue()
@@ -117,12 +123,15 @@ async def deliver(
     unreachable = 0  # connection attempts failed in a row, across workers
 
     def finish(recipient: Address, state: str, attempts: int, detail: str) -> None:
-        nonlocal outstanding
         ledger.mark(Mark(recipient.key, state, attempts, template.message_id(recipient), detail))
         if state == SENT:
             outcome.sent += 1
         else:
             (outcome.failed if state == FAILED else outcome.deferred).append((recipient, detail))
+        release()
+
+    def release() -> None:
+        nonlocal outstanding
         outstanding -= 1
         room.release()
         progress(outcome)
@@ -147,6 +156,10 @@ async def deliver(
         try:
             while (item := await queue.get()) is not None:
                 recipient, attempts = item
+                if not still_wanted(recipient.key):
+                    outcome.withdrawn += 1
+                    release()
+                    continue
                 attempts += 1
                 try:
                     if client is None:
