@@ -268,3 +268,55 @@ class StillWanted:
                 self._version = version
                 self._gone = self.store.unsubscribed_keys()
         return key not in self._gone
+
+
+@dataclass(frozen=True, slots=True)
+class RosterLine:
+    address: str
+    state: str  # subscribed, unsubscribed, duplicate, invalid
+    source: str  # where the address came from, and why it is unsubscribed
+
+
+@dataclass(frozen=True, slots=True)
+class Roster:
+    counts: dict[str, int]
+    pending: int
+    lines: list[RosterLine]
+
+
+def roster(list_path: Path, suppression_files: list[Path], store: Subscribers) -> Roster:
+    """Everyone the next send considers, as send classifies them, with where each came from."""
+    from mailer.recipients import DUE, DUPLICATE, SUPPRESSED, classify, read_entries
+
+    why: dict[str, str] = {}
+    for path in suppression_files:
+        if path.exists():
+            for entry in read_entries(path):
+                if entry.recipient is not None:
+                    why.setdefault(entry.recipient.key, f"{path}:{entry.line}")
+    records = {r.address.key: r for r in store.records()}
+    for key, stored in records.items():
+        if stored.state == UNSUBSCRIBED:
+            why.setdefault(key, f"{stored.source} on {stored.at[:10]}")
+    states = {DUE: "subscribed", SUPPRESSED: "unsubscribed", DUPLICATE: "duplicate"}
+    counts: dict[str, int] = {}
+    lines = []
+    for kind, entry in classify(list_path, suppressed=set(why), done=set(), subscribers=store.confirmed()):
+        state = states.get(kind, "invalid")
+        counts[state] = counts.get(state, 0) + 1
+        if entry.recipient is None:
+            lines.append(RosterLine("?", state, str(entry.problem)))
+            continue
+        key = entry.recipient.key
+        record = records.get(key)
+        source = (
+            f"{list_path}:{entry.line}"
+            if entry.line
+            else f"confirmed ({record.source}) on {record.at[:10]}"
+            if record
+            else "the store"
+        )
+        if state == "unsubscribed":
+            source += f"; unsubscribed: {why[key]}"
+        lines.append(RosterLine(entry.recipient.addr, state, source))
+    return Roster(counts, store.pending_count(now=time.time()), lines)
