@@ -295,7 +295,10 @@ async def send_confirmation(service: Service, address: Address, token: str) -> N
 
 
 class LimitBody:
-    """ASGI middleware: refuse bodies over ``limit`` bytes with 413, by Content-Length or as they stream."""
+    """ASGI middleware: refuse bodies over ``limit`` bytes with 413, by Content-Length or as they stream.
+
+    The body is read here in full (it is small) before the application sees the request.
+    """
 
     def __init__(self, app: Callable[..., Awaitable[None]], limit: int = MAX_BODY) -> None:
         self.app, self.limit = app, limit
@@ -308,39 +311,36 @@ class LimitBody:
         if length is not None and (not length.isdigit() or int(length) > self.limit):
             await self._refuse(send)
             return
-        seen, started = 0, False
-
-        async def counted_receive() -> Any:
-            nonlocal seen
+        body = b""
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge
-            return message
-
-        async def watched_send(message: dict[str, Any]) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, counted_receive, watched_send)
-        except _TooLarge:
-            if not started:
+            if message["type"] != "http.request":
+                return  # the client went away
+            body += message.get("body", b"")
+            if len(body) > self.limit:
                 await self._refuse(send)
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
     @staticmethod
     async def _refuse(send: Callable[..., Any]) -> None:
         body = b"Request too large\n"
         headers = [(k.lower().encode(), v.encode()) for k, v in _HEADERS.items()]
         headers += [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+        headers += [(b"connection", b"close")]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-
-
-class _TooLarge(Exception):
-    pass
 
 
 def serve(service: Service, host: str, port: int, *, forwarded_allow_ips: str = "127.0.0.1") -> None:
