@@ -75,7 +75,10 @@ def test_one_click_from_a_real_preview_removes_the_subscriber_from_the_next_send
     assert again.status == 200 and "Would send to 2 recipients." in dry_run(service)
     # RFC 8058 also allows multipart/form-data.
     boundary = "xyz"
-    multipart = f'--{boundary}\r\nContent-Disposition: form-data; name="List-Unsubscribe"\r\n\r\nOne-Click\r\n--{boundary}--\r\n'
+    multipart = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="List-Unsubscribe"\r\n\r\n'
+        f"One-Click\r\n--{boundary}--\r\n"
+    )
     alan = service.request(
         "POST",
         link_for("alan@example.org", service),
