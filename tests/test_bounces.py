@@ -147,7 +147,8 @@ def test_a_live_postfix_bounce_is_read_from_its_mbox(tmp_path: Path) -> None:
             )
         postfix._postfix("reload")
         for i, rcpt in enumerate(["ada@gone.example.net", "alan@full.example.net"]):
-            message = f"From: <lm@example.org>\r\nTo: {rcpt}\r\nSubject: seminar\r\nMessage-ID: <{i:040x}@example.org>\r\n\r\nHi\r\n"
+            head = f"From: <lm@example.org>\r\nTo: {rcpt}\r\nSubject: seminar\r\n"
+            message = f"{head}Message-ID: <{i:040x}@example.org>\r\n\r\nHi\r\n"
             with smtplib.SMTP("127.0.0.1", postfix.port) as client:
                 client.sendmail("lm@example.org", [rcpt], message)
         deadline = time.monotonic() + 60

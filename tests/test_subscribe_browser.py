@@ -31,7 +31,8 @@ pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(
         CHROMIUM is None,
-        reason="LOUD SKIP: no chromium on PATH; .ci/run installs Debian's chromium, run it or `apt-get install chromium`",
+        reason="LOUD SKIP: no chromium on PATH; .ci/run installs Debian's chromium, "
+        "run it or `apt-get install chromium`",
     ),
 ]
 FLAGS = [
