@@ -357,4 +357,5 @@ def serve(service: Service, host: str, port: int, *, forwarded_allow_ips: str = 
         limit_concurrency=200,
         timeout_keep_alive=5,
         log_level="info",
+        access_log=False,  # request lines hold unsubscribe and confirmation tokens
     )
