@@ -62,10 +62,6 @@ class Service:
         self.process.wait(timeout=30)
 
 
-def schedule_text(port: int) -> str:
-    return VALID.replace("  upcoming: 4\n", f"  upcoming: 4\n  service_url: http://127.0.0.1:{port}\n")
-
-
 def start_service(tmp_path: Path, smtp: Server, *, shipped_schedule: bool = False, recipients: str = "") -> Service:
     """Start serve in its own process; the list file holds ``recipients`` (one address a line)."""
     port = free_port()
