@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from mailer.dispatch import Request
     from mailer.recipients import Entry
 
+if TYPE_CHECKING:
+    pass
+
 _PATH_OPTIONS = {
     # option: (environment variable, default, help)
     "schedule": ("MAILER_SCHEDULE", "data/seminars.yaml", "the programme YAML"),
@@ -122,6 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     unsuppress.add_argument("address", metavar="ADDRESS")
     _add_paths(unsuppress, "schedule", "state")
+    _add_subscriber_commands(commands)
 
     check.add_argument(
         "--recipients",
@@ -372,6 +376,162 @@ def _unsuppress(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- subscribers: serve, subscribe, unsubscribe, subscribers, bounces --------------------------------
+
+
+def _add_subscriber_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="run the web service: one-click unsubscribe, subscribe with confirmation",
+        description="Serve <service_url>/unsubscribe, /subscribe and /confirm behind your reverse proxy "
+        "(see README). Needs service_url in the series and the SMTP settings (for confirmation mails).",
+    )
+    _add_paths(serve, "schedule", "state")
+    serve.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT", help="default 127.0.0.1:8080")
+    serve.add_argument(
+        "--trusted-proxy",
+        default="127.0.0.1",
+        metavar="IPS",
+        help="comma-separated addresses whose X-Forwarded-For is believed (default 127.0.0.1)",
+    )
+    for name, verb in (("subscribe", "add"), ("unsubscribe", "remove")):
+        command = commands.add_parser(
+            name,
+            help=f"{verb} one subscriber (in the state folder's store; list files are never rewritten)",
+            description=f"{verb.capitalize()} ADDRESS: recorded in state/subscribers.sqlite3, "
+            "read by the next send and by a running one.",
+        )
+        _add_paths(command, "schedule", "recipients", "state")
+        command.add_argument("address", metavar="ADDRESS", help="name@example.org or 'Name <name@example.org>'")
+    listing = commands.add_parser(
+        "subscribers",
+        help="count subscribers and list each with its state and where it came from",
+        description="Everyone the next send considers: the list file, then confirmed subscribers from the "
+        "store; with each one's state and source.",
+    )
+    _add_paths(listing, "schedule", "recipients", "state")
+    listing.add_argument("--counts", action="store_true", help="only the counts")
+    bounces = commands.add_parser(
+        "bounces",
+        help="read the bounce mailbox and suppress addresses that bounce",
+        description="Read bounces from --maildir, --mbox or IMAP (BOUNCES_IMAP_* settings): a hard bounce "
+        "unsubscribes at once, MAILER_SOFT_BOUNCES soft bounces (default 3, distinct announcements) too. "
+        "Processed messages are moved aside, so a rerun reads only new ones.",
+    )
+    _add_paths(bounces, "schedule", "state")
+    where = bounces.add_mutually_exclusive_group()
+    where.add_argument("--maildir", type=Path, metavar="PATH", help="a local Maildir")
+    where.add_argument("--mbox", type=Path, metavar="PATH", help="a local mbox file")
+
+
+def _address_arg(raw: str) -> Address:
+    from mailer.address import parse_address
+
+    address = parse_address(raw)
+    if address is None:
+        raise ConfigError(
+            f"ADDRESS {raw!r} is not a valid email address; wanted name@example.org or 'Name <name@example.org>'"
+        )
+    return address
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from mailer.config import smtp_settings, token_key
+    from mailer.schedule import load_schedule
+    from mailer.subscribers import Subscribers
+    from mailer.web import Service, serve
+
+    series = load_schedule(args.schedule).series
+    if series.service_url is None:
+        raise ConfigError(
+            f"{args.schedule}: the series has no service_url; wanted the public https address at which "
+            "serve is reached, e.g. service_url: https://seminars.example.org/lm"
+        )
+    host, _, port = args.listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--listen {args.listen!r}; wanted HOST:PORT such as 127.0.0.1:8080")
+    store = Subscribers(args.state, series.list_name)
+    service = Service(series, store, token_key(args.state), smtp_settings(_env()))
+    print(f"Serving {series.service_url} on http://{args.listen} (Ctrl-C stops)", file=sys.stderr, flush=True)
+    serve(service, host.strip("[]"), int(port), forwarded_allow_ips=args.trusted_proxy)
+    return EXIT_OK
+
+
+def _subscribe(args: argparse.Namespace) -> int:
+    from mailer.recipients import UNSUBSCRIBED, suppressed_keys
+    from mailer.schedule import load_schedule
+    from mailer.subscribers import Subscribers
+
+    list_name = load_schedule(args.schedule).series.list_name
+    address = _address_arg(args.address)
+    with Subscribers(args.state, list_name) as store:
+        if args.command == "subscribe":
+            changed = store.subscribe(address, "command")
+            print(f"{address.addr}: {'subscribed to' if changed else 'already subscribed to'} {list_name}")
+            if address.key in suppressed_keys([args.recipients / UNSUBSCRIBED]):
+                print(
+                    f"warning: {address.addr} is in {args.recipients / UNSUBSCRIBED}, which wins: "
+                    "remove it there to send to it",
+                    file=sys.stderr,
+                )
+        else:
+            changed = store.unsubscribe(address.key, "command", address=address)
+            print(f"{address.addr}: {'unsubscribed from' if changed else 'already unsubscribed from'} {list_name}")
+    return EXIT_OK
+
+
+def _subscribers(args: argparse.Namespace) -> int:
+    from mailer.dispatch import status
+    from mailer.recipients import UNSUBSCRIBED, list_file
+    from mailer.schedule import load_schedule
+    from mailer.subscribers import Subscribers, roster
+
+    list_name = load_schedule(args.schedule).series.list_name
+    path = list_file(args.recipients, list_name)
+    refused = {s.recipient: f"refused: {s.reason}" for s in status(args.state, list_name)[1]}
+    with Subscribers(args.state, list_name, create=False) as store:
+        result = roster(path, [args.recipients / UNSUBSCRIBED], store, refused)
+    print(f"{list_name}: {result.counts.get('subscribed', 0)} receive the next announcement")
+    for state in ("subscribed", "unsubscribed", "duplicate", "invalid"):
+        print(f"  {state:<13}{result.counts.get(state, 0)}")
+    print(f"  {'pending':<13}{result.pending}  (asked to subscribe, not yet confirmed)")
+    if not args.counts:
+        for line in result.lines:
+            print(f"{line.address}\t{line.state}\t{line.source}")
+    return EXIT_OK
+
+
+def _bounces(args: argparse.Namespace) -> int:
+    import time
+
+    from mailer.bounces import imap_source, maildir_source, mbox_source, process, soft_limit
+    from mailer.schedule import load_schedule
+    from mailer.subscribers import Subscribers
+
+    env = _env()
+    list_name = load_schedule(args.schedule).series.list_name
+    limit = soft_limit(env)
+    source = maildir_source(args.maildir) if args.maildir else mbox_source(args.mbox) if args.mbox else imap_source(env)
+    with Subscribers(args.state, list_name) as store:
+        report = process(source, store, soft_limit=limit, now=time.time())
+    print(
+        f"Read {report.read} messages: {report.hard} hard bounces, {report.soft} soft, {report.warnings} delay "
+        f"warnings (not counted), {report.other} not bounces (left in place)"
+    )
+    for key, why in report.suppressed:
+        print(f"unsubscribed: {key} ({why})")
+    return EXIT_OK
+
+
+_SUBSCRIBER_COMMANDS = {
+    "serve": _serve,
+    "subscribe": _subscribe,
+    "unsubscribe": _subscribe,
+    "subscribers": _subscribers,
+    "bounces": _bounces,
+}
+
+
 _COMMANDS = {
     "check": _check,
     "preview": _preview,
@@ -379,6 +539,7 @@ _COMMANDS = {
     "status": _status,
     "unsuppress": _unsuppress,
     "login": _login,
+    **_SUBSCRIBER_COMMANDS,
 }
 
 

@@ -27,6 +27,7 @@ from mailer.recipients import DUE, DUPLICATE, INVALID, SUPPRESSED, UNSUBSCRIBED,
 from mailer.render import Rendered, render, render_change
 from mailer.schedule import Schedule, Week, load_schedule
 from mailer.send import Delivery, Outcome, RateLimit, Stop
+from mailer.subscribers import StillWanted, Subscribers
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,20 +109,41 @@ class Result:
 # --- who is on the list --------------------------------------------------------------------------
 
 
-def _subscribers(path: Path, suppressed: set[str]) -> Iterator[Address]:
-    """Valid, de-duplicated, not suppressed subscribers, streamed from the list file."""
-    for kind, entry in classify(path, suppressed=suppressed, done=set()):
-        if kind == DUE and entry.recipient is not None:
-            yield entry.recipient
+@dataclass
+class Roster:
+    """Who is on the list: the organiser's list file and the store's confirmed subscribers, less
+    everyone suppressed (recipients/unsubscribed.txt, the store's unsubscriptions, refused addresses)."""
+
+    path: Path
+    suppressed: set[str]
+    store: Subscribers
+
+    def subscribers(self) -> Iterator[Address]:
+        """Valid, de-duplicated, not suppressed subscribers, streamed: memory stays flat."""
+        for kind, entry in classify(
+            self.path, suppressed=self.suppressed, done=set(), subscribers=self.store.confirmed()
+        ):
+            if kind == DUE and entry.recipient is not None:
+                yield entry.recipient
+
+    def counts(self, warn: Callable[[Entry], None]) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for kind, entry in classify(
+            self.path, suppressed=self.suppressed, done=set(), subscribers=self.store.confirmed()
+        ):
+            counts[kind] = counts.get(kind, 0) + 1
+            if kind == INVALID:
+                warn(entry)
+        return counts
 
 
-def _list_counts(path: Path, suppressed: set[str], warn: Callable[[Entry], None]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for kind, entry in classify(path, suppressed=suppressed, done=set()):
-        counts[kind] = counts.get(kind, 0) + 1
-        if kind == INVALID:
-            warn(entry)
-    return counts
+def _roster(request: Request, series_list: str, ledger: Ledger | None) -> Roster:
+    from mailer.recipients import suppressed_keys
+
+    store = Subscribers(request.state, series_list, create=not request.dry_run)
+    keys = suppressed_keys([request.recipients / UNSUBSCRIBED]) | store.unsubscribed_keys()
+    keys |= ledger.suppressed_keys() if ledger else set()
+    return Roster(list_file(request.recipients, series_list), keys, store)
 
 
 @dataclass
@@ -190,9 +212,7 @@ def compose(
     else:
         rendered = render_change(schedule, due.seminars[0].seminar, due.changes, kind=due.kind, templates=templates)
     events = [Event(i.seminar, i.uid, i.revision) for i in due.seminars]
-    template = build_message(
-        schedule, events, rendered, key=due.key, now=now, token_key=key, thread=due.thread
-    )
+    template = build_message(schedule, events, rendered, key=due.key, now=now, token_key=key, thread=due.thread)
     return rendered, template
 
 
@@ -224,22 +244,15 @@ def prepare(request: Request, schedule: Schedule, ledger: Ledger | None) -> Plan
     return planned
 
 
-def expand(planned: Plan, audiences: _Audiences, path: Path, suppressed: set[str]) -> list[Due]:
+def expand(planned: Plan, audiences: _Audiences, roster: Roster) -> list[Due]:
     """Every message due, announcement first, with announcements split by what subscribers know."""
     dues: list[Due] = []
     for due in planned.dues:
         if due.kind == ANNOUNCEMENT:
-            dues.extend(_split_announcement(due, audiences, _subscribers(path, suppressed)).values())
+            dues.extend(_split_announcement(due, audiences, roster.subscribers()).values())
         else:
             dues.append(due)
     return dues
-
-
-def _suppressed(request: Request, ledger: Ledger | None) -> set[str]:
-    from mailer.recipients import suppressed_keys
-
-    keys = suppressed_keys([request.recipients / UNSUBSCRIBED])
-    return keys | (ledger.suppressed_keys() if ledger else set())
 
 
 def run(
@@ -264,8 +277,7 @@ def run(
         exists = (request.state / LEDGER_FILE).exists()
         ledger = Ledger(request.state, series.list_name, readonly=True) if exists else None
         planned = prepare(request, schedule, ledger)
-        return _count_only(request, schedule, planned, ledger, list_file(request.recipients, series.list_name), warn,
-                           warnings)
+        return _count_only(request, schedule, planned, ledger, warn, warnings)
     assert settings is not None
     from mailer.ledger import run_lock
 
@@ -280,8 +292,7 @@ def run(
         )
         try:
             planned = prepare(request, schedule, ledger)
-            path = list_file(request.recipients, series.list_name)
-            return _send(request, schedule, planned, ledger, settings, path, confirm, progress, warn, warnings)
+            return _send(request, schedule, planned, ledger, settings, confirm, progress, warn, warnings)
         finally:
             ledger.close()
 
@@ -291,25 +302,22 @@ def _count_only(
     schedule: Schedule,
     planned: Plan,
     ledger: Ledger | None,
-    path: Path,
     warn: Callable[[Entry], None],
     warnings: list[str],
 ) -> Result:
-    suppressed = _suppressed(request, ledger)
+    roster = _roster(request, schedule.series.list_name, ledger)
     audiences = _Audiences(ledger)
-    counts = _list_counts(path, suppressed, warn)
+    counts = roster.counts(warn)
     reports = []
     key = token_key(request.state, request.env, create=False)
     now = request.moment(schedule)[0]
-    for due in expand(planned, audiences, path, suppressed):
+    for due in expand(planned, audiences, roster):
         done = ledger.done(due.key) if ledger and due.kind == REMINDER else set()
-        n = sum(1 for a in _subscribers(path, suppressed) if audiences.wants(due, a.key, done))
+        n = sum(1 for a in roster.subscribers() if audiences.wants(due, a.key, done))
         rendered, template = compose(schedule, due, planned.week, templates=request.templates, now=now, key=key)
         reports.append(MessageReport(due.kind, due.key, rendered.subject, n, rendered=rendered, template=template))
     _already(reports, planned, audiences, counts)
-    return Result(
-        schedule, planned.week, True, reports, counts, list(planned.notes), warnings, request.state
-    )
+    return Result(schedule, planned.week, True, reports, counts, list(planned.notes), warnings, request.state)
 
 
 def _already(reports: list[MessageReport], planned: Plan, audiences: _Audiences, counts: dict[str, int]) -> None:
@@ -332,7 +340,6 @@ def _send(
     planned: Plan,
     ledger: Ledger,
     settings: SmtpSettings,
-    path: Path,
     confirm: Callable[[list[MessageReport]], bool],
     progress: Callable[[MessageReport, int], Callable[[Outcome], None]],
     warn: Callable[[Entry], None],
@@ -340,16 +347,16 @@ def _send(
 ) -> Result:
     series = schedule.series
     now = ledger.clock()
-    suppressed = _suppressed(request, ledger)
+    roster = _roster(request, schedule.series.list_name, ledger)
     audiences = _Audiences(ledger)
-    counts = _list_counts(path, suppressed, warn)
+    counts = roster.counts(warn)
     key = token_key(request.state, request.env)
-    dues = expand(planned, audiences, path, suppressed)
+    dues = expand(planned, audiences, roster)
     reports: list[MessageReport] = []
     plans: list[tuple[Due, MessageReport, set[str]]] = []
     for due in dues:
         done = ledger.done(due.key) if due.kind == REMINDER else set()
-        n = sum(1 for a in _subscribers(path, suppressed) if audiences.wants(due, a.key, done))
+        n = sum(1 for a in roster.subscribers() if audiences.wants(due, a.key, done))
         if n == 0:
             continue
         rendered, template = compose(schedule, due, planned.week, templates=request.templates, now=now, key=key)
@@ -418,19 +425,16 @@ def _send(
                     limiter=limiter,
                     progress=progress(report, report.due),
                     doubtful=doubtful,
+                    wanted=StillWanted(roster.store),
                 )
-                recipients = (
-                    a for a in _subscribers(path, suppressed) if audiences.wants(due, a.key, done)
-                )
+                recipients = (a for a in roster.subscribers() if audiences.wants(due, a.key, done))
                 report.outcome = delivery.outcome
                 try:
                     await delivery.run(recipients)
                 finally:
                     failed = delivery.outcome.failed
-                    ledger.suppress(
-                        [(a.key, a.addr, detail, due.key) for a, detail in failed], now=ledger.clock()
-                    )
-                    suppressed.update(a.key for a, _ in failed)
+                    ledger.suppress([(a.key, a.addr, detail, due.key) for a, detail in failed], now=ledger.clock())
+                    roster.suppressed.update(a.key for a, _ in failed)
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)

@@ -14,12 +14,10 @@ click. METHOD:PUBLISH (not REQUEST) because subscribers are not attendees who mu
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import email.policy
 import email.utils
 import hashlib
-import hmac
 from dataclasses import dataclass
 from email.message import EmailMessage
 
@@ -27,6 +25,7 @@ from mailer.address import Address, format_address, header_text
 from mailer.invite import Event, build_invite, method
 from mailer.render import Rendered
 from mailer.schedule import Schedule, Week
+from mailer.tokens import unsubscribe_query, unsubscribe_token
 
 _POLICY = email.policy.SMTP  # CRLF line ends, as transmitted
 
@@ -52,16 +51,14 @@ class MessageTemplate:
         return f"<{hashlib.sha256(seed).hexdigest()[:40]}@{self.id_domain}>"
 
     def token(self, recipient: Address) -> str:
-        """Unsubscribe token: an HMAC of list and address, not guessable without the key."""
-        mac = hmac.new(self.token_key, f"{self.list_name}\0{recipient.key}".encode(), hashlib.sha256)
-        return base64.urlsafe_b64encode(mac.digest()[:18]).decode()
+        """Unsubscribe token: an HMAC of list and address, not guessable without the key (tokens.py)."""
+        return unsubscribe_token(self.token_key, self.list_name, recipient.key)
 
     def unsubscribe_link(self, recipient: Address) -> str | None:
         if self.unsubscribe_url is None:
             return None
-        who = base64.urlsafe_b64encode(recipient.key.encode()).decode().rstrip("=")
         join = "&" if "?" in self.unsubscribe_url else "?"
-        return f"{self.unsubscribe_url}{join}list={self.list_name}&r={who}&t={self.token(recipient)}"
+        return f"{self.unsubscribe_url}{join}{unsubscribe_query(self.token_key, self.list_name, recipient.key)}"
 
     def personal_head(self, recipient: Address) -> bytes:
         """The recipient's own header lines."""
@@ -138,7 +135,7 @@ def build_message(
         f"Subject: {header_text(rendered.subject)}",
         f"Date: {email.utils.format_datetime(now.astimezone(series.timezone))}",
         f"List-Id: {header_text(series.name + ' seminar')} <{series.list_name}.{domain}>",
-        *(["List-Unsubscribe-Post: List-Unsubscribe=One-Click"] if series.unsubscribe_url else []),
+        *(["List-Unsubscribe-Post: List-Unsubscribe=One-Click"] if series.unsubscribe_page else []),
         "Precedence: bulk",
         "Auto-Submitted: auto-generated",
     ]
@@ -153,7 +150,7 @@ def build_message(
         id_domain=domain,
         token_key=token_key,
         unsubscribe_mailto=f"mailto:{series.unsubscribe_address.ascii_addr}?subject=unsubscribe",
-        unsubscribe_url=series.unsubscribe_url,
+        unsubscribe_url=series.unsubscribe_page,
         thread=thread,
     )
 

@@ -8,6 +8,7 @@ Invalid lines become problems (``check`` reports them, ``send`` warns and skips 
 from __future__ import annotations
 
 import csv
+import itertools
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -145,16 +146,21 @@ def suppressed_keys(paths: list[Path]) -> set[str]:
 INVALID, DUPLICATE, SUPPRESSED, ALREADY, DUE = "invalid", "duplicate", "suppressed", "already", "due"
 
 
-def classify(path: Path, *, suppressed: set[str], done: set[str]) -> Iterator[tuple[str, Entry]]:
-    """Sort every line of a list into invalid, duplicate, suppressed, already (done) or due."""
+def classify(
+    path: Path, *, suppressed: set[str], done: set[str], subscribers: Iterable[Address] = ()
+) -> Iterator[tuple[str, Entry]]:
+    """Sort every line of a list into invalid, duplicate, suppressed, already (done) or due; then the
+    store's confirmed ``subscribers`` (as entries with line 0) that the file does not already hold."""
     seen: set[str] = set()
-    for entry in read_entries(path):
+    from_store = (Entry(0, address, None) for address in subscribers)
+    for entry in itertools.chain(read_entries(path), from_store):
         if entry.recipient is None:
             yield INVALID, entry
             continue
         key = entry.recipient.key
         if key in seen:
-            yield DUPLICATE, entry
+            if entry.line:  # a confirmed subscriber whom the file lists too is no mistake to report
+                yield DUPLICATE, entry
             continue
         seen.add(key)
         if key in suppressed:

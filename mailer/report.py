@@ -90,6 +90,8 @@ def print_result(result: Result) -> None:
             print(f"  possible duplicates {outcome.retried_uncertain}  (retried after an uncertain first copy)")
         if outcome.not_taken:
             print(f"  not sent yet       {outcome.not_taken}  (the run stopped: they stay due)")
+        if outcome.withdrawn:
+            print(f"  unsubscribed       {outcome.withdrawn}  (while this send ran: not sent)")
     print(f"  suppressed         {result.counts.get(SUPPRESSED, 0)}  (unsubscribed or refused)")
     print(f"  duplicates         {result.counts.get(DUPLICATE, 0)}")
     print(f"  invalid lines      {result.counts.get(INVALID, 0)}  (skipped; run check)")

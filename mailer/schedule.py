@@ -9,6 +9,7 @@ import unicodedata
 import zoneinfo
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from mailer import yamlfile
 from mailer.address import Address, parse_address
@@ -54,11 +55,18 @@ class Series:
     unsubscribe_url: str | None
     unsubscribe_email: Address | None
     reminder: Reminder | None = None
+    service_url: str | None = None  # where `seminar-mailer serve` is reachable (behind a proxy), no trailing /
 
     @property
     def unsubscribe_address(self) -> Address:
         """Where "unsubscribe" mails go: the configured address, else the sender."""
         return self.unsubscribe_email or self.sender
+
+    @property
+    def unsubscribe_page(self) -> str | None:
+        """The unsubscribe page: unsubscribe_url wins, else the service's. The footer links to it as
+        is; List-Unsubscribe adds the subscriber's token (one click, RFC 8058)."""
+        return self.unsubscribe_url or (f"{self.service_url}/unsubscribe" if self.service_url else None)
 
 
 # Letters that Unicode does not decompose into an ASCII letter and a mark (ø is not o + ◌̸).
@@ -283,7 +291,16 @@ class _Reader:
 
 
 _SERIES_REQUIRED = ("name", "signature", "timezone", "time", "location", "info_url", "sender", "list")
-_SERIES_OPTIONAL = ("duration", "zoom", "upcoming", "reply_to", "unsubscribe_url", "unsubscribe_email", "reminder")
+_SERIES_OPTIONAL = (
+    "duration",
+    "zoom",
+    "upcoming",
+    "reply_to",
+    "unsubscribe_url",
+    "unsubscribe_email",
+    "reminder",
+    "service_url",
+)
 _SEMINAR_REQUIRED = ("date", "speaker")
 _SEMINAR_OPTIONAL = (
     "id",
@@ -349,11 +366,29 @@ def _series(r: _Reader, node: Node) -> Series | None:
         unsubscribe_url=r.url(v("unsubscribe_url"), "unsubscribe_url", unsubscribe=True),
         unsubscribe_email=r.address(v("unsubscribe_email"), "unsubscribe_email"),
         reminder=_reminder(r, v("reminder")),
+        service_url=_service_url(r, v("service_url")),
     )
-    optional = {"zoom", "reply_to", "unsubscribe_url", "unsubscribe_email", "reminder"}
+    optional = {"zoom", "reply_to", "unsubscribe_url", "unsubscribe_email", "reminder", "service_url"}
     if fields["reminder"] is False or any(val is None for key, val in fields.items() if key not in optional):
         return None
     return Series(**fields)  # type: ignore[arg-type]
+
+
+def _service_url(r: _Reader, node: Node | None) -> str | None:
+    """https (plain http only to this machine, for trying it out); no query or fragment."""
+    url = r.url(node, "service_url")
+    if url is None or node is None:
+        return None
+    parts = urlsplit(url)
+    local = parts.hostname in ("localhost", "127.0.0.1", "::1")
+    if (parts.scheme != "https" and not local) or parts.query or parts.fragment:
+        r.add(
+            node,
+            f"'service_url' {url!r} must be the https address where `seminar-mailer serve` is reached, "
+            "without ? or #; wanted e.g. https://seminars.example.org/lm",
+        )
+        return None
+    return url.rstrip("/")
 
 
 def _cancelled(r: _Reader, node: Node | None) -> str | bool | None:

@@ -141,10 +141,11 @@ class Outcome:
     uncertain: list[tuple[Address, str]] = field(default_factory=list)
     retried_uncertain: int = 0  # sent again after an earlier run's uncertain result: possible duplicates
     not_taken: int = 0  # left due because the run stopped
+    withdrawn: int = 0  # unsubscribed while this send ran, before their message started: not sent, not marked
 
     @property
     def finished(self) -> int:
-        return self.sent + len(self.deferred) + len(self.failed) + len(self.uncertain)
+        return self.sent + len(self.deferred) + len(self.failed) + len(self.uncertain) + self.withdrawn
 
 
 class Delivery:
@@ -161,7 +162,7 @@ class Delivery:
         limiter: RateLimit,
         progress: Callable[[Outcome], None] = lambda _: None,
         doubtful: frozenset[str] = frozenset(),
-        wanted: Callable[[Address], bool] = lambda _: True,
+        wanted: Callable[[str], bool] = lambda _: True,
     ) -> None:
         self.template = template
         self.settings = settings
@@ -271,7 +272,12 @@ class Delivery:
         try:
             while (item := await self.queue.get()) is not None:
                 recipient, attempts = item
-                if not self.wanted(recipient) or not self.stop.take():
+                if not self.wanted(recipient.key):  # unsubscribed while this send runs: honoured at once
+                    self.outcome.withdrawn += 1
+                    self._release()
+                    self.progress(self.outcome)
+                    continue
+                if not self.stop.take():
                     self._abandon()
                     continue
                 attempts += 1

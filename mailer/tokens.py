@@ -1,0 +1,87 @@
+"""The signed tokens in links: one-click unsubscribe (message.py makes them, web.py checks them) and
+subscription confirmations. One place, so the service verifies exactly what the mail carries.
+
+- Unsubscribe: ``list=<list>&r=<address key, base64url>&t=<HMAC-SHA256(list NUL key), 18 bytes>``.
+  It never expires (a message from last year must still unsubscribe) and is the same in every
+  message to that address, so a resent copy carries the same link. Knowing it lets one do exactly
+  one thing: unsubscribe that address from that list.
+- Confirmation: ``<expiry>.<nonce>.<HMAC-SHA256("confirm" NUL list NUL nonce NUL expiry)>``. The
+  nonce is random and stored with the pending subscription, which confirming consumes: a link works
+  once, until it expires.
+
+Every comparison of a MAC is constant-time (``hmac.compare_digest``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+
+CONFIRM_LIFETIME = 48 * 3600  # seconds a confirmation link stays valid
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes | None:
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        return None
+
+
+def unsubscribe_token(key: bytes, list_name: str, address_key: str) -> str:
+    """The HMAC that proves a link was made by us for this list and address; not guessable without the key."""
+    mac = hmac.new(key, f"{list_name}\0{address_key}".encode(), hashlib.sha256)
+    return base64.urlsafe_b64encode(mac.digest()[:18]).decode()
+
+
+def unsubscribe_query(key: bytes, list_name: str, address_key: str) -> str:
+    """The query string of a one-click unsubscribe link (without the leading ``?``)."""
+    who = _b64(address_key.encode())
+    return f"list={list_name}&r={who}&t={unsubscribe_token(key, list_name, address_key)}"
+
+
+def check_unsubscribe(key: bytes, list_name: str, who: str, token: str) -> str | None:
+    """Return the address key a link's ``r`` and ``t`` stand for, or None when they are not ours."""
+    raw = _unb64(who)
+    if raw is None or len(raw) > 320:
+        return None
+    try:
+        address_key = raw.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    expected = unsubscribe_token(key, list_name, address_key)
+    if not hmac.compare_digest(expected.encode(), token.encode("ascii", "replace")):
+        return None
+    return address_key
+
+
+def new_nonce() -> str:
+    return _b64(secrets.token_bytes(16))
+
+
+def _confirm_mac(key: bytes, list_name: str, nonce: str, expires: int) -> str:
+    return _b64(hmac.new(key, f"confirm\0{list_name}\0{nonce}\0{expires}".encode(), hashlib.sha256).digest())
+
+
+def confirm_token(key: bytes, list_name: str, nonce: str, expires: int) -> str:
+    """A confirmation link's token; ``expires`` in seconds since the epoch."""
+    return f"{expires}.{nonce}.{_confirm_mac(key, list_name, nonce, expires)}"
+
+
+def check_confirm(key: bytes, list_name: str, token: str, *, now: float) -> tuple[str | None, str]:
+    """Return (nonce, "") for a genuine, unexpired token, else (None, why) with why "forged" or "expired"."""
+    parts = token.split(".")
+    if len(parts) != 3 or not parts[0].isdigit() or len(parts[0]) > 12:
+        return None, "forged"
+    expires, nonce, mac = int(parts[0]), parts[1], parts[2]
+    if not hmac.compare_digest(_confirm_mac(key, list_name, nonce, expires).encode(), mac.encode("ascii", "replace")):
+        return None, "forged"
+    if now > expires:
+        return None, "expired"
+    return nonce, ""

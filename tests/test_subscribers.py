@@ -1,0 +1,151 @@
+"""The subscriptions store, its tokens, its merge with recipients/ at send time, and its commands."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+from mailer.address import Address
+from mailer.recipients import DUE, DUPLICATE, SUPPRESSED, classify
+from mailer.subscribers import STORE_FILE, StillWanted, Subscribers
+from mailer.tokens import check_confirm, check_unsubscribe, confirm_token, unsubscribe_query, unsubscribe_token
+from tests.conftest import VALID, run_cli
+
+KEY = b"k" * 32
+ADA = Address("Ada", "ada@example.org")
+
+
+def test_unsubscribe_token_round_trips_and_rejects_any_change() -> None:
+    query = dict(part.split("=", 1) for part in unsubscribe_query(KEY, "lm", "ada@example.org").split("&"))
+    assert query["t"] == unsubscribe_token(KEY, "lm", "ada@example.org")
+    assert check_unsubscribe(KEY, "lm", query["r"], query["t"]) == "ada@example.org"
+    assert check_unsubscribe(KEY, "other", query["r"], query["t"]) is None
+    assert check_unsubscribe(b"x" * 32, "lm", query["r"], query["t"]) is None
+    forged = query["t"][:-1] + ("A" if query["t"][-1] != "A" else "B")
+    assert check_unsubscribe(KEY, "lm", query["r"], forged) is None
+    alan = unsubscribe_query(KEY, "lm", "alan@example.org").split("&")[1].split("=", 1)[1]
+    assert check_unsubscribe(KEY, "lm", alan, query["t"]) is None  # ada's token does not unsubscribe alan
+    assert check_unsubscribe(KEY, "lm", "%%%", "") is None
+
+
+def test_confirm_token_is_signed_and_expires() -> None:
+    token = confirm_token(KEY, "lm", "nonce1", 1000)
+    assert check_confirm(KEY, "lm", token, now=999) == ("nonce1", "")
+    assert check_confirm(KEY, "lm", token, now=1001) == (None, "expired")
+    assert check_confirm(KEY, "lm", token.replace("1000.", "9999."), now=999) == (None, "forged")
+    assert check_confirm(KEY, "lm", token.replace("nonce1", "nonce2"), now=999) == (None, "forged")
+    assert check_confirm(KEY, "other", token, now=999) == (None, "forged")
+    assert check_confirm(KEY, "lm", "garbage", now=0) == (None, "forged")
+
+
+def test_store_is_private_durable_and_idempotent(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)
+    with Subscribers(state, "lm") as store:
+        assert store.unsubscribe("ada@example.org", "one-click", now=100) is True
+        assert store.unsubscribe("ada@example.org", "one-click", now=200) is False  # idempotent
+        assert store.get("ada@example.org").at.startswith("1970-01-01T00:01:40")  # the first time kept
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    assert stat.S_IMODE((state / STORE_FILE).stat().st_mode) == 0o600
+    with Subscribers(state, "lm") as again:  # another process later: it is on disk
+        assert again.is_unsubscribed("ada@example.org")
+        assert again.unsubscribed_keys() == {"ada@example.org"}
+    with Subscribers(state, "another-list") as other:
+        assert not other.is_unsubscribed("ada@example.org")
+
+
+def test_dry_run_store_writes_nothing(tmp_path: Path) -> None:
+    with Subscribers(tmp_path / "state", "lm", create=False) as store:
+        assert store.unsubscribed_keys() == set() and list(store.confirmed()) == []
+    assert not (tmp_path / "state").exists()
+
+
+def test_confirmation_works_once_and_not_after_expiry(tmp_path: Path) -> None:
+    with Subscribers(tmp_path, "lm") as store:
+        nonce, expires = store.subscribe_pending(ADA, now=1000)
+        assert store.pending_count(now=1000) == 1
+        assert store.confirm(nonce, now=1001) == ADA
+        assert store.confirm(nonce, now=1002) is None  # replayed
+        assert [a.addr for a in store.confirmed()] == ["ada@example.org"]
+        late, expires = store.subscribe_pending(Address("", "alan@example.org"), now=1000)
+        assert store.confirm(late, now=expires + 1) is None
+        assert [a.addr for a in store.confirmed()] == ["ada@example.org"]
+
+
+def test_subscribing_lifts_an_unsubscription_and_unsubscribing_wins_over_confirmed(tmp_path: Path) -> None:
+    with Subscribers(tmp_path, "lm") as store:
+        store.subscribe(ADA, "command")
+        store.unsubscribe(ADA.key, "one-click")
+        assert list(store.confirmed()) == [] and store.is_unsubscribed(ADA.key)
+        store.subscribe(ADA, "web")
+        assert list(store.confirmed()) == [ADA] and not store.is_unsubscribed(ADA.key)
+
+
+def test_still_wanted_sees_another_process_within_the_interval(tmp_path: Path) -> None:
+    now = [0.0]
+    with Subscribers(tmp_path, "lm") as reader, Subscribers(tmp_path, "lm") as writer:
+        wanted = StillWanted(reader, interval=0.5, clock=lambda: now[0])
+        assert wanted("ada@example.org")
+        writer.unsubscribe("ada@example.org", "one-click")
+        now[0] = 0.4
+        assert wanted("ada@example.org")  # cached: at most interval seconds stale
+        now[0] = 0.6
+        assert not wanted("ada@example.org")
+        assert wanted("alan@example.org")
+
+
+def test_classify_merges_the_store_after_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "lm.txt"
+    path.write_text("ada@example.org\nAlan <alan@example.org>\nada@example.org\n")
+    store_people = [Address("", "ADA@example.org"), Address("Grace", "grace@example.org"), ADA]
+    out = [
+        (kind, e.line, e.recipient.addr if e.recipient else None)
+        for kind, e in classify(path, suppressed={"alan@example.org"}, done=set(), subscribers=store_people)
+    ]
+    assert out == [
+        (DUE, 1, "ada@example.org"),
+        (SUPPRESSED, 2, "alan@example.org"),
+        (DUPLICATE, 3, "ada@example.org"),  # a duplicate in the file is reported ...
+        (DUE, 0, "grace@example.org"),  # ... one the store adds to the file's is silently merged
+    ]
+
+
+def _project(tmp_path: Path) -> tuple[list[str], dict[str, str]]:
+    (tmp_path / "seminars.yaml").write_text(VALID)
+    recipients = tmp_path / "recipients"
+    recipients.mkdir()
+    (recipients / "learning-machines.txt").write_text("Ada <ada@example.org>\nalan@example.org\nnot an address\n")
+    (recipients / "unsubscribed.txt").write_text("alan@example.org\n")
+    paths = ["--schedule", str(tmp_path / "seminars.yaml"), "--recipients", str(recipients)]
+    return [*paths, "--state", str(tmp_path / "state")], {"MAILER_TOKEN_KEY": "t" * 32}
+
+
+def test_subscribe_unsubscribe_and_subscribers_commands(tmp_path: Path) -> None:
+    paths, env = _project(tmp_path)
+    result = run_cli("subscribe", "Grace Hopper <grace@example.org>", *paths, env=env)
+    assert (result.code, result.out) == (0, "grace@example.org: subscribed to learning-machines\n")
+    assert run_cli("subscribe", "grace@example.org", *paths, env=env).out.startswith("grace@example.org: already")
+    result = run_cli("unsubscribe", "ADA@example.org", *paths, env=env)
+    assert (result.code, result.out) == (0, "ADA@example.org: unsubscribed from learning-machines\n")
+    result = run_cli("subscribers", *paths, env=env)
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    assert lines[0] == "learning-machines: 1 receive the next announcement"
+    assert "  unsubscribed 2" in lines and "  invalid      1" in lines and "  pending      0  (asked" in lines[5]
+    listed = {line.split("\t")[0]: line.split("\t")[1:] for line in lines if "\t" in line}
+    assert listed["ada@example.org"][0] == "unsubscribed"
+    assert "command on" in listed["ada@example.org"][1] and "learning-machines.txt:1" in listed["ada@example.org"][1]
+    assert listed["alan@example.org"][0] == "unsubscribed" and "unsubscribed.txt:1" in listed["alan@example.org"][1]
+    assert listed["grace@example.org"][0] == "subscribed" and "confirmed (command)" in listed["grace@example.org"][1]
+    dry = run_cli("send", "--dry-run", "--date", "2024-01-15", *paths, env=env)
+    assert "Would send to 1 recipients." in dry.out and "suppressed         2" in dry.out, dry.out + dry.err
+
+
+def test_bad_address_is_exit_2_without_traceback(tmp_path: Path) -> None:
+    paths, env = _project(tmp_path)
+    result = run_cli("subscribe", "not-an-address", *paths, env=env)
+    assert result.code == 2 and "Traceback" not in result.err
+    assert result.err == (
+        "error: ADDRESS 'not-an-address' is not a valid email address; "
+        "wanted name@example.org or 'Name <name@example.org>'\n"
+    )
