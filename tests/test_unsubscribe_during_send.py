@@ -82,7 +82,8 @@ def test_unsubscribed_mid_send_are_not_sent_by_that_send(tmp_path: Path, smtp: S
     assert len(received) == len(set(received)) == N - len(LEAVERS)
     assert "  sent now           1900" in out and "  unsubscribed       100  (while this send ran" in out, out
     again = subprocess.run(
-        [sys.executable, "-m", "mailer", "send", "--dry-run", "--date", FUTURE_DATE, "--now", FUTURE_NOW, *service.paths()],
+        [sys.executable, "-m", "mailer", "send", "--dry-run", "--date", FUTURE_DATE, "--now", FUTURE_NOW,
+         *service.paths()],
         cwd=ROOT, env=service.env, capture_output=True, text=True, check=False, timeout=120,
     )  # fmt: skip
     assert "already sent to 1900 recipients." in again.stdout and "suppressed         100" in again.stdout, again.stdout
