@@ -6,6 +6,8 @@ raw HTML escaped, MJML is compiled without web fonts or includes, and the inline
 
 from __future__ import annotations
 
+import datetime as dt
+import importlib.resources
 import logging
 import re
 from dataclasses import dataclass
@@ -17,9 +19,11 @@ from markdown_it import MarkdownIt
 from markupsafe import Markup
 
 from mailer.errors import TemplateError
-from mailer.schedule import Schedule, Seminar, Week
+from mailer.schedule import Schedule, Seminar, Week, week_of
 
-BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "email"
+# Shipped inside the package (a wheel carries them as mailer/templates/*.j2); in a checkout,
+# mailer/templates links to templates/email, their source. A plain folder either way (no zip imports).
+BUILTIN_TEMPLATES = Path(str(importlib.resources.files("mailer") / "templates"))
 
 SUBJECT = "subject.txt.j2"
 TEXT = "announcement.txt.j2"
@@ -94,17 +98,33 @@ def _context(schedule: Schedule, week: Week) -> dict[str, Any]:
     }
 
 
+def _where(err: BaseException, name: str) -> str:
+    """``file:line`` of the template line that failed (Jinja rewrites its traceback to point there)."""
+    where = name
+    tb = err.__traceback__
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if filename.endswith(".j2"):
+            where = f"{filename}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return where
+
+
 def _render(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:
     try:
         return env.get_template(name).render(context)
     except jinja2.TemplateSyntaxError as err:
         raise TemplateError(f"{err.filename or name}:{err.lineno}: template syntax error: {err.message}") from err
     except jinja2.TemplateNotFound as err:
-        raise TemplateError(f"template {err.name} not found in the template folders") from err
+        folders = ", ".join(getattr(env.loader, "searchpath", []))
+        raise TemplateError(f"{_where(err, name)}: template {err.name} not found in {folders}") from err
     except jinja2.UndefinedError as err:
         raise TemplateError(
-            f"{name}: {err.message}; wanted only the names documented in the README's template section"
+            f"{_where(err, name)}: {err.message}; wanted only the names documented in the README's template section"
         ) from err
+    except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as err:
+        # A template's own mistake, such as a filter applied to the wrong kind of value.
+        raise TemplateError(f"{_where(err, name)}: {type(err).__name__}: {err}") from err
 
 
 def _no_include(path: str) -> str:
@@ -164,3 +184,16 @@ def render(schedule: Schedule, week: Week, *, templates: Path | None = None) -> 
         page=page,
         page_name=f"{first.date.isoformat()}-{first.slug}.md",
     )
+
+
+def render_every_week(schedule: Schedule, *, templates: Path | None) -> int:
+    """Render each week that holds a seminar, as send will; return how many. Stop at the first error."""
+    mondays = sorted({s.date - dt.timedelta(days=s.date.weekday()) for s in schedule.seminars})
+    for monday in mondays:
+        week = week_of(schedule, monday)
+        assert week is not None
+        try:
+            render(schedule, week, templates=templates)
+        except TemplateError as err:
+            raise TemplateError(f"{err} (rendering the week of {monday})") from err
+    return len(mondays)
