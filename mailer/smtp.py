@@ -25,7 +25,7 @@ from collections import deque
 import aiosmtplib
 from aiosmtplib import SMTPResponse
 
-from mailer.config import SmtpSettings
+from mailer.config import SmtpSettings, is_loopback
 from mailer.errors import ConfigError, DeliveryError
 
 MAX_LINE = 8192  # as aiosmtplib: bounds memory if a server streams without line ends
@@ -201,9 +201,14 @@ async def connect(settings: SmtpSettings) -> Connection:
         if settings.security == "starttls":
             if not client.supports_extension("starttls"):
                 client.close()
+                local = (
+                    " For a test server on this machine without TLS: SMTP_SECURITY=none."
+                    if is_loopback(settings.host)
+                    else ""
+                )
                 raise DeliveryError(
                     f"{settings.host}:{settings.port} does not offer STARTTLS, so nothing was sent and no "
-                    "credentials were given to it. Fix the server, or SMTP_SECURITY=tls for port 465."
+                    f"credentials were given to it. Fix the server, or SMTP_SECURITY=tls for port 465.{local}"
                 )
             await client.starttls(tls_context=context)  # says EHLO again over TLS
         if settings.username is not None and settings.password is not None:

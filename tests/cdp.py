@@ -65,7 +65,7 @@ class Browser:
             raise RuntimeError("Chromium exited before opening its DevTools port")
         # Keep reading its chatter, or a full pipe would stall the browser.
         threading.Thread(target=self.process.stderr.read, daemon=True).start()
-        with urllib.request.urlopen(f"http://{match[1]}/json/list", timeout=10) as answer:  # noqa: S310 (loopback)
+        with urllib.request.urlopen(f"http://{match[1]}/json/list", timeout=10) as answer:
             targets = json.load(answer)
         page = next(t for t in targets if t["type"] == "page")
         return self.stack.enter_context(connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=10))
