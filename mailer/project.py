@@ -195,9 +195,7 @@ def init(folder: Path, *, today: dt.date, timezone: str, command: str) -> Create
     }
     existing = [folder / path for path in files if (folder / path).exists()]
     if existing:
-        raise ConfigError(
-            f"{existing[0]} already exists; wanted an empty or new folder (init never overwrites a file)"
-        )
+        raise ConfigError(f"{existing[0]} already exists; wanted an empty or new folder (init never overwrites a file)")
     try:
         for path, text in files.items():
             (folder / path).parent.mkdir(parents=True, exist_ok=True)
