@@ -1,155 +1,290 @@
-"""Thin commands (check, preview) that call the stages; the only place that prints and exits."""
+"""Thin commands that call the stages; the only place that prints and exits."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import datetime as dt
+import difflib
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from mailer import __version__
 from mailer.address import Address
 from mailer.crash import write_crash_report
 from mailer.errors import EXIT_FAILED, EXIT_OK, EXIT_SOFTWARE, EXIT_TEMPFAIL, ConfigError, MailerError
+from mailer.project import DEFAULTS, MARKER, Project
 from mailer.terminal import printable
 
 if TYPE_CHECKING:
     from mailer.dispatch import Request
     from mailer.recipients import Entry
 
-if TYPE_CHECKING:
-    pass
+_PATH_HELP = {
+    "schedule": "the programme YAML",
+    "templates": "your template folder; templates you do not override come from the built-in set",
+    "recipients": "the folder of mailing-list files",
+    "state": "where the ledger, lock, token key and logs live",
+}
 
-_PATH_OPTIONS = {
-    # option: (environment variable, default, help)
-    "schedule": ("MAILER_SCHEDULE", "data/seminars.yaml", "the programme YAML"),
-    "templates": (
-        "MAILER_TEMPLATES",
-        "templates/email",
-        "your template folder; templates you do not override come from the built-in set",
-    ),
-    "recipients": ("MAILER_RECIPIENTS", "recipients", "the folder of mailing-list files"),
-    "state": ("MAILER_STATE", "state", "where the ledger, lock and token key live"),
+_EXAMPLES = {
+    "": """\
+examples:
+  seminar-mailer init my-seminar           create a starter project in my-seminar/
+  seminar-mailer check                     validate the schedule, the list and your templates
+  seminar-mailer preview --serve           live preview in the browser while you edit
+  seminar-mailer preview --date 2024-01-15 --open
+  seminar-mailer send --dry-run            who would receive this week's announcement
+  seminar-mailer send                      send it (asks first on a terminal)
+
+Inside a project (a folder holding data/seminars.yaml, or any folder below it) every default path
+resolves against the project's root. Options go before or after the command.
+
+exit codes: 0 done or nothing due, 1 some recipients failed permanently,
+2 invalid input or configuration (nothing sent), 70 a bug (traceback written to a file),
+75 try again later.""",
+    "check": """\
+examples:
+  seminar-mailer check
+  seminar-mailer check --templates my-templates     also render your own templates for every week
+  seminar-mailer check --schedule other.yaml
+  seminar-mailer check --smtp                       also try the SMTP settings (sends nothing)""",
+    "preview": """\
+examples:
+  seminar-mailer preview                       this week's announcement, files in preview/
+  seminar-mailer preview --date 2024-01-15 --open
+  seminar-mailer preview --serve               http://127.0.0.1:8025/, reloads when you save""",
+    "send": """\
+examples:
+  seminar-mailer send --dry-run
+  seminar-mailer send
+  seminar-mailer send --dry-run --now 2030-01-17T09:00    what would be due then (reminders, say)""",
+    "status": """\
+examples:
+  seminar-mailer status""",
+    "unsuppress": """\
+examples:
+  seminar-mailer unsuppress ada@example.org""",
+    "login": """\
+examples:
+  seminar-mailer login microsoft""",
+    "init": """\
+examples:
+  seminar-mailer init my-seminar
+  seminar-mailer init                          in the current folder""",
+    "schema": """\
+examples:
+  seminar-mailer schema > data/seminars.schema.json""",
 }
 
 
-def _add_paths(parser: argparse.ArgumentParser, *names: str) -> None:
+class _Parser(argparse.ArgumentParser):
+    """argparse with did-you-mean for commands and options."""
+
+    def error(self, message: str) -> NoReturn:
+        if match := re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message):
+            word, choices = match[1], re.findall(r"'([^']*)'", match[2])
+            guess = difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
+            hint = f"did you mean '{guess[0]}'?" if guess else f"wanted one of: {', '.join(choices)}"
+            message = f"unknown command '{word}'; {hint}"
+        elif match := re.search(r"unrecognized arguments: (\S+)", message):
+            known = _option_strings(self)
+            guess = difflib.get_close_matches(match[1].split("=")[0], known, n=1, cutoff=0.6)
+            if guess:
+                message += f"; did you mean '{guess[0]}'?"
+        super().error(message)
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> list[str]:
+    """Every option of ``parser`` and of its commands."""
+    found: list[str] = []
+    for action in parser._actions:
+        found += action.option_strings
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found += _option_strings(sub)
+    return found
+
+
+def _paths(*names: str) -> _Parser:
+    """Path options as a parent parser. Defaults are filled in later (see ``_resolve``), so an option
+    may stand before the command or after it."""
+    parent = _Parser(add_help=False)
     for name in names:
-        env, default, text = _PATH_OPTIONS[name]
-        parser.add_argument(
+        env, default = DEFAULTS[name]
+        parent.add_argument(
             f"--{name}",
             type=Path,
-            default=Path(os.environ.get(env) or default),
+            default=argparse.SUPPRESS,
             metavar="PATH",
-            help=f"{text} (env {env}; default {default})",
+            help=f"{_PATH_HELP[name]} (env {env}; default {default} in the project)",
         )
+    return parent
 
 
-def _add_date(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--date", metavar="YYYY-MM-DD", help="a day in the week to announce (default: today in the series' time zone)"
+def _date() -> _Parser:
+    parent = _Parser(add_help=False)
+    parent.add_argument(
+        "--date",
+        metavar="YYYY-MM-DD",
+        default=argparse.SUPPRESS,
+        help="a day in the week to announce (env MAILER_DATE; default: today in the series' time zone)",
     )
-    parser.add_argument(
+    parent.add_argument(
         "--now",
         metavar="YYYY-MM-DDTHH:MM[+ZONE]",
+        default=argparse.SUPPRESS,
         help="act as if it were this moment (local to the series without a zone): what is due then; "
         "default: the clock. A preview or dry run of a past --date acts as at the start of that week",
     )
+    return parent
+
+
+def _add_paths(parser: argparse.ArgumentParser, *names: str) -> None:
+    """Path options on a command made without ``_paths`` parents (defaults filled in by ``_resolve``)."""
+    for name in names:
+        env, default = DEFAULTS[name]
+        parser.add_argument(
+            f"--{name}",
+            type=Path,
+            default=argparse.SUPPRESS,
+            metavar="PATH",
+            help=f"{_PATH_HELP[name]} (env {env}; default {default} in the project)",
+        )
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    formatter = argparse.RawDescriptionHelpFormatter
+    every_path = _paths("schedule", "templates", "recipients", "state")
+    parser = _Parser(
         prog="seminar-mailer",
         description="Announce this week's seminar from data/seminars.yaml by email.",
-        epilog="Exit codes: 0 done or nothing due, 1 some recipients failed permanently, "
-        "2 invalid input or configuration (nothing sent), 70 a bug (traceback written to a file), 75 try again later.",
+        epilog=_EXAMPLES[""],
+        formatter_class=formatter,
+        parents=[every_path, _date()],
     )
     parser.add_argument("--version", action="version", version=f"seminar-mailer {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    check = commands.add_parser(
+    def command(name: str, parents: list[_Parser], help: str, description: str) -> _Parser:
+        sub: _Parser = commands.add_parser(
+            name,
+            help=help,
+            description=description,
+            epilog=_EXAMPLES.get(name, ""),
+            formatter_class=formatter,
+            parents=parents,
+        )
+        return sub
+
+    command(
+        "init",
+        [_date()],
+        "create a starter project: schedule, list, .env.example, cron line",
+        "Create a starter project in DIR (default: here): a commented data/seminars.yaml with one "
+        "example seminar in the week after --date, its JSON Schema for editors, recipients/<list>.txt, "
+        ".env.example, .gitignore and crontab.example. Never overwrites a file.",
+    ).add_argument("dir", nargs="?", type=Path, default=Path("."), metavar="DIR")
+
+    check = command(
         "check",
-        help="validate the schedule and report every problem",
-        description="Validate the schedule; exit 0 when valid, 2 when not.",
-    )
-    _add_paths(check, "schedule", "templates")
-    check.add_argument(
-        "--date",
-        metavar="YYYY-MM-DD",
-        help="today, for the date warnings and the weeks to render (default: today in the series' time zone)",
-    )
-
-    preview = commands.add_parser(
-        "preview",
-        help="render this week's announcement without sending anything",
-        description="Render this week's announcement: print the subject and text, write "
-        "announcement.html, announcement.txt, announcement.eml (the message exactly as the first "
-        "subscriber gets it) and the web page into --out.",
-    )
-    _add_paths(preview, "schedule", "templates", "recipients", "state")
-    _add_date(preview)
-    preview.add_argument(
-        "--out", type=Path, default=Path("preview"), metavar="DIR", help="where to write the files (default preview/)"
-    )
-    preview.add_argument("--open", action="store_true", help="show the HTML in your web browser")
-
-    send = commands.add_parser(
-        "send",
-        help="send this week's announcement to every subscriber, exactly once",
-        description="Render this week's announcement once and deliver it to every subscriber not yet "
-        "sent to. SMTP settings come from the environment or .env (see README).",
-    )
-    _add_paths(send, "schedule", "templates", "recipients", "state")
-    _add_date(send)
-    send.add_argument(
-        "--dry-run", action="store_true", help="do everything but connect: validate, render, count who would receive it"
-    )
-    send.add_argument("--yes", action="store_true", help="do not ask for confirmation on a terminal")
-
-    status = commands.add_parser(
-        "status",
-        help="show what was sent about each seminar, and who is suppressed",
-        description="Per announced seminar: the announcement, changes, cancellation and reminder, when "
-        "each went out and to how many; then the suppressed addresses and why.",
-    )
-    _add_paths(status, "schedule", "state")
-
-    unsuppress = commands.add_parser(
-        "unsuppress",
-        help="let a suppressed address (refused by its server) receive mail again",
-        description="Remove ADDRESS from the suppressed addresses in the state folder.",
-    )
-    unsuppress.add_argument("address", metavar="ADDRESS")
-    _add_paths(unsuppress, "schedule", "state")
-    _add_subscriber_commands(commands)
-
-    check.add_argument(
-        "--recipients",
-        type=Path,
-        default=Path(os.environ.get("MAILER_RECIPIENTS") or "recipients"),
-        metavar="PATH",
-        help="the folder of mailing-list files (env MAILER_RECIPIENTS; default recipients)",
+        [_paths("schedule", "templates", "recipients", "state"), _date()],
+        "validate the schedule, the mailing list, the templates and the settings",
+        "Validate the schedule and the mailing list, and render the templates (yours in --templates, "
+        "when that folder exists, over the built-in set) for every week with a seminar; report every "
+        "problem at file:line. Say what the next send would do about seminars already announced "
+        "(a removed seminar is cancelled). Exit 0 when all is valid, 2 when not.",
     )
     check.add_argument(
         "--smtp",
         action="store_true",
         help="also connect with the SMTP settings: EHLO, STARTTLS, AUTH, MAIL FROM then RSET; sends nothing",
     )
-    _add_paths(check, "state")  # check --smtp reads a login microsoft sign-in from it
 
-    login = commands.add_parser(
-        "login",
-        help="sign in once to Microsoft 365 (device code) for later sends",
-        description="Sign in to Microsoft 365 with a device code (SMTP_OAUTH2_TENANT, SMTP_OAUTH2_CLIENT_ID); "
-        "the refresh token is kept in the state folder (0600) and later sends use it.",
+    preview = command(
+        "preview",
+        [every_path, _date()],
+        "render this week's announcement without sending anything",
+        "Render this week's announcement: print the subject and text, write announcement.html, "
+        "announcement.txt, announcement.eml (the message exactly as the first subscriber gets it) and "
+        "the web page into --out. With --serve, show it in the browser and re-render on every save.",
     )
-    login.add_argument("provider", choices=["microsoft"])
-    _add_paths(login, "state")
+    preview.add_argument(
+        "--out", type=Path, default=argparse.SUPPRESS, metavar="DIR", help="where to write the files (default preview/)"
+    )
+    preview.add_argument("--open", action="store_true", help="show the HTML (with --serve, the page) in your browser")
+    preview.add_argument(
+        "--serve", action="store_true", help="serve a live preview on 127.0.0.1 that reloads when a file changes"
+    )
+    preview.add_argument("--port", type=int, default=8025, help="the port for --serve (default 8025; 0: any free one)")
+
+    send = command(
+        "send",
+        [every_path, _date()],
+        "send whatever is due, exactly once: announcement, changes, cancellations, reminders",
+        "Send this week's announcement to every subscriber not yet told of it; for every announced "
+        "seminar that changed since, a change or cancellation to those who were told; reminders when "
+        "due. SMTP settings come from the environment or .env (see README). When the output is not a "
+        "terminal (cron), every line starts with an ISO 8601 timestamp.",
+    )
+    send.add_argument(
+        "--dry-run", action="store_true", help="do everything but connect: validate, render, count who would receive it"
+    )
+    send.add_argument("--yes", action="store_true", help="do not ask for confirmation on a terminal")
+
+    command(
+        "status",
+        [_paths("schedule", "state")],
+        "show what was sent about each seminar, and who is suppressed",
+        "Per announced seminar: the announcement, changes, cancellation and reminder, when each went "
+        "out and to how many; then the suppressed addresses and why.",
+    )
+    command(
+        "unsuppress",
+        [_paths("schedule", "state")],
+        "let a suppressed address (refused by its server) receive mail again",
+        "Remove ADDRESS from the suppressed addresses in the state folder.",
+    ).add_argument("address", metavar="ADDRESS")
+    command(
+        "login",
+        [_paths("state")],
+        "sign in once to Microsoft 365 (device code) for later sends",
+        "Sign in to Microsoft 365 with a device code (SMTP_OAUTH2_TENANT, SMTP_OAUTH2_CLIENT_ID); the "
+        "refresh token is kept in the state folder (0600) and later sends use it.",
+    ).add_argument("provider", choices=["microsoft"])
+    _add_subscriber_commands(commands)
+    command(
+        "schema",
+        [],
+        "print the JSON Schema of data/seminars.yaml (for editors)",
+        "Print the JSON Schema of data/seminars.yaml, generated from the validator's own key tables.",
+    )
     return parser
+
+
+def _resolve(args: argparse.Namespace, project: Project) -> None:
+    """Fill in the defaults: an option as given, else its environment variable, else the project's path."""
+    for name in DEFAULTS:
+        if getattr(args, name, None) is None:
+            setattr(args, name, project.default(name, os.environ))
+            if name == "schedule" and project.root is None and not os.environ.get("MAILER_SCHEDULE"):
+                if args.command not in ("init", "schema"):
+                    raise ConfigError(
+                        f"no seminar-mailer project here: no {MARKER} in {project.cwd} or any folder above it; "
+                        "wanted a project folder (`seminar-mailer init DIR` creates one) or --schedule PATH"
+                    )
+    if getattr(args, "date", None) is None and (value := os.environ.get("MAILER_DATE")):
+        try:
+            dt.date.fromisoformat(value)
+        except ValueError:
+            raise ConfigError(f"MAILER_DATE={value!r} is not a date; wanted YYYY-MM-DD, e.g. 2024-01-15") from None
+        args.date = value
+    elif getattr(args, "date", None) is None:
+        args.date = None
 
 
 def _today(arg: str | None, tz: dt.tzinfo) -> dt.date:
@@ -172,11 +307,12 @@ def _request(args: argparse.Namespace, *, dry_run: bool) -> Request:
 
     date = _today(args.date, dt.UTC) if args.date else None
     now = dt.datetime.now(dt.UTC)
-    if args.now:
+    given = getattr(args, "now", None)
+    if given:
         try:
-            now = dt.datetime.fromisoformat(args.now)
+            now = dt.datetime.fromisoformat(given)
         except ValueError:
-            raise ConfigError(f"--now {args.now!r} is not a moment; wanted e.g. 2030-01-14T08:00") from None
+            raise ConfigError(f"--now {given!r} is not a moment; wanted e.g. 2030-01-14T08:00") from None
     return Request(
         schedule=args.schedule,
         templates=getattr(args, "templates", None),
@@ -186,25 +322,29 @@ def _request(args: argparse.Namespace, *, dry_run: bool) -> Request:
         date=date,
         dry_run=dry_run,
         env=_env(),
-        clock_given=bool(args.now),
+        clock_given=bool(given),
     )
 
 
+def _count_of(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def _check(args: argparse.Namespace) -> int:
-    from mailer.checks import date_warnings, render_coming_weeks
+    from mailer.checks import date_warnings
+    from mailer.dispatch import plan_notes
     from mailer.errors import Problem
     from mailer.recipients import UNSUBSCRIBED, list_file, read_entries
+    from mailer.render import render_every_week
     from mailer.schedule import load_schedule
 
     schedule = load_schedule(args.schedule)
     today = _today(args.date, schedule.series.timezone)
     for warning in date_warnings(schedule, today):
         print(f"warning: {printable(str(warning))}", file=sys.stderr)
-    weeks = render_coming_weeks(schedule, today=today, templates=args.templates)
-    print(
-        printable(f"{args.schedule}: OK, {len(schedule.seminars)} seminars of {schedule.series.name}")
-        + (f"; the {weeks} coming weeks render" if weeks else "")
-    )
+    print(printable(f"{args.schedule}: OK, {_count_of(len(schedule.seminars), 'seminar')} of {schedule.series.name}"))
+    for note in plan_notes(_request(args, dry_run=True)):
+        print(f"note: {printable(note)}", file=sys.stderr)
     _check_settings(_env())
     problems: list[Problem] = []
     path = list_file(args.recipients, schedule.series.list_name)
@@ -218,7 +358,17 @@ def _check(args: argparse.Namespace) -> int:
         problems += [e.problem for e in read_entries(unsubscribed) if e.problem is not None]
     if problems:
         raise MailerError(f"{len(problems)} invalid recipient lines", problems=tuple(problems))
-    print(printable(f"{path}: OK, {count} recipients"))
+    print(printable(f"{path}: OK, {_count_of(count, 'recipient')}"))
+    templates: Path = args.templates
+    if not templates.is_dir():
+        if args.templates_given:
+            raise ConfigError(f"{templates}: no such template folder; wanted a folder of *.j2 templates")
+        weeks = render_every_week(schedule, templates=None)
+        print(f"built-in templates: OK, rendered {_count_of(weeks, 'week')}")
+    else:
+        weeks = render_every_week(schedule, templates=templates)
+        rest = "templates not in it come from the built-in set"
+        print(printable(f"{templates}: OK, rendered {_count_of(weeks, 'week')} ({rest})"))
     if args.smtp:
         return _check_smtp(args, schedule.series.sender.ascii_addr)
     return EXIT_OK
@@ -303,9 +453,7 @@ def _preview(args: argparse.Namespace) -> int:
     write_files(out, files)
     print(printable(f"Wrote {', '.join(written)}"), file=sys.stderr)
     if args.open:
-        import webbrowser
-
-        webbrowser.open((out / "announcement.html").resolve().as_uri())
+        _open(out / "announcement.html")
     return EXIT_OK
 
 
@@ -315,11 +463,28 @@ def week_name(args: argparse.Namespace) -> str:
     return load_schedule(args.schedule).series.name
 
 
+def _open(path_or_url: Path | str) -> None:
+    """Show a file or URL in the organiser's browser, or say that none could be opened."""
+    import webbrowser
+
+    url = path_or_url.resolve().as_uri() if isinstance(path_or_url, Path) else path_or_url
+    try:
+        opened = webbrowser.open(url)
+    except webbrowser.Error:
+        opened = False
+    if not opened:
+        print(
+            f"warning: no web browser could be opened (none found; set BROWSER to name one); open {url} yourself",
+            file=sys.stderr,
+        )
+
+
 def _env() -> dict[str, str]:
-    """The process environment over .env (MAILER_ENV_FILE, default ./.env): the environment wins."""
+    """The process environment over .env (MAILER_ENV_FILE, default .env in the project): the environment wins."""
     from mailer.config import read_dotenv
 
-    return {**read_dotenv(Path(os.environ.get("MAILER_ENV_FILE") or ".env")), **os.environ}
+    project = Project.discover(Path.cwd())
+    return {**read_dotenv(project.default("env_file", os.environ)), **os.environ}
 
 
 def _send(args: argparse.Namespace) -> int:
@@ -379,7 +544,61 @@ def _unsuppress(args: argparse.Namespace) -> int:
 # --- subscribers: serve, subscribe, unsubscribe, subscribers, bounces --------------------------------
 
 
-def _add_subscriber_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _init(args: argparse.Namespace) -> int:
+    import shutil
+
+    from mailer.project import init, installed_command, local_timezone
+
+    today = _today(args.date, dt.datetime.now().astimezone().tzinfo or dt.UTC)
+    command = installed_command()
+    created = init(args.dir, today=today, timezone=local_timezone(), command=command)
+    here = Path.cwd().resolve()
+    shown = created.folder.relative_to(here) if created.folder.is_relative_to(here) else created.folder
+    print(f"Created a seminar-mailer project in {created.folder}:")
+    for path in created.files:
+        print(f"  {path.relative_to(created.folder)}")
+    # The short name where it runs this installation; the full path where it does not.
+    on_path = shutil.which("seminar-mailer")
+    me = "seminar-mailer" if on_path and Path(on_path).resolve() == Path(command).resolve() else command
+    steps = [(f"cd {shown}", "")] if shown != Path(".") else []
+    steps += [
+        (f"{me} check", "validate it all"),
+        (f"{me} preview --serve --date {created.seminar_date}", "live preview: edit data/seminars.yaml and watch"),
+        ("cp .env.example .env", "then fill in your SMTP server"),
+        (f"{me} send --dry-run --date {created.seminar_date}", "who would receive it"),
+    ]
+    width = max(len(command) for command, _ in steps) + 2
+    print("\nNext:")
+    for command, why in steps:
+        print(f"  {command.ljust(width)}{'# ' + why if why else ''}".rstrip())
+    print("\nEvery Monday from cron (crontab -e, as the owner of the folder), also in crontab.example:")
+    print(created.crontab.split("\n", 1)[1], end="")
+    return EXIT_OK
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from mailer.schema import schema_text
+
+    print(schema_text(), end="")
+    return EXIT_OK
+
+
+def _preview_or_serve(args: argparse.Namespace) -> int:
+    if not args.serve:
+        return _preview(args)
+    from mailer.live import serve
+
+    return serve(
+        schedule=args.schedule,
+        templates=args.templates,
+        date=args.date,
+        port=args.port,
+        announce=lambda url: print(f"Live preview on {url} (Ctrl-C to stop)", file=sys.stderr, flush=True),
+        open_browser=_open if args.open else None,
+    )
+
+
+def _add_subscriber_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     serve = commands.add_parser(
         "serve",
         help="run the web service: one-click unsubscribe, subscribe with confirmation",
@@ -530,24 +749,33 @@ _SUBSCRIBER_COMMANDS = {
     "subscribers": _subscribers,
     "bounces": _bounces,
 }
-
-
 _COMMANDS = {
+    "init": _init,
     "check": _check,
-    "preview": _preview,
+    "preview": _preview_or_serve,
     "send": _send,
     "status": _status,
     "unsuppress": _unsuppress,
     "login": _login,
+    "schema": _schema,
     **_SUBSCRIBER_COMMANDS,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run a command; return its exit code. MailerError is the user's to fix; anything else is a bug (70)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = _parser().parse_args(argv)
+    """Run a command; return its exit code. MailerError is the user's to fix; anything else is a bug (exit 70)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_OK
+    args.templates_given = getattr(args, "templates", None) is not None or bool(os.environ.get("MAILER_TEMPLATES"))
     try:
+        _resolve(args, Project.discover(Path.cwd()))
+        if args.command == "send":
+            from mailer.logs import timestamp_unless_terminal
+
+            timestamp_unless_terminal()
         return _COMMANDS[args.command](args)
     except MailerError as err:
         for line in err.lines():
@@ -558,7 +786,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted: run the command again; whatever was sent is recorded and not sent twice", file=sys.stderr)
         return EXIT_TEMPFAIL
     except Exception as err:  # a bug: one line here, the traceback in a file
-        report = write_crash_report(err, folder=getattr(args, "state", None), argv=argv)
+        report = write_crash_report(
+            err, folder=getattr(args, "state", None), argv=list(sys.argv if argv is None else argv)
+        )
         where = f"the full traceback is in {report}" if report else "the traceback could not be written to a file"
         print(
             f"error: internal error ({type(err).__name__}), a bug in seminar-mailer, not in your input; "

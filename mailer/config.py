@@ -102,7 +102,7 @@ def read_dotenv(path: Path) -> dict[str, str]:
     return values
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
@@ -194,7 +194,7 @@ def smtp_settings(env: Mapping[str, str], *, state: Path | None = None) -> SmtpS
             f"SMTP_SECURITY={security!r}; wanted starttls (default), tls (implicit TLS, port 465) "
             "or none (only for a server on this machine)"
         )
-    if security == "none" and not _is_loopback(host):
+    if security == "none" and not is_loopback(host):
         raise ConfigError(
             f"SMTP_SECURITY=none sends in plaintext, allowed only to a server on loopback, not "
             f"{host!r}; wanted starttls or tls"

@@ -449,6 +449,17 @@ def _send(
     return result
 
 
+def plan_notes(request: Request) -> list[str]:
+    """What ``check`` says of the next send: seminars removed after they were announced (to be
+    cancelled), announcements recorded before fields were; raises ScheduleError when announced
+    seminars cannot be told apart."""
+    schedule = load_schedule(request.schedule)
+    if not (request.state / LEDGER_FILE).exists():
+        return []
+    ledger = Ledger(request.state, schedule.series.list_name, readonly=True)
+    return list(prepare(request, schedule, ledger).notes)
+
+
 def preview(request: Request) -> tuple[Week | None, list[MessageReport]]:
     """This week's announcement (whether or not it went out) and every other message due now."""
     schedule = load_schedule(request.schedule)

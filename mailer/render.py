@@ -7,6 +7,8 @@ raw HTML escaped, MJML is compiled without web fonts or includes, and the inline
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import importlib.resources
 import logging
 import re
 from collections.abc import Sequence
@@ -19,12 +21,14 @@ from markupsafe import Markup
 
 from mailer.errors import TemplateError
 from mailer.links import HTML_MARKDOWN, sanitise
-from mailer.schedule import Schedule, Seminar, Series, Week
+from mailer.schedule import Schedule, Seminar, Series, Week, week_of
 
 if TYPE_CHECKING:
     from mailer.plan import Change
 
-BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "email"
+# Shipped inside the package (a wheel carries them as mailer/templates/*.j2); in a checkout,
+# mailer/templates links to templates/email, their source. A plain folder either way (no zip imports).
+BUILTIN_TEMPLATES = Path(str(importlib.resources.files("mailer") / "templates"))
 
 SUBJECT = "subject.txt.j2"
 TEXT = "announcement.txt.j2"
@@ -139,39 +143,35 @@ def _context(
     }
 
 
+def _where(err: BaseException, name: str) -> str:
+    """``file:line`` of the template line that failed (Jinja rewrites its traceback to point there)."""
+    where = name
+    tb = err.__traceback__
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if filename.endswith(".j2"):
+            where = f"{filename}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return where
+
+
 def _render(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:
     try:
         return env.get_template(name).render(context)
     except jinja2.TemplateSyntaxError as err:
         raise TemplateError(f"{err.filename or name}:{err.lineno}: template syntax error: {err.message}") from err
     except jinja2.TemplateNotFound as err:
-        raise TemplateError(f"template {err.name} not found in the template folders") from err
+        folders = ", ".join(getattr(env.loader, "searchpath", []))
+        raise TemplateError(f"{_where(err, name)}: template {err.name} not found in {folders}") from err
     except jinja2.UndefinedError as err:
         raise TemplateError(
-            f"{_where(env, name, err)}: {err.message}; "
-            "wanted only the names documented in the README's template section"
+            f"{_where(err, name)}: {err.message}; wanted only the names documented in the README's template section"
         ) from err
     except Exception as err:  # a template's own expression failed ({{ 1 / 0 }}, a wrong method call)
         raise TemplateError(
-            f"{_where(env, name, err)}: the template failed: {type(err).__name__}: {err}; "
+            f"{_where(err, name)}: the template failed: {type(err).__name__}: {err}; "
             "wanted expressions that work for every seminar (test with check)"
         ) from err
-
-
-def _where(env: jinja2.Environment, name: str, err: BaseException) -> str:
-    """``path:line`` of the template line that raised ``err`` (Jinja maps its frames back to the file)."""
-    try:
-        filename = env.get_template(name).filename
-    except jinja2.TemplateError:
-        filename = None
-    line = None
-    traceback = err.__traceback__
-    while traceback is not None:
-        if filename is not None and traceback.tb_frame.f_code.co_filename == filename:
-            line = traceback.tb_lineno
-        traceback = traceback.tb_next
-    where = filename or name
-    return f"{where}:{line}" if line is not None else where
 
 
 def _no_include(path: str) -> str:
@@ -265,3 +265,16 @@ def render_change(
     footer = _render(text_env, FOOTER, context)
     html = _html(templates, CHANGE_MJML, {**plain_context, "subject": subject})
     return Rendered(subject=subject, text=text, email_text=text + footer, html=html, page="", page_name="")
+
+
+def render_every_week(schedule: Schedule, *, templates: Path | None) -> int:
+    """Render each week that holds a seminar, as send will; return how many. Stop at the first error."""
+    mondays = sorted({s.date - dt.timedelta(days=s.date.weekday()) for s in schedule.seminars})
+    for monday in mondays:
+        week = week_of(schedule, monday)
+        assert week is not None
+        try:
+            render(schedule, week, templates=templates)
+        except TemplateError as err:
+            raise TemplateError(f"{err} (rendering the week of {monday})") from err
+    return len(mondays)

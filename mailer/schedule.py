@@ -133,8 +133,8 @@ class Week:
 # --- field readers: each returns the value or None after recording a problem -------------------
 
 YEARS = (1970, 2999)  # dates outside are typos; year 9999 would overflow the week arithmetic
-_LIST_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]")
+LIST_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]")
 
 
 class _Reader:
@@ -147,11 +147,12 @@ class _Reader:
     def add(self, node: Node, message: str) -> None:
         self.problems.append(Problem(self.path, node.line, node.column, message))
 
-    def mapping(self, node: Node, what: str, *, required: tuple[str, ...], optional: tuple[str, ...]) -> Mapping | None:
+    def mapping(self, node: Node, what: str, *, keys: dict[str, Key]) -> Mapping | None:
         if not isinstance(node, Mapping):
             self.add(node, f"{what} should be a mapping of keys, got {describe(node)}")
             return None
-        known = required + optional
+        known = tuple(keys)
+        required = tuple(name for name, key in keys.items() if key.required)
         for key, key_node in node.keys.items():
             if key not in known:
                 guess = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
@@ -175,16 +176,17 @@ class _Reader:
         if not value.strip():
             self.add(node, f"'{key}' is empty; wanted some text")
             return None
-        bad = _CONTROL_RE.search(value.replace("\n", "") if multiline else value)
+        bad = CONTROL_RE.search(value.replace("\n", "") if multiline else value)
         if bad:
             kind = "a line break" if bad.group() in "\r\n\u2028\u2029\x85" else f"the control character {bad.group()!r}"
             self.add(node, f"'{key}' contains {kind}; wanted a single line of plain text")
             return None
         return value
 
-    def integer(self, node: Node | None, key: str, *, low: int, high: int) -> int | None:
+    def integer(self, node: Node | None, key: str, keys: dict[str, Key]) -> int | None:
         if node is None:
             return None
+        low, high = keys[key].low, keys[key].high
         if not isinstance(node, Scalar) or isinstance(node.value, bool) or not isinstance(node.value, int):
             self.add(node, f"'{key}' should be a whole number, got {describe(node)}")
             return None
@@ -290,31 +292,59 @@ class _Reader:
             return None
 
 
-_SERIES_REQUIRED = ("name", "signature", "timezone", "time", "location", "info_url", "sender", "list")
-_SERIES_OPTIONAL = (
-    "duration",
-    "zoom",
-    "upcoming",
-    "reply_to",
-    "unsubscribe_url",
-    "unsubscribe_email",
-    "reminder",
-    "service_url",
-)
-_SEMINAR_REQUIRED = ("date", "speaker")
-_SEMINAR_OPTIONAL = (
-    "id",
-    "affiliation",
-    "title",
-    "abstract",
-    "bio",
-    "time",
-    "duration",
-    "location",
-    "zoom",
-    "cancelled",
-)
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+@dataclass(frozen=True, slots=True)
+class Key:
+    """One key of seminars.yaml: what the validator reads it as; mailer/schema.py builds the JSON Schema from it."""
+
+    kind: str  # text, markdown, url, address, zone, clock, date, number, list, cancelled
+    doc: str
+    required: bool = False
+    low: int = 0  # bounds of a number
+    high: int = 0
+
+
+MINUTES_IN_A_DAY = 24 * 60
+SERIES_KEYS: dict[str, Key] = {
+    "name": Key("text", "The series' name: \"Welcome to this week's <name> seminar.\"", required=True),
+    "signature": Key("text", "Who signs the announcement, e.g. The Learning Machines Team.", required=True),
+    "timezone": Key("zone", "IANA time zone; every date and time is local to it.", required=True),
+    "time": Key("clock", 'Usual start time, 24-hour and quoted: "15:00".', required=True),
+    "duration": Key("number", "Minutes, default 60.", low=1, high=MINUTES_IN_A_DAY),
+    "location": Key("text", "Where the seminars take place.", required=True),
+    "zoom": Key("url", "Video link, if any."),
+    "info_url": Key("url", "The series' web page.", required=True),
+    "sender": Key("address", "From address: Name <address@example.org>.", required=True),
+    "list": Key("list", "The mailing list: recipients/<list>.txt or .csv.", required=True),
+    "upcoming": Key("number", "How many later seminars the announcement lists, default 4.", low=0, high=50),
+    "reply_to": Key("address", "Reply-To address, if not the sender."),
+    "unsubscribe_url": Key("url", "Web page that unsubscribes (gets a signed token)."),
+    "unsubscribe_email": Key("address", "Where 'unsubscribe' mails go, default the sender."),
+    "reminder": Key("reminder", 'Remind subscribers: "09:00" on the day, or 2h / 90m before the start.'),
+    "service_url": Key("url", "The https address of `seminar-mailer serve` behind your proxy."),
+}
+SEMINAR_KEYS: dict[str, Key] = {
+    "id": Key("id", "Optional: names this seminar for good, so any edit (even of the date) is a change of it."),
+    "date": Key("date", "The day, YYYY-MM-DD.", required=True),
+    "speaker": Key("text", "The speaker's name.", required=True),
+    "affiliation": Key("text", "The speaker's institution."),
+    "title": Key("text", "The talk's title."),
+    "abstract": Key("markdown", "The abstract, Markdown (use | for several lines)."),
+    "bio": Key("markdown", "The speaker's biography, Markdown."),
+    "time": Key("clock", 'Start time if not the series\' time, quoted: "10:15".'),
+    "duration": Key("number", "Minutes, if not the series' duration.", low=1, high=MINUTES_IN_A_DAY),
+    "location": Key("text", "Where, if not the series' location."),
+    "zoom": Key("url", "Video link, if not the series' link."),
+    "cancelled": Key("cancelled", "true, or the reason: sends a cancellation notice instead."),
+}
+
+
+TOP_KEYS: dict[str, Key] = {
+    "series": Key("series", "What every seminar shares.", required=True),
+    "seminars": Key("seminars", "One entry per seminar, each starting with '- date:'.", required=True),
+}
+
+
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 def _reminder(r: _Reader, node: Node | None) -> Reminder | bool | None:
@@ -338,12 +368,12 @@ def _reminder(r: _Reader, node: Node | None) -> Reminder | bool | None:
 
 
 def _series(r: _Reader, node: Node) -> Series | None:
-    m = r.mapping(node, "series", required=_SERIES_REQUIRED, optional=_SERIES_OPTIONAL)
+    m = r.mapping(node, "series", keys=SERIES_KEYS)
     if m is None:
         return None
     v = m.values.get
     list_name = r.text(v("list"), "list")
-    if list_name is not None and not _LIST_RE.match(list_name):
+    if list_name is not None and not LIST_NAME_RE.match(list_name):
         r.add(
             m.values["list"],
             f"'list' {list_name!r} names a file in recipients/; wanted lower-case "
@@ -355,13 +385,13 @@ def _series(r: _Reader, node: Node) -> Series | None:
         signature=r.text(v("signature"), "signature"),
         timezone=r.zone(v("timezone"), "timezone"),
         time=r.clock(v("time"), "time"),
-        duration=r.integer(v("duration"), "duration", low=1, high=24 * 60) if "duration" in m.values else 60,
+        duration=r.integer(v("duration"), "duration", SERIES_KEYS) if "duration" in m.values else 60,
         location=r.text(v("location"), "location"),
         zoom=r.url(v("zoom"), "zoom"),
         info_url=r.url(v("info_url"), "info_url"),
         sender=r.address(v("sender"), "sender"),
         list_name=list_name,
-        upcoming=r.integer(v("upcoming"), "upcoming", low=0, high=50) if "upcoming" in m.values else 4,
+        upcoming=r.integer(v("upcoming"), "upcoming", SERIES_KEYS) if "upcoming" in m.values else 4,
         reply_to=r.address(v("reply_to"), "reply_to"),
         unsubscribe_url=r.url(v("unsubscribe_url"), "unsubscribe_url", unsubscribe=True),
         unsubscribe_email=r.address(v("unsubscribe_email"), "unsubscribe_email"),
@@ -402,14 +432,14 @@ def _cancelled(r: _Reader, node: Node | None) -> str | bool | None:
 
 
 def _seminar(r: _Reader, node: Node, series: Series | None) -> Seminar | None:
-    m = r.mapping(node, "a seminar", required=_SEMINAR_REQUIRED, optional=_SEMINAR_OPTIONAL)
+    m = r.mapping(node, "a seminar", keys=SEMINAR_KEYS)
     if m is None:
         return None
     v = m.values.get
     day = r.day(v("date"), "date")
     time = r.clock(v("time"), "time") if "time" in m.values else (series.time if series else None)
     duration = (
-        r.integer(v("duration"), "duration", low=1, high=24 * 60)
+        r.integer(v("duration"), "duration", SEMINAR_KEYS)
         if "duration" in m.values
         else (series.duration if series else None)
     )
@@ -420,7 +450,7 @@ def _seminar(r: _Reader, node: Node, series: Series | None) -> Seminar | None:
     zoom = r.url(v("zoom"), "zoom") if "zoom" in m.values else (series.zoom if series else None)
     cancelled = _cancelled(r, v("cancelled"))
     pinned = r.text(v("id"), "id")
-    if pinned is not None and not _ID_RE.match(pinned):
+    if pinned is not None and not ID_RE.match(pinned):
         r.add(
             m.values["id"],
             f"'id' {pinned!r} names this seminar for good; wanted letters, digits, '.', '_' or '-' "
@@ -496,7 +526,7 @@ def load_schedule(path: Path) -> Schedule:
     tree, problems = yamlfile.load(path)
     r = _Reader(path)
     r.problems.extend(problems)
-    root = r.mapping(tree, "the schedule", required=("series", "seminars"), optional=())
+    root = r.mapping(tree, "the schedule", keys=TOP_KEYS)
     series = _series(r, root.values["series"]) if root and "series" in root.values else None
     seminars: list[Seminar] = []
     node = root.values.get("seminars") if root else None

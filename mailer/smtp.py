@@ -33,7 +33,7 @@ from collections.abc import Callable
 import aiosmtplib
 from aiosmtplib import SMTPResponse
 
-from mailer.config import SmtpSettings
+from mailer.config import SmtpSettings, is_loopback
 from mailer.errors import ConfigError, DeliveryError, MailerError
 from mailer.oauth import TokenSource
 
@@ -330,9 +330,14 @@ async def connect(settings: SmtpSettings, *, report: Report = lambda step, detai
         if settings.security == "starttls":
             if not client.supports_extension("starttls"):
                 client.close()
+                local = (
+                    " For a test server on this machine without TLS: SMTP_SECURITY=none."
+                    if is_loopback(settings.host)
+                    else ""
+                )
                 raise DeliveryError(
                     f"{settings.host}:{settings.port} does not offer STARTTLS, so nothing was sent and no "
-                    "credentials were given to it. Fix the server, or SMTP_SECURITY=tls for port 465."
+                    f"credentials were given to it. Fix the server, or SMTP_SECURITY=tls for port 465.{local}"
                 )
             await client.starttls(tls_context=context)
             if client.is_ehlo_or_helo_needed:  # RFC 3207: forget what was offered in plaintext, ask again

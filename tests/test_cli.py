@@ -74,7 +74,8 @@ def test_check_ok_on_shipped_data() -> None:
 
 
 def test_runs_from_another_directory(tmp_path: Path) -> None:
-    """Built-in templates are found relative to the package, not the working directory."""
+    """Built-in templates are found in the package, not the working directory (the installed wheel's
+    case is tests/test_deployment.py)."""
     result = run_cli(
         "preview",
         "--date",
@@ -85,10 +86,15 @@ def test_runs_from_another_directory(tmp_path: Path) -> None:
         str(tmp_path / "none"),
         "--out",
         str(tmp_path / "o"),
+        "--recipients",
+        str(ROOT / "recipients"),
+        "--state",
+        str(tmp_path / "state"),
         cwd=tmp_path,
     )
     assert result.code == 0, result.err
-    assert ROOT.exists()
+    assert result.out.startswith("Subject: Learning Machines seminar 2024-01-18")
+    assert (tmp_path / "o" / "announcement.html").read_text().startswith("<!doctype html>")
 
 
 def test_preview_eml_is_exactly_the_message_for_the_first_subscriber(tmp_path: Path) -> None:
@@ -115,3 +121,63 @@ def test_preview_eml_is_exactly_the_message_for_the_first_subscriber(tmp_path: P
         token_key=token_key(tmp_path / "s"),
     )
     assert eml == template.personalise(Address("Ada Lovelace", "ada@example.org"))
+
+
+def test_bare_command_prints_help_with_examples() -> None:
+    result = run_cli()
+    assert result.code == 0 and result.err == ""
+    assert "usage: seminar-mailer" in result.out and "examples:" in result.out
+    for command in ("init", "check", "preview", "send", "status", "schema"):
+        assert f"    {command} " in result.out, command
+        help_text = run_cli(command, "--help")
+        assert help_text.code == 0 and f"seminar-mailer {command}" in help_text.out.split("examples:")[1], command
+
+
+def test_options_before_or_after_the_command(tmp_path: Path) -> None:
+    schedule = tmp_path / "s.yaml"
+    schedule.write_text(VALID.replace("Serge Belongie", "Ada Lovelace"))
+    out = str(tmp_path / "o")
+    before = run_cli("--schedule", str(schedule), "--date", "2024-01-15", "preview", "--out", out)
+    after = run_cli("preview", "--schedule", str(schedule), "--date", "2024-01-15", "--out", out)
+    assert before.code == after.code == 0, before.err + after.err
+    assert "Ada Lovelace" in before.out and before.out == after.out
+
+
+def test_mistyped_command_or_option_gets_a_suggestion() -> None:
+    command = run_cli("sned", "--dry-run")
+    assert command.code == 2 and "unknown command 'sned'; did you mean 'send'?" in command.err
+    option = run_cli("send", "--dryrun")
+    assert option.code == 2 and "did you mean '--dry-run'?" in option.err
+    nothing_close = run_cli("frobnicate")
+    assert nothing_close.code == 2 and "wanted one of: init, check, preview, send, status, schema" in nothing_close.err
+
+
+def test_check_renders_your_templates_and_names_the_template_line(tmp_path: Path) -> None:
+    templates = tmp_path / "mine"
+    templates.mkdir()
+    (templates / "subject.txt.j2").write_text("Seminar\n{{ series.nmae }}\n")
+    result = run_cli("check", "--templates", str(templates), cwd=ROOT)
+    assert result.code == 2
+    assert f"error: {templates / 'subject.txt.j2'}:2: " in result.err and "nmae" in result.err
+    assert "Traceback" not in result.err
+    (templates / "subject.txt.j2").write_text("{{ series.name }} {{ seminars[0].speaker }}\n")
+    fixed = run_cli("check", "--templates", str(templates), cwd=ROOT)
+    assert fixed.code == 0 and f"{templates}: OK, rendered 5 weeks" in fixed.out
+    missing = run_cli("check", "--templates", str(tmp_path / "nope"), cwd=ROOT)
+    assert missing.code == 2 and f"{tmp_path / 'nope'}: no such template folder" in missing.err
+
+
+def test_open_says_when_no_browser_could_be_opened(tmp_path: Path) -> None:
+    args = ("preview", "--date", "2024-01-15", "--out", str(tmp_path / "o"), "--open")
+    env = {"DISPLAY": "", "WAYLAND_DISPLAY": ""}
+    failed = run_cli(*args, env={**env, "BROWSER": "false"})
+    assert failed.code == 0
+    assert "no web browser could be opened" in failed.err
+    assert (tmp_path / "o" / "announcement.html").as_uri() in failed.err
+    opened = run_cli(*args, env={**env, "BROWSER": "true"})
+    assert opened.code == 0 and "no web browser" not in opened.err
+
+
+def test_bad_mailer_date_names_the_variable() -> None:
+    result = run_cli("preview", env={"MAILER_DATE": "next monday"})
+    assert result.code == 2 and "MAILER_DATE='next monday' is not a date" in result.err

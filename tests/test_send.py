@@ -271,6 +271,7 @@ def test_stripped_starttls_stops_before_auth_and_never_shows_the_password(tmp_pa
         result = run_send(tmp_path, srv.env())
         assert result.returncode == 75
         assert "does not offer STARTTLS" in result.stderr and "no credentials were given" in result.stderr
+        assert "SMTP_SECURITY=none" in result.stderr  # the server is on loopback: say how to test against it
         assert srv.recorder.auth_attempts == 0 and srv.recorder.received == []
         assert_no_canary(tmp_path, result.stdout, result.stderr)
     finally:

@@ -1,0 +1,104 @@
+"""The project root, its default paths, and init: commands work from any sub-folder of a project."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mailer.schema import MODELINE, json_schema
+from tests.conftest import ROOT, VALID, run_cli
+from tests.test_deployment import readme_cron_commands
+
+
+def make_project(folder: Path) -> Path:
+    (folder / "data").mkdir(parents=True)
+    (folder / "data" / "seminars.yaml").write_text(VALID, encoding="utf-8")
+    (folder / "recipients").mkdir()
+    (folder / "recipients" / "learning-machines.txt").write_text("Ada <ada@example.org>\n")
+    return folder
+
+
+def test_init_creates_a_project_that_check_accepts_at_once(tmp_path: Path) -> None:
+    result = run_cli("init", "my-seminar", "--date", "2031-03-01", cwd=tmp_path)
+    assert result.code == 0, result.err
+    project = tmp_path / "my-seminar"
+    schedule = (project / "data" / "seminars.yaml").read_text()
+    assert schedule.splitlines()[0] == MODELINE
+    assert "date: 2031-03-06" in schedule  # Thursday of the week after --date
+    assert json.loads((project / "data" / "seminars.schema.json").read_text()) == json_schema()
+    assert (project / "recipients" / "my-seminar.txt").exists()
+    assert "SMTP_HOST=" in (project / ".env.example").read_text()
+    assert {"state/", ".env"} <= set((project / ".gitignore").read_text().splitlines())
+    assert "cd my-seminar" in result.out and "crontab" in result.out
+
+    check = run_cli("check", cwd=project)
+    assert check.code == 0, check.err
+    assert check.out.splitlines() == [
+        "data/seminars.yaml: OK, 1 seminar of My Seminar",
+        "recipients/my-seminar.txt: OK, 0 recipients",
+        "built-in templates: OK, rendered 1 week",
+    ]
+
+
+def test_init_never_overwrites(tmp_path: Path) -> None:
+    assert run_cli("init", "--date", "2031-03-01", cwd=tmp_path).code == 0
+    before = (tmp_path / "data" / "seminars.yaml").read_text()
+    again = run_cli("init", "--date", "2031-04-01", cwd=tmp_path)
+    assert again.code == 2 and f"{tmp_path / 'data' / 'seminars.yaml'} already exists" in again.err
+    assert (tmp_path / "data" / "seminars.yaml").read_text() == before
+
+
+def test_init_writes_the_readme_cron_lines_for_its_folder(tmp_path: Path) -> None:
+    assert run_cli("init", "--date", "2031-03-01", cwd=tmp_path).code == 0
+    crontab = (tmp_path / "crontab.example").read_text()
+    jobs = [line.split(maxsplit=5)[5] for line in crontab.splitlines() if line[:1].isdigit()]
+    command = jobs[0].split(" && ")[2].split(" send")[0]  # this installation's seminar-mailer
+    assert Path(command.split()[0]).exists()
+    readme = [
+        c.replace("/srv/seminar-mailer", str(tmp_path)).replace(".venv/bin/seminar-mailer", command)
+        for c in readme_cron_commands()
+    ]
+    assert jobs == readme
+
+
+def test_commands_find_the_root_from_a_sub_folder_and_write_nothing_there(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "p")
+    deep = project / "notes" / "drafts"
+    deep.mkdir(parents=True)
+    check = run_cli("check", cwd=deep)
+    assert check.code == 0, check.err
+    assert check.out.startswith(f"{project / 'data' / 'seminars.yaml'}: OK")  # the real path, not data/...
+    preview = run_cli("preview", "--date", "2024-01-15", cwd=deep)
+    assert preview.code == 0, preview.err
+    assert (project / "preview" / "announcement.eml").exists() and (project / "state" / "token.key").exists()
+    assert f"Wrote {project / 'preview' / 'announcement.html'}" in preview.err
+    assert list(deep.iterdir()) == []
+
+
+def test_outside_a_project_commands_say_so_and_create_nothing(tmp_path: Path) -> None:
+    result = run_cli("preview", "--date", "2024-01-15", cwd=tmp_path)
+    assert result.code == 2
+    assert f"no seminar-mailer project here: no data/seminars.yaml in {tmp_path} or any folder above" in result.err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_options_and_environment_win_over_the_project(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "p")
+    other = tmp_path / "other.yaml"
+    other.write_text(VALID.replace("Serge Belongie", "Grace Hopper"))
+    by_option = run_cli("preview", "--date", "2024-01-15", "--schedule", str(other), "--out", "here", cwd=project)
+    assert by_option.code == 0 and "Grace Hopper" in by_option.out and (project / "here").is_dir()
+    by_env = run_cli("preview", "--date", "2024-01-15", cwd=project, env={"MAILER_SCHEDULE": str(other)})
+    assert by_env.code == 0 and "Grace Hopper" in by_env.out
+
+
+def test_the_env_file_is_read_from_the_project_root(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "p")
+    (project / ".env").write_text("SMTP_HOST=smtp.example.org\nSMTP_SECURITY=bogus\n")
+    (project / "sub").mkdir()
+    result = run_cli("send", "--dry-run", "--date", "2024-01-15", cwd=project / "sub")
+    assert result.code == 0 and "SMTP_SECURITY='bogus'" in result.err  # the warning of a dry run: .env was read
+
+
+def test_checkout_is_itself_a_project() -> None:
+    assert run_cli("check", cwd=ROOT / "tests").code == 0
