@@ -50,13 +50,13 @@ class Request:
         return self.date or self.now.astimezone(dt.UTC).date()
 
     def moment(self, schedule: Schedule) -> tuple[dt.datetime, dt.date]:
-        """The clock and the day as the series sees them. A preview or dry run of a past week (an
-        explicit --date, no --now) acts as at the start of that week, so it shows what went out."""
+        """The clock and the day as the series sees them. A preview or dry run of a week that is over
+        (an explicit --date) acts as at the start of that week, so it shows what went out then."""
         tz = schedule.series.timezone
         now = self.now if self.now.tzinfo else self.now.replace(tzinfo=tz)
         today = self.date or now.astimezone(tz).date()
         monday = dt.datetime.combine(today - dt.timedelta(days=today.weekday()), dt.time(0, 0), tzinfo=tz)
-        if self.dry_run and self.date is not None and not self.clock_given and monday + dt.timedelta(days=7) <= now:
+        if self.dry_run and self.date is not None and monday + dt.timedelta(days=7) <= now:
             now = monday
         return now, today
 

@@ -266,8 +266,9 @@ def identities(schedule: Schedule, memory: Memory) -> tuple[tuple[Identity, ...]
             out.append(Identity(s, key, key, first_revision(s), None))
             continue
         revision = r.revision
-        if r.fields is not None and dict(r.fields) != announced_fields(s):
-            revision += 1
+        told_cancelled = r.fields is not None and r.fields.get("cancelled") is not None
+        if r.fields is not None and dict(r.fields) != announced_fields(s) and not (told_cancelled and s.is_cancelled):
+            revision += 1  # (edits to a seminar already cancelled tell nobody anything: no revision)
         out.append(Identity(s, r.key, r.uid, revision, r))
     unmatched = [r for r in memory.remembered if r.key not in {m.key for m in matched.values()}]
     return tuple(out), unmatched, problems
