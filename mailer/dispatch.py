@@ -20,7 +20,7 @@ from mailer.address import Address
 from mailer.config import SmtpSettings, daily_limit, ledger_window, smtp_settings, token_key
 from mailer.errors import ConfigError, LedgerError, ScheduleError
 from mailer.invite import Event
-from mailer.ledger import LEDGER_FILE, Ledger, Remembered, Suppression, utc_text
+from mailer.ledger import LEDGER_FILE, Ledger, Remembered, Suppression, parse_time, utc_text
 from mailer.message import MessageTemplate, build_message
 from mailer.plan import ANNOUNCEMENT, REMINDER, Due, Identity, Memory, Plan, announcement_key, plan
 from mailer.recipients import DUE, DUPLICATE, INVALID, SUPPRESSED, UNSUBSCRIBED, Entry, classify, list_file
@@ -380,7 +380,7 @@ def _send(
         used = ledger.sent_since(since)
         stop.budget = max(limit - used, 0)
         if (oldest := ledger.oldest_since(since, max(used - limit, 0))) is not None:
-            freed = dt.datetime.strptime(oldest, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+            freed = parse_time(oldest)
             result.resume_after = freed + dt.timedelta(hours=24)
     envelope_from = settings.envelope_from or series.sender.ascii_addr
     doubtful = frozenset(ledger.doubtful())
@@ -467,7 +467,7 @@ def preview(request: Request) -> tuple[Week | None, list[MessageReport]]:
     ledger = Ledger(request.state, schedule.series.list_name, readonly=True) if exists else None
     planned = prepare(request, schedule, ledger)
     now = request.moment(schedule)[0]
-    key = token_key(request.state, request.env, create=False)
+    key = token_key(request.state, request.env)  # made once: the preview carries the real unsubscribe link
     reports = []
     for due in planned.dues:
         if due.kind == ANNOUNCEMENT and not due.seminars:

@@ -96,6 +96,12 @@ def utc_text(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def parse_time(text: str) -> dt.datetime:
+    """A time the ledger recorded (this version's format, or version 1's ISO 8601 with an offset)."""
+    moment = dt.datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
 @dataclass(frozen=True, slots=True)
 class Mark:
     """One delivery result."""
@@ -216,7 +222,8 @@ class Ledger:
             self._db.execute(f"PRAGMA user_version = {VERSION}")
             self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
         old = state / LEGACY_SUPPRESSED_FILE
         if old.exists():
@@ -415,7 +422,8 @@ class Ledger:
             yield
             self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:  # (SQLite has already rolled back after a failed COMMIT on a full disk)
+                self._db.execute("ROLLBACK")
             raise
 
     # --- suppression ----------------------------------------------------------------------------
@@ -465,9 +473,13 @@ class Ledger:
         return stats
 
     def close(self) -> None:
+        """Commit what is buffered and close. A failure here was already reported by the send that
+        hit it (the results it could not record are counted in its summary): closing never raises."""
         try:
             self.flush()
             self.checkpoint()
+        except LedgerError:
+            pass
         finally:
             self._db.close()
 

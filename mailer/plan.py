@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from mailer.errors import Problem
-from mailer.ledger import Remembered
+from mailer.ledger import Remembered, parse_time
 from mailer.schedule import Schedule, Seminar, Week, week_of
 
 ANNOUNCEMENT, CHANGE, CANCELLATION, REMINDER = "announcement", "change", "cancellation", "reminder"
@@ -299,7 +299,7 @@ def seminar_from_fields(schedule: Schedule, fields: Mapping[str, object], line: 
 
 
 def _parse_ledger_time(text: str) -> dt.datetime:
-    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+    return parse_time(text)
 
 
 def plan(

@@ -7,6 +7,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+from mailer.ledger import parse_time
 from mailer.recipients import DUPLICATE, INVALID, SUPPRESSED
 from mailer.send import Outcome
 from mailer.terminal import printable
@@ -57,6 +58,8 @@ def _header(message: MessageReport) -> str:
 def print_result(result: Result) -> None:
     """The closing report: one block per message, then the list's figures, then who needs attention."""
     state = result.state
+    for warning in result.warnings:
+        print(printable(f"warning: {warning}"), file=sys.stderr)
     if result.dry_run:
         print("Dry run: no connection opened, nothing sent.")
     for note in result.notes:
@@ -88,8 +91,8 @@ def print_result(result: Result) -> None:
             print(f"  uncertain          {len(outcome.uncertain)}  (no reply after sending: retried once, next run)")
         if outcome.retried_uncertain:
             print(f"  possible duplicates {outcome.retried_uncertain}  (retried after an uncertain first copy)")
-        if outcome.not_taken:
-            print(f"  not sent yet       {outcome.not_taken}  (the run stopped: they stay due)")
+        if (left := message.due - outcome.finished) > 0:
+            print(f"  not sent yet       {left}  (the run stopped: they stay due)")
         if outcome.withdrawn:
             print(f"  unsubscribed       {outcome.withdrawn}  (while this send ran: not sent)")
     print(f"  suppressed         {result.counts.get(SUPPRESSED, 0)}  (unsubscribed or refused)")
@@ -142,5 +145,5 @@ def print_status(seminars: list[SeminarStatus], suppressed: list[Suppression], *
 def _local(text: str | None, tz: dt.tzinfo) -> str:
     if not text:
         return "?"
-    moment = dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+    moment = parse_time(text)
     return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M")

@@ -46,8 +46,10 @@ class Recorder:
 
     received: list[Received] = field(default_factory=list)
     rcpt_replies: dict[str, list[str]] = field(default_factory=dict)  # address -> replies for its first tries
-    data_actions: dict[str, list[str]] = field(default_factory=dict)  # address -> "drop" | "stall"
+    data_actions: dict[str, list[str]] = field(default_factory=dict)  # address -> "drop" | "stall" | "slow"
     stall_seconds: float = 3.0
+    message_reply: str | None = None  # refuse every message at the end of DATA with this (a content filter)
+    max_line: int | None = None  # refuse a message with a longer line, as RFC 5322 servers may ("500 Line too long")
     delay: float = 0.0  # per message, to slow the server down
     auth_attempts: int = 0
     connections: int = 0
@@ -89,6 +91,12 @@ class Recorder:
         if action == "stall":  # past the client's timeout; then refuse, as a server that gave up would
             await asyncio.sleep(self.stall_seconds)
             return "451 4.3.0 gave up"
+        if action == "slow":  # a slow content filter: past the command timeout, then accepted and stored
+            await asyncio.sleep(self.stall_seconds)
+        if self.message_reply is not None:
+            return self.message_reply
+        if self.max_line is not None and any(len(line) > self.max_line for line in envelope.content.split(b"\r\n")):
+            return "500 5.5.0 Line too long"
         if self.delay:
             await asyncio.sleep(self.delay)
         headers = BytesHeaderParser().parsebytes(envelope.content)
@@ -139,7 +147,9 @@ class Server:
         }
 
 
-def start_server(tmp: Path, *, starttls: bool = True, recorder: Recorder | None = None, **options: Any) -> Server:
+def start_server(
+    tmp: Path, *, starttls: bool = True, recorder: Recorder | None = None, auth: bool = True, **options: Any
+) -> Server:
     """Start aiosmtpd on 127.0.0.1 with a certificate from a CA made here; STARTTLS and AUTH required."""
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1", "localhost")
@@ -158,7 +168,7 @@ def start_server(tmp: Path, *, starttls: bool = True, recorder: Recorder | None 
         hostname="127.0.0.1",
         port=free_port(),
         authenticator=_Authenticator(recorder),
-        auth_required=True,
+        auth_required=auth,
         ready_timeout=10,
         # aiosmtpd takes every handler attribute named auth_* for a mechanism: not our counter
         auth_exclude_mechanism=["attempts", *options.pop("auth_exclude_mechanism", [])],

@@ -27,7 +27,7 @@ def test_send_output_is_timestamped_off_a_terminal_but_not_for_the_journal(tmp_p
     lines = (piped.out + piped.err).splitlines()
     assert lines and all(STAMP.match(line) for line in lines), piped
     journal = run_cli(*args, env={"JOURNAL_STREAM": "8:12345"})
-    assert journal.code == 0 and journal.out.startswith("Announcement: ")
+    assert journal.code == 0 and journal.out.startswith("Dry run: ")
 
 
 def test_other_commands_print_plain_lines() -> None:

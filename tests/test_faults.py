@@ -1,0 +1,289 @@
+"""One fault never becomes a mass wrong outcome: refused messages, suppression, STARTTLS without a
+login, slow servers, signals, a full disk, odd list files, TLS mistakes.
+
+Each test runs `python -m mailer send` as cron would, against aiosmtpd on 127.0.0.1 scripted to
+misbehave (tests/smtp_server.py); dates lie in 2030 and the clock is passed in with --now.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+import resource
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.smtp_server import Server, start_server
+from tests.test_lifecycle import MONDAY, command, make_list, send, write
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    srv = start_server(tmp_path)
+    yield srv
+    srv.controller.stop()
+
+
+def rows(tmp_path: Path, sql: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(tmp_path / "state" / "ledger.sqlite3") as db:
+        return list(db.execute(sql))
+
+
+def status(tmp_path: Path) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-m", "mailer", "status", "--schedule", str(tmp_path / "seminars.yaml"),
+         "--state", str(tmp_path / "state")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode in (0, 75), proc.stderr
+    return proc.stdout
+
+
+# 1. A refusal of the message is not a refusal of the recipients.
+
+
+def test_a_content_filter_refusing_the_message_fails_and_suppresses_nobody(tmp_path: Path, server: Server) -> None:
+    people = make_list(tmp_path, 30)
+    write(tmp_path)
+    server.recorder.message_reply = "554 5.7.1 content rejected: looks like spam"
+    refused = send(tmp_path, server, MONDAY)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "the server refuses the message itself: 554 5.7.1 content rejected" in refused.stderr
+    assert rows(tmp_path, "SELECT * FROM deliveries WHERE state = 'failed'") == []
+    assert rows(tmp_path, "SELECT * FROM suppressed") == []
+    assert server.recorder.received == []
+    server.recorder.message_reply = None  # the filter is fixed
+    fixed = send(tmp_path, server, MONDAY)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert Counter(r.rcpt for r in server.recorder.received) == Counter(people)
+
+
+def test_a_3000_character_speaker_folds_so_no_line_is_too_long(tmp_path: Path, server: Server) -> None:
+    make_list(tmp_path, 3)
+    write(tmp_path, **{"Serge Belongi": "Serge" + "x" * 3000})
+    server.recorder.max_line = 998  # RFC 5322 2.1.1: a server may refuse longer lines, as "500 Line too long"
+    result = send(tmp_path, server, MONDAY)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(server.recorder.received) == 3
+    message = email.message_from_bytes(server.recorder.received[0].data, policy=email.policy.default)
+    assert "x" * 3000 in str(message["Subject"])
+    assert max(len(line) for line in server.recorder.received[0].data.split(b"\r\n")) <= 998
+
+
+# 2. Suppression works, across weeks, and only for the refused address.
+
+
+def test_a_recipient_refused_in_week_1_is_not_sent_in_week_2_until_unsuppressed(
+    tmp_path: Path, server: Server
+) -> None:
+    people = make_list(tmp_path, 6)
+    write(tmp_path)
+    # A multi-line refusal that names another subscriber: that one must not be suppressed.
+    server.recorder.rcpt_replies["user3@example.org"] = [
+        "550-5.1.1 user3@example.org: no such user\r\n550 5.1.1 forwarded from user4@example.org"
+    ] * 5
+    week1 = send(tmp_path, server, MONDAY)
+    assert week1.returncode == 1, week1.stdout
+    assert "failed: user3@example.org: 550" in week1.stdout
+    shown = status(tmp_path)
+    assert "Suppressed (1;" in shown and "user3@example.org: 550 5.1.1 user3@example.org: no such user" in shown
+    before = len(server.recorder.received)
+    week2 = send(tmp_path, server, "2030-01-21T08:00")  # the next week's announcement
+    got = Counter(r.rcpt for r in server.recorder.received[before:])
+    assert week2.returncode == 0 and got == Counter(p for p in people if p != "user3@example.org"), week2.stdout
+    assert "suppressed         1" in week2.stdout
+    # The organiser fixed the address at the other end: let it receive mail again.
+    proc = subprocess.run(
+        [sys.executable, "-m", "mailer", "unsuppress", "user3@example.org", "--schedule",
+         str(tmp_path / "seminars.yaml"), "--state", str(tmp_path / "state")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0 and "no longer suppressed" in proc.stdout
+    server.recorder.rcpt_replies.clear()
+    before = len(server.recorder.received)
+    assert send(tmp_path, server, "2030-01-21T09:00").returncode == 0
+    assert [r.rcpt for r in server.recorder.received[before:]] == ["user3@example.org"]
+
+
+def test_a_version_1_ledger_and_suppressed_txt_are_migrated_without_resending(tmp_path: Path, server: Server) -> None:
+    """State from the first release: nobody who had the announcement gets it again, and the
+    addresses its suppressed.txt held (in the "addr  # reason" form it wrote) stay suppressed."""
+    people = make_list(tmp_path, 5)
+    write(tmp_path)
+    state = tmp_path / "state"
+    state.mkdir()
+    uid = "learning-machines-2030-01-17-serge-belongi@ri.se"
+    with sqlite3.connect(state / "ledger.sqlite3") as db:
+        db.executescript(
+            """CREATE TABLE deliveries (announcement TEXT NOT NULL, recipient TEXT NOT NULL, state TEXT NOT NULL
+               CHECK (state IN ('sent', 'failed', 'deferred')), attempts INTEGER NOT NULL, message_id TEXT NOT NULL,
+               detail TEXT NOT NULL, at TEXT NOT NULL, PRIMARY KEY (announcement, recipient)) WITHOUT ROWID;"""
+        )
+        db.executemany(
+            "INSERT INTO deliveries VALUES (?, ?, 'sent', 1, '<x@ri.se>', '250 ok', '2030-01-14T07:00:00+00:00')",
+            [(uid, p) for p in people[:3]],
+        )
+    (state / "suppressed.txt").write_text("user4@example.org  # 550 5.1.1 no such user (see user0@example.org)\n")
+    result = send(tmp_path, server, MONDAY)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [r.rcpt for r in server.recorder.received] == ["user3@example.org"]
+    assert "user4@example.org: 550 5.1.1 no such user" in status(tmp_path)
+    assert (state / "suppressed.txt.imported").exists() and not (state / "suppressed.txt").exists()
+    # And the migrated seminar is followed like any other: a change reaches all four who were told.
+    write(tmp_path, first_extra='    time: "16:00"\n')
+    before = len(server.recorder.received)
+    assert send(tmp_path, server, "2030-01-15T08:00").returncode == 0
+    assert sorted(r.rcpt for r in server.recorder.received[before:]) == sorted(people[:4])
+
+
+# 3. STARTTLS without a login: EHLO again after STARTTLS.
+
+
+def test_starttls_without_a_login_says_ehlo_again_and_delivers(tmp_path: Path) -> None:
+    srv = start_server(tmp_path, auth=False)  # STARTTLS required, no AUTH; aiosmtpd forgets the EHLO at STARTTLS
+    try:
+        make_list(tmp_path, 5)
+        write(tmp_path)
+        result = send(tmp_path, srv, MONDAY, SMTP_USERNAME="", SMTP_PASSWORD="")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert len(srv.recorder.received) == 5
+    finally:
+        srv.controller.stop()
+
+
+# 4. A slow reply to the message is waited for; it is never resent within a run.
+
+
+def test_a_server_slower_than_the_command_timeout_gets_the_message_once(tmp_path: Path, server: Server) -> None:
+    make_list(tmp_path, 10)
+    write(tmp_path)
+    server.recorder.data_actions["user2@example.org"] = ["slow"]
+    server.recorder.stall_seconds = 3  # MAILER_TIMEOUT is 2: the end-of-data reply has its own (default 600 s)
+    result = send(tmp_path, server, MONDAY)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert server.recorder.count()["user2@example.org"] == 1 and "possible duplicates" not in result.stdout
+
+
+# 5. Signals stop taking recipients, finish those in flight, record everything.
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_cleanly_with_75_and_no_duplicates(tmp_path: Path, server: Server, sig: signal.Signals) -> None:
+    people = make_list(tmp_path, 1500)
+    write(tmp_path)
+    server.recorder.delay = 0.003
+    proc = subprocess.Popen(
+        command(tmp_path, MONDAY),
+        cwd=tmp_path,
+        env={**os.environ, **server.env()},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while len(server.recorder.received) < 200 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert "Traceback" not in err
+    assert proc.returncode == 75, out + err
+    assert f"Stopped early: stopped by {sig.name}" in out
+    received = {r.rcpt for r in server.recorder.received}
+    sent = {r for (r,) in rows(tmp_path, "SELECT recipient FROM deliveries WHERE state = 'sent'")}
+    assert sent == received, "every message the server took is recorded, nothing else"
+    assert 0 < len(sent) < len(people)
+    assert f"sent now           {len(sent)}" in out and f"not sent yet       {len(people) - len(sent)}" in out
+    final = send(tmp_path, server, MONDAY)
+    assert final.returncode == 0, final.stdout
+    assert server.recorder.count() == Counter(people), "no one missing, no one twice"
+
+
+# 6. A full disk or an unwritable state folder.
+
+
+def test_a_full_disk_stops_the_send_with_75_and_the_rerun_completes(tmp_path: Path, server: Server) -> None:
+    people = make_list(tmp_path, 1500)
+    write(tmp_path)
+    limit = 400_000  # bytes any file of the process may reach: the ledger's WAL fills it mid-send
+
+    def small_disk() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    proc = subprocess.run(
+        command(tmp_path, MONDAY),
+        cwd=tmp_path,
+        env={**os.environ, **server.env()},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=small_disk,
+    )
+    assert "Traceback" not in proc.stderr
+    assert proc.returncode == 75, proc.stdout + proc.stderr
+    assert "cannot record delivery results" in proc.stdout
+    first = server.recorder.count()
+    assert 0 < len(first) < len(people)
+    final = send(tmp_path, server, MONDAY)
+    assert final.returncode == 0, final.stdout + final.stderr
+    counts = server.recorder.count()
+    assert set(counts) == set(people)
+    duplicates = sum(counts.values()) - len(people)
+    assert duplicates <= 8, f"{duplicates} duplicates: more than the replies in flight when the disk filled"
+
+
+def test_an_unusable_state_folder_is_an_error_before_anything_is_sent(tmp_path: Path, server: Server) -> None:
+    make_list(tmp_path, 3)
+    write(tmp_path)
+    (tmp_path / "not-a-folder").write_text("")
+    proc = subprocess.run(
+        [*command(tmp_path, MONDAY)[:-2], "--state", str(tmp_path / "not-a-folder" / "state")],
+        cwd=tmp_path, env={**os.environ, **server.env()}, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "not-a-folder/state" in proc.stderr and server.recorder.received == []
+
+
+def test_state_files_are_private(tmp_path: Path, server: Server) -> None:
+    make_list(tmp_path, 2)
+    write(tmp_path)
+    assert send(tmp_path, server, MONDAY).returncode == 0
+    state = tmp_path / "state"
+    assert state.stat().st_mode & 0o777 == 0o700
+    for name in ("ledger.sqlite3", "learning-machines.lock", "token.key"):
+        assert (state / name).stat().st_mode & 0o777 == 0o600, name
+
+
+# 7. List files with a BOM and CRLF line ends.
+
+
+def test_a_list_saved_with_a_bom_and_crlf_reaches_the_first_address(tmp_path: Path, server: Server) -> None:
+    write(tmp_path)
+    folder = tmp_path / "recipients"
+    folder.mkdir()
+    (folder / "learning-machines.txt").write_bytes("\ufeffAda <ada@example.org>\r\nbob@example.org\r\n".encode())
+    result = send(tmp_path, server, MONDAY)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sorted(server.recorder.count()) == ["ada@example.org", "bob@example.org"]
+
+
+# 8. TLS mistakes are configuration errors (2), not "try again later" (75).
+
+
+def test_an_untrusted_certificate_exits_2(tmp_path: Path, server: Server) -> None:
+    make_list(tmp_path, 2)
+    write(tmp_path)
+    result = send(tmp_path, server, MONDAY, SMTP_CA_FILE="")  # the system CAs do not know the test CA
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "TLS with 127.0.0.1 failed" in result.stderr and server.recorder.received == []
