@@ -268,4 +268,4 @@ def ledger_window(env: Mapping[str, str]) -> float:
 
 def daily_limit(env: Mapping[str, str]) -> int:
     """MAILER_DAILY_LIMIT: messages per rolling 24 hours across runs and kinds (0: no limit)."""
-    return int(_number(env, "MAILER_DAILY_LIMIT", "0", int, 0, 10_000_000))
+    return int(_number(with_preset(env), "MAILER_DAILY_LIMIT", "0", int, 0, 10_000_000))  # (a provider's cap)

@@ -277,7 +277,7 @@ def run(
         exists = (request.state / LEDGER_FILE).exists()
         ledger = Ledger(request.state, series.list_name, readonly=True) if exists else None
         planned = prepare(request, schedule, ledger)
-        return _count_only(request, schedule, planned, ledger, warn, warnings)
+        return _count_only(request, schedule, planned, ledger, warn, warnings, settings)
     assert settings is not None
     from mailer.ledger import run_lock
 
@@ -304,20 +304,60 @@ def _count_only(
     ledger: Ledger | None,
     warn: Callable[[Entry], None],
     warnings: list[str],
+    settings: SmtpSettings | None,
 ) -> Result:
     roster = _roster(request, schedule.series.list_name, ledger)
     audiences = _Audiences(ledger)
     counts = roster.counts(warn)
-    reports = []
     key = token_key(request.state, request.env, create=False)
     now = request.moment(schedule)[0]
+    plans = _due_messages(request, schedule, planned, ledger, roster, audiences, key=key, now=now)
+    reports = [report for _, report, _ in plans]
+    _already(reports, planned, audiences, counts)
+    notes = list(planned.notes)
+    if settings is not None and (estimate := _estimate(sum(m.due for m in reports), settings, request.env)):
+        notes.append(estimate)
+    return Result(schedule, planned.week, True, reports, counts, notes, warnings, request.state)
+
+
+def _due_messages(
+    request: Request,
+    schedule: Schedule,
+    planned: Plan,
+    ledger: Ledger | None,
+    roster: Roster,
+    audiences: _Audiences,
+    *,
+    key: bytes,
+    now: dt.datetime,
+) -> list[tuple[Due, MessageReport, set[str]]]:
+    """Each message due to at least one subscriber: rendered and built once, with its recipient count."""
+    out = []
     for due in expand(planned, audiences, roster):
         done = ledger.done(due.key) if ledger and due.kind == REMINDER else set()
         n = sum(1 for a in roster.subscribers() if audiences.wants(due, a.key, done))
+        if n == 0:
+            continue
         rendered, template = compose(schedule, due, planned.week, templates=request.templates, now=now, key=key)
-        reports.append(MessageReport(due.kind, due.key, rendered.subject, n, rendered=rendered, template=template))
-    _already(reports, planned, audiences, counts)
-    return Result(schedule, planned.week, True, reports, counts, list(planned.notes), warnings, request.state)
+        out.append(
+            (due, MessageReport(due.kind, due.key, rendered.subject, n, rendered=rendered, template=template), done)
+        )
+    return out
+
+
+def _estimate(total: int, settings: SmtpSettings, env: dict[str, str]) -> str | None:
+    """How long ``total`` messages take at the configured rate and daily limit (what a dry run says)."""
+    limit = daily_limit(env)
+    if not total or not (settings.rate or limit):
+        return None
+    runs = -(-total // limit) if limit else 1
+    per_run = min(total, limit) if limit else total
+    minutes = per_run / settings.rate if settings.rate else 0.0
+    pace = f"{settings.rate:g} a minute" if settings.rate else "no rate limit"
+    cap = f", at most {limit} a day" if limit else ""
+    span = f"{runs} days (one run a day)" if runs > 1 else "one run"
+    duration = f", about {minutes / 60:.1f} hours each" if minutes >= 60 else f", about {minutes:.0f} minutes each"
+    return f"at {pace}{cap}, {total} messages take {span}{duration if settings.rate else ''}"
 
 
 def _already(reports: list[MessageReport], planned: Plan, audiences: _Audiences, counts: dict[str, int]) -> None:
@@ -351,18 +391,8 @@ def _send(
     audiences = _Audiences(ledger)
     counts = roster.counts(warn)
     key = token_key(request.state, request.env)
-    dues = expand(planned, audiences, roster)
-    reports: list[MessageReport] = []
-    plans: list[tuple[Due, MessageReport, set[str]]] = []
-    for due in dues:
-        done = ledger.done(due.key) if due.kind == REMINDER else set()
-        n = sum(1 for a in roster.subscribers() if audiences.wants(due, a.key, done))
-        if n == 0:
-            continue
-        rendered, template = compose(schedule, due, planned.week, templates=request.templates, now=now, key=key)
-        report = MessageReport(due.kind, due.key, rendered.subject, n, rendered=rendered, template=template)
-        reports.append(report)
-        plans.append((due, report, done))
+    plans = _due_messages(request, schedule, planned, ledger, roster, audiences, key=key, now=now)
+    reports = [report for _, report, _ in plans]
     result = Result(schedule, planned.week, False, reports, counts, list(planned.notes), warnings, request.state)
     _already(result.messages, planned, audiences, counts)
     if planned.remember:
@@ -375,13 +405,8 @@ def _send(
 
     stop = Stop()
     limit = daily_limit(request.env)
-    if limit:
-        since = now - dt.timedelta(hours=24)
-        used = ledger.sent_since(since)
-        stop.budget = max(limit - used, 0)
-        if (oldest := ledger.oldest_since(since, max(used - limit, 0))) is not None:
-            freed = parse_time(oldest)
-            result.resume_after = freed + dt.timedelta(hours=24)
+    if limit:  # recipients per rolling 24 hours, counted in the ledger: across runs and kinds of message
+        stop.budget = max(limit - ledger.sent_since(now - dt.timedelta(hours=24)), 0)
     envelope_from = settings.envelope_from or series.sender.ascii_addr
     doubtful = frozenset(ledger.doubtful())
 
@@ -446,6 +471,11 @@ def _send(
         result.unrecorded = len(ledger.unrecorded)
         return result
     result.stopped = stop.reason
+    if limit and stop.budget == 0:
+        # The window frees its first slot 24 hours after the oldest message it counts.
+        clock = ledger.clock()
+        if (oldest := ledger.oldest_since(clock - dt.timedelta(hours=24), 0)) is not None:
+            result.resume_after = parse_time(oldest) + dt.timedelta(hours=24)
     return result
 
 

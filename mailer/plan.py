@@ -233,15 +233,17 @@ def identify(schedule: Schedule, remembered: tuple[Remembered, ...]) -> tuple[di
                 matched[i] = r
                 taken.add(r.key)
             elif (i, r) == (rivals_s + rivals_r)[0]:
-                names = {f"{(q.fields or {}).get('date')} {(q.fields or {}).get('speaker')}" for _, q in rivals_s}
-                names |= {f"{seminars[j].date} {seminars[j].speaker}" for j, _ in rivals_r}
+                announced = sorted({q.key for _, q in rivals_s + rivals_r})
+                candidates = sorted({f"{seminars[j].date} {seminars[j].speaker}" for j, _ in rivals_s + rivals_r})
                 problems.append(
                     Problem(
                         schedule.path,
                         seminars[i].line,
                         5,
-                        f"cannot tell which announced seminar this is (same {step}): "
-                        f"{', '.join(sorted(names))}; wanted an 'id:' on each to say which is which",
+                        f"cannot tell which announced seminar this is (the same {step}): the seminars "
+                        f"{'; '.join(candidates)} could each be the one announced as {', '.join(announced)}; "
+                        f"wanted 'id: {announced[0]}' on the seminar that is it (and another id, or none, "
+                        "on the others)",
                     )
                 )
     return matched, problems

@@ -344,7 +344,7 @@ TOP_KEYS: dict[str, Key] = {
 }
 
 
-ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}$")  # (@ and +: the ids status shows)
 
 
 def _reminder(r: _Reader, node: Node | None) -> Reminder | bool | None:
@@ -453,8 +453,8 @@ def _seminar(r: _Reader, node: Node, series: Series | None) -> Seminar | None:
     if pinned is not None and not ID_RE.match(pinned):
         r.add(
             m.values["id"],
-            f"'id' {pinned!r} names this seminar for good; wanted letters, digits, '.', '_' or '-' "
-            "(up to 64), such as 2024-01-belongie",
+            f"'id' {pinned!r} names this seminar for good; wanted letters, digits, '.', '_', '-', '@' "
+            "or '+', such as 2024-01-belongie",
         )
         pinned = None
     if None in (day, time, duration, speaker, location) or series is None or cancelled is False:

@@ -287,3 +287,25 @@ def test_an_untrusted_certificate_exits_2(tmp_path: Path, server: Server) -> Non
     result = send(tmp_path, server, MONDAY, SMTP_CA_FILE="")  # the system CAs do not know the test CA
     assert result.returncode == 2, result.stdout + result.stderr
     assert "TLS with 127.0.0.1 failed" in result.stderr and server.recorder.received == []
+
+
+# The provider's daily cap (MAILER_DAILY_LIMIT), counted in the ledger across runs; the clock is --now.
+
+
+def test_the_daily_limit_holds_across_runs_and_the_run_after_the_window_continues(
+    tmp_path: Path, server: Server
+) -> None:
+    people = make_list(tmp_path, 10)
+    write(tmp_path)
+    first = send(tmp_path, server, "2030-01-14T08:00", MAILER_DAILY_LIMIT="4")
+    assert first.returncode == 75, first.stdout + first.stderr
+    assert "Stopped early: the daily limit is reached" in first.stdout
+    assert "The daily limit frees up from 2030-01-15 08:00" in first.stdout
+    assert len(server.recorder.received) == 4
+    inside = send(tmp_path, server, "2030-01-14T20:00", MAILER_DAILY_LIMIT="4")  # still inside the 24 hours
+    assert inside.returncode == 75 and len(server.recorder.received) == 4, inside.stdout
+    after = send(tmp_path, server, "2030-01-15T08:01", MAILER_DAILY_LIMIT="4")
+    assert after.returncode == 75 and len(server.recorder.received) == 8, after.stdout
+    last = send(tmp_path, server, "2030-01-16T08:02", MAILER_DAILY_LIMIT="4")
+    assert last.returncode == 0, last.stdout
+    assert server.recorder.count() == Counter(people), "nobody missing, nobody twice"

@@ -1,0 +1,181 @@
+"""The planner (mailer/plan.py): what is due, as a pure function of the schedule, the ledger's memory
+and the clock; and the correction and cancellation messages it leads to (golden files)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+from pathlib import Path
+
+import pytest
+
+from mailer.address import Address
+from mailer.dispatch import compose
+from mailer.ledger import Remembered
+from mailer.plan import (
+    ANNOUNCEMENT,
+    CANCELLATION,
+    CHANGE,
+    REMINDER,
+    Memory,
+    announced_fields,
+    derived_uid,
+    plan,
+)
+from mailer.schedule import Schedule, load_schedule
+from tests.conftest import check_golden
+
+BASE = """\
+series:
+  name: Learning Machines
+  signature: The Learning Machines Team
+  timezone: Europe/Stockholm
+  time: "15:00"
+  location: RISE Lund Office
+  info_url: https://ri.se/lm-sem
+  sender: Learning Machines <learning-machines@ri.se>
+  list: learning-machines
+{series_extra}seminars:
+{seminars}"""
+THURSDAY = "  - date: 2030-01-17\n    speaker: Serge Belongie\n    title: Fine-Grained Image Analysis\n"
+TZ = dt.timezone(dt.timedelta(hours=1))  # CET, for writing moments in these tests
+MONDAY = dt.datetime(2030, 1, 14, 8, 0, tzinfo=TZ)
+
+
+def schedule(tmp_path: Path, seminars: str = THURSDAY, series_extra: str = "") -> Schedule:
+    path = tmp_path / "seminars.yaml"
+    path.write_text(BASE.format(seminars=seminars, series_extra=series_extra), encoding="utf-8")
+    return load_schedule(path)
+
+
+def announced(s: Schedule, index: int = 0, *, told: str = "2030-01-14T07:00:05.000000Z") -> Memory:
+    """The memory after the first announcement of seminar ``index``, told to someone at revision 0."""
+    seminar = s.seminars[index]
+    key = derived_uid(s, seminar)
+    remembered = Remembered(key, key, None, key, 0, announced_fields(seminar), told)
+    return Memory((remembered,), {key: frozenset({0})}, {(key, 0): announced_fields(seminar)}, {key: told})
+
+
+def kinds(p: object) -> list[str]:
+    return [d.kind for d in p.dues]  # type: ignore[attr-defined]
+
+
+def test_a_new_week_is_one_announcement_and_nothing_else(tmp_path: Path) -> None:
+    s = schedule(tmp_path)
+    p = plan(s, Memory(), now=MONDAY, today=MONDAY.date())
+    assert kinds(p) == [ANNOUNCEMENT] and p.dues[0].key == "learning-machines-2030-01-17-serge-belongie@ri.se"
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        ({"Fine-Grained Image Analysis": "Fine-Grained Image Analysis, revisited"}, ["Title"]),
+        ({"speaker: Serge Belongie": "speaker: Serge J. Belongie"}, ["Speaker"]),
+        ({"2030-01-17\n": '2030-01-17\n    time: "16:30"\n'}, ["Time"]),
+        ({"2030-01-17\n": "2030-01-17\n    location: Room 2\n"}, ["Location"]),
+        ({"2030-01-17\n": "2030-01-23\n"}, ["Date"]),  # a move, recognised by speaker and title
+        ({"2030-01-17\n": "2030-01-17\n    cancelled: true\n"}, ["Status"]),
+    ],
+)
+def test_each_announced_field_edit_is_one_change_under_the_same_identity(
+    tmp_path: Path, edit: dict[str, str], expected: list[str]
+) -> None:
+    s0 = schedule(tmp_path)
+    memory = announced(s0)
+    text = THURSDAY
+    for old, new in edit.items():
+        text = text.replace(old, new)
+    p = plan(schedule(tmp_path, text), memory, now=MONDAY, today=MONDAY.date())
+    (due,) = [d for d in p.dues if d.kind != ANNOUNCEMENT]
+    assert due.kind == (CANCELLATION if expected == ["Status"] else CHANGE)
+    assert [c.label for c in due.changes] == expected
+    assert due.seminars[0].uid == memory.remembered[0].uid and due.seminars[0].revision == 1
+    assert due.from_revision == 0 and due.thread == memory.remembered[0].thread
+
+
+def test_an_abstract_edit_is_no_change(tmp_path: Path) -> None:
+    s0 = schedule(tmp_path, THURSDAY + "    abstract: One.\n")
+    p = plan(schedule(tmp_path, THURSDAY + "    abstract: Two.\n"), announced(s0), now=MONDAY, today=MONDAY.date())
+    assert [d for d in p.dues if d.kind != ANNOUNCEMENT] == [] and p.remember == ()
+
+
+def test_two_candidates_for_one_announced_seminar_cannot_be_told_apart(tmp_path: Path) -> None:
+    s0 = schedule(tmp_path)
+    moved = (
+        "  - date: 2030-01-22\n    speaker: Serge Belongie\n    title: Fine-Grained Image Analysis\n"
+        "  - date: 2030-01-29\n    speaker: Serge Belongie\n    title: Fine-Grained Image Analysis\n"
+    )
+    p = plan(schedule(tmp_path, moved), announced(s0), now=MONDAY, today=MONDAY.date())
+    assert p.problems and "cannot tell which announced seminar this is" in p.problems[0].message
+    assert "wanted 'id: learning-machines-2030-01-17-serge-belongie@ri.se' on the seminar" in p.problems[0].message
+    pinned = moved.replace("2030-01-22\n", "2030-01-22\n    id: belongie-1\n")
+    pinned = pinned.replace("2030-01-29\n", "2030-01-29\n    id: belongie-2\n")
+    again = plan(schedule(tmp_path, pinned), announced(s0), now=MONDAY, today=MONDAY.date())
+    assert again.problems  # still two candidates: an id that never was announced does not say which
+    memory = announced(s0)
+    key = memory.remembered[0].key
+    explicit = pinned.replace("id: belongie-1", f"id: {key}")  # the id the ledger shows in status
+    third = plan(schedule(tmp_path, explicit), memory, now=MONDAY, today=MONDAY.date())
+    assert not third.problems and [d.kind for d in third.dues if d.kind != ANNOUNCEMENT] == [CHANGE]
+
+
+def test_a_removed_future_seminar_is_cancelled_and_a_past_one_is_left_alone(tmp_path: Path) -> None:
+    s0 = schedule(tmp_path)
+    other = "  - date: 2030-02-07\n    speaker: Someone Else\n"
+    p = plan(schedule(tmp_path, other), announced(s0), now=MONDAY, today=MONDAY.date())
+    (due,) = [d for d in p.dues if d.kind == CANCELLATION]
+    assert "removed from the programme" in str(due.seminars[0].seminar.cancelled)
+    assert any("no longer in" in n for n in p.notes)
+    later = dt.datetime(2030, 1, 18, 8, 0, tzinfo=TZ)  # after it would have started
+    assert plan(schedule(tmp_path, other), announced(s0), now=later, today=later.date()).dues == ()
+
+
+def test_nothing_is_sent_about_a_seminar_that_has_started(tmp_path: Path) -> None:
+    s0 = schedule(tmp_path)
+    during = dt.datetime(2030, 1, 17, 15, 30, tzinfo=TZ)
+    edited = THURSDAY.replace("2030-01-17\n", "2030-01-17\n    location: Room 9\n")
+    assert plan(schedule(tmp_path, edited), announced(s0), now=during, today=during.date()).dues == ()
+
+
+@pytest.mark.parametrize(
+    ("setting", "now", "due"),
+    [
+        ('"09:00"', dt.datetime(2030, 1, 17, 8, 59, tzinfo=TZ), False),
+        ('"09:00"', dt.datetime(2030, 1, 17, 9, 0, tzinfo=TZ), True),
+        ('"09:00"', dt.datetime(2030, 1, 17, 15, 0, tzinfo=TZ), False),  # it has started
+        ("2h", dt.datetime(2030, 1, 17, 12, 59, tzinfo=TZ), False),
+        ("2h", dt.datetime(2030, 1, 17, 13, 0, tzinfo=TZ), True),
+    ],
+)
+def test_the_reminder_is_due_from_its_time_until_the_start(
+    tmp_path: Path, setting: str, now: dt.datetime, due: bool
+) -> None:
+    s = schedule(tmp_path, series_extra=f"  reminder: {setting}\n")
+    assert (REMINDER in kinds(plan(s, announced(s), now=now, today=now.date()))) is due
+
+
+def test_no_reminder_when_the_announcement_itself_went_out_after_the_reminder_time(tmp_path: Path) -> None:
+    s = schedule(tmp_path, series_extra='  reminder: "09:00"\n')
+    late = announced(s, told="2030-01-17T08:30:00.000000Z")  # 09:30 CET, after the 09:00 reminder
+    now = dt.datetime(2030, 1, 17, 10, 0, tzinfo=TZ)
+    assert REMINDER not in kinds(plan(s, late, now=now, today=now.date()))
+
+
+# --- golden files: the messages a change and a cancellation send ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "edit"),
+    [
+        ("change-2030-01-17.eml", '2030-01-17\n    time: "16:00"\n    location: Room 2, Scheelevägen 17\n'),
+        ("cancellation-2030-01-17.eml", "2030-01-17\n    cancelled: The speaker is ill.\n"),
+    ],
+)
+def test_golden_correction_messages(tmp_path: Path, update_golden: bool, name: str, edit: str) -> None:
+    s0 = schedule(tmp_path)
+    s1 = schedule(tmp_path, THURSDAY.replace("2030-01-17\n", edit))
+    (due,) = [d for d in plan(s1, announced(s0), now=MONDAY, today=MONDAY.date()).dues if d.kind != ANNOUNCEMENT]
+    now = email.utils.parsedate_to_datetime("Mon, 14 Jan 2030 08:00:00 +0100")
+    _, template = compose(s1, due, None, templates=None, now=now, key=b"golden-key-0123456789")
+    message = template.personalise(Address("Ada Lovelace", "ada@example.org"))
+    check_golden(name, message.decode("utf-8").replace("\r\n", "\n"), update_golden)
