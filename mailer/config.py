@@ -176,7 +176,6 @@ def _envelope_from(raw: str | None) -> str | None:
     return address.ascii_addr
 
 
-
 AUTH_MODES = ("password", "xoauth2", "none")
 
 

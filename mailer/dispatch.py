@@ -238,7 +238,8 @@ def prepare(request: Request, schedule: Schedule, ledger: Ledger | None) -> Plan
     """Check the week and plan: everything a dry run and a send share."""
     _check_week(request, schedule)
     now, today = request.moment(schedule)
-    planned = plan(schedule, _memory(ledger, schedule.series.list_name), now=now, today=today)
+    memory = _memory(ledger, schedule.series.list_name)
+    planned = plan(schedule, memory, now=now, today=today, explicit=request.date is not None)
     if planned.problems:
         raise ScheduleError.from_problems(list(planned.problems))
     return planned

@@ -304,10 +304,9 @@ def _parse_ledger_time(text: str) -> dt.datetime:
     return parse_time(text)
 
 
-def plan(
-    schedule: Schedule, memory: Memory, *, now: dt.datetime, today: dt.date, announce_week: bool = True
-) -> Plan:
-    """Decide every message that is due at ``now``; ``today`` picks the week to announce."""
+def plan(schedule: Schedule, memory: Memory, *, now: dt.datetime, today: dt.date, explicit: bool = False) -> Plan:
+    """Decide every message that is due at ``now``; ``today`` picks the week to announce (``explicit``:
+    the organiser named the week with --date, so the series' ``announce`` time does not hold it back)."""
     ids, unmatched, problems = identities(schedule, memory)
     notes: list[str] = []
     remember: list[Remembered] = []
@@ -318,7 +317,15 @@ def plan(
     if week is not None:
         todo = tuple(s for s in week.seminars if s.start > now)
         week = replace(week, seminars=todo) if todo else None
-    if week is not None and announce_week:
+    gate = schedule.series.announce
+    held = (
+        not explicit
+        and gate is not None
+        and now < gate.moment(today - dt.timedelta(days=today.weekday()), schedule.series.timezone)
+    )
+    if week is not None and held:
+        notes.append(f"this week's announcement goes out from {gate} (series 'announce'), not before")
+    if week is not None and not held:
         of_week = tuple(i for i in ids if i.seminar in week.seminars)
         dues.append(Due(ANNOUNCEMENT, announcement_key(of_week), of_week))
 

@@ -113,9 +113,7 @@ def _safe_series(series: Series) -> Series:
     return dataclasses.replace(series, **changes) if changes else series
 
 
-def _context(
-    schedule: Schedule, week: Week, *, markdown_output: bool = True, reminder: bool = False
-) -> dict[str, Any]:
+def _context(schedule: Schedule, week: Week, *, markdown_output: bool = True, reminder: bool = False) -> dict[str, Any]:
     """What the templates see; for Markdown outputs (text, page, subject) every field link-safe."""
     week = dataclasses.replace(
         week,

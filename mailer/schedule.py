@@ -38,6 +38,23 @@ class Reminder:
         return f"{self.before} minutes before"
 
 
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+@dataclass(frozen=True, slots=True)
+class Announce:
+    """When a week's announcement goes out at the earliest: a weekday of that week and a local time."""
+
+    weekday: int  # 0 = Monday
+    at: dt.time
+
+    def moment(self, monday: dt.date, tz: dt.tzinfo) -> dt.datetime:
+        return dt.datetime.combine(monday + dt.timedelta(days=self.weekday), self.at, tzinfo=tz)
+
+    def __str__(self) -> str:
+        return f"{WEEKDAYS[self.weekday].capitalize()} {self.at:%H:%M}"
+
+
 @dataclass(frozen=True, slots=True)
 class Series:
     name: str
@@ -55,6 +72,7 @@ class Series:
     unsubscribe_url: str | None
     unsubscribe_email: Address | None
     reminder: Reminder | None = None
+    announce: Announce | None = None  # not before this moment of the week (cron may run send every 15 minutes)
     service_url: str | None = None  # where `seminar-mailer serve` is reachable (behind a proxy), no trailing /
 
     @property
@@ -320,6 +338,7 @@ SERIES_KEYS: dict[str, Key] = {
     "unsubscribe_url": Key("url", "Web page that unsubscribes (gets a signed token)."),
     "unsubscribe_email": Key("address", "Where 'unsubscribe' mails go, default the sender."),
     "reminder": Key("reminder", 'Remind subscribers: "09:00" on the day, or 2h / 90m before the start.'),
+    "announce": Key("announce", 'Not before this time of the week: "Monday 08:00" (default: as the week begins).'),
     "service_url": Key("url", "The https address of `seminar-mailer serve` behind your proxy."),
 }
 SEMINAR_KEYS: dict[str, Key] = {
@@ -345,6 +364,24 @@ TOP_KEYS: dict[str, Key] = {
 
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}$")  # (@ and +: the ids status shows)
+
+
+def _announce(r: _Reader, node: Node | None) -> Announce | bool | None:
+    """``Monday 08:00`` (or ``mon 08:00``, or ``"08:00"`` for Monday); False after a problem."""
+    if node is None:
+        return None
+    raw = node.raw if isinstance(node, Scalar) else ""
+    match = re.fullmatch(r"\s*(?:([A-Za-z]+)\s+)?(\d{1,2}):(\d{2})\s*", raw)
+    day = match and (match[1] or "monday").lower()
+    days = [d for d in WEEKDAYS if day and len(day) >= 3 and d.startswith(day)]
+    if match and len(days) == 1 and int(match[2]) < 24 and int(match[3]) < 60:
+        return Announce(WEEKDAYS.index(days[0]), dt.time(int(match[2]), int(match[3])))
+    r.add(
+        node,
+        f"'announce' is {raw!r}; wanted a weekday and a 24-hour time, such as \"Monday 08:00\" "
+        "(the week's announcement goes out at the first send from then on)",
+    )
+    return False
 
 
 def _reminder(r: _Reader, node: Node | None) -> Reminder | bool | None:
@@ -396,10 +433,13 @@ def _series(r: _Reader, node: Node) -> Series | None:
         unsubscribe_url=r.url(v("unsubscribe_url"), "unsubscribe_url", unsubscribe=True),
         unsubscribe_email=r.address(v("unsubscribe_email"), "unsubscribe_email"),
         reminder=_reminder(r, v("reminder")),
+        announce=_announce(r, v("announce")),
         service_url=_service_url(r, v("service_url")),
     )
-    optional = {"zoom", "reply_to", "unsubscribe_url", "unsubscribe_email", "reminder", "service_url"}
-    if fields["reminder"] is False or any(val is None for key, val in fields.items() if key not in optional):
+    optional = {"zoom", "reply_to", "unsubscribe_url", "unsubscribe_email", "reminder", "service_url", "announce"}
+    if False in (fields["reminder"], fields["announce"]) or any(
+        val is None for key, val in fields.items() if key not in optional
+    ):
         return None
     return Series(**fields)  # type: ignore[arg-type]
 

@@ -13,7 +13,7 @@ import json
 import zoneinfo
 from typing import Any
 
-from mailer.schedule import CONTROL_RE, ID_RE, LIST_NAME_RE, SEMINAR_KEYS, SERIES_KEYS, TOP_KEYS, Key
+from mailer.schedule import CONTROL_RE, ID_RE, LIST_NAME_RE, SEMINAR_KEYS, SERIES_KEYS, TOP_KEYS, WEEKDAYS, Key
 
 SCHEMA_FILE = "seminars.schema.json"
 MODELINE = f"# yaml-language-server: $schema={SCHEMA_FILE}"
@@ -61,6 +61,9 @@ def _fragment(key: Key) -> dict[str, Any]:
         case "reminder":
             at_or_before = r"(?:(?:[01]?[0-9]|2[0-3]):[0-5][0-9]|\d{1,3}\s*(?:h|m|min))"
             fragment = {"type": "string", "pattern": rf"^\s*{at_or_before}\s*$"}
+        case "announce":
+            days = "|".join(f"[{d[0]}{d[0].upper()}]{d[1:3]}[a-z]*" for d in WEEKDAYS)
+            fragment = {"type": "string", "pattern": rf"^\s*(?:(?:{days})\s+)?(?:[01]?[0-9]|2[0-3]):[0-5][0-9]\s*$"}
         case "cancelled":
             fragment = {"anyOf": [{"type": "boolean"}, text]}
         case "series":

@@ -199,8 +199,15 @@ class Delivery:
     def finish(self, recipient: Address, state: str, attempts: int, detail: str) -> None:
         doubt = state == UNCERTAIN
         self.ledger.mark(
-            Mark(self.template.announcement, recipient.key, state, attempts, self.template.message_id(recipient),
-                 detail, doubt)
+            Mark(
+                self.template.announcement,
+                recipient.key,
+                state,
+                attempts,
+                self.template.message_id(recipient),
+                detail,
+                doubt,
+            )
         )
         if not self.flush_scheduled:  # one commit per loop tick, for every reply that arrived in it
             self.flush_scheduled = True

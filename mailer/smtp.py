@@ -307,6 +307,7 @@ async def _oauth_login(client: aiosmtplib.SMTP, settings: SmtpSettings, tokens: 
 def _offers(client: aiosmtplib.SMTP) -> str:
     return ", ".join(f"{k.upper()} {v}".strip() for k, v in client.esmtp_extensions.items()) or "no extensions"
 
+
 async def connect(settings: SmtpSettings, *, report: Report = lambda step, detail: None) -> Connection:
     """Open one connection: TLS as configured (never silently plaintext), then AUTH if configured.
 

@@ -179,3 +179,31 @@ def test_golden_correction_messages(tmp_path: Path, update_golden: bool, name: s
     _, template = compose(s1, due, None, templates=None, now=now, key=b"golden-key-0123456789")
     message = template.personalise(Address("Ada Lovelace", "ada@example.org"))
     check_golden(name, message.decode("utf-8").replace("\r\n", "\n"), update_golden)
+
+
+@pytest.mark.parametrize(
+    ("setting", "now", "explicit", "due"),
+    [
+        ('"Monday 08:00"', dt.datetime(2030, 1, 14, 7, 59, tzinfo=TZ), False, False),
+        ('"Monday 08:00"', dt.datetime(2030, 1, 14, 8, 0, tzinfo=TZ), False, True),
+        ('"Monday 08:00"', dt.datetime(2030, 1, 14, 7, 0, tzinfo=TZ), True, True),  # send --date: asked for
+        ("tue 12:30", dt.datetime(2030, 1, 15, 12, 29, tzinfo=TZ), False, False),
+        ("tue 12:30", dt.datetime(2030, 1, 15, 12, 30, tzinfo=TZ), False, True),
+    ],
+)
+def test_the_announcement_waits_for_the_series_announce_time(
+    tmp_path: Path, setting: str, now: dt.datetime, explicit: bool, due: bool
+) -> None:
+    """So cron can run send every 15 minutes (for reminders) without announcing at Monday 00:00."""
+    s = schedule(tmp_path, series_extra=f"  announce: {setting}\n")
+    p = plan(s, Memory(), now=now, today=now.date(), explicit=explicit)
+    assert (ANNOUNCEMENT in kinds(p)) is due
+    assert due or any("goes out from" in n for n in p.notes)
+
+
+def test_a_bad_announce_time_is_an_input_error(tmp_path: Path) -> None:
+    from mailer.errors import ScheduleError
+
+    with pytest.raises(ScheduleError) as caught:
+        schedule(tmp_path, series_extra='  announce: "Moonday 8"\n')
+    assert "wanted a weekday and a 24-hour time, such as \"Monday 08:00\"" in str(caught.value.problems[0])
