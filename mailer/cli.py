@@ -62,7 +62,8 @@ examples:
 examples:
   seminar-mailer send --dry-run
   seminar-mailer send
-  seminar-mailer send --dry-run --now 2030-01-17T09:00    what would be due then (reminders, say)""",
+  seminar-mailer send --dry-run --now 2030-01-17T09:00    what would be due then (reminders, say)
+  seminar-mailer send --to you@example.org                 a test copy to yourself only""",
     "status": """\
 examples:
   seminar-mailer status""",
@@ -235,6 +236,11 @@ def _parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="do everything but connect: validate, render, count who would receive it"
     )
     send.add_argument("--yes", action="store_true", help="do not ask for confirmation on a terminal")
+    send.add_argument(
+        "--to",
+        metavar="ADDRESS",
+        help="send one test copy of each message to ADDRESS only ([TEST] in the subject; recorded nowhere)",
+    )
 
     command(
         "status",
@@ -503,6 +509,16 @@ def _send(args: argparse.Namespace) -> int:
     def warn(entry: Entry) -> None:
         print(f"warning: {entry.problem} (skipped)", file=sys.stderr)
 
+    if args.to:
+        from mailer.address import parse_address
+        from mailer.dispatch import send_test
+
+        to = parse_address(args.to)
+        if to is None:
+            raise ConfigError(f"--to {args.to!r} is not an email address; wanted e.g. --to you@example.org")
+        for subject in send_test(_request(args, dry_run=True), to):
+            print(printable(f"Test copy sent to {to.addr}: {subject}"))
+        return EXIT_OK
     result = run(_request(args, dry_run=args.dry_run), confirm=confirm, progress=progress, warn=warn)
     if result.cancelled:
         print("Nothing sent.")

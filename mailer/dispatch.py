@@ -9,6 +9,7 @@ and the connection.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import signal
 import time
@@ -16,9 +17,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiosmtplib
+
 from mailer.address import Address
 from mailer.config import SmtpSettings, daily_limit, ledger_window, smtp_settings, token_key
-from mailer.errors import ConfigError, LedgerError, ScheduleError
+from mailer.errors import ConfigError, DeliveryError, LedgerError, ScheduleError
 from mailer.invite import Event
 from mailer.ledger import LEDGER_FILE, Ledger, Remembered, Suppression, parse_time, utc_text
 from mailer.message import MessageTemplate, build_message
@@ -202,15 +205,25 @@ def _week_of(due: Due, week: Week | None) -> Week:
 
 
 def compose(
-    schedule: Schedule, due: Due, week: Week | None, *, templates: Path | None, now: dt.datetime, key: bytes
+    schedule: Schedule,
+    due: Due,
+    week: Week | None,
+    *,
+    templates: Path | None,
+    now: dt.datetime,
+    key: bytes,
+    test: bool = False,
 ) -> tuple[Rendered, MessageTemplate]:
-    """Render a due message once and build the MIME message every recipient shares."""
+    """Render a due message once and build the MIME message every recipient shares (``test``: the
+    subject says it is a test copy)."""
     if due.kind == ANNOUNCEMENT:
         rendered = render(schedule, _week_of(due, week), templates=templates)
     elif due.kind == REMINDER:
         rendered = render(schedule, _week_of(due, None), templates=templates, reminder=True)
     else:
         rendered = render_change(schedule, due.seminars[0].seminar, due.changes, kind=due.kind, templates=templates)
+    if test:
+        rendered = dataclasses.replace(rendered, subject=f"[TEST] {rendered.subject}")
     events = [Event(i.seminar, i.uid, i.revision) for i in due.seminars]
     template = build_message(schedule, events, rendered, key=due.key, now=now, token_key=key, thread=due.thread)
     return rendered, template
@@ -234,12 +247,13 @@ def _check_week(request: Request, schedule: Schedule) -> None:
         )
 
 
-def prepare(request: Request, schedule: Schedule, ledger: Ledger | None) -> Plan:
-    """Check the week and plan: everything a dry run and a send share."""
+def prepare(request: Request, schedule: Schedule, ledger: Ledger | None, *, whole_week: bool = False) -> Plan:
+    """Check the week and plan: everything a dry run and a send share (``whole_week``: this week's
+    announcement even before the series' announce time, for preview)."""
     _check_week(request, schedule)
     now, today = request.moment(schedule)
     memory = _memory(ledger, schedule.series.list_name)
-    planned = plan(schedule, memory, now=now, today=today, explicit=request.date is not None)
+    planned = plan(schedule, memory, now=now, today=today, explicit=whole_week or request.date is not None)
     if planned.problems:
         raise ScheduleError.from_problems(list(planned.problems))
     return planned
@@ -491,21 +505,50 @@ def plan_notes(request: Request) -> list[str]:
     return list(prepare(request, schedule, ledger).notes)
 
 
-def preview(request: Request) -> tuple[Week | None, list[MessageReport]]:
+def preview(request: Request, *, test: bool = False) -> tuple[Week | None, list[MessageReport]]:
     """This week's announcement (whether or not it went out) and every other message due now."""
     schedule = load_schedule(request.schedule)
     exists = (request.state / LEDGER_FILE).exists()
     ledger = Ledger(request.state, schedule.series.list_name, readonly=True) if exists else None
-    planned = prepare(request, schedule, ledger)
+    planned = prepare(request, schedule, ledger, whole_week=True)
     now = request.moment(schedule)[0]
     key = token_key(request.state, request.env)  # made once: the preview carries the real unsubscribe link
     reports = []
     for due in planned.dues:
         if due.kind == ANNOUNCEMENT and not due.seminars:
             continue
-        rendered, template = compose(schedule, due, planned.week, templates=request.templates, now=now, key=key)
+        rendered, template = compose(
+            schedule, due, planned.week, templates=request.templates, now=now, key=key, test=test
+        )
         reports.append(MessageReport(due.kind, due.key, rendered.subject, 0, rendered=rendered, template=template))
     return planned.week, reports
+
+
+def send_test(request: Request, to: Address) -> list[str]:
+    """Send one copy of each message ``preview`` shows to ``to``, marked as a test in its subject and
+    recorded nowhere (the ledger does not count it as delivered). Returns the subjects sent."""
+    settings = smtp_settings(request.env, state=request.state)
+    schedule = load_schedule(request.schedule)
+    _, messages = preview(request, test=True)
+    envelope_from = (settings.envelope_from or schedule.series.sender.ascii_addr).encode()
+
+    async def deliver_all() -> None:
+        from mailer.smtp import connect
+
+        connection = await connect(settings)
+        try:
+            for message in messages:
+                assert message.template is not None
+                rcpt = to.addr if to.needs_smtputf8 else to.ascii_addr
+                await connection.send(envelope_from, rcpt.encode(), message.template.wire(to))
+        finally:
+            await connection.quit()
+
+    try:
+        asyncio.run(deliver_all())
+    except (OSError, aiosmtplib.SMTPException) as err:
+        raise DeliveryError(f"the test copy to {to.addr} was not sent: {err}") from err
+    return [m.subject for m in messages]
 
 
 def _fields(identity: Identity) -> dict[str, object]:

@@ -340,3 +340,16 @@ def test_kill_9_during_a_change_loses_nobody_and_duplicates_only_replies_in_flig
     assert all(len(v) == 1 for v in ids.values()), "a resent change carried a new Message-ID"
     with capsys.disabled():
         print(f"\nkill -9 x{kills} during a change: 0 missing, {extra} duplicate copies (same Message-ID)")
+
+
+def test_a_test_copy_goes_to_one_address_only_and_is_recorded_nowhere(tmp_path: Path, server: Server) -> None:
+    people = make_list(tmp_path, 4)
+    write(tmp_path)
+    result = send(tmp_path, server, MONDAY, "--to", "Organiser <user2@example.org>")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Test copy sent to user2@example.org: [TEST] Learning Machines seminar 2030-01-17" in result.stdout
+    (copy,) = server.recorder.received
+    assert copy.rcpt == "user2@example.org" and parse(copy)["Subject"].startswith("[TEST] Learning Machines seminar")
+    assert not (tmp_path / "state" / "ledger.sqlite3").exists()
+    real = send(tmp_path, server, MONDAY)  # the test copy counted for nothing: everyone still gets it
+    assert real.returncode == 0 and Counter(r.rcpt for r in server.recorder.received[1:]) == Counter(people)
