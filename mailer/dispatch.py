@@ -25,7 +25,7 @@ from mailer.errors import ConfigError, DeliveryError, LedgerError, ScheduleError
 from mailer.invite import Event
 from mailer.ledger import LEDGER_FILE, Ledger, Remembered, Suppression, parse_time, utc_text
 from mailer.message import MessageTemplate, build_message
-from mailer.plan import ANNOUNCEMENT, REMINDER, Due, Identity, Memory, Plan, announcement_key, plan
+from mailer.plan import ANNOUNCEMENT, REMINDER, Change, Due, Identity, Memory, Plan, announcement_key, plan
 from mailer.recipients import DUE, DUPLICATE, INVALID, SUPPRESSED, UNSUBSCRIBED, Entry, classify, list_file
 from mailer.render import Rendered, render, render_change
 from mailer.schedule import Schedule, Week, load_schedule
@@ -76,6 +76,7 @@ class MessageReport:
     outcome: Outcome | None = None
     rendered: Rendered | None = None
     template: MessageTemplate | None = None
+    changes: tuple[Change, ...] = ()  # a change or cancellation: what changed, old -> new
 
     @property
     def list_name(self) -> str:
@@ -354,9 +355,10 @@ def _due_messages(
         if n == 0:
             continue
         rendered, template = compose(schedule, due, planned.week, templates=request.templates, now=now, key=key)
-        out.append(
-            (due, MessageReport(due.kind, due.key, rendered.subject, n, rendered=rendered, template=template), done)
+        report = MessageReport(
+            due.kind, due.key, rendered.subject, n, rendered=rendered, template=template, changes=due.changes
         )
+        out.append((due, report, done))
     return out
 
 

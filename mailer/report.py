@@ -66,15 +66,19 @@ def print_result(result: Result) -> None:
         print(printable(f"note: {note}"))
     due = [m for m in result.messages if m.due]
     if not due:
-        if result.week is None:
+        announcement = next((m for m in result.messages if m.kind == "announcement"), None)
+        if announcement is not None:
+            print(f"Nothing to do: already sent to {announcement.already} recipients.")
+        elif result.week is None:
             print(f"Nothing to do: no {result.schedule.series.name} seminar to announce this week and nothing changed.")
         else:
-            already = next((m.already for m in result.messages if m.kind == "announcement"), 0)
-            print(f"Nothing to do: already sent to {already} recipients.")
+            print("Nothing to do yet.")  # (a note above says when the announcement goes out)
     for message in result.messages:
         if not message.due and message.kind == "announcement" and message.subject == "":
             continue
         print(_header(message))
+        for change in message.changes:
+            print(printable(f"    {change.label}: {change.old} -> {change.new}"))
         if result.dry_run or message.outcome is None:
             verb = "Would send to" if result.dry_run else "Not sent to"
             print(f"  {verb} {message.due} recipients.")
