@@ -89,11 +89,13 @@ series:
   sender: {name} <seminar@example.org>
   list: {list_name}                # subscribers: recipients/{list_name}.txt
   upcoming: 4                      # how many later seminars each announcement lists
+  announce: "Monday 08:00"         # the week's announcement goes out from then (cron runs send every 15 min)
+  # reminder: "09:00"              # remind everyone on the day at 09:00 (or 2h / 90m before the start)
   # reply_to: Organisers <organisers@example.org>
   # unsubscribe_url: https://example.org/unsubscribe
 
 seminars:
-  - date: {date}                   # YYYY-MM-DD; the Monday cron run of that week announces it
+  - date: {date}                   # YYYY-MM-DD; announced from Monday 08:00 of its week
     speaker: Ada Lovelace
     affiliation: Analytical Society
     title: Notes on the Analytical Engine
@@ -102,7 +104,8 @@ seminars:
     # bio: |
     #   Also Markdown.
     # Per seminar, when not the series' own: time: "10:15", duration: 90, location: ..., zoom: ...
-    # cancelled: true (or the reason) sends a cancellation instead.
+    # cancelled: true (or the reason): a cancellation to everyone told of it. Edits after the
+    # announcement (date, time, place, speaker, title) are sent as a change to those told.
 """
 
 _RECIPIENTS = """\
@@ -130,10 +133,11 @@ preview/
 """
 
 _CRONTAB = """\
-# Add these lines with `crontab -e` as the user who owns this folder (see the README, "Every Monday").
+# Add these lines with `crontab -e` as the user who owns this folder (see the README, "From cron").
+# Every 15 minutes: send decides what is due (the announcement from the series' announce time,
+# changes, cancellations, reminders, retries); with nothing due it sends nothing.
 CRON_TZ={timezone}
-0 8 * * 1  {line}
-0 9-17 * * 1  {line}
+*/15 * * * *  {line}
 """
 
 

@@ -149,10 +149,14 @@ def readme_block(language: str, first_line: str) -> str:
     return found[0]
 
 
-def readme_cron_commands() -> list[str]:
-    block = readme_block("cron", "# m h dom mon dow")
-    lines = [line for line in block.splitlines() if line and not line.startswith("#") and "=" not in line.split()[0]]
+def cron_jobs(crontab: str) -> list[str]:
+    """The commands of a crontab's job lines (not comments, not VAR=value lines)."""
+    lines = [line for line in crontab.splitlines() if line and not line.startswith("#") and "=" not in line.split()[0]]
     return [line.split(maxsplit=5)[5] for line in lines]
+
+
+def readme_cron_commands() -> list[str]:
+    return cron_jobs(readme_block("cron", "# m h dom mon dow"))
 
 
 @pytest.fixture

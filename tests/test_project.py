@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mailer.schema import MODELINE, json_schema
 from tests.conftest import ROOT, VALID, run_cli
-from tests.test_deployment import readme_cron_commands
+from tests.test_deployment import cron_jobs, readme_cron_commands
 
 
 def make_project(folder: Path) -> Path:
@@ -51,7 +51,7 @@ def test_init_never_overwrites(tmp_path: Path) -> None:
 def test_init_writes_the_readme_cron_lines_for_its_folder(tmp_path: Path) -> None:
     assert run_cli("init", "--date", "2031-03-01", cwd=tmp_path).code == 0
     crontab = (tmp_path / "crontab.example").read_text()
-    jobs = [line.split(maxsplit=5)[5] for line in crontab.splitlines() if line[:1].isdigit()]
+    jobs = cron_jobs(crontab)
     command = jobs[0].split(" && ")[2].split(" send")[0]  # this installation's seminar-mailer
     assert Path(command.split()[0]).exists()
     readme = [
