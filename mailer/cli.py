@@ -115,15 +115,7 @@ def _paths(*names: str) -> _Parser:
     """Path options as a parent parser. Defaults are filled in later (see ``_resolve``), so an option
     may stand before the command or after it."""
     parent = _Parser(add_help=False)
-    for name in names:
-        env, default = DEFAULTS[name]
-        parent.add_argument(
-            f"--{name}",
-            type=Path,
-            default=argparse.SUPPRESS,
-            metavar="PATH",
-            help=f"{_PATH_HELP[name]} (env {env}; default {default} in the project)",
-        )
+    _add_paths(parent, *names)
     return parent
 
 

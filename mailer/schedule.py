@@ -201,6 +201,14 @@ class _Reader:
             return None
         return value
 
+    def matching(self, node: Node | None, key: str, pattern: re.Pattern[str], wanted: str) -> str | None:
+        """Text that must match ``pattern``; else a problem saying what it is for and what is wanted."""
+        value = self.text(node, key)
+        if value is not None and node is not None and not pattern.match(value):
+            self.add(node, f"'{key}' {value!r} {wanted}")
+            return None
+        return value
+
     def integer(self, node: Node | None, key: str, keys: dict[str, Key]) -> int | None:
         if node is None:
             return None
@@ -409,14 +417,12 @@ def _series(r: _Reader, node: Node) -> Series | None:
     if m is None:
         return None
     v = m.values.get
-    list_name = r.text(v("list"), "list")
-    if list_name is not None and not LIST_NAME_RE.match(list_name):
-        r.add(
-            m.values["list"],
-            f"'list' {list_name!r} names a file in recipients/; wanted lower-case "
-            "letters, digits, '.', '_' or '-', such as learning-machines",
-        )
-        list_name = None
+    list_name = r.matching(
+        v("list"),
+        "list",
+        LIST_NAME_RE,
+        "names a file in recipients/; wanted lower-case letters, digits, '.', '_' or '-', such as learning-machines",
+    )
     fields = dict(
         name=r.text(v("name"), "name"),
         signature=r.text(v("signature"), "signature"),
@@ -489,14 +495,12 @@ def _seminar(r: _Reader, node: Node, series: Series | None) -> Seminar | None:
     location = r.text(v("location"), "location") if "location" in m.values else (series.location if series else None)
     zoom = r.url(v("zoom"), "zoom") if "zoom" in m.values else (series.zoom if series else None)
     cancelled = _cancelled(r, v("cancelled"))
-    pinned = r.text(v("id"), "id")
-    if pinned is not None and not ID_RE.match(pinned):
-        r.add(
-            m.values["id"],
-            f"'id' {pinned!r} names this seminar for good; wanted letters, digits, '.', '_', '-', '@' "
-            "or '+', such as 2024-01-belongie",
-        )
-        pinned = None
+    pinned = r.matching(
+        v("id"),
+        "id",
+        ID_RE,
+        "names this seminar for good; wanted letters, digits, '.', '_', '-', '@' or '+', such as 2024-01-belongie",
+    )
     if None in (day, time, duration, speaker, location) or series is None or cancelled is False:
         return None
     assert day is not None and time is not None and duration is not None and speaker and location

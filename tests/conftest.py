@@ -72,6 +72,19 @@ def run_cli(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None, tim
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
+# The series of the tests that write their own programme (2030 seminars follow it).
+SERIES = """\
+series:
+  name: Learning Machines
+  signature: The Learning Machines Team
+  timezone: Europe/Stockholm
+  time: "15:00"
+  location: RISE Lund Office
+  info_url: https://ri.se/lm-sem
+  sender: Learning Machines <learning-machines@ri.se>
+  list: learning-machines
+"""
+
 VALID = """\
 series:
   name: Learning Machines

@@ -23,18 +23,10 @@ from pathlib import Path
 import icalendar
 import pytest
 
+from tests.conftest import SERIES
 from tests.smtp_server import Received, Server, start_server
 
-SCHEDULE = """\
-series:
-  name: Learning Machines
-  signature: The Learning Machines Team
-  timezone: Europe/Stockholm
-  time: "15:00"
-  location: RISE Lund Office
-  info_url: https://ri.se/lm-sem
-  sender: Learning Machines <learning-machines@ri.se>
-  list: learning-machines
+SCHEDULE = SERIES + """\
 {series_extra}seminars:
   - date: 2030-01-17
     speaker: Serge Belongi

@@ -23,18 +23,9 @@ from mailer.plan import (
     plan,
 )
 from mailer.schedule import Schedule, load_schedule
-from tests.conftest import check_golden
+from tests.conftest import SERIES, check_golden
 
-BASE = """\
-series:
-  name: Learning Machines
-  signature: The Learning Machines Team
-  timezone: Europe/Stockholm
-  time: "15:00"
-  location: RISE Lund Office
-  info_url: https://ri.se/lm-sem
-  sender: Learning Machines <learning-machines@ri.se>
-  list: learning-machines
+BASE = SERIES + """\
 {series_extra}seminars:
 {seminars}"""
 THURSDAY = "  - date: 2030-01-17\n    speaker: Serge Belongie\n    title: Fine-Grained Image Analysis\n"
