@@ -516,6 +516,10 @@ def _send(args: argparse.Namespace) -> int:
         print("Nothing sent.")
         return EXIT_OK
     print_result(result)
+    if result.error is not None:  # after the summary: what was sent before it is on record
+        for line in result.error.lines():
+            print(f"error: {printable(line)}", file=sys.stderr)
+        return result.error.exit_code
     if result.pending:
         return EXIT_TEMPFAIL
     return EXIT_FAILED if result.failed else EXIT_OK

@@ -21,11 +21,11 @@ import aiosmtplib
 
 from mailer.address import Address
 from mailer.config import SmtpSettings, daily_limit, ledger_window, smtp_settings, token_key
-from mailer.errors import ConfigError, DeliveryError, LedgerError, ScheduleError
+from mailer.errors import ConfigError, DeliveryError, LedgerError, MailerError, ScheduleError
 from mailer.invite import Event
 from mailer.ledger import LEDGER_FILE, Ledger, Remembered, Suppression, parse_time, utc_text
 from mailer.message import MessageTemplate, build_message
-from mailer.plan import ANNOUNCEMENT, REMINDER, Change, Due, Identity, Memory, Plan, announcement_key, plan
+from mailer.plan import ANNOUNCEMENT, REMINDER, Change, Due, Identity, Memory, Plan, announcement_key, derived_uid, plan
 from mailer.recipients import DUE, DUPLICATE, INVALID, SUPPRESSED, UNSUBSCRIBED, Entry, classify, list_file
 from mailer.render import Rendered, render, render_change
 from mailer.schedule import Schedule, Week, load_schedule
@@ -97,6 +97,7 @@ class Result:
     resume_after: dt.datetime | None = None  # daily limit: when the next run can continue
     unrecorded: int = 0  # results the ledger could not take (disk full)
     cancelled: bool = False  # the organiser answered no
+    error: MailerError | None = None  # what stopped the run for everyone (a refused message, sender, login)
 
     @property
     def failed(self) -> bool:
@@ -104,10 +105,16 @@ class Result:
 
     @property
     def pending(self) -> bool:
-        """Deferred recipients remain, or the run stopped before everyone due was sent to."""
-        return self.stopped is not None or any(
-            m.outcome and (m.outcome.deferred or m.outcome.not_taken) for m in self.messages
-        )
+        """Someone is still due: deferred, uncertain (one retry to come), or not reached by a run that
+        stopped early."""
+        if self.dry_run:
+            return False
+        for m in self.messages:
+            if not m.due:
+                continue
+            if m.outcome is None or m.outcome.deferred or m.outcome.uncertain or m.due > m.outcome.finished:
+                return True
+        return self.unrecorded > 0
 
 
 # --- who is on the list --------------------------------------------------------------------------
@@ -156,6 +163,20 @@ class _Audiences:
 
     ledger: Ledger | None
     known: dict[str, dict[str, int]] = field(default_factory=dict)
+    late: dict[str, set[str]] = field(default_factory=dict)
+
+    def refresh(self) -> None:
+        """Forget what was read: the messages just sent changed who knows what."""
+        self.known.clear()
+        self.late.clear()
+
+    def told_late(self, due: Due) -> set[str]:
+        """Who was first told of a reminder's seminar after the reminder time: no reminder for them."""
+        key = due.seminars[0].key
+        if key not in self.late:
+            since = due.since or dt.datetime.max.replace(tzinfo=dt.UTC)
+            self.late[key] = self.ledger.told_since(key, since) if self.ledger else set()
+        return self.late[key]
 
     def knows(self, seminar: str) -> dict[str, int]:
         if seminar not in self.known:
@@ -170,7 +191,7 @@ class _Audiences:
         if due.kind == ANNOUNCEMENT:
             return self.lacking(due.seminars, key) == due.seminars
         if due.kind == REMINDER:
-            return key not in done
+            return key not in done and key not in self.told_late(due)
         return self.knows(due.seminars[0].key).get(key) == due.from_revision
 
 
@@ -193,7 +214,7 @@ def _memory(ledger: Ledger | None, list_name: str) -> Memory:
     known = {r.key: frozenset(ledger.known_revisions(r.key).values()) for r in remembered}
     fields = {(r.key, rev): ledger.fields_of(r.key, rev) for r in remembered for rev in known[r.key]}
     first = {r.key: ledger.first_told(r.key) for r in remembered}
-    return Memory(remembered, known, fields, first)
+    return Memory(remembered, known, fields, first, ledger.seen(list_name))
 
 
 # --- rendering -----------------------------------------------------------------------------------
@@ -414,6 +435,7 @@ def _send(
     _already(result.messages, planned, audiences, counts)
     if planned.remember:
         ledger.remember(planned.remember, list_name=series.list_name, now=now)
+    ledger.see(series.list_name, [derived_uid(schedule, s) for s in schedule.seminars])
     if not plans:
         return result
     if not confirm(reports):
@@ -469,6 +491,9 @@ def _send(
                     doubtful=doubtful,
                     wanted=StillWanted(roster.store),
                 )
+                # Who now: the messages this run sent before changed who knows what.
+                audiences.refresh()
+                report.due = sum(1 for a in roster.subscribers() if audiences.wants(due, a.key, done))
                 recipients = (a for a in roster.subscribers() if audiences.wants(due, a.key, done))
                 report.outcome = delivery.outcome
                 try:
@@ -486,6 +511,9 @@ def _send(
     except LedgerError as err:
         result.stopped = str(err)
         result.unrecorded = len(ledger.unrecorded)
+        return result
+    except MailerError as err:  # the message, the sender or the login refused, or the server unreachable
+        result.error = err
         return result
     result.stopped = stop.reason
     if limit and stop.budget == 0:

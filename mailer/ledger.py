@@ -81,6 +81,11 @@ CREATE TABLE IF NOT EXISTS deliveries (
     PRIMARY KEY (message, recipient)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS deliveries_by_time ON deliveries (at);
+CREATE TABLE IF NOT EXISTS seen (
+    list      TEXT NOT NULL,
+    uid       TEXT NOT NULL,
+    PRIMARY KEY (list, uid)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS suppressed (
     recipient TEXT PRIMARY KEY,
     address   TEXT NOT NULL,
@@ -89,6 +94,9 @@ CREATE TABLE IF NOT EXISTS suppressed (
     at        TEXT NOT NULL
 ) WITHOUT ROWID;
 """
+
+
+_SPACE = " (is the disk full? nothing unrecorded was sent; run again when there is space)"
 
 
 def utc_text(moment: dt.datetime) -> str:
@@ -189,9 +197,13 @@ class Ledger:
             if readonly:
                 self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
                 if self._db.execute("PRAGMA user_version").fetchone()[0] < VERSION:
+                    # A dry run or status before the first send of this version: migrate a copy in
+                    # memory, so they show what the real send will do (nothing is written).
+                    copy = sqlite3.connect(":memory:", isolation_level=None)
+                    self._db.backup(copy)
                     self._db.close()
-                    self._db = sqlite3.connect(":memory:", isolation_level=None)
-                    self._db.executescript(_SCHEMA)
+                    self._db = copy
+                    self._migrate(state, keep_files=True)
                 return
             state_folder(state)
             _private_file(self.path)
@@ -199,13 +211,18 @@ class Ledger:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._migrate(state)
+        except sqlite3.OperationalError as err:
+            if "disk" in str(err) or "full" in str(err):  # can heal: exit 75, not 2
+                raise LedgerError(f"{self.path}: cannot open the ledger: {err}{_SPACE}") from err
+            raise ConfigError(f"{self.path}: cannot open the ledger: {err}") from err
         except sqlite3.Error as err:
             raise ConfigError(f"{self.path}: cannot open the ledger: {err}") from err
 
     # --- schema ---------------------------------------------------------------------------------
 
-    def _migrate(self, state: Path) -> None:
+    def _migrate(self, state: Path, *, keep_files: bool = False) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        self._db.execute("CREATE TABLE IF NOT EXISTS seen (list TEXT, uid TEXT, PRIMARY KEY (list, uid)) WITHOUT ROWID")
         if version >= VERSION:
             return
         legacy = self._db.execute("SELECT name FROM sqlite_master WHERE name = 'deliveries'").fetchone()
@@ -226,7 +243,7 @@ class Ledger:
                 self._db.execute("ROLLBACK")
             raise
         old = state / LEGACY_SUPPRESSED_FILE
-        if old.exists():
+        if old.exists() and not keep_files:
             old.rename(old.with_name(LEGACY_SUPPRESSED_FILE + ".imported"))
 
     def _import_v1(self) -> None:
@@ -282,6 +299,17 @@ class Ledger:
             for key, uid, pinned, thread, revision, fields, first in rows
         ]
 
+    def seen(self, list_name: str) -> frozenset[str]:
+        """Identities of every seminar the file held at earlier sends (see plan.identify)."""
+        try:
+            return frozenset(u for (u,) in self._db.execute("SELECT uid FROM seen WHERE list = ?", (list_name,)))
+        except sqlite3.OperationalError:  # a read-only ledger of this version from before the table existed
+            return frozenset()
+
+    def see(self, list_name: str, uids: Iterable[str]) -> None:
+        with self._write():
+            self._db.executemany("INSERT OR IGNORE INTO seen VALUES (?, ?)", [(list_name, u) for u in uids])
+
     def fields_of(self, seminar: str, revision: int) -> dict[str, object] | None:
         row = self._db.execute(
             "SELECT fields FROM revisions WHERE seminar = ? AND revision = ?", (seminar, revision)
@@ -325,6 +353,15 @@ class Ledger:
         )
         return dict(rows)
 
+    def told_since(self, seminar: str, since: dt.datetime) -> set[str]:
+        """Recipients whose first message about ``seminar`` was accepted at or after ``since``."""
+        rows = self._db.execute(
+            """SELECT d.recipient FROM told t JOIN deliveries d ON d.message = t.message
+               WHERE t.seminar = ? AND d.state = 'sent' GROUP BY d.recipient HAVING min(d.at) >= ?""",
+            (seminar, utc_text(since)),
+        )
+        return {r for (r,) in rows}
+
     def first_told(self, seminar: str) -> str | None:
         """When the first message telling ``seminar`` was accepted by the server."""
         row = self._db.execute(
@@ -344,6 +381,11 @@ class Ledger:
             (message,),
         )
         return {r for (r,) in rows}
+
+    def accepted(self, message: str) -> bool:
+        """Whether the server took ``message`` for anyone yet."""
+        row = self._db.execute("SELECT 1 FROM deliveries WHERE message = ? AND state = 'sent' LIMIT 1", (message,))
+        return row.fetchone() is not None
 
     def doubtful(self) -> set[str]:
         """Recipients with a message whose earlier copy is uncertain (no final reply): a copy sent now
@@ -417,10 +459,14 @@ class Ledger:
         try:
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as err:
-            raise LedgerError(f"{self.path}: cannot write the ledger: {err}") from err
+            raise LedgerError(f"{self.path}: cannot write the ledger: {err}{_SPACE}") from err
         try:
             yield
             self._db.execute("COMMIT")
+        except sqlite3.Error as err:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise LedgerError(f"{self.path}: cannot write the ledger: {err}{_SPACE}") from err
         except BaseException:
             if self._db.in_transaction:  # (SQLite has already rolled back after a failed COMMIT on a full disk)
                 self._db.execute("ROLLBACK")

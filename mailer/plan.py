@@ -132,6 +132,7 @@ class Memory:
     known: Mapping[str, frozenset[int]] = field(default_factory=dict)  # seminar -> revisions someone was told
     fields: Mapping[tuple[str, int], Mapping[str, object] | None] = field(default_factory=dict)
     first_told: Mapping[str, str | None] = field(default_factory=dict)  # seminar -> ledger time text
+    seen: frozenset[str] = frozenset()  # derived identities of every seminar in the file at earlier sends
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +145,7 @@ class Due:
     from_revision: int | None = None  # change/cancellation: for subscribers told exactly this revision
     changes: tuple[Change, ...] = ()
     old: Mapping[str, object] | None = None  # the fields those subscribers were told
+    since: dt.datetime | None = None  # a reminder: its time (who was told only after it gets none)
 
     @property
     def thread(self) -> str | None:
@@ -192,8 +194,22 @@ _STEPS: tuple[tuple[str, Callable[[Seminar, Mapping[str, object]], bool]], ...] 
 )
 
 
-def identify(schedule: Schedule, remembered: tuple[Remembered, ...]) -> tuple[dict[int, Remembered], list[Problem]]:
-    """Match the schedule's seminars (by index) to remembered ones; report what cannot be told apart."""
+def _known_fields(schedule: Schedule, r: Remembered) -> Mapping[str, object] | None:
+    """The fields to match ``r`` by: as recorded, or for a seminar migrated from version 1 (fields
+    never recorded) the date and speaker its identity was made of (list-YYYY-MM-DD-speaker@domain)."""
+    if r.fields is not None:
+        return r.fields
+    match = re.fullmatch(rf"{re.escape(schedule.series.list_name)}-(\d{{4}}-\d{{2}}-\d{{2}})-(.+)@[^@]+", r.uid)
+    return {"date": match[1], "speaker": match[2]} if match else None
+
+
+def identify(
+    schedule: Schedule, remembered: tuple[Remembered, ...], seen: frozenset[str] = frozenset()
+) -> tuple[dict[int, Remembered], list[Problem]]:
+    """Match the schedule's seminars (by index) to remembered ones; report what cannot be told apart.
+
+    ``seen``: the identities (date and speaker) of every seminar the file held at earlier sends. A
+    seminar that was in the file then is itself, never the edited or moved form of another."""
     seminars = schedule.seminars
     matched: dict[int, Remembered] = {}
     taken: set[str] = set()
@@ -217,14 +233,18 @@ def identify(schedule: Schedule, remembered: tuple[Remembered, ...]) -> tuple[di
                     matched[i] = r
                     taken.add(r.key)
                     break
-    for step, test in _STEPS:  # 3-5: only among remembered seminars whose fields are known
-        open_s = [i for i, s in enumerate(seminars) if i not in matched]
-        open_r = [r for r in remembered if free(r) and r.fields is not None]
+    known = {r.key: _known_fields(schedule, r) for r in remembered}
+    for step, test in _STEPS:  # 3-5: new in the file since the last send, against remembered seminars
+        # A seminar already in the file at an earlier send can still be an announced one at its recorded
+        # slot (step 3), but never another one's new date or speaker (steps 4 and 5).
+        open_s = [i for i, _ in enumerate(seminars) if i not in matched and (step == "start" or uid[i] not in seen)]
+        open_r = [r for r in remembered if free(r) and known[r.key] is not None]
         pairs = [
             (i, r)
             for i in open_s
             for r in open_r
-            if (seminars[i].id is None or r.pinned is None) and test(seminars[i], r.fields or {})
+            # Two different ids are two seminars, unless they hold the same slot (an id renamed).
+            if (seminars[i].id is None or r.pinned is None or step == "start") and test(seminars[i], known[r.key] or {})
         ]
         for i, r in pairs:
             rivals_s = [p for p in pairs if p[0] == i]
@@ -251,7 +271,7 @@ def identify(schedule: Schedule, remembered: tuple[Remembered, ...]) -> tuple[di
 
 def identities(schedule: Schedule, memory: Memory) -> tuple[tuple[Identity, ...], list[Remembered], list[Problem]]:
     """Every seminar with its identity and target revision; the remembered seminars left unmatched."""
-    matched, problems = identify(schedule, memory.remembered)
+    matched, problems = identify(schedule, memory.remembered, memory.seen)
     out: list[Identity] = []
     keys = {r.key for r in memory.remembered}
     for i, s in enumerate(schedule.seminars):
@@ -391,5 +411,5 @@ def plan(schedule: Schedule, memory: Memory, *, now: dt.datetime, today: dt.date
                 continue
             if _parse_ledger_time(first) >= when:
                 continue  # the announcement itself went out after the reminder time
-            dues.append(Due(REMINDER, f"reminder:{ident.key}", (ident,)))
+            dues.append(Due(REMINDER, f"reminder:{ident.key}", (ident,), since=when))
     return Plan(week, ids, tuple(dues), tuple(remember), tuple(notes), tuple(problems))

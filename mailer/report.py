@@ -111,7 +111,7 @@ def print_result(result: Result) -> None:
             print(printable(f"deferred: {address.addr}: {detail}"))
         for address, detail in message.outcome.uncertain:
             print(printable(f"uncertain: {address.addr}: {detail}"))
-    if result.stopped:
+    if result.stopped and result.pending:
         print(f"Stopped early: {printable(result.stopped)}. Everyone not sent to stays due: run send again.")
     if result.unrecorded:
         print(
@@ -136,7 +136,9 @@ def print_status(seminars: list[SeminarStatus], suppressed: list[Suppression], *
             total = sum(counts.values())
             sent = counts.get("sent", 0)
             when = f", {_local(first, tz)} to {_local(last, tz)}" if first else ""
-            print(printable(f"  {_KIND.get(kind, kind):<13} sent to {sent} of {total}{when}: {subject}"))
+            print(
+                printable(f"  {_KIND.get(kind, kind):<13} sent to {sent} of {total}{when}: {subject or '(migrated)'}")
+            )
             for state in ("deferred", "failed", "uncertain"):
                 if counts.get(state):
                     print(f"  {'':<13} {state}: {counts[state]}")

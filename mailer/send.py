@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -32,7 +33,7 @@ from mailer.config import SmtpSettings
 from mailer.errors import ConfigError, DeliveryError, LedgerError, MailerError, MessageRefusedError
 from mailer.ledger import DEFERRED, FAILED, SENT, UNCERTAIN, Ledger, Mark
 from mailer.message import MessageTemplate
-from mailer.smtp import Connection, ReplyUncertain, connect, login_refusal
+from mailer.smtp import Connection, EndOfDataRefused, ReplyUncertain, connect, login_refusal
 
 
 class _Transient(Exception):
@@ -55,8 +56,17 @@ def _reply(err: aiosmtplib.SMTPResponseException) -> str:
     return f"{err.code} {err.message}".strip()
 
 
-def _classify(err: Exception) -> Exception:
-    """Map an aiosmtplib error for one message to _Transient, _Permanent, _Uncertain or a run-stopping error."""
+_RECIPIENT_CODES = re.compile(r"^5\.[12]\.\d+")  # RFC 3463: 5.1.x addressing, 5.2.x mailbox (full, disabled)
+
+
+def _classify(err: Exception, *, accepted: bool = False) -> Exception:
+    """Map an aiosmtplib error for one message to _Transient, _Permanent, _Uncertain or a run-stopping error.
+
+    A 5xx at the end of the message refuses the message itself (a spam filter, a size or line limit)
+    unless it names the mailbox (5.1.x, 5.2.x), or this same message was ``accepted`` for others:
+    then it is this recipient's refusal (a full mailbox, a per-recipient policy)."""
+    if isinstance(err, EndOfDataRefused) and err.code >= 500 and (accepted or _RECIPIENT_CODES.match(err.message)):
+        return _Permanent(_reply(err))
     if isinstance(err, ReplyUncertain):
         return _Uncertain(str(err))
     if reply := login_refusal(err):  # "454 4.7.0 token expired": not about the recipient; log in afresh
@@ -174,6 +184,7 @@ class Delivery:
         self.doubtful = doubtful  # recipients whose earlier copy is uncertain: this is their one retry
         self.wanted = wanted  # asked just before sending (an unsubscription arriving mid-send)
         self.outcome = Outcome()
+        self.accepted_before = ledger.accepted(template.announcement)  # by an earlier run, for anyone
         self.queue: asyncio.Queue[tuple[Address, int] | None] = asyncio.Queue()
         self.room = asyncio.Semaphore(settings.concurrency * 64)  # read-ahead: memory stays flat
         self.outstanding = 0
@@ -247,7 +258,7 @@ class Delivery:
         try:
             return await client.send(self.sender, rcpt.encode(), self.template.wire(recipient), options)
         except Exception as err:  # classified below; anything unknown is re-raised
-            raise _classify(err) from err
+            raise _classify(err, accepted=self.accepted_before or self.outcome.sent > 0) from err
 
     async def _connect(self) -> Connection:
         try:
@@ -331,6 +342,7 @@ class Delivery:
         an abort, cancel the workers (a message whose final reply is pending is recorded uncertain)."""
         while not self.all_done.is_set():
             await self.stop.changed.wait()
+            self.stop.changed.clear()
             for handle, item in list(self.retries.items()):
                 handle.cancel()
                 del self.retries[handle]
@@ -338,9 +350,6 @@ class Delivery:
             if self.stop.abort:
                 for task in self.workers:
                     task.cancel()
-                return
-            self.stop.changed.clear()
-            if self.stop.reason is not None:
                 return
 
     async def producer(self, recipients: Iterable[Address]) -> None:

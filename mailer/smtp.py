@@ -44,6 +44,11 @@ MAX_REPLY = MAX_LINE * 4
 _NOT_SENT = SMTPResponse(-1, "not sent: an earlier command of the transaction failed")
 
 
+class EndOfDataRefused(aiosmtplib.SMTPDataError):
+    """The server refused at the end of the message (not at DATA): the message itself, or this
+    recipient (a full mailbox, a per-recipient policy), as the caller decides."""
+
+
 class ReplyUncertain(aiosmtplib.SMTPException):
     """The whole message was transmitted but its final reply never came (timeout, hang-up).
 
@@ -217,10 +222,16 @@ class Connection:
         except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError) as err:
             self.awaiting_final = False
             raise ReplyUncertain(f"no reply after the message was sent ({err})") from err
+        except aiosmtplib.SMTPResponseException as err:  # a malformed or oversized reply: it may have been taken
+            self.awaiting_final = False
+            raise ReplyUncertain(f"no readable reply after the message was sent ({err.message})") from err
         self.awaiting_final = False  # (stays True if cancelled while waiting: the caller records that)
-        if final.code != 250:
-            raise self._refused(aiosmtplib.SMTPDataError(final.code, final.message))
-        return f"{final.code} {final.message}"
+        if 200 <= final.code < 300:  # 250, or another positive completion: the server has taken it
+            return f"{final.code} {final.message}"
+        if final.code < 400 or final.code >= 600:
+            self.usable = False
+            raise ReplyUncertain(f"an unexpected reply after the message was sent: {final.code} {final.message}")
+        raise self._refused(EndOfDataRefused(final.code, final.message))
 
     def _refused(self, err: aiosmtplib.SMTPException) -> aiosmtplib.SMTPException:
         """When the refusal is of the login itself, retire the connection and the token it used."""

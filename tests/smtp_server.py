@@ -95,6 +95,8 @@ class Recorder:
             await asyncio.sleep(self.stall_seconds)
         if self.message_reply is not None:
             return self.message_reply
+        if action is not None and action[:1] == "5":  # refuse this recipient's copy at the end of DATA
+            return action
         if self.max_line is not None and any(len(line) > self.max_line for line in envelope.content.split(b"\r\n")):
             return "500 5.5.0 Line too long"
         if self.delay:

@@ -67,6 +67,21 @@ def test_a_content_filter_refusing_the_message_fails_and_suppresses_nobody(tmp_p
     assert Counter(r.rcpt for r in server.recorder.received) == Counter(people)
 
 
+@pytest.mark.parametrize("reply", ["550 5.7.1 recipient policy: no bulk mail", "552 5.2.2 mailbox full"])
+def test_a_refusal_at_the_end_of_data_for_one_recipient_fails_that_one_only(
+    tmp_path: Path, server: Server, reply: str
+) -> None:
+    """After the same message was accepted for others (or with a mailbox code, 5.2.x), a 5xx at the
+    end of the message is that recipient's, not the message's: the others all get it."""
+    people = make_list(tmp_path, 12)
+    write(tmp_path)
+    server.recorder.data_actions["user7@example.org"] = [reply]
+    result = send(tmp_path, server, MONDAY, MAILER_CONCURRENCY="1")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"failed: user7@example.org: {reply}" in result.stdout
+    assert Counter(r.rcpt for r in server.recorder.received) == Counter(p for p in people if p != "user7@example.org")
+
+
 def test_a_3000_character_speaker_folds_so_no_line_is_too_long(tmp_path: Path, server: Server) -> None:
     make_list(tmp_path, 3)
     write(tmp_path, **{"Serge Belongi": "Serge" + "x" * 3000})
@@ -82,9 +97,7 @@ def test_a_3000_character_speaker_folds_so_no_line_is_too_long(tmp_path: Path, s
 # 2. Suppression works, across weeks, and only for the refused address.
 
 
-def test_a_recipient_refused_in_week_1_is_not_sent_in_week_2_until_unsuppressed(
-    tmp_path: Path, server: Server
-) -> None:
+def test_a_recipient_refused_in_week_1_is_not_sent_in_week_2_until_unsuppressed(tmp_path: Path, server: Server) -> None:
     people = make_list(tmp_path, 6)
     write(tmp_path)
     # A multi-line refusal that names another subscriber: that one must not be suppressed.
@@ -232,7 +245,7 @@ def test_a_full_disk_stops_the_send_with_75_and_the_rerun_completes(tmp_path: Pa
     )
     assert "Traceback" not in proc.stderr
     assert proc.returncode == 75, proc.stdout + proc.stderr
-    assert "cannot record delivery results" in proc.stdout
+    assert "cannot write the ledger" in proc.stdout and "is the disk full?" in proc.stdout
     first = server.recorder.count()
     assert 0 < len(first) < len(people)
     final = send(tmp_path, server, MONDAY)

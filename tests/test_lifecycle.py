@@ -26,7 +26,9 @@ import pytest
 from tests.conftest import SERIES
 from tests.smtp_server import Received, Server, start_server
 
-SCHEDULE = SERIES + """\
+SCHEDULE = (
+    SERIES
+    + """\
 {series_extra}seminars:
   - date: 2030-01-17
     speaker: Serge Belongi
@@ -36,6 +38,7 @@ SCHEDULE = SERIES + """\
   - date: 2030-01-24
     speaker: Joakim Lindblad
 """
+)
 MONDAY = "2030-01-14T08:00"  # local to the series: the week of the 2030-01-17 seminar
 
 
@@ -273,6 +276,14 @@ def test_the_reminder_goes_once_after_its_time_and_never_after_the_start(tmp_pat
     message = parse(got[0])
     assert message["Subject"].startswith("Reminder: Learning Machines seminar 2030-01-17 15:00 CET")
     assert "Reminder: the Learning Machines seminar starts on Thursday 2030-01-17 at 15:00 CET." in bodies(message)[0]
+    # Someone who joins after the reminder time gets the announcement, and no reminder a second later.
+    (tmp_path / "recipients" / "learning-machines.txt").write_text(
+        (tmp_path / "recipients" / "learning-machines.txt").read_text() + "new@example.org\n"
+    )
+    before = len(server.recorder.received)
+    joined = send(tmp_path, server, "2030-01-17T14:50")
+    got = [parse(r)["Subject"] for r in new_since(server, before)]
+    assert joined.returncode == 0 and len(got) == 1 and got[0].startswith("Learning Machines seminar"), got
     # After the start nothing is sent about it, even for a list that grew.
     (tmp_path / "recipients" / "learning-machines.txt").write_text(
         (tmp_path / "recipients" / "learning-machines.txt").read_text() + "late@example.org\n"

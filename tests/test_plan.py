@@ -25,9 +25,12 @@ from mailer.plan import (
 from mailer.schedule import Schedule, load_schedule
 from tests.conftest import SERIES, check_golden
 
-BASE = SERIES + """\
+BASE = (
+    SERIES
+    + """\
 {series_extra}seminars:
 {seminars}"""
+)
 THURSDAY = "  - date: 2030-01-17\n    speaker: Serge Belongie\n    title: Fine-Grained Image Analysis\n"
 TZ = dt.timezone(dt.timedelta(hours=1))  # CET, for writing moments in these tests
 MONDAY = dt.datetime(2030, 1, 14, 8, 0, tzinfo=TZ)
@@ -197,4 +200,43 @@ def test_a_bad_announce_time_is_an_input_error(tmp_path: Path) -> None:
 
     with pytest.raises(ScheduleError) as caught:
         schedule(tmp_path, series_extra='  announce: "Moonday 8"\n')
-    assert "wanted a weekday and a 24-hour time, such as \"Monday 08:00\"" in str(caught.value.problems[0])
+    assert 'wanted a weekday and a 24-hour time, such as "Monday 08:00"' in str(caught.value.problems[0])
+
+
+def test_a_deleted_seminar_is_not_taken_for_a_move_to_one_that_was_already_in_the_file(tmp_path: Path) -> None:
+    """Alice's talk announced, then deleted; Bob's, with the same placeholder title, was in the file
+    all along: Alice's is cancelled, Bob's is not her "moved" talk."""
+    both = (
+        "  - date: 2030-01-17\n    speaker: Alice Adams\n    title: TBA\n"
+        "  - date: 2030-01-24\n    speaker: Bob Brown\n    title: TBA\n"
+    )
+    s0 = schedule(tmp_path, both)
+    memory = announced(s0)
+    seen = frozenset(derived_uid(s0, s) for s in s0.seminars)
+    s1 = schedule(tmp_path, "  - date: 2030-01-24\n    speaker: Bob Brown\n    title: TBA\n")
+    with_seen = Memory(memory.remembered, memory.known, memory.fields, memory.first_told, seen)
+    p = plan(s1, with_seen, now=MONDAY, today=MONDAY.date())
+    assert [d.kind for d in p.dues] == [CANCELLATION]
+    assert p.identities[0].remembered is None  # Bob's is his own seminar, still to be announced
+
+
+def test_an_id_renamed_on_an_announced_seminar_is_the_same_seminar(tmp_path: Path) -> None:
+    s0 = schedule(tmp_path, THURSDAY.replace("2030-01-17\n", "2030-01-17\n    id: belongie-talk\n"))
+    seminar = s0.seminars[0]
+    key = derived_uid(s0, seminar)
+    remembered = Remembered(key, key, "belongie-talk", key, 0, announced_fields(seminar), "2030-01-14T07:00:05.000000Z")
+    memory = Memory((remembered,), {key: frozenset({0})}, {(key, 0): announced_fields(seminar)}, {})
+    s1 = schedule(tmp_path, THURSDAY.replace("2030-01-17\n", "2030-01-17\n    id: talk-1\n"))
+    p = plan(s1, memory, now=MONDAY, today=MONDAY.date())
+    assert p.identities[0].remembered == remembered and p.identities[0].uid == key
+    assert [d.kind for d in p.dues] == [ANNOUNCEMENT]  # (split by who knows it: nobody new here)
+    assert not any("no longer in" in n for n in p.notes)
+
+
+def test_a_seminar_migrated_from_version_1_is_matched_by_the_date_its_identity_holds(tmp_path: Path) -> None:
+    """Announced by the first release (no fields recorded), then the speaker's spelling fixed."""
+    s0 = schedule(tmp_path, THURSDAY.replace("Serge Belongie", "Serge Belongi"))
+    key = derived_uid(s0, s0.seminars[0])
+    migrated = Remembered(key, key, None, key, 0, None, "2030-01-14T07:00:05.000000Z")
+    p = plan(schedule(tmp_path), Memory((migrated,), {key: frozenset({0})}), now=MONDAY, today=MONDAY.date())
+    assert p.identities[0].remembered == migrated and p.identities[0].uid == key

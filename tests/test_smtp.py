@@ -253,6 +253,19 @@ def test_no_reply_to_the_message_itself_is_uncertain_not_a_retryable_timeout() -
     run(script, body, timeout=0.3, MAILER_DATA_TIMEOUT="0.5")
 
 
+@pytest.mark.parametrize("final", [b"250OK queued\r\n", b"354 what?\r\n"])
+def test_a_malformed_or_unexpected_final_reply_is_uncertain(final: bytes) -> None:
+    """The message went out; a reply that is not a reply (or a 3xx) does not say it was refused:
+    retrying it in the same run would store it again."""
+    script = Script(answer=lambda line: final if line == b"<message>" else None)
+
+    async def body(conn: Connection) -> None:
+        with pytest.raises(ReplyUncertain):
+            await conn.send(b"a@example.org", b"b@example.org", WIRE)
+
+    run(script, body)
+
+
 def test_the_end_of_data_reply_has_its_own_longer_timeout() -> None:
     """A filter that takes longer than the command timeout to accept the message is waited for."""
     slow = Script()
