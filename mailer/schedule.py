@@ -56,6 +56,7 @@ class Series:
     unsubscribe_email: Address | None
     reminder: Reminder | None = None
     service_url: str | None = None  # where `seminar-mailer serve` is reachable (behind a proxy), no trailing /
+    calendar_url: str | None = None  # where the seminars.ics that `seminar-mailer publish` writes is reachable
 
     @property
     def unsubscribe_address(self) -> Address:
@@ -321,6 +322,7 @@ SERIES_KEYS: dict[str, Key] = {
     "unsubscribe_email": Key("address", "Where 'unsubscribe' mails go, default the sender."),
     "reminder": Key("reminder", 'Remind subscribers: "09:00" on the day, or 2h / 90m before the start.'),
     "service_url": Key("url", "The https address of `seminar-mailer serve` behind your proxy."),
+    "calendar_url": Key("url", "Where seminars.ics from `seminar-mailer publish` is served; mails and pages link it."),
 }
 SEMINAR_KEYS: dict[str, Key] = {
     "id": Key("id", "Optional: names this seminar for good, so any edit (even of the date) is a change of it."),
@@ -397,8 +399,9 @@ def _series(r: _Reader, node: Node) -> Series | None:
         unsubscribe_email=r.address(v("unsubscribe_email"), "unsubscribe_email"),
         reminder=_reminder(r, v("reminder")),
         service_url=_service_url(r, v("service_url")),
+        calendar_url=r.url(v("calendar_url"), "calendar_url"),
     )
-    optional = {"zoom", "reply_to", "unsubscribe_url", "unsubscribe_email", "reminder", "service_url"}
+    optional = {"zoom", "reply_to", "unsubscribe_url", "unsubscribe_email", "reminder", "service_url", "calendar_url"}
     if fields["reminder"] is False or any(val is None for key, val in fields.items() if key not in optional):
         return None
     return Series(**fields)  # type: ignore[arg-type]
