@@ -182,7 +182,7 @@ def _split_announcement(due: Due, audiences: _Audiences, subscribers: Iterator[A
     return subsets
 
 
-def _memory(ledger: Ledger | None, list_name: str) -> Memory:
+def memory_of(ledger: Ledger | None, list_name: str) -> Memory:
     if ledger is None:
         return Memory()
     remembered = tuple(ledger.remembered(list_name))
@@ -238,7 +238,7 @@ def prepare(request: Request, schedule: Schedule, ledger: Ledger | None) -> Plan
     """Check the week and plan: everything a dry run and a send share."""
     _check_week(request, schedule)
     now, today = request.moment(schedule)
-    planned = plan(schedule, _memory(ledger, schedule.series.list_name), now=now, today=today)
+    planned = plan(schedule, memory_of(ledger, schedule.series.list_name), now=now, today=today)
     if planned.problems:
         raise ScheduleError.from_problems(list(planned.problems))
     return planned
