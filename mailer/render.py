@@ -247,9 +247,10 @@ def page_name(week: Week) -> str:
     return f"{first.date.isoformat()}-{first.slug}.md"
 
 
-def render_page(schedule: Schedule, week: Week, *, templates: Path | None = None) -> tuple[str, str]:
-    """The announcement of ``week`` as published on the web, without the email parts: (text, page)."""
-    return _text_and_page(make_environment(templates, html=False), _context(schedule, week))
+def render_page(schedule: Schedule, week: Week, *, env: jinja2.Environment) -> tuple[str, str]:
+    """The announcement of ``week`` as published on the web, without the email parts: (text, page).
+    ``env`` is ``make_environment(templates, html=False)``, made once for many pages."""
+    return _text_and_page(env, _context(schedule, week))
 
 
 def render_programme(

@@ -256,6 +256,14 @@ def test_a_second_publish_without_a_change_rewrites_nothing(tmp_path: Path) -> N
         dt.datetime(2024, 3, 27, 9, 0, tzinfo=UTC),
     }
 
+    # A change to an announcement already in the Atom feed: that entry alone is updated, at that moment.
+    schedule.write_text(CLOCK_CHANGES.replace("speaker: Spring Sunday", "speaker: Spring Sunday\n    title: Later"))
+    publish(schedule, out=out, state=tmp_path / "s", templates=None, now=dt.datetime(2024, 3, 28, 9, 0))
+    entries = {e.title: e for e in feedparser.parse((out / ATOM).read_bytes()).entries}
+    assert entries["2024-03-31 10:00 CEST: Spring Sunday – Later"].updated == "2024-03-28T08:00:00Z"
+    assert entries["2024-03-31 10:00 CEST: Spring Sunday – Later"].published == "2024-03-24T23:00:00Z"
+    assert entries["2024-03-28 15:00 CET: Before Spring"].updated == "2024-03-24T23:00:00Z"
+
 
 def test_pages_of_deleted_seminars_go_only_with_prune_and_foreign_files_never(tmp_path: Path) -> None:
     schedule = tmp_path / "seminars.yaml"
