@@ -449,3 +449,57 @@ def test_feed_carries_the_uid_and_sequence_of_the_invitations_after_a_change_and
     assert int(by_speaker["Learning Machines: Before Spring"]["SEQUENCE"]) == 0  # never announced
     assert (out / "2030-01-16-grace-hopper.md").read_text().count("is cancelled. " + REMOVED) == 1
     assert "Grace Hopper" not in (out / PROGRAMME).read_text()
+
+
+# --- the README's cron line -------------------------------------------------------------------------
+
+
+def _git(*args: str, cwd: Path) -> str:
+    env = {**os.environ, "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1"}
+    return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True).stdout
+
+
+def test_the_readme_cron_line_publishes_into_a_site_and_commits_only_changes(tmp_path: Path) -> None:
+    from tests.test_deployment import readme_block
+
+    (line,) = [x for x in readme_block("cron", "30 8 * * *").splitlines() if x.strip()]
+    project, site, remote = tmp_path / "project", tmp_path / "site", tmp_path / "site.git"
+    (project / "data").mkdir(parents=True)
+    (project / "state").mkdir()
+    (project / "data" / "seminars.yaml").write_text(SCHEDULE.read_text(encoding="utf-8"), encoding="utf-8")
+    _git("init", "-q", "--bare", str(remote), cwd=tmp_path)
+    _git("init", "-q", str(site), cwd=tmp_path)
+    (site / "_config.yml").write_text("title: a Jekyll site\n")
+    for args in (
+        ("config", "user.name", "Organiser"),
+        ("config", "user.email", "organiser@example.org"),
+        ("remote", "add", "origin", str(remote)),
+        ("add", "-A"),
+        ("commit", "-qm", "site"),
+        ("push", "-q", "-u", "origin", "HEAD"),
+    ):
+        _git(*args, cwd=site)
+    command = (
+        line.split(maxsplit=5)[5]
+        .replace("/srv/seminar-mailer", str(project))
+        .replace(".venv/bin/seminar-mailer", str(Path(sys.executable).parent / "seminar-mailer"))
+        .replace("/srv/lm-site", str(site))
+    )
+    cron_env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "GIT_CONFIG_GLOBAL": "/dev/null"}
+
+    def cron() -> list[str]:
+        ran = subprocess.run(["/bin/sh", "-c", command], env=cron_env, capture_output=True, text=True, check=False)
+        assert ran.returncode == 0, ran.stdout + ran.stderr + (project / "state" / "publish.log").read_text()
+        return _git("log", "--format=%s", cwd=remote).splitlines()
+
+    assert cron() == ["Seminar programme", "site"]
+    published = _git("ls-tree", "-r", "--name-only", "HEAD", cwd=remote).splitlines()
+    assert "seminars/seminars.ics" in published and "seminars/programme.md" in published
+    assert "seminars/2024-01-18-challenges-in-fine-grained-image-analysis.md" in published
+    assert cron() == ["Seminar programme", "site"], "nothing changed: no commit"
+    schedule = project / "data" / "seminars.yaml"
+    schedule.write_text(schedule.read_text(encoding="utf-8").replace("Joakim Lindblad", "Joakim Lindblad Jr"))
+    assert cron() == ["Seminar programme", "Seminar programme", "site"]
+    published = _git("ls-tree", "-r", "--name-only", "HEAD", cwd=remote).splitlines()
+    assert "seminars/2024-01-25-joakim-lindblad-jr.md" in published  # the renamed page; --prune took the old
+    assert "seminars/2024-01-25-joakim-lindblad.md" not in published
