@@ -80,6 +80,10 @@ examples:
     "schema": """\
 examples:
   seminar-mailer schema > data/seminars.schema.json""",
+    "publish": """\
+examples:
+  seminar-mailer publish --out ../site/seminars     pages, programme.md, seminars.ics, announcements.atom
+  seminar-mailer publish --out site --prune         also delete pages of seminars no longer in the file""",
 }
 
 
@@ -255,6 +259,19 @@ def _parser() -> argparse.ArgumentParser:
         "refresh token is kept in the state folder (0600) and later sends use it.",
     ).add_argument("provider", choices=["microsoft"])
     _add_subscriber_commands(commands)
+    publish = command(
+        "publish",
+        [_paths("schedule", "templates", "state"), _date()],
+        "write the programme for the web: a page per seminar, seminars.ics, an Atom feed",
+        "Write into --out a page per seminar (as preview writes it), programme.md, the calendar feed "
+        "seminars.ics (the same UID and SEQUENCE as the mails' invitations) and announcements.atom. "
+        "Only files whose content changed are rewritten. --now (or --date) sets the moment that "
+        "divides upcoming from past.",
+    )
+    publish.add_argument("--out", dest="site", type=Path, required=True, metavar="DIR", help="the folder to write")
+    publish.add_argument(
+        "--prune", action="store_true", help="delete the pages of seminars no longer in the schedule (kept without it)"
+    )
     command(
         "schema",
         [],
@@ -595,6 +612,26 @@ def _schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _publish(args: argparse.Namespace) -> int:
+    from mailer.publish import publish
+
+    request = _request(args, dry_run=True)
+    now = request.now if request.clock_given or request.date is None else dt.datetime.combine(request.date, dt.time())
+    done = publish(args.schedule, out=args.site, state=args.state, templates=args.templates, now=now, prune=args.prune)
+    print(
+        f"{args.site}: {_count_of(done.seminars, 'seminar')}, {_count_of(done.events, 'calendar event')}, "
+        f"{_count_of(done.entries, 'announcement')} in the feed; {len(done.written)} files written, "
+        f"{len(done.unchanged)} unchanged"
+    )
+    for name in done.written:
+        print(printable(f"  wrote   {args.site / name}"))
+    for name in done.removed:
+        print(printable(f"  removed {args.site / name}"))
+    for name in done.stale:
+        print(printable(f"  kept    {args.site / name} (its seminar is no longer in the schedule; --prune deletes it)"))
+    return EXIT_OK
+
+
 def _preview_or_serve(args: argparse.Namespace) -> int:
     if not args.serve:
         return _preview(args)
@@ -770,6 +807,7 @@ _COMMANDS = {
     "unsuppress": _unsuppress,
     "login": _login,
     "schema": _schema,
+    "publish": _publish,
     **_SUBSCRIBER_COMMANDS,
 }
 

@@ -207,7 +207,7 @@ def _split_announcement(due: Due, audiences: _Audiences, subscribers: Iterator[A
     return subsets
 
 
-def _memory(ledger: Ledger | None, list_name: str) -> Memory:
+def memory_of(ledger: Ledger | None, list_name: str) -> Memory:
     if ledger is None:
         return Memory()
     remembered = tuple(ledger.remembered(list_name))
@@ -274,7 +274,7 @@ def prepare(request: Request, schedule: Schedule, ledger: Ledger | None, *, whol
     announcement even before the series' announce time, for preview)."""
     _check_week(request, schedule)
     now, today = request.moment(schedule)
-    memory = _memory(ledger, schedule.series.list_name)
+    memory = memory_of(ledger, schedule.series.list_name)
     planned = plan(schedule, memory, now=now, today=today, explicit=whole_week or request.date is not None)
     if planned.problems:
         raise ScheduleError.from_problems(list(planned.problems))

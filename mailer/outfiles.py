@@ -15,23 +15,23 @@ from pathlib import Path
 from mailer.errors import ConfigError
 
 
-def write_files(folder: Path, files: dict[str, bytes]) -> None:
+def write_files(folder: Path, files: dict[str, bytes], *, what: str = "the preview") -> None:
     """Create ``folder`` if needed and write each ``name: data`` into it; names are plain file names."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as err:
-        raise ConfigError(f"{folder}: cannot write the preview: {err.strerror}") from err
+        raise ConfigError(f"{folder}: cannot write {what}: {err.strerror}") from err
     try:
         for name, data in files.items():
             if "/" in name or name in ("", ".", ".."):
                 raise ConfigError(f"{folder}: {name!r} is not a plain file name")
-            _write(dir_fd, folder, name, data)
+            _write(dir_fd, folder, name, data, what)
     finally:
         os.close(dir_fd)
 
 
-def _write(dir_fd: int, folder: Path, name: str, data: bytes) -> None:
+def _write(dir_fd: int, folder: Path, name: str, data: bytes, what: str) -> None:
     temporary = f".{name}.{secrets.token_hex(6)}.tmp"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
@@ -46,4 +46,4 @@ def _write(dir_fd: int, folder: Path, name: str, data: bytes) -> None:
     except IsADirectoryError as err:
         raise ConfigError(f"{folder / name}: is a folder; wanted the place of a file") from err
     except OSError as err:
-        raise ConfigError(f"{folder / name}: cannot write the preview: {err.strerror}") from err
+        raise ConfigError(f"{folder / name}: cannot write {what}: {err.strerror}") from err

@@ -38,6 +38,7 @@ MJML = "announcement.mjml.j2"
 CHANGE_SUBJECT = "change_subject.txt.j2"
 CHANGE_TEXT = "change.txt.j2"
 CHANGE_MJML = "change.mjml.j2"
+PROGRAMME = "programme.md.j2"
 
 # The link policy (mailer/links.py) is one for all outputs: the HTML renders Markdown with raw HTML
 # off and only http(s)/mailto targets, and every text that reaches Markdown (text part, web page)
@@ -230,19 +231,53 @@ def render(schedule: Schedule, week: Week, *, templates: Path | None = None, rem
     plain_context = _context(schedule, week, markdown_output=False, reminder=reminder)  # these escape themselves
     text_env = make_environment(templates, html=False)
     subject = _subject(text_env, SUBJECT, plain_context)
-    text = _render(text_env, TEXT, context)
-    page = _render(text_env, PAGE, {**context, "text": text})
+    text, page = _text_and_page(text_env, context)
     footer = _render(text_env, FOOTER, context)
     html = _html(templates, MJML, {**plain_context, "subject": subject})
-    first: Seminar = week.seminars[0]
     return Rendered(
-        subject=subject,
-        text=text,
-        email_text=text + footer,
-        html=html,
-        page=page,
-        page_name=f"{first.date.isoformat()}-{first.slug}.md",
+        subject=subject, text=text, email_text=text + footer, html=html, page=page, page_name=page_name(week)
     )
+
+
+def page_name(week: Week) -> str:
+    """The web page's file name, from the week's first seminar: YYYY-MM-DD-<slug>.md."""
+    first: Seminar = week.seminars[0]
+    return f"{first.date.isoformat()}-{first.slug}.md"
+
+
+def render_page(schedule: Schedule, week: Week, *, env: jinja2.Environment) -> tuple[str, str]:
+    """The announcement of ``week`` as published on the web, without the email parts: (text, page).
+    ``env`` is ``make_environment(templates, html=False)``, made once for many pages."""
+    return _text_and_page(env, _context(schedule, week))
+
+
+def render_programme(
+    schedule: Schedule,
+    *,
+    upcoming: Sequence[tuple[Seminar, str]],
+    past_years: Sequence[tuple[int, Sequence[tuple[Seminar, str]]]],
+    calendar_url: str,
+    feed_url: str,
+    templates: Path | None = None,
+) -> str:
+    """The programme page (``publish``): upcoming seminars, then past ones by year, each with its page's link."""
+
+    def safe(listed: Sequence[tuple[Seminar, str]]) -> list[tuple[Seminar, str]]:
+        return [(_safe_seminar(s, all_fields=True), link) for s, link in listed]
+
+    context = {
+        "series": _safe_series(schedule.series),
+        "upcoming": safe(upcoming),
+        "past_years": [(year, safe(listed)) for year, listed in past_years],
+        "calendar_url": calendar_url,
+        "feed_url": feed_url,
+    }
+    return _render(make_environment(templates, html=False), PROGRAMME, context)
+
+
+def _text_and_page(text_env: jinja2.Environment, context: dict[str, Any]) -> tuple[str, str]:
+    text = _render(text_env, TEXT, context)
+    return text, _render(text_env, PAGE, {**context, "text": text})
 
 
 def render_change(

@@ -74,6 +74,7 @@ class Series:
     reminder: Reminder | None = None
     announce: Announce | None = None  # not before this moment of the week (cron may run send every 15 minutes)
     service_url: str | None = None  # where `seminar-mailer serve` is reachable (behind a proxy), no trailing /
+    calendar_url: str | None = None  # where the seminars.ics that `seminar-mailer publish` writes is reachable
 
     @property
     def unsubscribe_address(self) -> Address:
@@ -348,6 +349,7 @@ SERIES_KEYS: dict[str, Key] = {
     "reminder": Key("reminder", 'Remind subscribers: "09:00" on the day, or 2h / 90m before the start.'),
     "announce": Key("announce", 'Not before this time of the week: "Monday 08:00" (default: as the week begins).'),
     "service_url": Key("url", "The https address of `seminar-mailer serve` behind your proxy."),
+    "calendar_url": Key("url", "Where seminars.ics from `seminar-mailer publish` is served; mails and pages link it."),
 }
 SEMINAR_KEYS: dict[str, Key] = {
     "id": Key("id", "Optional: names this seminar for good, so any edit (even of the date) is a change of it."),
@@ -441,8 +443,18 @@ def _series(r: _Reader, node: Node) -> Series | None:
         reminder=_reminder(r, v("reminder")),
         announce=_announce(r, v("announce")),
         service_url=_service_url(r, v("service_url")),
+        calendar_url=r.url(v("calendar_url"), "calendar_url"),
     )
-    optional = {"zoom", "reply_to", "unsubscribe_url", "unsubscribe_email", "reminder", "service_url", "announce"}
+    optional = {
+        "zoom",
+        "reply_to",
+        "unsubscribe_url",
+        "unsubscribe_email",
+        "reminder",
+        "service_url",
+        "announce",
+        "calendar_url",
+    }
     if False in (fields["reminder"], fields["announce"]) or any(
         val is None for key, val in fields.items() if key not in optional
     ):
