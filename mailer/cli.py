@@ -600,7 +600,7 @@ def _init(args: argparse.Namespace) -> int:
     print("\nNext:")
     for command, why in steps:
         print(f"  {command.ljust(width)}{'# ' + why if why else ''}".rstrip())
-    print("\nEvery Monday from cron (crontab -e, as the owner of the folder), also in crontab.example:")
+    print("\nFrom cron, every 15 minutes (crontab -e, as the owner of the folder), also in crontab.example:")
     print(created.crontab.split("\n", 1)[1], end="")
     return EXIT_OK
 
