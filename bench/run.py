@@ -939,14 +939,15 @@ def ledger_report(r: dict) -> str:  # type: ignore[type-arg]
             "accepted exactly once.",
             "",
             "| version | msg/s to Postfix | its CPU per message | msg/s to smtp-sink (client-bound) | "
-            "its CPU per message | dry run of the list (no mail) |",
+            "its CPU per message | dry run of the list (no mail): wall, CPU |",
             "| --- | --- | --- | --- | --- | --- |",
         ]
         for label, name, rate in (("now", LEDGER_NOW, now), ("before", LEDGER_BEFORE, before)):
             c = led["send_cpu_us_per_message"][name]
             lines.append(
                 f"| {label} | {_fmt(rate)} | {_fmt(c['postfix'], ' µs')} | {_fmt(led['smtp_sink'][name])} | "
-                f"{_fmt(c['sink'], ' µs')} | {_fmt(led['dry_run_wall'][name], ' s', 2)} |"
+                f"{_fmt(c['sink'], ' µs')} | {_fmt(led['dry_run_wall'][name], ' s', 2)}, "
+                f"{_fmt(stats(led['cpu_seconds'][name]['dry']), ' s', 2)} |"
             )
         cr = led["send_cpu_ratio"]
         lines += [
