@@ -80,7 +80,6 @@ CREATE TABLE IF NOT EXISTS deliveries (
     at         TEXT NOT NULL,
     PRIMARY KEY (message, recipient)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS deliveries_by_time ON deliveries (at);
 CREATE TABLE IF NOT EXISTS seen (
     list      TEXT NOT NULL,
     uid       TEXT NOT NULL,
