@@ -28,22 +28,12 @@ from mailer.plan import REMOVED
 from mailer.publish import ATOM, CALENDAR, MANIFEST, PROGRAMME, publish
 from mailer.render import render
 from mailer.schedule import load_schedule, week_of
+from tests import conftest
 from tests.conftest import GOLDEN, SCHEDULE, run_cli
 from tests.smtp_server import Server, start_server
 
 UTC = dt.UTC
-SERIES = """\
-series:
-  name: Learning Machines
-  signature: The Learning Machines Team
-  timezone: Europe/Stockholm
-  time: "15:00"
-  location: RISE Lund Office
-  info_url: https://ri.se/lm-sem
-  sender: Learning Machines <learning-machines@ri.se>
-  list: learning-machines
-{extra}seminars:
-"""
+SERIES = conftest.SERIES + "{extra}seminars:\n"
 
 # Around the 2024 clock changes in Stockholm: 31 March 02:00 CET -> 03:00 CEST, 27 October 03:00 CEST -> 02:00 CET.
 CLOCK_CHANGES = (
