@@ -25,8 +25,20 @@ from mailer.errors import ConfigError, DeliveryError, LedgerError, MailerError, 
 from mailer.invite import Event
 from mailer.ledger import LEDGER_FILE, Ledger, Remembered, Suppression, parse_time, utc_text
 from mailer.message import MessageTemplate, build_message
-from mailer.plan import ANNOUNCEMENT, REMINDER, Change, Due, Identity, Memory, Plan, announcement_key, derived_uid, plan
-from mailer.recipients import DUE, DUPLICATE, INVALID, SUPPRESSED, UNSUBSCRIBED, Entry, classify, list_file
+from mailer.plan import (
+    ANNOUNCEMENT,
+    REMINDER,
+    Change,
+    Due,
+    Identity,
+    Memory,
+    Plan,
+    announced_fields,
+    announcement_key,
+    derived_uid,
+    plan,
+)
+from mailer.recipients import DUE, INVALID, UNSUBSCRIBED, Entry, classify, list_file
 from mailer.render import Rendered, render, render_change
 from mailer.schedule import Schedule, Week, load_schedule
 from mailer.send import Delivery, Outcome, RateLimit, Stop
@@ -137,16 +149,6 @@ class Roster:
             if kind == DUE and entry.recipient is not None:
                 yield entry.recipient
 
-    def counts(self, warn: Callable[[Entry], None]) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for kind, entry in classify(
-            self.path, suppressed=self.suppressed, done=set(), subscribers=self.store.confirmed()
-        ):
-            counts[kind] = counts.get(kind, 0) + 1
-            if kind == INVALID:
-                warn(entry)
-        return counts
-
 
 def _roster(request: Request, series_list: str, ledger: Ledger | None) -> Roster:
     from mailer.recipients import suppressed_keys
@@ -193,18 +195,6 @@ class _Audiences:
         if due.kind == REMINDER:
             return key not in done and key not in self.told_late(due)
         return self.knows(due.seminars[0].key).get(key) == due.from_revision
-
-
-def _split_announcement(due: Due, audiences: _Audiences, subscribers: Iterator[Address]) -> dict[str, Due]:
-    """Subscribers told of some of the week's seminars get an announcement of the others only."""
-    subsets: dict[str, Due] = {}
-    for address in subscribers:
-        lacking = audiences.lacking(due.seminars, address.key)
-        if lacking:
-            key = announcement_key(lacking)
-            if key not in subsets:
-                subsets[key] = Due(ANNOUNCEMENT, key, lacking)
-    return subsets
 
 
 def memory_of(ledger: Ledger | None, list_name: str) -> Memory:
@@ -281,17 +271,6 @@ def prepare(request: Request, schedule: Schedule, ledger: Ledger | None, *, whol
     return planned
 
 
-def expand(planned: Plan, audiences: _Audiences, roster: Roster) -> list[Due]:
-    """Every message due, announcement first, with announcements split by what subscribers know."""
-    dues: list[Due] = []
-    for due in planned.dues:
-        if due.kind == ANNOUNCEMENT:
-            dues.extend(_split_announcement(due, audiences, roster.subscribers()).values())
-        else:
-            dues.append(due)
-    return dues
-
-
 def run(
     request: Request,
     *,
@@ -345,10 +324,9 @@ def _count_only(
 ) -> Result:
     roster = _roster(request, schedule.series.list_name, ledger)
     audiences = _Audiences(ledger)
-    counts = roster.counts(warn)
     key = token_key(request.state, request.env, create=False)
     now = request.moment(schedule)[0]
-    plans = _due_messages(request, schedule, planned, ledger, roster, audiences, key=key, now=now)
+    counts, plans = _due_messages(request, schedule, planned, ledger, roster, audiences, warn, key=key, now=now)
     reports = [report for _, report, _ in plans]
     _already(reports, planned, audiences, counts)
     notes = list(planned.notes)
@@ -364,23 +342,53 @@ def _due_messages(
     ledger: Ledger | None,
     roster: Roster,
     audiences: _Audiences,
+    warn: Callable[[Entry], None],
     *,
     key: bytes,
     now: dt.datetime,
-) -> list[tuple[Due, MessageReport, set[str]]]:
-    """Each message due to at least one subscriber: rendered and built once, with its recipient count."""
+) -> tuple[dict[str, int], list[tuple[Due, MessageReport, set[str]]]]:
+    """One pass over the list: the figures of each kind of line, and each message due to at least one
+    subscriber with its count (announcements split by which of the week's seminars each one lacks),
+    rendered and built once."""
+    counts: dict[str, int] = {}
+    dones = {d.key: ledger.done(d.key) if ledger and d.kind == REMINDER else set() for d in planned.dues}
+    week = next((d for d in planned.dues if d.kind == ANNOUNCEMENT), None)
+    others = [d for d in planned.dues if d.kind != ANNOUNCEMENT]
+    subsets: dict[str, Due] = {}  # subscribers told of some of the week's seminars get the others only
+    tally: dict[str, int] = {}
+    for kind, entry in classify(
+        roster.path, suppressed=roster.suppressed, done=set(), subscribers=roster.store.confirmed()
+    ):
+        counts[kind] = counts.get(kind, 0) + 1
+        if kind == INVALID:
+            warn(entry)
+        if kind != DUE or entry.recipient is None:
+            continue
+        who = entry.recipient.key
+        if week is not None and (lacking := audiences.lacking(week.seminars, who)):
+            subset = subsets.setdefault(
+                announcement_key(lacking), Due(ANNOUNCEMENT, announcement_key(lacking), lacking)
+            )
+            tally[subset.key] = tally.get(subset.key, 0) + 1
+        for due in others:
+            if audiences.wants(due, who, dones[due.key]):
+                tally[due.key] = tally.get(due.key, 0) + 1
     out = []
-    for due in expand(planned, audiences, roster):
-        done = ledger.done(due.key) if ledger and due.kind == REMINDER else set()
-        n = sum(1 for a in roster.subscribers() if audiences.wants(due, a.key, done))
-        if n == 0:
+    for due in [*subsets.values(), *others]:
+        if not tally.get(due.key):
             continue
         rendered, template = compose(schedule, due, planned.week, templates=request.templates, now=now, key=key)
         report = MessageReport(
-            due.kind, due.key, rendered.subject, n, rendered=rendered, template=template, changes=due.changes
+            due.kind,
+            due.key,
+            rendered.subject,
+            tally[due.key],
+            rendered=rendered,
+            template=template,
+            changes=due.changes,
         )
-        out.append((due, report, done))
-    return out
+        out.append((due, report, dones.get(due.key, set())))
+    return counts, out
 
 
 def _estimate(total: int, settings: SmtpSettings, env: dict[str, str]) -> str | None:
@@ -427,9 +435,8 @@ def _send(
     now = ledger.clock()
     roster = _roster(request, schedule.series.list_name, ledger)
     audiences = _Audiences(ledger)
-    counts = roster.counts(warn)
     key = token_key(request.state, request.env)
-    plans = _due_messages(request, schedule, planned, ledger, roster, audiences, key=key, now=now)
+    counts, plans = _due_messages(request, schedule, planned, ledger, roster, audiences, warn, key=key, now=now)
     reports = [report for _, report, _ in plans]
     result = Result(schedule, planned.week, False, reports, counts, list(planned.notes), warnings, request.state)
     _already(result.messages, planned, audiences, counts)
@@ -462,12 +469,15 @@ def _send(
             loop.add_signal_handler(sig, on_signal, sig.name)
         limiter = RateLimit(settings.rate)
         try:
+            sent_before = False
             for due, report, done in plans:
                 if stop.reason is not None:
                     break
                 assert report.template is not None
                 new = [
-                    Remembered(i.key, i.uid, i.seminar.id, due.key, i.revision, _fields(i), utc_text(now))
+                    Remembered(
+                        i.key, i.uid, i.seminar.id, due.key, i.revision, announced_fields(i.seminar), utc_text(now)
+                    )
                     for i in due.seminars
                     if i.remembered is None
                 ]
@@ -480,6 +490,9 @@ def _send(
                     told=[(i.key, i.revision) for i in due.seminars],
                     now=now,
                 )
+                if sent_before:  # the messages this run sent before changed who knows what: count again
+                    audiences.refresh()
+                    report.due = sum(1 for a in roster.subscribers() if audiences.wants(due, a.key, done))
                 delivery = Delivery(
                     report.template,
                     settings,
@@ -491,14 +504,12 @@ def _send(
                     doubtful=doubtful,
                     wanted=StillWanted(roster.store),
                 )
-                # Who now: the messages this run sent before changed who knows what.
-                audiences.refresh()
-                report.due = sum(1 for a in roster.subscribers() if audiences.wants(due, a.key, done))
                 recipients = (a for a in roster.subscribers() if audiences.wants(due, a.key, done))
                 report.outcome = delivery.outcome
                 try:
                     await delivery.run(recipients)
                 finally:
+                    sent_before = sent_before or delivery.outcome.finished > 0
                     failed = delivery.outcome.failed
                     ledger.suppress([(a.key, a.addr, detail, due.key) for a, detail in failed], now=ledger.clock())
                     roster.suppressed.update(a.key for a, _ in failed)
@@ -581,12 +592,6 @@ def send_test(request: Request, to: Address) -> list[str]:
     return [m.subject for m in messages]
 
 
-def _fields(identity: Identity) -> dict[str, object]:
-    from mailer.plan import announced_fields
-
-    return announced_fields(identity.seminar)
-
-
 # --- status --------------------------------------------------------------------------------------
 
 
@@ -617,6 +622,3 @@ def unsuppress(state: Path, list_name: str, address: Address) -> bool:
         return ledger.unsuppress(address.key)
     finally:
         ledger.close()
-
-
-__all__ = ["DUPLICATE", "INVALID", "SUPPRESSED", "MessageReport", "Request", "Result", "run", "status"]

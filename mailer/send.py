@@ -150,7 +150,6 @@ class Outcome:
     failed: list[tuple[Address, str]] = field(default_factory=list)
     uncertain: list[tuple[Address, str]] = field(default_factory=list)
     retried_uncertain: int = 0  # sent again after an earlier run's uncertain result: possible duplicates
-    not_taken: int = 0  # left due because the run stopped
     withdrawn: int = 0  # unsubscribed while this send ran, before their message started: not sent, not marked
 
     @property
@@ -241,11 +240,6 @@ class Delivery:
         if not self.reading and self.outstanding == 0:
             self.all_done.set()
 
-    def _abandon(self) -> None:
-        """A recipient not sent because the run is stopping: nothing recorded, still due."""
-        self.outcome.not_taken += 1
-        self._release()
-
     # --- sending ------------------------------------------------------------------------------
 
     async def _send_one(self, client: Connection, recipient: Address) -> str:
@@ -296,7 +290,7 @@ class Delivery:
                     self.progress(self.outcome)
                     continue
                 if not self.stop.take():
-                    self._abandon()
+                    self._release()  # not taken: the run is stopping, nothing recorded, still due
                     continue
                 attempts += 1
                 try:
@@ -328,7 +322,7 @@ class Delivery:
                     # Dooms every recipient: stop taking more, let the other workers' messages finish.
                     self.fatal = self.fatal or err
                     self.stop.request(str(err))
-                    self._abandon()
+                    self._release()  # not taken: the run is stopping, nothing recorded, still due
                 except asyncio.CancelledError:
                     if client is not None and client.awaiting_final:
                         self.finish(recipient, UNCERTAIN, attempts, "abandoned before the server's final reply")
