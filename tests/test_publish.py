@@ -265,33 +265,16 @@ def test_pages_of_deleted_seminars_go_only_with_prune_and_foreign_files_never(tm
     foreign.write_text("a page someone else keeps here\n")
     schedule.write_text(CLOCK_CHANGES.replace("  - date: 2024-10-24\n    speaker: Before Autumn\n", ""))
 
-    kept = run_cli(
-        "publish",
-        "--schedule",
-        str(schedule),
-        "--state",
-        str(tmp_path / "s"),
-        "--out",
-        str(out),
-        "--now",
-        "2024-03-01T10:00",
-    )
+    def publish_cli(*more: str):  # type: ignore[no-untyped-def]
+        paths = ("--schedule", str(schedule), "--state", str(tmp_path / "s"), "--out", str(out))
+        return run_cli("publish", *paths, "--now", "2024-03-01T10:00", *more)
+
+    kept = publish_cli()
     assert kept.code == 0, kept.err
     assert "kept" in kept.out and "2024-10-24-before-autumn.md" in kept.out and "--prune deletes it" in kept.out
     assert (out / "2024-10-24-before-autumn.md").exists()
 
-    pruned = run_cli(
-        "publish",
-        "--schedule",
-        str(schedule),
-        "--state",
-        str(tmp_path / "s"),
-        "--out",
-        str(out),
-        "--now",
-        "2024-03-01T10:00",
-        "--prune",
-    )
+    pruned = publish_cli("--prune")
     assert pruned.code == 0, pruned.err
     assert f"removed {out / '2024-10-24-before-autumn.md'}" in pruned.out
     assert not (out / "2024-10-24-before-autumn.md").exists()
