@@ -70,6 +70,9 @@ examples:
     "unsuppress": """\
 examples:
   seminar-mailer unsuppress ada@example.org""",
+    "rename-list": """\
+examples:
+  seminar-mailer rename-list learning-machines lm-seminar   # after changing list: in seminars.yaml""",
     "login": """\
 examples:
   seminar-mailer login microsoft""",
@@ -251,6 +254,16 @@ def _parser() -> argparse.ArgumentParser:
         "let a suppressed address (refused by its server) receive mail again",
         "Remove ADDRESS from the suppressed addresses in the state folder.",
     ).add_argument("address", metavar="ADDRESS")
+    renamed = command(
+        "rename-list",
+        [_paths("schedule", "state")],
+        "carry the state of a renamed list over to its new name",
+        "After changing `list:` in the programme: move what was announced, who was told, who unsubscribed and "
+        "who bounced from OLD to NEW, keeping calendar UIDs and old unsubscribe links valid. Rename the "
+        "recipients file yourself.",
+    )
+    renamed.add_argument("old", metavar="OLD")
+    renamed.add_argument("new", metavar="NEW")
     command(
         "login",
         [_paths("state")],
@@ -554,6 +567,21 @@ def _status(args: argparse.Namespace) -> int:
     return EXIT_TEMPFAIL if pending else EXIT_OK
 
 
+def _rename_list(args: argparse.Namespace) -> int:
+    from mailer.dispatch import rename_list
+    from mailer.schedule import LIST_NAME_RE, load_schedule
+
+    for name in (args.old, args.new):
+        if not LIST_NAME_RE.fullmatch(name):
+            raise ConfigError(f"{name!r} is not a list name; wanted lower-case letters, digits, '.', '_' or '-'")
+    named = load_schedule(args.schedule).series.list_name
+    if named != args.new:
+        raise ConfigError(f"{args.schedule} names the list {named!r}; wanted list: {args.new} there first")
+    seminars, subscriptions = rename_list(args.state, args.old, args.new)
+    print(f"{args.old} -> {args.new}: {seminars} seminars and {subscriptions} subscriptions carried over")
+    return EXIT_OK
+
+
 def _unsuppress(args: argparse.Namespace) -> int:
     from mailer.address import parse_address
     from mailer.dispatch import unsuppress
@@ -805,6 +833,7 @@ _COMMANDS = {
     "send": _send,
     "status": _status,
     "unsuppress": _unsuppress,
+    "rename-list": _rename_list,
     "login": _login,
     "schema": _schema,
     "publish": _publish,

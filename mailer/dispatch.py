@@ -23,7 +23,16 @@ from mailer.address import Address
 from mailer.config import SmtpSettings, daily_limit, ledger_window, smtp_settings, token_key
 from mailer.errors import ConfigError, DeliveryError, LedgerError, MailerError, ScheduleError
 from mailer.invite import Event
-from mailer.ledger import LEDGER_FILE, Ledger, Remembered, Suppression, parse_time, utc_text
+from mailer.ledger import (
+    LEDGER_FILE,
+    Knowledge,
+    Ledger,
+    Remembered,
+    Suppression,
+    check_state,
+    parse_time,
+    utc_text,
+)
 from mailer.message import MessageTemplate, build_message
 from mailer.plan import (
     ANNOUNCEMENT,
@@ -37,6 +46,7 @@ from mailer.plan import (
     announcement_key,
     derived_uid,
     plan,
+    reminder_key,
 )
 from mailer.recipients import DUE, INVALID, UNSUBSCRIBED, Entry, classify, list_file
 from mailer.render import Rendered, render, render_change
@@ -161,10 +171,14 @@ def _roster(request: Request, series_list: str, ledger: Ledger | None) -> Roster
 
 @dataclass
 class _Audiences:
-    """Picks each due message's recipients from the ledger's record of who was told what."""
+    """Picks each due message's recipients from the ledger's record of who was told what.
+
+    A recipient whose copy of a message may have arrived (in flight when a run died, or no final reply) gets
+    that same message once more (the same Message-ID: a possible duplicate, counted), and anything later
+    relative to it: so a revision, or a revert, reaches them even if that copy did arrive."""
 
     ledger: Ledger | None
-    known: dict[str, dict[str, int]] = field(default_factory=dict)
+    known: dict[str, Knowledge] = field(default_factory=dict)
     late: dict[str, set[str]] = field(default_factory=dict)
 
     def refresh(self) -> None:
@@ -180,28 +194,45 @@ class _Audiences:
             self.late[key] = self.ledger.told_since(key, since) if self.ledger else set()
         return self.late[key]
 
-    def knows(self, seminar: str) -> dict[str, int]:
+    def knows(self, seminar: str) -> Knowledge:
         if seminar not in self.known:
-            self.known[seminar] = self.ledger.known_revisions(seminar) if self.ledger else {}
+            self.known[seminar] = self.ledger.knowledge(seminar) if self.ledger else Knowledge({}, {}, {})
         return self.known[seminar]
 
     def lacking(self, week: tuple[Identity, ...], key: str) -> tuple[Identity, ...]:
-        """The week's seminars this subscriber was not yet told of."""
-        return tuple(i for i in week if key not in self.knows(i.key))
+        """The week's seminars this subscriber is to be announced: those not told (never a cancelled one:
+        nobody hears of a seminar first by its cancellation), and those whose copy of this very revision
+        may not have arrived (retried once, with the same Message-ID)."""
+        out = []
+        for i in week:
+            knowledge = self.knows(i.key)
+            if key in knowledge.sure:
+                continue
+            maybe = knowledge.maybe.get(key)
+            if maybe is None:
+                if not i.seminar.is_cancelled:
+                    out.append(i)
+            elif maybe[0] == i.revision and not i.seminar.is_cancelled:
+                out.append(i)  # its copy of this revision may not have arrived: once more
+        return tuple(out)
 
     def wants(self, due: Due, key: str, done: set[str]) -> bool:
         if due.kind == ANNOUNCEMENT:
             return self.lacking(due.seminars, key) == due.seminars
         if due.kind == REMINDER:
             return key not in done and key not in self.told_late(due)
-        return self.knows(due.seminars[0].key).get(key) == due.from_revision
+        knowledge = self.knows(due.seminars[0].key)
+        maybe = knowledge.maybe.get(key)
+        if maybe is not None and maybe[1] == due.key:
+            return True  # this very change may not have arrived: once more
+        return knowledge.latest.get(key) == due.from_revision
 
 
 def memory_of(ledger: Ledger | None, list_name: str) -> Memory:
     if ledger is None:
         return Memory()
     remembered = tuple(ledger.remembered(list_name))
-    known = {r.key: frozenset(ledger.known_revisions(r.key).values()) for r in remembered}
+    known = {r.key: frozenset(ledger.knowledge(r.key).latest.values()) for r in remembered}
     fields = {(r.key, rev): ledger.fields_of(r.key, rev) for r in remembered for rev in known[r.key]}
     first = {r.key: ledger.first_told(r.key) for r in remembered}
     return Memory(remembered, known, fields, first, ledger.seen(list_name))
@@ -244,6 +275,46 @@ def compose(
 # --- the run -------------------------------------------------------------------------------------
 
 
+def read_ledger(state: Path, list_name: str) -> Ledger | None:
+    """The ledger read-only (a dry run, preview, status, check), or None when no send ever ran here."""
+    check_state(state, list_name)
+    return Ledger(state, list_name, readonly=True) if (state / LEDGER_FILE).exists() else None
+
+
+def check_list(ledger: Ledger | None, schedule: Schedule) -> None:
+    """A renamed ``list:`` must be carried over, never taken for a new series: that would announce everything
+    again, under new calendar UIDs, to everyone, and forget who unsubscribed."""
+    if ledger is None:
+        return
+    names = ledger.lists()
+    new = schedule.series.list_name
+    if names and new not in names:
+        old = sorted(names)[0]
+        raise ConfigError(
+            f"{ledger.path} records the list {', '.join(repr(n) for n in sorted(names))}, which {schedule.path} "
+            f"no longer names (it names {new!r}); if you renamed the list, run `seminar-mailer rename-list {old} "
+            f"{new}` (it carries over what was announced and who unsubscribed); if this is another series, give it "
+            "a state folder of its own (--state or MAILER_STATE). Nothing was sent"
+        )
+
+
+def rename_list(state: Path, old: str, new: str) -> tuple[int, int]:
+    """Carry list ``old``'s ledger and subscriptions over to ``new``: (seminars, subscriptions) moved."""
+    from mailer.ledger import run_lock
+
+    with run_lock(state, new):
+        ledger = Ledger(state, old)
+        try:
+            if new in ledger.lists():
+                raise ConfigError(f"{ledger.path} already holds the list {new!r}; wanted a name not used yet")
+            seminars = ledger.rename_list(old, new)
+        finally:
+            ledger.close()
+        with Subscribers(state, old) as store:
+            subscriptions = store.rename_list(new)
+    return seminars, subscriptions
+
+
 def _check_week(request: Request, schedule: Schedule) -> None:
     """A real send never mails a week that is over: --date is for preview and dry runs of the past."""
     now, today = request.moment(schedule)
@@ -263,6 +334,7 @@ def prepare(request: Request, schedule: Schedule, ledger: Ledger | None, *, whol
     """Check the week and plan: everything a dry run and a send share (``whole_week``: this week's
     announcement even before the series' announce time, for preview)."""
     _check_week(request, schedule)
+    check_list(ledger, schedule)
     now, today = request.moment(schedule)
     memory = memory_of(ledger, schedule.series.list_name)
     planned = plan(schedule, memory, now=now, today=today, explicit=whole_week or request.date is not None)
@@ -290,14 +362,14 @@ def run(
     schedule = load_schedule(request.schedule)
     series = schedule.series
     if request.dry_run:
-        exists = (request.state / LEDGER_FILE).exists()
-        ledger = Ledger(request.state, series.list_name, readonly=True) if exists else None
+        ledger = read_ledger(request.state, series.list_name)
         planned = prepare(request, schedule, ledger)
         return _count_only(request, schedule, planned, ledger, warn, warnings, settings)
     assert settings is not None
     from mailer.ledger import run_lock
 
     _check_week(request, schedule)
+    check_state(request.state, series.list_name)
     with run_lock(request.state, series.list_name):
         start, mono = request.moment(schedule)[0], time.monotonic()
         ledger = Ledger(
@@ -351,7 +423,11 @@ def _due_messages(
     subscriber with its count (announcements split by which of the week's seminars each one lacks),
     rendered and built once."""
     counts: dict[str, int] = {}
-    dones = {d.key: ledger.done(d.key) if ledger and d.kind == REMINDER else set() for d in planned.dues}
+    # A reminder goes once per seminar, whichever revision it carried.
+    dones = {
+        d.key: ledger.done(reminder_key(d.seminars[0].key)) if ledger and d.kind == REMINDER else set()
+        for d in planned.dues
+    }
     week = next((d for d in planned.dues if d.kind == ANNOUNCEMENT), None)
     others = [d for d in planned.dues if d.kind != ANNOUNCEMENT]
     subsets: dict[str, Due] = {}  # subscribers told of some of the week's seminars get the others only
@@ -540,17 +616,16 @@ def plan_notes(request: Request) -> list[str]:
     cancelled), announcements recorded before fields were; raises ScheduleError when announced
     seminars cannot be told apart."""
     schedule = load_schedule(request.schedule)
-    if not (request.state / LEDGER_FILE).exists():
+    ledger = read_ledger(request.state, schedule.series.list_name)
+    if ledger is None:
         return []
-    ledger = Ledger(request.state, schedule.series.list_name, readonly=True)
     return list(prepare(request, schedule, ledger).notes)
 
 
 def preview(request: Request, *, test: bool = False) -> tuple[Week | None, list[MessageReport]]:
     """This week's announcement (whether or not it went out) and every other message due now."""
     schedule = load_schedule(request.schedule)
-    exists = (request.state / LEDGER_FILE).exists()
-    ledger = Ledger(request.state, schedule.series.list_name, readonly=True) if exists else None
+    ledger = read_ledger(request.state, schedule.series.list_name)
     planned = prepare(request, schedule, ledger, whole_week=True)
     now = request.moment(schedule)[0]
     key = token_key(request.state, request.env)  # made once: the preview carries the real unsubscribe link
@@ -603,9 +678,9 @@ class SeminarStatus:
 
 def status(state: Path, list_name: str) -> tuple[list[SeminarStatus], list[Suppression]]:
     """What was sent about each announced seminar, and who is suppressed: for ``status``."""
-    if not (state / LEDGER_FILE).exists():
+    ledger = read_ledger(state, list_name)
+    if ledger is None:
         return [], []
-    ledger = Ledger(state, list_name, readonly=True)
     out = []
     for r in ledger.remembered(list_name):
         stats = ledger.messages_about(r.key)

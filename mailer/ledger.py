@@ -136,6 +136,23 @@ class Remembered:
 
 
 @dataclass(frozen=True, slots=True)
+class Knowledge:
+    """Who was told which revision of one seminar (see ``Ledger.knowledge``)."""
+
+    sure: dict[str, int]  # recipient -> latest revision a copy reached
+    maybe: dict[str, tuple[int, str]]  # recipient -> (latest revision a copy may have reached, its message)
+    latest: dict[str, int]  # recipient -> the later of the two: what a later revision is told relative to
+
+    @classmethod
+    def of(cls, sure: dict[str, int], maybe: dict[str, tuple[int, str]]) -> Knowledge:
+        latest = dict(sure)
+        for recipient, (revision, _) in maybe.items():
+            if revision > latest.get(recipient, -1):
+                latest[recipient] = revision
+        return cls(sure, maybe, latest)
+
+
+@dataclass(frozen=True, slots=True)
 class Suppression:
     recipient: str
     address: str
@@ -174,6 +191,58 @@ def state_folder(state: Path) -> None:
         raise ConfigError(f"{state}: the state folder is not writable; wanted a folder this user can write to")
 
 
+LEDGER_MARK = b"ledger"  # in the lock file: a send that held it had its ledger (see check_state)
+
+
+def _mark_lock(state: Path, list_name: str) -> None:
+    """Note in the list's lock file (if a run holds it) that this state folder has a ledger."""
+    lock = state / f"{list_name}.lock"
+    try:
+        if lock.exists() and LEDGER_MARK not in (content := lock.read_bytes()):
+            lock.write_bytes(content.strip() + b" " + LEDGER_MARK)
+    except OSError:
+        pass  # only a sign for check_state; the ledger itself is fine
+
+
+def _previous_run(state: Path, list_name: str) -> bool:
+    """Whether a send has run in ``state`` before: its lock file or token key exists."""
+    return (state / f"{list_name}.lock").exists() or (state / "token.key").exists()
+
+
+def check_state(state: Path, list_name: str) -> None:
+    """A state folder whose ledger is missing or empty while other files show earlier sends is an error, never a
+    fresh start: a fresh start announces everything again to everyone and forgets every refusal. (Called before
+    the run lock is taken: the lock file is one of those signs.)"""
+    path = state / LEDGER_FILE
+    _check_file(state, list_name)
+    lock = state / f"{list_name}.lock"
+    if not path.exists() and lock.exists() and LEDGER_MARK in lock.read_bytes():
+        raise ConfigError(
+            f"{state} holds {list_name}.lock (a send ran here) but no {LEDGER_FILE}: the ledger was moved or "
+            f"deleted; put it back, or, to start afresh on purpose (everything is announced again), delete "
+            f"{state / (list_name + '.lock')}"
+        )
+
+
+def _check_file(state: Path, list_name: str) -> None:
+    """The ledger file itself: an empty one, or a write-ahead log without it, is damage, not a fresh start."""
+    path = state / LEDGER_FILE
+    if path.exists() and path.stat().st_size > 0:
+        return
+    wal = state / f"{LEDGER_FILE}-wal"
+    if wal.exists() and wal.stat().st_size > 0:
+        raise ConfigError(
+            f"{wal} exists but {path} is {'empty' if path.exists() else 'missing'}: the ledger was moved or "
+            "truncated without its write-ahead log; put ledger.sqlite3 back beside it (nothing was read or sent)"
+        )
+    if path.exists() and _previous_run(state, list_name):
+        raise ConfigError(
+            f"{path} is empty (0 bytes), but earlier sends ran in {state}: the ledger was truncated; restore it "
+            "from a backup (starting afresh would announce everything again to everyone; if no send ever "
+            "finished here, delete the empty file)"
+        )
+
+
 class Ledger:
     """The state folder's ledger. Not thread-safe: use it from one thread (the event loop)."""
 
@@ -192,9 +261,11 @@ class Ledger:
         self.window = window
         self._pending: list[Mark] = []
         self._last_checkpoint = time.monotonic()
+        _check_file(state, list_name)
         try:
             if readonly:
                 self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
+                self._check_version()
                 if self._db.execute("PRAGMA user_version").fetchone()[0] < VERSION:
                     # A dry run or status before the first send of this version: migrate a copy in
                     # memory, so they show what the real send will do (nothing is written).
@@ -207,15 +278,28 @@ class Ledger:
             state_folder(state)
             _private_file(self.path)
             self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            self._check_version()
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._migrate(state)
+            _mark_lock(state, list_name)
         except sqlite3.OperationalError as err:
             if "disk" in str(err) or "full" in str(err):  # can heal: exit 75, not 2
                 raise LedgerError(f"{self.path}: cannot open the ledger: {err}{_SPACE}") from err
             raise ConfigError(f"{self.path}: cannot open the ledger: {err}") from err
         except sqlite3.Error as err:
-            raise ConfigError(f"{self.path}: cannot open the ledger: {err}") from err
+            raise ConfigError(
+                f"{self.path}: cannot read the ledger: {err}; it is damaged: restore it from a backup (a fresh "
+                "ledger would announce everything again to everyone)"
+            ) from err
+
+    def _check_version(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > VERSION:
+            raise ConfigError(
+                f"{self.path}: the ledger was written by a newer seminar-mailer (schema {version}; this one "
+                f"knows {VERSION}); wanted the newer version installed: nothing was read or sent"
+            )
 
     # --- schema ---------------------------------------------------------------------------------
 
@@ -298,6 +382,25 @@ class Ledger:
             for key, uid, pinned, thread, revision, fields, first in rows
         ]
 
+    def lists(self) -> set[str]:
+        """The lists the ledger holds seminars of."""
+        return {name for (name,) in self._db.execute("SELECT DISTINCT list FROM seminars")}
+
+    def rename_list(self, old: str, new: str) -> int:
+        """Carry every record of list ``old`` over to ``new`` (UIDs stay: calendars keep their events);
+        return how many seminars moved."""
+        with self._write():
+            count = self._db.execute("UPDATE seminars SET list = ? WHERE list = ?", (new, old)).rowcount
+            self._db.execute("UPDATE messages SET list = ? WHERE list = ?", (new, old))
+            # The identities the file showed: list-date-speaker@domain, under the new list's name.
+            self._db.execute(
+                """UPDATE OR IGNORE seen SET list = ?, uid = ? || substr(uid, ?)
+                   WHERE list = ? AND substr(uid, 1, ?) = ?""",
+                (new, new + "-", len(old) + 2, old, len(old) + 1, old + "-"),
+            )
+            self._db.execute("UPDATE OR IGNORE seen SET list = ? WHERE list = ?", (new, old))
+        return int(count)
+
     def seen(self, list_name: str) -> frozenset[str]:
         """Identities of every seminar the file held at earlier sends (see plan.identify)."""
         try:
@@ -342,15 +445,29 @@ class Ledger:
             )
             self._db.executemany("INSERT OR IGNORE INTO told VALUES (?, ?, ?)", [(key, s, r) for s, r in told])
 
-    def known_revisions(self, seminar: str) -> dict[str, int]:
-        """For each recipient who was told of ``seminar``: the latest revision they were sent."""
+    def knowledge(self, seminar: str) -> Knowledge:
+        """What each recipient was told of ``seminar``: the latest revision a copy reached them (sent, or
+        uncertain twice), and the latest whose copy may have reached them (in flight when a run died, or
+        uncertain once: its message is retried once, and a later revision is told relative to it)."""
         rows = self._db.execute(
-            """SELECT d.recipient, max(t.revision) FROM told t JOIN deliveries d ON d.message = t.message
-               WHERE t.seminar = ? AND (d.state = 'sent' OR (d.state = 'uncertain' AND d.doubts >= 2))
-               GROUP BY d.recipient""",
+            """SELECT d.recipient, t.revision, d.state, d.doubts, d.message FROM told t
+               JOIN deliveries d ON d.message = t.message
+               WHERE t.seminar = ? AND d.state IN ('sent', 'uncertain')""",
             (seminar,),
         )
-        return dict(rows)
+        sure: dict[str, int] = {}
+        maybe: dict[str, tuple[int, str]] = {}
+        for recipient, revision, state, doubts, message in rows:
+            if state == SENT or doubts >= 2:
+                if revision > sure.get(recipient, -1):
+                    sure[recipient] = revision
+            elif revision > maybe.get(recipient, (-1, ""))[0]:
+                maybe[recipient] = (revision, message)
+        return Knowledge.of(sure, maybe)
+
+    def known_revisions(self, seminar: str) -> dict[str, int]:
+        """For each recipient who was (or may have been) told of ``seminar``: the latest such revision."""
+        return self.knowledge(seminar).latest
 
     def told_since(self, seminar: str, since: dt.datetime) -> set[str]:
         """Recipients whose first message about ``seminar`` was accepted at or after ``since``."""
@@ -373,11 +490,13 @@ class Ledger:
     # --- deliveries -----------------------------------------------------------------------------
 
     def done(self, message: str) -> set[str]:
-        """Recipients not to be sent ``message`` again: sent, failed, or uncertain twice (one retry only)."""
+        """Recipients not to be sent ``message`` again, whichever revision it carried (its key with a
+        ``;r...`` suffix): sent, or uncertain twice (one retry only). A refused one is not done: once
+        unsuppressed, it is due again."""
         rows = self._db.execute(
-            """SELECT recipient FROM deliveries WHERE message = ?
-               AND (state IN ('sent', 'failed') OR (state = 'uncertain' AND doubts >= 2))""",
-            (message,),
+            """SELECT recipient FROM deliveries WHERE (message = ? OR substr(message, 1, ?) = ?)
+               AND (state = 'sent' OR (state = 'uncertain' AND doubts >= 2))""",
+            (message, len(message) + 2, message + ";r"),
         )
         return {r for (r,) in rows}
 
@@ -387,9 +506,9 @@ class Ledger:
         return row.fetchone() is not None
 
     def doubtful(self) -> set[str]:
-        """Recipients with a message whose earlier copy is uncertain (no final reply): a copy sent now
-        is their one retry, and a possible duplicate."""
-        rows = self._db.execute("SELECT DISTINCT recipient FROM deliveries WHERE state = 'uncertain' AND doubts = 1")
+        """Recipients with a message whose earlier copy is uncertain (no final reply, or in flight when a run
+        died): a copy sent now is their one retry, and a possible duplicate."""
+        rows = self._db.execute("SELECT DISTINCT recipient FROM deliveries WHERE state = 'uncertain' AND doubts < 2")
         return {r for (r,) in rows}
 
     def sent_since(self, since: dt.datetime) -> int:
@@ -425,14 +544,15 @@ class Ledger:
             ]
             try:
                 with self._write():
-                    # A later result wins over 'deferred' and 'uncertain'; 'sent' and 'failed' are final.
+                    # The latest result wins, but 'sent' is final: a copy the server took stays taken. (A
+                    # 'failed' recipient is tried again only once unsuppressed; then its new result counts.)
                     self._db.executemany(
                         """INSERT INTO deliveries VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                            ON CONFLICT (message, recipient) DO UPDATE SET
                              state = excluded.state, attempts = deliveries.attempts + excluded.attempts,
                              doubts = deliveries.doubts + excluded.doubts,
                              message_id = excluded.message_id, detail = excluded.detail, at = excluded.at
-                           WHERE deliveries.state IN ('deferred', 'uncertain')""",
+                           WHERE deliveries.state != 'sent'""",
                         rows,
                     )
             except sqlite3.Error as err:
@@ -542,14 +662,15 @@ def run_lock(state: Path, list_name: str) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            holder = os.pread(fd, 64, 0).decode(errors="replace").split(" ")[0].strip() or "another process"
             raise LockedError(
                 f"another send for the list {list_name!r} is running (pid {holder}, lock {path}); "
                 "nothing was sent by this one: try again when it has finished"
             ) from None
         try:
+            had_ledger = LEDGER_MARK in os.pread(fd, 64, 0) or (state / LEDGER_FILE).exists()
             os.ftruncate(fd, 0)
-            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            os.pwrite(fd, f"{os.getpid()}{' ' + LEDGER_MARK.decode() if had_ledger else ''}".encode(), 0)
         except OSError:
             pass  # the pid is only a courtesy for the message above; the lock itself is held
         yield

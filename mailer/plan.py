@@ -10,7 +10,7 @@ order, each step only among those still unmatched:
    title, time, room or Zoom link;
 3. the same date and start time: a corrected speaker's name;
 4. the same date: a new time;
-5. the same speaker or the same title on another date: a move.
+5. the same speaker on another date (or the same title with the speaker's name respelled): a move.
 
 A step matches a pair only when neither side has another candidate at that step; when one has two,
 the run stops and ``check`` says which seminars it cannot tell apart and to pin them with ``id:``.
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
@@ -81,6 +82,46 @@ def _shown(name: str, fields: Mapping[str, object]) -> str:
     if name == "cancelled":
         return "on" if value is None else ("cancelled" + (f": {value}" if value else ""))
     return "(none)" if value in (None, "") else str(value)
+
+
+def _folded(text: str) -> str:
+    """Text as a reader tells names apart: no case, accents, punctuation or runs of spaces."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    plain = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return re.sub(r"[\W_]+", " ", plain.casefold()).strip()
+
+
+def _distance(a: str, b: str) -> int:
+    """Edits (insert, delete, substitute, swap two neighbours) from ``a`` to ``b``."""
+    previous, row = list(range(len(b) + 1)), [0] * (len(b) + 1)
+    before: list[int] = []
+    for i, x in enumerate(a, start=1):
+        row = [i] + [0] * len(b)
+        for j, y in enumerate(b, start=1):
+            row[j] = min(previous[j] + 1, row[j - 1] + 1, previous[j - 1] + (x != y))
+            if i > 1 and j > 1 and x == b[j - 2] and a[i - 2] == y:
+                row[j] = min(row[j], before[j - 2] + 1)
+        before, previous = previous, row
+    return previous[len(b)]
+
+
+def is_spelling_fix(old: str, new: str) -> bool:
+    """A correction of the same name or title, not another one: equal but for case, accents, punctuation or
+    spacing, or at most two letters apart and at most one edit per eight letters ("Serge Belongi" ->
+    "Serge Belongie" is; "Sam Lee" -> "Pam Lee" is not: a short name one letter apart is another person)."""
+    a, b = _folded(old), _folded(new)
+    if a == b:
+        return True
+    edits = _distance(a, b)
+    return edits <= 2 and edits * 8 <= max(len(a), len(b))
+
+
+SILENT_LABELS = ("Speaker", "Title")  # the fields whose spelling fixes mail nobody
+
+
+def silent(what: tuple[Change, ...]) -> bool:
+    """Whether these changes are only spelling fixes of the speaker's name or the title."""
+    return all(c.label in SILENT_LABELS and is_spelling_fix(c.old, c.new) for c in what)
 
 
 def changes(old: Mapping[str, object], new: Mapping[str, object]) -> tuple[Change, ...]:
@@ -164,8 +205,19 @@ class Plan:
 
 
 def announcement_key(identities: tuple[Identity, ...]) -> str:
-    """The announcement of these seminars: their keys joined (version 1's key for one seminar)."""
-    return "+".join(i.key for i in identities)
+    """The announcement of these seminars at their revisions: their keys joined (version 1's key for one
+    seminar), and the revisions when any is past the first (``;r1,0``). A message tells one revision of each
+    seminar, so the ledger knows exactly what a subscriber who got it was told."""
+    return "+".join(i.key for i in identities) + _revisions(identities)
+
+
+def reminder_key(seminar: str) -> str:
+    """The reminder of a seminar (with ``;rN`` for the revision it carries: see ``Ledger.done``)."""
+    return f"reminder:{seminar}"
+
+
+def _revisions(identities: tuple[Identity, ...]) -> str:
+    return ";r" + ",".join(str(i.revision) for i in identities) if any(i.revision for i in identities) else ""
 
 
 # --- matching ------------------------------------------------------------------------------------
@@ -183,14 +235,18 @@ def _same_date(s: Seminar, f: Mapping[str, object]) -> bool:
     return s.date.isoformat() == f.get("date")
 
 
-def _same_speaker_or_title(s: Seminar, f: Mapping[str, object]) -> bool:
-    return _slug(s.speaker) == _slug(str(f.get("speaker"))) or (bool(s.title) and s.title == f.get("title"))
+def _same_speaker(s: Seminar, f: Mapping[str, object]) -> bool:
+    """The same speaker (or the same title and the speaker's name respelled). A title alone is not enough:
+    placeholder titles ("TBA") and series themes repeat, and a new speaker on a new date is another seminar."""
+    if _slug(s.speaker) == _slug(str(f.get("speaker"))):
+        return True
+    return bool(s.title) and s.title == f.get("title") and is_spelling_fix(s.speaker, str(f.get("speaker")))
 
 
 _STEPS: tuple[tuple[str, Callable[[Seminar, Mapping[str, object]], bool]], ...] = (
     ("start", _same_start),
     ("date", _same_date),
-    ("speaker or title", _same_speaker_or_title),
+    ("speaker", _same_speaker),
 )
 
 
@@ -390,15 +446,31 @@ def plan(schedule: Schedule, memory: Memory, *, now: dt.datetime, today: dt.date
         ident = Identity(replace(seminar, cancelled=str(gone["cancelled"])), r.key, r.uid, revision, r)
         targets.append((ident, gone))
     for ident, target in targets:
+        quiet: list[tuple[Change, ...]] = []
         for told in sorted(memory.known.get(ident.key, frozenset())):
             if told >= ident.revision:
                 continue
             old = memory.fields.get((ident.key, told))
             if old is None or not (what := changes(old, target)):
                 continue
+            cancelling = target.get("cancelled") is not None and old.get("cancelled") is None
+            if not cancelling and (ident.seminar.notify is False or (ident.seminar.notify is None and silent(what))):
+                quiet.append(what)  # calendars get it from the feed and the next message that goes anyway
+                continue
             kind = CANCELLATION if target.get("cancelled") is not None and old.get("cancelled") is None else CHANGE
             key = f"{kind}:{ident.key}:{told}-{ident.revision}"
             dues.append(Due(kind, key, (ident,), from_revision=told, changes=what, old=old))
+        if quiet:
+            s, shown = ident.seminar, "; ".join(f"{c.label}: {c.old} -> {c.new}" for c in quiet[-1])
+            why = (
+                "'notify: false' is set"
+                if s.notify is False
+                else "it looks like a spelling fix ('notify: true' on the seminar mails it)"
+            )
+            notes.append(
+                f"{s.date} {s.speaker}: {shown}: no mail, as {why}; the calendar feed and the next message "
+                "about it (a reminder, a change) carry it"
+            )
 
     # 3. Reminders: after the reminder time, before the start, of a seminar announced before then.
     reminder = schedule.series.reminder
@@ -411,5 +483,5 @@ def plan(schedule: Schedule, memory: Memory, *, now: dt.datetime, today: dt.date
                 continue
             if _parse_ledger_time(first) >= when:
                 continue  # the announcement itself went out after the reminder time
-            dues.append(Due(REMINDER, f"reminder:{ident.key}", (ident,), since=when))
+            dues.append(Due(REMINDER, reminder_key(ident.key) + _revisions((ident,)), (ident,), since=when))
     return Plan(week, ids, tuple(dues), tuple(remember), tuple(notes), tuple(problems))

@@ -110,6 +110,7 @@ class Seminar:
     cancelled: str | None  # None: on; "": cancelled without a reason; else the reason
     line: int
     id: str | None = None  # pinned identity (``id:`` in the YAML); else remembered in the state folder
+    notify: bool | None = None  # ``notify:``: True mails even a spelling fix, False mails no edit; None: decide
 
     @property
     def end(self) -> dt.datetime:
@@ -364,6 +365,11 @@ SEMINAR_KEYS: dict[str, Key] = {
     "location": Key("text", "Where, if not the series' location."),
     "zoom": Key("url", "Video link, if not the series' link."),
     "cancelled": Key("cancelled", "true, or the reason: sends a cancellation notice instead."),
+    "notify": Key(
+        "boolean",
+        "Optional: true mails even a spelling fix of this seminar's speaker or title; false mails no edit of it "
+        "(calendars and the next message still get them).",
+    ),
 }
 
 
@@ -489,6 +495,16 @@ def _cancelled(r: _Reader, node: Node | None) -> str | bool | None:
     return reason if reason is not None else False
 
 
+def _notify(r: _Reader, node: Node | None) -> bool | str | None:
+    """``notify: true|false`` as a bool; None when absent; "bad" after a problem."""
+    if node is None:
+        return None
+    if isinstance(node, Scalar) and isinstance(node.value, bool):
+        return node.value
+    r.add(node, "'notify' must be true (mail even a spelling fix) or false (mail no edit of this seminar)")
+    return "bad"
+
+
 def _seminar(r: _Reader, node: Node, series: Series | None) -> Seminar | None:
     m = r.mapping(node, "a seminar", keys=SEMINAR_KEYS)
     if m is None:
@@ -513,7 +529,8 @@ def _seminar(r: _Reader, node: Node, series: Series | None) -> Seminar | None:
         ID_RE,
         "names this seminar for good; wanted letters, digits, '.', '_', '-', '@' or '+', such as 2024-01-belongie",
     )
-    if None in (day, time, duration, speaker, location) or series is None or cancelled is False:
+    notify = _notify(r, v("notify"))
+    if None in (day, time, duration, speaker, location) or series is None or cancelled is False or notify == "bad":
         return None
     assert day is not None and time is not None and duration is not None and speaker and location
     start = local_start(day, time, series.timezone)
@@ -534,6 +551,7 @@ def _seminar(r: _Reader, node: Node, series: Series | None) -> Seminar | None:
         cancelled=cancelled if isinstance(cancelled, str) else None,
         line=m.line,
         id=pinned,
+        notify=notify if isinstance(notify, bool) else None,
     )
 
 

@@ -66,6 +66,8 @@ def _fragment(key: Key) -> dict[str, Any]:
             fragment = {"type": "string", "pattern": rf"^\s*(?:(?:{days})\s+)?(?:[01]?[0-9]|2[0-3]):[0-5][0-9]\s*$"}
         case "cancelled":
             fragment = {"anyOf": [{"type": "boolean"}, text]}
+        case "boolean":
+            fragment = {"type": "boolean"}
         case "series":
             fragment = _object(SERIES_KEYS)
         case "seminars":

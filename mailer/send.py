@@ -191,6 +191,7 @@ class Delivery:
         self.all_done = asyncio.Event()
         self.unreachable = 0  # connection attempts failed in a row, across workers
         self.flush_scheduled = False
+        self.flushed: list[asyncio.Future[None]] = []  # workers waiting for their in-flight mark to be committed
         self.ledger_error: LedgerError | None = None
         self.fatal: MailerError | None = None  # stops the run once the messages in flight are done
         self.retries: dict[asyncio.TimerHandle, tuple[Address, int]] = {}
@@ -199,12 +200,47 @@ class Delivery:
 
     def _flush(self) -> None:
         self.flush_scheduled = False
+        waiting, self.flushed = self.flushed, []
         try:
             self.ledger.flush()
         except LedgerError as err:
             if self.ledger_error is None:
                 self.ledger_error = err
             self.stop.request("results can no longer be recorded")
+        for future in waiting:
+            if not future.done():
+                future.set_result(None)
+
+    def _schedule_flush(self) -> None:
+        if not self.flush_scheduled:  # one commit per loop tick, for every reply that arrived in it
+            self.flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _not_sent(self, recipient: Address, detail: str) -> None:
+        """Take back an in-flight mark: the server refused before the message was taken (still due)."""
+        mark = Mark(self.template.announcement, recipient.key, DEFERRED, 0, self.template.message_id(recipient), detail)
+        self.ledger.mark(mark)
+        self._schedule_flush()
+
+    async def in_flight(self, recipient: Address) -> bool:
+        """Record that a copy to ``recipient`` is about to go out, committed before its first byte: if the run
+        dies before the reply, the ledger knows this copy may have arrived (so a later revision is told
+        relative to it, and the copy is retried once, as a possible duplicate). False: it cannot be recorded."""
+        self.ledger.mark(
+            Mark(
+                self.template.announcement,
+                recipient.key,
+                UNCERTAIN,
+                0,
+                self.template.message_id(recipient),
+                "in flight: no reply yet",
+            )
+        )
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.flushed.append(future)
+        self._schedule_flush()
+        await future
+        return self.ledger_error is None
 
     def finish(self, recipient: Address, state: str, attempts: int, detail: str) -> None:
         doubt = state == UNCERTAIN
@@ -219,9 +255,7 @@ class Delivery:
                 doubt,
             )
         )
-        if not self.flush_scheduled:  # one commit per loop tick, for every reply that arrived in it
-            self.flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        self._schedule_flush()
         outcome = self.outcome
         if state == SENT:
             outcome.sent += 1
@@ -297,6 +331,9 @@ class Delivery:
                     if client is None:
                         client = await self._connect()
                     await self.limiter.wait()
+                    if not await self.in_flight(recipient):
+                        self._release()  # not sent: the ledger cannot record it (the run is stopping)
+                        continue
                     self.finish(recipient, SENT, attempts, await self._send_one(client, recipient))
                 except _Permanent as err:
                     self.finish(recipient, FAILED, attempts, str(err))
@@ -309,6 +346,7 @@ class Delivery:
                         client.close()
                         client = None
                 except _Transient as err:
+                    self._not_sent(recipient, str(err))
                     if self.stop.budget is not None:
                         self.stop.budget += 1  # not sent: the slot is free again
                     if client is not None and (err.reconnect or not client.usable):
@@ -320,6 +358,7 @@ class Delivery:
                         self._retry_later(recipient, attempts)
                 except (DeliveryError, ConfigError, MessageRefusedError) as err:
                     # Dooms every recipient: stop taking more, let the other workers' messages finish.
+                    self._not_sent(recipient, str(err))
                     self.fatal = self.fatal or err
                     self.stop.request(str(err))
                     self._release()  # not taken: the run is stopping, nothing recorded, still due

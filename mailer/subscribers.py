@@ -53,6 +53,10 @@ CREATE TABLE IF NOT EXISTS pending (
     expires INTEGER NOT NULL,
     used_at TEXT
 );
+CREATE TABLE IF NOT EXISTS renamed (
+    old     TEXT PRIMARY KEY,
+    new     TEXT NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS bounces (
     list       TEXT NOT NULL,
     key        TEXT NOT NULL,
@@ -241,6 +245,27 @@ class Subscribers:
                 "SELECT count(*) FROM bounces WHERE list = ? AND key = ? AND kind = 'soft'", (self.list_name, key)
             ).fetchone()
         return int(soft)
+
+
+    # --- a renamed list ----------------------------------------------------------------------------
+
+    def rename_list(self, new: str) -> int:
+        """Carry this list's subscriptions, requests and bounces over to ``new``; its unsubscribe links (signed
+        with the old name) keep working. Return how many subscriptions moved."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            moved = self._db.execute(
+                "UPDATE OR IGNORE subscriptions SET list = ? WHERE list = ?", (new, self.list_name)
+            ).rowcount
+            for table in ("pending", "bounces"):
+                self._db.execute(f"UPDATE OR IGNORE {table} SET list = ? WHERE list = ?", (new, self.list_name))  # noqa: S608
+            self._db.execute("UPDATE renamed SET new = ? WHERE new = ?", (new, self.list_name))
+            self._db.execute("INSERT OR REPLACE INTO renamed VALUES (?, ?)", (self.list_name, new))
+        return int(moved)
+
+    def former_names(self) -> set[str]:
+        """Earlier names of this list (``rename-list``): links signed with them stay valid."""
+        return {old for (old,) in self._db.execute("SELECT old FROM renamed WHERE new = ?", (self.list_name,))}
 
 
 class StillWanted:

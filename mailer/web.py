@@ -135,11 +135,12 @@ def build_app(service: Service) -> Starlette:
             status,
         )
 
-    def unsubscriber(request: Request) -> str | None:
+    async def unsubscriber(request: Request) -> str | None:
         q = request.query_params
-        if q.get("list") != series.list_name:
+        name = q.get("list", "")
+        if name != series.list_name and name not in await locked(store.former_names):  # renamed: old links work
             return None
-        return check_unsubscribe(service.token_key, series.list_name, q.get("r", ""), q.get("t", ""))
+        return check_unsubscribe(service.token_key, name, q.get("r", ""), q.get("t", ""))
 
     async def unsubscribe(request: Request) -> Response:
         has_token = "t" in request.query_params
@@ -153,7 +154,7 @@ def build_app(service: Service) -> Starlette:
                     f"bottom of the announcement. Or write to {html.escape(series.unsubscribe_address.addr)} "
                     "with the subject “unsubscribe”.</p>",
                 )
-            if unsubscriber(request) is None:
+            if await unsubscriber(request) is None:
                 return bad_link("This unsubscribe link is not valid (it may have been shortened or altered).")
             return _page(
                 series,
@@ -165,7 +166,7 @@ def build_app(service: Service) -> Starlette:
         form = await request.form(max_files=0, max_fields=8)
         if form.get("List-Unsubscribe") != "One-Click":
             return bad_link("An unsubscribe request must carry List-Unsubscribe=One-Click (RFC 8058).")
-        key = unsubscriber(request)
+        key = await unsubscriber(request)
         if key is None:
             return bad_link("This unsubscribe link is not valid (it may have been shortened or altered).")
         await locked(lambda: store.unsubscribe(key, "one-click", now=service.clock()))

@@ -1,0 +1,863 @@
+"""The lifecycle simulation: whole histories of a seminar series, checked against invariants.
+
+A *history* is a list of operations drawn from a seed: organiser edits (time, room, Zoom, duration, title, a new
+speaker, a spelling fix, a move, cancel, uncancel, remove, re-add, a new seminar, swaps, ``id:`` added or renamed, the
+list renamed), audience changes (a line added to or removed from the list file, subscribe and confirm through the
+real web service, one-click unsubscribe through its real handler with the link a subscriber received, the CLI's
+``unsubscribe``, ``unsuppress``), SMTP behaviour for the next run per address (451, 452 and 421 to RCPT, 550 to
+RCPT, a hang-up after the message before the reply, 554 to the message itself), the clock moving (15 minutes, hours,
+to the next announcement, past a reminder time, past a seminar's start), and runs: ``send``, a dry run, and a second
+cron run while one holds the lock.
+
+Every run is the real ``dispatch.run`` against a real aiosmtpd server on 127.0.0.1 (STARTTLS, AUTH), with the real
+ledger and subscriber store in a temporary state folder; every message the server received is parsed back and its
+invitation read with icalendar. The world keeps its own model of the programme and the audience, and of what each
+address was told (per calendar UID: the latest SEQUENCE, start, end, location, status), and after every step checks:
+
+1. nobody receives anything while unsubscribed or suppressed;
+2. each (recipient, Message-ID) at most once;
+3. an announcement only about seminars the recipient was not told of, and never one of a cancelled seminar;
+   a change, cancellation or reminder only about a seminar the recipient was told of (or may have been: a copy
+   whose reply never came), its SEQUENCE above what they know (a reminder: not below);
+4. nothing about a seminar that has started;
+5. one seminar, one UID: a seminar first announced under a UID is never announced under another;
+6. the ledger's 'sent' deliveries are exactly what the server received;
+7. a dry run and a run refused by the lock send and record nothing;
+and once the history settles (faults cleared, runs until nothing is due):
+8. every active subscriber knows every seminar of an announced week that is still ahead, at its latest date, time,
+   duration, location and status; everyone told of a cancelled or removed seminar was told it is cancelled.
+
+A failing history is shrunk (operations removed while it still fails) and printed as a Python list: paste it into
+``tests/test_simulation.py`` as a regression test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import email
+import email.policy
+import io
+import json
+import random
+import re
+import sqlite3
+import urllib.parse
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import icalendar
+
+from mailer import cli, dispatch
+from mailer.config import smtp_settings, token_key
+from mailer.errors import ConfigError, LockedError, MailerError
+from mailer.ledger import run_lock
+from mailer.schedule import load_schedule
+from mailer.subscribers import Subscribers
+from mailer.web import Service, build_app
+from tests.smtp_server import Received, Recorder, Server
+
+TZ = ZoneInfo("Europe/Stockholm")
+START = dt.datetime(2030, 1, 14, 8, 0, tzinfo=TZ)  # a Monday, when the week is announced
+END = dt.datetime(2030, 2, 10, 23, 0, tzinfo=TZ)
+SERVICE = "https://seminars.example.org/lm"
+SPEAKERS = [
+    "Ada Lovelace", "Alan Turing", "Grace Hopper", "Edsger Dijkstra", "Barbara Liskov", "Donald Knuth",
+    "Frances Allen", "John McCarthy", "Leslie Lamport", "Margaret Hamilton", "Niklaus Wirth", "Radia Perlman",
+]  # fmt: skip
+ROOMS = ["Room A", "Room B", "Room Q", "Aula", "Online only"]
+TITLES = ["On Computation", "Deep Nets", "Proofs", None, "Graphs and Games"]
+
+
+@dataclass
+class Talk:
+    """The model's seminar: what the programme says now, and the UID its first mail gave it."""
+
+    name: str
+    date: dt.date
+    speaker: str
+    time: str = "15:00"
+    duration: int = 60
+    location: str = "Room A"
+    zoom: str | None = None
+    title: str | None = "On Computation"
+    cancelled: str | None = None
+    id: str | None = None
+    present: bool = True
+    uid: str | None = None
+    spellings: set[str] = field(default_factory=set)  # earlier spellings a silent fix may leave in calendars
+
+    @property
+    def start(self) -> dt.datetime:
+        hour, minute = map(int, self.time.split(":"))
+        return dt.datetime.combine(self.date, dt.time(hour, minute), tzinfo=TZ)
+
+    @property
+    def end(self) -> dt.datetime:
+        return self.start + dt.timedelta(minutes=self.duration)
+
+    def yaml(self) -> str:
+        lines = [f"  - date: {self.date.isoformat()}", f"    speaker: {json.dumps(self.speaker)}"]
+        if self.title:
+            lines.append(f"    title: {json.dumps(self.title)}")
+        if self.time != "15:00":
+            lines.append(f'    time: "{self.time}"')
+        if self.duration != 60:
+            lines.append(f"    duration: {self.duration}")
+        if self.location != "Room A":
+            lines.append(f"    location: {json.dumps(self.location)}")
+        if self.zoom:
+            lines.append(f"    zoom: {self.zoom}")
+        if self.cancelled is not None:
+            lines.append(f"    cancelled: {json.dumps(self.cancelled) if self.cancelled else 'true'}")
+        if self.id:
+            lines.append(f"    id: {self.id}")
+        return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class Event:
+    uid: str
+    sequence: int
+    start: dt.datetime
+    end: dt.datetime
+    location: str
+    cancelled: bool
+    summary: str
+
+
+@dataclass(frozen=True)
+class Got:
+    """One message the server stored, as the simulation reads it."""
+
+    run: int
+    rcpt: str
+    message_id: str
+    kind: str  # announcement, follow-up, reminder, service (a confirmation: no invitation)
+    events: tuple[Event, ...]
+    unsubscribe: str | None
+    text: str
+
+
+class Violation(AssertionError):
+    @property
+    def signature(self) -> str:
+        """The violation without its addresses, UIDs, times and numbers: what shrinking keeps."""
+        text = re.sub(r"\S*[@\d]\S*", "_", str(self).split(" (at ")[0])
+        return re.sub(r"'[^']*'", "_", text)
+
+
+class SimRecorder(Recorder):
+    """The test server's recorder, also noting each refusal it gave and each copy it dropped unanswered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refused: list[tuple[str, str]] = []
+        self.dropped: list[tuple[str, bytes]] = []
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        reply = await super().handle_RCPT(server, session, envelope, address, options)
+        if not reply.startswith("250"):
+            with self.lock:
+                self.refused.append((address, reply[:3]))
+        return reply
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        (rcpt,) = envelope.rcpt_tos
+        with self.lock:
+            actions = self.data_actions.get(rcpt)
+            if actions and actions[0] == "drop":
+                self.dropped.append((rcpt, bytes(envelope.content)))
+        reply = await super().handle_DATA(server, session, envelope)
+        if reply[:1] in "45":
+            with self.lock:
+                self.refused.append((rcpt, reply[:3]))
+        return reply
+
+
+def parse_received(run: int, received: Received) -> Got:
+    message = email.message_from_bytes(received.data, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    events: list[Event] = []
+    for part in message.walk():
+        if part.get_content_type() == "text/calendar":
+            calendar = icalendar.Calendar.from_ical(part.get_payload(decode=True))
+            for vevent in calendar.walk("VEVENT"):
+                events.append(
+                    Event(
+                        uid=str(vevent["UID"]),
+                        sequence=int(vevent.get("SEQUENCE", 0)),
+                        start=vevent.decoded("DTSTART"),
+                        end=vevent.decoded("DTEND"),
+                        location=str(vevent.get("LOCATION", "")),
+                        cancelled=str(vevent.get("STATUS", "")).upper() == "CANCELLED",
+                        summary=str(vevent.get("SUMMARY", "")),
+                    )
+                )
+            break
+    subject = str(message.get("Subject", ""))
+    if not events:
+        kind = "service"
+    elif subject.startswith("Reminder"):
+        kind = "reminder"
+    elif message.get("In-Reply-To"):
+        kind = "follow-up"
+    else:
+        kind = "announcement"
+    link = None
+    for target in re.findall(r"<([^>]+)>", str(message.get("List-Unsubscribe", ""))):
+        if target.startswith("https://"):
+            link = target
+    body = message.get_body(("plain",))
+    text = body.get_content() if body is not None else ""
+    return Got(run, received.rcpt.lower(), received.message_id, kind, tuple(events), link, text)
+
+
+async def _asgi(app: Any, method: str, target: str, form: dict[str, str] | None = None) -> tuple[int, bytes]:
+    """One request to the real ASGI application, in process."""
+    path, _, query = target.partition("?")
+    body = urllib.parse.urlencode(form or {}).encode()
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "https",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": [
+            (b"host", b"seminars.example.org"),
+            (b"content-type", b"application/x-www-form-urlencoded"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 443),
+    }
+    inbox = [{"type": "http.request", "body": body, "more_body": False}]
+    status: list[int] = []
+    chunks: list[bytes] = []
+
+    async def receive() -> dict[str, Any]:
+        return inbox.pop(0) if inbox else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            status.append(message["status"])
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+
+    await app(scope, receive, send)
+    return status[0], b"".join(chunks)
+
+
+Op = tuple[Any, ...]
+
+
+@dataclass
+class Knowledge:
+    """What one address was told of one UID, as far as the server saw."""
+
+    sequence: int
+    event: Event
+
+
+class World:
+    """One history's programme, audience, server and state folder, and the invariants over them."""
+
+    def __init__(self, folder: Path, server: Server, recorder: SimRecorder, *, tag: str, pinned: bool) -> None:
+        self.folder = folder
+        self.server = server
+        self.recorder = recorder
+        self.tag = tag
+        self.pinned = pinned
+        self.list_name = "learning-machines"
+        self.now = START
+        self.talks: list[Talk] = []
+        for n, day in enumerate((17, 24, 31, 38)):
+            date = dt.date(2030, 1, 1) + dt.timedelta(days=day - 1)
+            self.talks.append(Talk(f"T{n}", date, SPEAKERS[n], id=f"talk-{n}" if pinned else None))
+        self.next_speaker = len(self.talks)
+        self.file: list[str] = [self.addr(i) for i in range(5)]
+        self.store_confirmed: set[str] = set()
+        self.unsubscribed: set[str] = set()
+        self.suppressed: set[str] = set()
+        self.got: list[Got] = []
+        self.runs = 0
+        self.known: dict[tuple[str, str], Knowledge] = {}
+        self.maybe: set[tuple[str, str]] = set()  # (address, uid): a copy went out but no reply came
+        self.faults: dict[str, str] = {}
+        self.refused5: set[str] = set()
+        self.refuse_message = False
+        self.log: list[str] = []
+        (folder / "recipients").mkdir(parents=True, exist_ok=True)
+        self.write()
+
+    # --- the world's files ---------------------------------------------------------------------
+
+    def addr(self, n: int) -> str:
+        return f"{self.tag}-u{n}@example.org"
+
+    @property
+    def schedule(self) -> Path:
+        return self.folder / "seminars.yaml"
+
+    @property
+    def state(self) -> Path:
+        return self.folder / "state"
+
+    @property
+    def recipients(self) -> Path:
+        return self.folder / "recipients"
+
+    def write(self) -> None:
+        series = (
+            "series:\n  name: Learning Machines\n  signature: The Learning Machines Team\n"
+            '  timezone: Europe/Stockholm\n  time: "15:00"\n  location: Room A\n'
+            "  info_url: https://ri.se/lm-sem\n  sender: Learning Machines <learning-machines@ri.se>\n"
+            f'  list: {self.list_name}\n  announce: "Monday 08:00"\n  reminder: 2h\n  service_url: {SERVICE}\n'
+        )
+        talks = [t for t in self.talks if t.present]
+        text = series + "seminars:\n" + "".join(t.yaml() for t in sorted(talks, key=lambda t: t.start))
+        if not talks:
+            text = series + "seminars: []\n"
+        self.schedule.write_text(text, encoding="utf-8")
+        (self.recipients / f"{self.list_name}.txt").write_text("".join(f"{a}\n" for a in self.file))
+
+    def env(self) -> dict[str, str]:
+        return self.server.env(MAILER_ATTEMPTS="2", MAILER_BACKOFF="0.01", MAILER_TIMEOUT="5")
+
+    def request(self, *, dry_run: bool = False) -> dispatch.Request:
+        return dispatch.Request(
+            schedule=self.schedule,
+            templates=None,
+            recipients=self.recipients,
+            state=self.state,
+            now=self.now,
+            date=None,
+            dry_run=dry_run,
+            env=self.env(),
+            clock_given=True,
+        )
+
+    def active(self, address: str) -> bool:
+        listed = address in self.file or address in self.store_confirmed
+        return listed and address not in self.unsubscribed and address not in self.suppressed
+
+    def audience(self) -> set[str]:
+        return {a for a in (*self.file, *self.store_confirmed) if self.active(a)}
+
+    # --- checks ----------------------------------------------------------------------------------
+
+    def fail(self, what: str) -> None:
+        raise Violation(f"{what} (at {self.now:%Y-%m-%d %H:%M}, run {self.runs})")
+
+    def ledger_sent(self) -> set[tuple[str, str]]:
+        path = self.state / "ledger.sqlite3"
+        if not path.exists():
+            return set()
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            rows = db.execute("SELECT recipient, message_id FROM deliveries WHERE state = 'sent'")
+            return {(r.lower(), m) for r, m in rows}
+
+    def ledger_suppressed(self) -> set[str]:
+        path = self.state / "ledger.sqlite3"
+        if not path.exists():
+            return set()
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            return {r.lower() for (r,) in db.execute("SELECT recipient FROM suppressed")}
+
+    def ledger_size(self) -> tuple[int, ...]:
+        path = self.state / "ledger.sqlite3"
+        if not path.exists():
+            return (0,)
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            return tuple(
+                db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                for table in ("deliveries", "messages", "seminars", "revisions", "suppressed")
+            )
+
+    def talk_at(self, start: dt.datetime) -> Talk | None:
+        for t in self.talks:
+            if t.present and t.start == start:
+                return t
+        return None
+
+    def absorb(self, new: list[Got], *, active_before: set[str]) -> None:
+        """Check the messages one run delivered and learn what each recipient now knows."""
+        seen_ids = {(g.rcpt, g.message_id) for g in self.got}
+        for g in new:
+            if g.kind == "service":
+                continue
+            if g.rcpt not in active_before:
+                self.fail(f"{g.rcpt} received {g.kind} {g.message_id} while unsubscribed or suppressed")
+            if (g.rcpt, g.message_id) in seen_ids:
+                self.fail(f"{g.rcpt} received {g.message_id} twice")
+            seen_ids.add((g.rcpt, g.message_id))
+            for ev in g.events:
+                if ev.start <= self.now:
+                    self.fail(f"{g.rcpt} was sent a {g.kind} about {ev.uid}, which started at {ev.start}")
+                owner = next((t for t in self.talks if t.uid == ev.uid), None)
+                if owner is None:
+                    owner = self.talk_at(ev.start)
+                    if owner is None:
+                        self.fail(f"{g.rcpt} was told of {ev.uid} at {ev.start}: no seminar of the programme is then")
+                    assert owner is not None
+                    if owner.uid is not None and owner.uid != ev.uid:
+                        self.fail(f"{owner.name} ({owner.speaker}) was announced as {owner.uid}, now also as {ev.uid}")
+                    owner.uid = ev.uid
+                key = (g.rcpt, ev.uid)
+                before = self.known.get(key)
+                if g.kind == "announcement":
+                    if before is not None:
+                        self.fail(f"{g.rcpt} was announced {ev.uid} again (knew SEQUENCE {before.sequence})")
+                    if ev.cancelled:
+                        self.fail(f"{g.rcpt} was announced {ev.uid} as cancelled, never having been told of it")
+                else:
+                    if before is None and key not in self.maybe:
+                        self.fail(f"{g.rcpt} was sent a {g.kind} about {ev.uid} without having been told of it")
+                    if before is not None and g.kind == "follow-up" and ev.sequence <= before.sequence:
+                        self.fail(
+                            f"{g.rcpt} was sent a follow-up about {ev.uid} at SEQUENCE {ev.sequence}, "
+                            f"knowing {before.sequence} already"
+                        )
+                    if before is not None and g.kind == "reminder" and ev.sequence < before.sequence:
+                        self.fail(f"{g.rcpt} was reminded of {ev.uid} at an older SEQUENCE {ev.sequence}")
+                self.known[key] = Knowledge(ev.sequence, ev)
+        self.got.extend(new)
+
+    def check_ledger(self) -> None:
+        stored = {(g.rcpt, g.message_id) for g in self.got if g.kind != "service"}
+        sent = self.ledger_sent()
+        if stored != sent:
+            self.fail(
+                f"the ledger and the server disagree: received but not 'sent' {sorted(stored - sent)[:3]}, "
+                f"'sent' but never received {sorted(sent - stored)[:3]}"
+            )
+
+    def check_settled(self) -> None:
+        audience = self.audience()
+        for t in self.talks:
+            if t.start <= self.now:
+                continue
+            monday = t.date - dt.timedelta(days=t.date.weekday())
+            week_open = self.now >= dt.datetime.combine(monday, dt.time(8, 0), tzinfo=TZ)
+            live = t.present and t.cancelled is None
+            if t.uid is None:
+                if live and week_open and audience:
+                    self.fail(f"{t.name} ({t.speaker}, {t.start}) is this week's and was never announced")
+                continue
+            for a in sorted(audience):
+                k = self.known.get((a, t.uid))
+                if k is None:
+                    if live and week_open:
+                        self.fail(f"{a} was never told of {t.name} ({t.uid}), due this week")
+                    continue
+                ev = k.event
+                if not live:
+                    if not ev.cancelled:
+                        self.fail(f"{a} was not told that {t.name} ({t.uid}) is cancelled")
+                    continue
+                wrong = []
+                if ev.cancelled:
+                    wrong.append("cancelled")
+                if ev.start != t.start:
+                    wrong.append(f"start {ev.start} for {t.start}")
+                if ev.end != t.end:
+                    wrong.append(f"end {ev.end} for {t.end}")
+                if ev.location != t.location:
+                    wrong.append(f"location {ev.location!r} for {t.location!r}")
+                if not any(name in ev.summary for name in {t.speaker, *t.spellings}):
+                    wrong.append(f"summary {ev.summary!r} without {t.speaker!r}")
+                if wrong:
+                    self.fail(f"{a} knows {t.name} ({t.uid}) wrongly: {'; '.join(wrong)}")
+
+    # --- runs ------------------------------------------------------------------------------------
+
+    def send(self) -> dispatch.Result | None:
+        active_before = self.audience()
+        before = len(self.recorder.received)
+        dropped_before = len(self.recorder.dropped)
+        self.arm()
+        self.runs += 1
+        result: dispatch.Result | None = None
+        try:
+            result = dispatch.run(self.request())
+            self.log.append(
+                f"  run {self.runs} at {self.now:%m-%d %H:%M}: "
+                + "; ".join(f"{m.kind} {m.key} to {m.due}" for m in result.messages if m.due)
+                + (f" [{result.error}]" if result.error else "")
+                + (f" notes: {result.notes}" if result.notes else "")
+            )
+        except ConfigError as err:
+            if "rename-list" not in str(err):
+                raise
+            self.log.append(f"refused: {err}")
+        finally:
+            self.disarm()
+        with self.recorder.lock:
+            new = [parse_received(self.runs, r) for r in self.recorder.received[before:]]
+            dropped = self.recorder.dropped[dropped_before:]
+            refused = list(self.recorder.refused)
+            self.recorder.refused.clear()
+        for rcpt, data in dropped:
+            calendar = re.findall(rb"UID:([^\r\n]+)", data)
+            self.maybe.update((rcpt.lower(), u.decode()) for u in calendar)
+        self.refused5 |= {a.lower() for a, code in refused if code.startswith("5")}
+        # Who is suppressed is the sender's call (a 5xx to RCPT, or to a message the server took for others):
+        # take it from the ledger, but only ever for an address the server refused permanently.
+        suppressed = self.ledger_suppressed()
+        if unjust := suppressed - self.refused5:
+            self.fail(f"{sorted(unjust)} suppressed, never refused permanently")
+        self.suppressed |= suppressed
+        self.absorb(new, active_before=active_before)
+        self.check_ledger()
+        return result
+
+    def arm(self) -> None:
+        for address, fault in self.faults.items():
+            if fault == "drop":
+                self.recorder.data_actions[address] = ["drop"]
+            else:
+                replies = {
+                    "451": "451 4.7.1 try again later",
+                    "452": "452 4.2.2 mailbox full for now",
+                    "421": "421 4.4.2 closing, too busy",
+                    "550": "550 5.1.1 no such user",
+                }
+                self.recorder.rcpt_replies[address] = [replies[fault]] * (1 if fault == "550" else 2)
+        if self.refuse_message:
+            self.recorder.message_reply = "554 5.6.0 message refused by content filter"
+
+    def disarm(self) -> None:
+        for address in self.faults:
+            self.recorder.rcpt_replies.pop(address, None)
+            self.recorder.data_actions.pop(address, None)
+        self.recorder.message_reply = None
+        self.faults.clear()
+        self.refuse_message = False
+
+    def dry_run(self) -> None:
+        before, size = len(self.recorder.received), self.ledger_size()
+        dispatch.run(self.request(dry_run=True))
+        if len(self.recorder.received) != before or self.ledger_size() != size:
+            self.fail("a dry run sent or recorded something")
+
+    def locked_run(self) -> None:
+        """A second cron run while another holds the lock: it must send and record nothing."""
+        before, size = len(self.recorder.received), self.ledger_size()
+        with run_lock(self.state, self.list_name):
+            try:
+                dispatch.run(self.request())
+            except LockedError:
+                pass
+            else:
+                self.fail("a send ran while another held the lock")
+        if len(self.recorder.received) != before or self.ledger_size() != size:
+            self.fail("a run refused by the lock sent or recorded something")
+
+    def settle(self) -> None:
+        self.faults.clear()
+        self.refuse_message = False
+        for _ in range(6):
+            before = len(self.recorder.received)
+            self.send()
+            if len(self.recorder.received) == before:
+                break
+            self.now += dt.timedelta(minutes=1)
+        else:
+            self.fail("still sending after 6 runs without faults")
+        self.check_settled()
+
+    # --- operations -------------------------------------------------------------------------------
+
+    def apply(self, op: Op) -> None:
+        self.log.append(repr(op))
+        getattr(self, "op_" + op[0])(*op[1:])
+
+    def op_send(self) -> None:
+        self.send()
+
+    def op_dry(self) -> None:
+        self.dry_run()
+
+    def op_locked(self) -> None:
+        self.locked_run()
+
+    def op_tick(self, minutes: int) -> None:
+        self.now = min(self.now + dt.timedelta(minutes=minutes), END)
+
+    def op_until(self, what: str, n: int) -> None:
+        """Move the clock to a moment that matters: a reminder time or a start of talk n, next announcement."""
+        talks = [t for t in self.talks if t.present]
+        if what == "monday":
+            days = 7 - self.now.weekday()
+            moment = dt.datetime.combine(self.now.date() + dt.timedelta(days=days), dt.time(8, 0), tzinfo=TZ)
+        elif not talks:
+            return
+        else:
+            t = talks[n % len(talks)]
+            moment = t.start - dt.timedelta(minutes=119) if what == "reminder" else t.start + dt.timedelta(minutes=1)
+        if moment > self.now:
+            self.now = min(moment, END)
+
+    def free_date(self, n: int, talk: Talk | None = None) -> dt.date | None:
+        taken = {t.date for t in self.talks if t.present and t is not talk}
+        base = self.now.date()
+        for k in range(22):
+            day = base + dt.timedelta(days=(n + k) % 22)
+            if day not in taken and day.weekday() < 5:
+                return day
+        return None
+
+    def new_speaker(self) -> str:
+        """A speaker never seen in this history (a replacement is another person, not a respelling)."""
+        n, self.next_speaker = self.next_speaker, self.next_speaker + 1
+        return SPEAKERS[n % len(SPEAKERS)] + (f" {n // len(SPEAKERS)}" if n >= len(SPEAKERS) else "")
+
+    def edited(self) -> None:
+        """The organiser saves the file, and cron runs within 15 minutes: one edit per run, as the README asks
+        (two edits between runs, such as a move and a new speaker, cannot be told from two seminars)."""
+        self.write()
+        self.send()
+
+    def op_edit(self, n: int, kind: str, value: int) -> None:
+        if not self.talks:
+            return
+        t = self.talks[n % len(self.talks)]
+        if kind == "readd":
+            if not t.present and t.date not in {x.date for x in self.talks if x.present}:
+                t.present = True
+            self.edited()
+            return
+        if not t.present:
+            return
+        if kind == "time":
+            t.time = ["10:15", "13:00", "15:00", "16:15", "17:30"][value % 5]
+        elif kind == "room":
+            t.location = ROOMS[value % len(ROOMS)]
+        elif kind == "zoom":
+            t.zoom = None if value % 3 == 0 else f"https://rise.zoom.us/j/{100 + value}"
+        elif kind == "duration":
+            t.duration = [45, 60, 90, 120][value % 4]
+        elif kind == "title":
+            t.title = TITLES[value % len(TITLES)]
+        elif kind == "speaker":
+            t.speaker = self.new_speaker()
+            t.spellings.clear()
+        elif kind == "spelling":
+            t.spellings.add(t.speaker)
+            t.speaker = t.speaker[:-1] if value % 2 else t.speaker + "e"
+        elif kind == "cancel":
+            t.cancelled = "the speaker is ill" if value % 2 else ""
+        elif kind == "uncancel":
+            t.cancelled = None
+        elif kind == "remove":
+            t.present = False
+        elif kind == "move":
+            day = self.free_date(value, t)
+            if day is not None:
+                t.date = day
+        elif kind == "pin":
+            t.id = t.id or f"pinned-{t.name.lower()}"
+        elif kind == "repin" and t.id:
+            t.id = f"{t.id}-x"
+        self.edited()
+
+    def op_new(self, value: int) -> None:
+        day = self.free_date(value)
+        if day is None:
+            return
+        speaker = self.new_speaker()
+        name = f"T{len(self.talks)}"
+        self.talks.append(Talk(name, day, speaker, id=f"talk-{name}" if self.pinned else None))
+        self.edited()
+
+    def op_swap(self, a: int, b: int) -> None:
+        live = [t for t in self.talks if t.present]
+        if len(live) < 2:
+            return
+        x, y = live[a % len(live)], live[b % len(live)]
+        if x is y:
+            return
+        if self.pinned:  # the ids follow the talks to their new dates
+            x.date, y.date = y.date, x.date
+            x.time, y.time = y.time, x.time
+        else:  # without ids a slot is the seminar: its speaker and title change
+            x.speaker, y.speaker = y.speaker, x.speaker
+            x.title, y.title = y.title, x.title
+            x.spellings.clear()
+            y.spellings.clear()
+        self.edited()
+
+    def op_add(self, n: int) -> None:
+        a = self.addr(n)
+        if a not in self.file:
+            self.file.append(a)
+        self.write()
+
+    def op_drop(self, n: int) -> None:
+        a = self.addr(n)
+        if a in self.file:
+            self.file.remove(a)
+        self.write()
+
+    def op_fault(self, n: int, kind: str) -> None:
+        if kind == "554":
+            self.refuse_message = True
+        else:
+            self.faults[self.addr(n)] = kind
+
+    def cli(self, *args: str, recipients: bool = False) -> int:
+        more = ["--recipients", str(self.recipients)] if recipients else []
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            return cli.main([*args, "--schedule", str(self.schedule), "--state", str(self.state), *more])
+
+    def op_unsubscribe(self, n: int) -> None:
+        a = self.addr(n)
+        assert self.cli("unsubscribe", a, recipients=True) == 0
+        self.unsubscribed.add(a)
+
+    def service(self) -> Any:
+        schedule = load_schedule(self.schedule)
+        store = Subscribers(self.state, schedule.series.list_name)
+        return build_app(Service(schedule.series, store, token_key(self.state), smtp_settings(self.env()))), store
+
+    def op_oneclick(self, n: int) -> None:
+        a = self.addr(n)
+        link = next((g.unsubscribe for g in reversed(self.got) if g.rcpt == a and g.unsubscribe), None)
+        if link is None:
+            return
+        app, store = self.service()
+        try:
+            status, _ = asyncio.run(_asgi(app, "POST", link.removeprefix(SERVICE), {"List-Unsubscribe": "One-Click"}))
+        finally:
+            store.close()
+        if status != 200:
+            self.fail(f"one-click unsubscribe of {a} with the link it received answered {status}")
+        self.unsubscribed.add(a)
+
+    def op_subscribe(self, n: int) -> None:
+        a = self.addr(n)
+        before = len(self.recorder.received)
+        app, store = self.service()
+        try:
+            status, _ = asyncio.run(_asgi(app, "POST", "/subscribe", {"email": a, "name": f"Person {n}"}))
+            if status != 200:
+                self.fail(f"subscribing {a} answered {status}")
+            with self.recorder.lock:
+                mails = [r for r in self.recorder.received[before:] if r.rcpt.lower() == a]
+            if not mails:
+                self.fail(f"no confirmation mail reached {a}")
+            link = re.search(rb"(https://\S+/confirm\?t=\S+)", mails[-1].data.replace(b"=\r\n", b""))
+            assert link is not None
+            token = urllib.parse.parse_qs(urllib.parse.urlsplit(link[1].decode()).query)["t"][0]
+            status, _ = asyncio.run(_asgi(app, "POST", "/confirm", {"t": token}))
+            if status != 200:
+                self.fail(f"confirming {a} answered {status}")
+        finally:
+            store.close()
+        self.got.extend(parse_received(self.runs, r) for r in self.recorder.received[before:])
+        self.store_confirmed.add(a)
+        self.unsubscribed.discard(a)
+
+    def op_unsuppress(self, n: int) -> None:
+        a = self.addr(n)
+        self.cli("unsuppress", a)
+        self.suppressed.discard(a)
+        if a in self.ledger_suppressed():
+            self.fail(f"unsuppress {a} left it suppressed")
+
+    def op_rename(self) -> None:
+        """The organiser renames the list (and its file); the next send must not start the series afresh."""
+        old, new = self.list_name, self.list_name + "-x"
+        (self.recipients / f"{old}.txt").unlink()
+        self.list_name = new
+        self.write()
+        before = len(self.log)
+        self.send()
+        if any("rename-list" in line for line in self.log[before:]):
+            code = self.cli("rename-list", old, new)
+            if code != 0:
+                self.fail(f"rename-list {old} {new} exited {code}")
+
+
+# --- histories ----------------------------------------------------------------------------------------
+
+EDITS = ("time", "room", "zoom", "duration", "title", "speaker", "spelling", "cancel", "uncancel", "remove",
+         "readd", "move", "pin", "repin")  # fmt: skip
+FAULTS = ("451", "452", "421", "550", "drop", "554")
+
+
+def history(seed: int, *, length: int = 40, rename: bool = True) -> tuple[bool, list[Op]]:
+    """A random history from ``seed``: (pinned, operations)."""
+    rng = random.Random(seed)
+    pinned = rng.random() < 0.3
+    ops: list[Op] = []
+    while len(ops) < length:
+        r = rng.random()
+        if r < 0.22:
+            ops.append(("send",))
+        elif r < 0.40:
+            ops.append(rng.choice([("tick", 15), ("tick", 120), ("tick", 60 * 24)]))
+        elif r < 0.48:
+            ops.append(("until", rng.choice(["monday", "reminder", "start"]), rng.randrange(8)))
+        elif r < 0.66:
+            ops.append(("edit", rng.randrange(6), rng.choice(EDITS), rng.randrange(12)))
+        elif r < 0.69:
+            ops.append(rng.choice([("new", rng.randrange(22)), ("swap", rng.randrange(6), rng.randrange(6))]))
+        elif r < 0.80:
+            op = rng.choice(["add", "drop", "subscribe", "oneclick", "unsubscribe", "unsuppress"])
+            ops.append((op, rng.randrange(9)))
+        elif r < 0.93:
+            ops.append(("fault", rng.randrange(9), rng.choice(FAULTS)))
+        elif r < 0.96:
+            ops.append(("dry",))
+        elif r < 0.99 or not rename:
+            ops.append(("locked",))
+        else:
+            ops.append(("rename",))
+    return pinned, ops
+
+
+def run_history(folder: Path, server: Server, recorder: SimRecorder, ops: list[Op], *, pinned: bool, tag: str) -> World:
+    """Play ``ops`` and settle; raise Violation (with the world's log) at the first broken invariant."""
+    world = World(folder, server, recorder, tag=tag, pinned=pinned)
+    try:
+        for op in ops:
+            world.apply(op)
+        world.settle()
+    except MailerError as err:  # every input the simulation writes is valid: an error is a finding too
+        raise Violation(f"{type(err).__name__}: {err}") from err
+    return world
+
+
+def shrink(fails: Callable[[list[Op]], bool], ops: list[Op]) -> list[Op]:
+    """The shortest history found by removing chunks, then single operations, while it still fails."""
+    chunk = max(len(ops) // 2, 1)
+    while chunk >= 1:
+        i, changed = 0, False
+        while i < len(ops):
+            candidate = ops[:i] + ops[i + chunk :]
+            if candidate != ops and fails(candidate):
+                ops, changed = candidate, True
+            else:
+                i += chunk
+        if not changed:
+            chunk //= 2
+    return ops
+
+
+def folders(base: Path) -> Iterator[Path]:
+    n = 0
+    while True:
+        n += 1
+        path = base / f"h{n}"
+        path.mkdir(parents=True)
+        yield path
