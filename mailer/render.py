@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import importlib.resources
 import logging
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -76,10 +78,18 @@ def _one_line(text: str) -> str:
 
 
 def make_environment(templates: Path | None, *, html: bool) -> jinja2.Environment:
-    """Build the Jinja environment: user templates first, built-ins second, StrictUndefined.
+    """The Jinja environment: user templates first, built-ins second, StrictUndefined.
 
-    ``html=True`` autoescapes everything (``select_autoescape()`` would miss ``.mjml``).
+    ``html=True`` autoescapes everything (``select_autoescape()`` would miss ``.mjml``). Built once per
+    folder and set of file names there (a template added to the folder is found at once; Jinja reloads an
+    edited one by its mtime): compiling the templates again for every message cost more than MJML.
     """
+    names = frozenset(os.listdir(templates)) if templates is not None and templates.is_dir() else frozenset()
+    return _environment(templates, names, html=html)
+
+
+@functools.lru_cache(maxsize=32)
+def _environment(templates: Path | None, names: frozenset[str], *, html: bool) -> jinja2.Environment:
     search = [str(p) for p in (templates, BUILTIN_TEMPLATES) if p is not None]
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(search),

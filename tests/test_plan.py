@@ -64,7 +64,7 @@ def test_a_new_week_is_one_announcement_and_nothing_else(tmp_path: Path) -> None
     ("edit", "expected"),
     [
         ({"Fine-Grained Image Analysis": "Fine-Grained Image Analysis, revisited"}, ["Title"]),
-        ({"speaker: Serge Belongie": "speaker: Serge J. Belongie"}, ["Speaker"]),
+        ({"speaker: Serge Belongie": "speaker: Anna Kruger"}, ["Speaker"]),  # another speaker, same slot
         ({"2030-01-17\n": '2030-01-17\n    time: "16:30"\n'}, ["Time"]),
         ({"2030-01-17\n": "2030-01-17\n    location: Room 2\n"}, ["Location"]),
         ({"2030-01-17\n": "2030-01-23\n"}, ["Date"]),  # a move, recognised by speaker and title
@@ -85,6 +85,34 @@ def test_each_announced_field_edit_is_one_change_under_the_same_identity(
     assert [c.label for c in due.changes] == expected
     assert due.seminars[0].uid == memory.remembered[0].uid and due.seminars[0].revision == 1
     assert due.from_revision == 0 and due.thread == memory.remembered[0].thread
+
+
+@pytest.mark.parametrize(
+    ("edit", "notify", "mailed"),
+    [
+        ({"speaker: Serge Belongie": "speaker: Serge Belongi"}, None, False),  # one letter
+        ({"speaker: Serge Belongie": "speaker: serge  belongie"}, None, False),  # case and spacing
+        ({"Fine-Grained Image Analysis": "Fine-grained image analysis"}, None, False),
+        ({"speaker: Serge Belongie": "speaker: Serge Bélongie"}, None, False),  # an accent
+        ({"speaker: Serge Belongie": "speaker: Serge Belongi"}, True, True),  # notify: true mails it anyway
+        ({"2030-01-17\n": '2030-01-17\n    time: "16:30"\n'}, False, False),  # notify: false silences any edit
+        ({"speaker: Serge Belongie": "speaker: Serge Bergman"}, None, True),  # another person
+    ],
+)
+def test_a_spelling_fix_is_a_silent_revision_unless_notify_says_otherwise(
+    tmp_path: Path, edit: dict[str, str], notify: bool | None, mailed: bool
+) -> None:
+    s0 = schedule(tmp_path)
+    memory = announced(s0)
+    text = THURSDAY + (f"    notify: {str(notify).lower()}\n" if notify is not None else "")
+    for old, new in edit.items():
+        text = text.replace(old, new)
+    p = plan(schedule(tmp_path, text), memory, now=MONDAY, today=MONDAY.date())
+    follow_ups = [d for d in p.dues if d.kind != ANNOUNCEMENT]
+    assert bool(follow_ups) == mailed, [d.changes for d in follow_ups]
+    (ident,) = [i for i in p.identities if i.remembered is not None]
+    assert ident.revision == 1  # the feed and the next message carry the fix at SEQUENCE 1
+    assert (not mailed) == any("no mail" in note for note in p.notes), p.notes
 
 
 def test_an_abstract_edit_is_no_change(tmp_path: Path) -> None:
