@@ -4,12 +4,12 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench system-deps clean
+.PHONY: setup demo test lint docs bench system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,docs]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -31,9 +31,17 @@ test: system-deps setup
 bench: system-deps setup
 	$(BIN)/python bench/run.py
 
+## ruff and mypy strict: clean, and .ci/run keeps them so.
 lint: setup
-	$(BIN)/ruff check mailer tests
+	$(BIN)/ruff check mailer tests scripts bench
 	$(BIN)/mypy
+	$(BIN)/mypy scripts/docs_reference.py docs/_hooks/pending_pages.py
+
+## The manual (docs/, mkdocs.yml) into build/site/; --strict: a broken link, anchor or nav entry fails.
+## Live while you edit: .venv/bin/mkdocs serve (http://127.0.0.1:8000/).
+docs: setup
+	$(BIN)/python scripts/docs_reference.py --check
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 clean:
 	rm -rf $(VENV) preview state tests/artefacts .pytest_cache .mypy_cache .ruff_cache *.egg-info

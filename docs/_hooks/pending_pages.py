@@ -28,7 +28,7 @@ def on_files(files: Files, config: Any) -> Files:
             log.info("placeholder for %s: the page is written on another branch", name)
             text = (
                 f"# {title}\n\n"
-                "!!! warning \"Placeholder\"\n"
+                '!!! warning "Placeholder"\n'
                 "    This page is being written on another branch and is added when it is merged.\n"
             )
             files.append(File.generated(config, name, content=text))
