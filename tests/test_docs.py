@@ -118,6 +118,8 @@ def test_the_readme_is_one_page_and_points_at_the_manual() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert len(readme.splitlines()) <= 150
     assert readme.index("make demo") < readme.index("make test") < readme.index("make docs")
+    targets = re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", readme)  # relative links (the strict build skips the README)
+    assert targets and not [t for t in targets if not (ROOT / t).is_file()], targets
 
 
 def test_the_manual_builds_with_strict(tmp_path: Path) -> None:
