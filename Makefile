@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup demo test lint docs bench system-deps clean
+.PHONY: setup demo test lint bench system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -31,14 +31,15 @@ test: system-deps setup
 bench: system-deps setup
 	$(BIN)/python bench/run.py
 
-## ruff and mypy strict: clean, and .ci/run keeps them so.
 lint: setup
 	$(BIN)/ruff check mailer tests scripts bench
 	$(BIN)/mypy
 	$(BIN)/mypy scripts/docs_reference.py docs/_hooks/pending_pages.py
 
+## ruff and mypy strict (lint, above) are clean, and .ci/run keeps them so.
 ## The manual (docs/, mkdocs.yml) into build/site/; --strict: a broken link, anchor or nav entry fails.
 ## Live while you edit: .venv/bin/mkdocs serve (http://127.0.0.1:8000/).
+.PHONY: docs
 docs: setup
 	$(BIN)/python scripts/docs_reference.py --check
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
