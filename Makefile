@@ -32,7 +32,7 @@ bench: system-deps setup
 	$(BIN)/python bench/run.py
 
 lint: setup
-	$(BIN)/ruff check mailer tests scripts bench
+	$(BIN)/ruff check mailer tests scripts bench docs/_hooks
 	$(BIN)/mypy
 	$(BIN)/mypy scripts/docs_reference.py docs/_hooks/pending_pages.py
 
