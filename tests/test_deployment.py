@@ -141,11 +141,12 @@ def test_installed_wheel_works_from_an_unrelated_folder(deployment: Deployment, 
 
 
 def readme_block(language: str, first_line: str) -> str:
-    """The README's fenced ``language`` block that starts with ``first_line``."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    blocks = re.findall(rf"```{language}\n(.*?)```", readme, re.S)
+    """The documentation's (README.md and the manual in docs/) fenced ``language`` block starting ``first_line``."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    text = "\n".join(page.read_text(encoding="utf-8") for page in pages)
+    blocks = re.findall(rf"```{language}\n(.*?)```", text, re.S)
     found = [b for b in blocks if b.startswith(first_line)]
-    assert len(found) == 1, f"no single ```{language} block starting {first_line!r} in the README"
+    assert len(found) == 1, f"no single ```{language} block starting {first_line!r} in README.md and docs/"
     return found[0]
 
 
