@@ -421,13 +421,13 @@ def _check_settings(env: Environment) -> None:
     for name in sorted(env):
         if name not in env.origins and (hint := unknown_hint(name)):
             print(f"warning: in the environment: {printable(hint)}", file=sys.stderr)
+    if found := placeholders(env):  # first: the starter's empty password is not "set both or neither"
+        raise ConfigError(f"{len(found)} placeholder settings", problems=tuple(found))
     settings = smtp_settings({**env, "SMTP_HOST": env.get("SMTP_HOST") or "localhost"})
     ledger_window(env)
-    if found := placeholders(env):
-        raise ConfigError(f"{len(found)} placeholder settings", problems=tuple(found))
     if env.get("SMTP_HOST"):
-        how = {"starttls": "STARTTLS", "tls": "implicit TLS", "none": "no TLS (plaintext, loopback only)"}
-        print(printable(f"SMTP settings: OK, {settings.host}:{settings.port} with {how[settings.security]}"))
+        how = "no TLS (plaintext, allowed only to this machine)" if settings.security == "none" else settings.security
+        print(printable(f"SMTP settings: OK, {how} to {settings.host}:{settings.port}"))
 
 
 def _first_recipient(folder: Path, list_name: str) -> Address:

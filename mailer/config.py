@@ -232,12 +232,12 @@ def load_env(path: Path, environ: Mapping[str, str]) -> Environment:
 
 
 def placeholders(env: Environment) -> list[Problem]:
-    """Starter values left in place: an example.org/.com host, an empty password; each at its .env line."""
+    """Starter values left in .env: an example.org/.com host, an empty password; each at its line."""
     found = []
     for name in ("SMTP_HOST", "BOUNCES_IMAP_HOST"):
         host = env.get(name, "").strip().rstrip(".").lower()
-        if host and any(host == d or host.endswith("." + d) for d in PLACEHOLDER_DOMAINS):
-            path, line = env.origins.get(name, ("environment", None))
+        if name in env.origins and any(host == d or host.endswith("." + d) for d in PLACEHOLDER_DOMAINS):
+            path, line = env.origins[name]
             why = f"{name}={host} is a placeholder (example.org is never a real server); wanted your server's name"
             found.append(Problem(path, line, None, why))
     for name in ("SMTP_PASSWORD", "BOUNCES_IMAP_PASSWORD"):
