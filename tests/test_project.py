@@ -130,6 +130,8 @@ def test_the_starter_env_file_uncomments_cleanly_line_by_line(tmp_path: Path) ->
     ]  # fmt: skip
     commented = [n for n, line in enumerate(filled) if re.match(r"# [A-Z][A-Z0-9_]*=", line)]
     assert len(commented) >= 2
+    for n in commented:  # its comment stands on its own line above it, never after the value
+        assert re.fullmatch(r"# [A-Z][A-Z0-9_]*=\S*\n", filled[n]), f".env.example:{n + 1}: {filled[n]!r}"
     for n in commented:
         lines = [*filled]
         lines[n] = lines[n].removeprefix("# ")
