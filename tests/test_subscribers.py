@@ -195,6 +195,10 @@ def test_a_truncated_or_corrupt_store_is_an_error(tmp_path: Path) -> None:
         db.executemany("INSERT INTO pending VALUES (?, 'x', 'k', 'a', 'n', 0, NULL)", [(str(i),) for i in range(3000)])
     db.close()
     data = store.read_bytes()
+    page = 4096
+    middle = len(data) // page // 2 * page  # one page of rows overwritten: the size and the header still look right
+    store.write_bytes(data[:middle] + b"\xff" * page + data[middle + page :])
+    _damage_is_refused(tmp_path, "the subscriptions store is damaged")
     store.write_bytes(data[: len(data) // 2])
     _damage_is_refused(tmp_path, "the subscriptions store is damaged")
     store.write_bytes(b"not a database at all" * 100)
