@@ -459,8 +459,11 @@ def environment_page() -> str:
         "(on their own line, or after an unquoted value), single or double quotes, an optional `export`. Values are",
         "taken literally (no `${VAR}` expansion), so a password may hold `$`. A line that is not `KEY=value`, or a",
         "`SMTP_*`, `MAILER_*` or `BOUNCES_*` name that is not below, is an error naming `.env:LINE` (with the",
-        "nearest known name). `seminar-mailer check` also reports the starter file's placeholders: an",
-        "`example.org`/`example.com` host, an empty password.",
+        "nearest known name); in the process environment, where other programs' variables live too, such a name",
+        "is a warning of `seminar-mailer check`. `check` also refuses the starter file's placeholders: an",
+        "`example.org`/`example.com` host, an empty password. A bad value names its `.env:LINE` when it came",
+        "from the file; `send --dry-run` refuses every bad value a real send refuses (only an absent `SMTP_HOST`",
+        "is a warning there, so that a dry run needs no server).",
     ]
     for prefix, title in groups:
         lines += ["", f"## {title}", "", "| Variable | Default | Meaning |", "| --- | --- | --- |"]
