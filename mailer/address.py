@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import re
+import unicodedata
 from dataclasses import dataclass, field
 
 _LOCAL_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
@@ -31,11 +32,7 @@ class Address:
         local, _, domain = self.addr.rpartition("@")
         ascii_addr = f"{local}@{ascii_domain(domain)}"
         object.__setattr__(self, "ascii_addr", ascii_addr)
-        # Identity for de-duplication and the ledger: the whole address case-folded. RFC 5321 lets
-        # the local part be case-sensitive, but no real provider makes Ada@ and ada@ two people,
-        # while lists do collect both spellings of one person: like Mailman, compare
-        # case-insensitively (and send to the address as written).
-        object.__setattr__(self, "key", ascii_addr.lower())
+        object.__setattr__(self, "key", address_key(ascii_addr))
 
     @property
     def local(self) -> str:
@@ -48,6 +45,18 @@ class Address:
     @property
     def needs_smtputf8(self) -> bool:
         return not self.local.isascii()
+
+
+def address_key(addr: str) -> str:
+    """The identity of an address for de-duplication, the ledger, the store and tokens; made only here.
+
+    Unicode NFC (RFC 6532 section 3.1: "jösé" typed precomposed or decomposed is one person) and the
+    whole address lower-cased: the domain is case-insensitive (IDNA mapping for non-ASCII ones is done
+    by ``ascii_domain`` before), and while RFC 5321 lets a local part be case-sensitive, no real
+    provider makes Ada@ and ada@ two people and lists do collect both spellings; like Mailman, compare
+    case-insensitively (and send to the address as written).
+    """
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", addr).lower())
 
 
 def ascii_domain(domain: str) -> str:

@@ -21,6 +21,7 @@ from mailer.project import DEFAULTS, MARKER, Project
 from mailer.terminal import printable
 
 if TYPE_CHECKING:
+    from mailer.config import Environment
     from mailer.dispatch import Request
     from mailer.recipients import Entry
 
@@ -295,17 +296,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _resolve(args: argparse.Namespace, project: Project) -> None:
-    """Fill in the defaults: an option as given, else its environment variable, else the project's path."""
+    """Fill in the defaults: an option as given, else its setting (environment over .env), else the project's path."""
+    env = os.environ if args.command in ("init", "schema") else _env()  # (these two read no settings)
     for name in DEFAULTS:
         if getattr(args, name, None) is None:
-            setattr(args, name, project.default(name, os.environ))
-            if name == "schedule" and project.root is None and not os.environ.get("MAILER_SCHEDULE"):
+            setattr(args, name, project.default(name, env))
+            if name == "schedule" and project.root is None and not env.get("MAILER_SCHEDULE"):
                 if args.command not in ("init", "schema"):
                     raise ConfigError(
                         f"no seminar-mailer project here: no {MARKER} in {project.cwd} or any folder above it; "
                         "wanted a project folder (`seminar-mailer init DIR` creates one) or --schedule PATH"
                     )
-    if getattr(args, "date", None) is None and (value := os.environ.get("MAILER_DATE")):
+    if getattr(args, "date", None) is None and (value := env.get("MAILER_DATE")):
         try:
             dt.date.fromisoformat(value)
         except ValueError:
@@ -424,14 +426,21 @@ def _login(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _check_settings(env: dict[str, str]) -> None:
-    """Validate the SMTP and MAILER_ settings that ``send`` will read (SMTP_HOST only when it is set)."""
-    from mailer.config import ledger_window, smtp_settings
+def _check_settings(env: Environment) -> None:
+    """Validate the SMTP and MAILER_ settings that ``send`` will read (SMTP_HOST only when it is set), then
+    refuse the starter's placeholders; an unknown name in the environment is a warning (in .env, an error)."""
+    from mailer.config import ledger_window, placeholders, smtp_settings, unknown_hint
 
+    for name in sorted(env):
+        if name not in env.origins and (hint := unknown_hint(name)):
+            print(f"warning: in the environment: {printable(hint)}", file=sys.stderr)
+    if found := placeholders(env):  # first: the starter's empty password is not "set both or neither"
+        raise ConfigError(f"{len(found)} placeholder settings", problems=tuple(found))
     settings = smtp_settings({**env, "SMTP_HOST": env.get("SMTP_HOST") or "localhost"})
     ledger_window(env)
     if env.get("SMTP_HOST"):
-        print(printable(f"SMTP settings: OK, {settings.security} to {settings.host}:{settings.port}"))
+        how = "no TLS (plaintext, allowed only to this machine)" if settings.security == "none" else settings.security
+        print(printable(f"SMTP settings: OK, {how} to {settings.host}:{settings.port}"))
 
 
 def _first_recipient(folder: Path, list_name: str) -> Address:
@@ -507,12 +516,12 @@ def _open(path_or_url: Path | str) -> None:
         )
 
 
-def _env() -> dict[str, str]:
-    """The process environment over .env (MAILER_ENV_FILE, default .env in the project): the environment wins."""
-    from mailer.config import read_dotenv
+def _env() -> Environment:
+    """The settings of every command: the process environment over .env (MAILER_ENV_FILE, default .env in the
+    project), read by the one loader, config.load_env."""
+    from mailer.config import load_env
 
-    project = Project.discover(Path.cwd())
-    return {**read_dotenv(project.default("env_file", os.environ)), **os.environ}
+    return load_env(Project.discover(Path.cwd()).default("env_file", os.environ), os.environ)
 
 
 def _send(args: argparse.Namespace) -> int:
@@ -732,7 +741,7 @@ def _address_arg(raw: str) -> Address:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from mailer.config import smtp_settings, token_key
+    from mailer.config import listen_socket, smtp_settings, token_key
     from mailer.schedule import load_schedule
     from mailer.subscribers import Subscribers
     from mailer.web import Service, serve
@@ -743,13 +752,12 @@ def _serve(args: argparse.Namespace) -> int:
             f"{args.schedule}: the series has no service_url; wanted the public https address at which "
             "serve is reached, e.g. service_url: https://seminars.example.org/lm"
         )
-    host, _, port = args.listen.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f"--listen {args.listen!r}; wanted HOST:PORT such as 127.0.0.1:8080")
+    env = _env()
+    sock = listen_socket(args.listen, option="--listen")  # before anything is opened: a bad address is exit 2
     store = Subscribers(args.state, series.list_name)
-    service = Service(series, store, token_key(args.state), smtp_settings(_env()))
+    service = Service(series, store, token_key(args.state, env), smtp_settings(env, state=args.state))
     print(f"Serving {series.service_url} on http://{args.listen} (Ctrl-C stops)", file=sys.stderr, flush=True)
-    serve(service, host.strip("[]"), int(port), forwarded_allow_ips=args.trusted_proxy)
+    serve(service, sock, forwarded_allow_ips=args.trusted_proxy)
     return EXIT_OK
 
 
@@ -857,9 +865,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             timestamp_unless_terminal()
         return _COMMANDS[args.command](args)
     except MailerError as err:
-        for line in err.lines():
+        for line in _located(err).lines():
             print(f"error: {printable(line)}", file=sys.stderr)
         return err.exit_code
+    except BrokenPipeError:  # before the bug handler: a reader that stops early is no bug
+        return _closed_pipe()
     except KeyboardInterrupt:
         # (During delivery SIGINT is handled by dispatch: in-flight messages finish and are recorded.)
         print("interrupted: run the command again; whatever was sent is recorded and not sent twice", file=sys.stderr)
@@ -877,6 +887,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_SOFTWARE
 
 
+EXIT_PIPE = 141  # 128 + SIGPIPE: the reader of the output went away, as git and grep end then
+
+
+def _closed_pipe() -> int:
+    """The reader of stdout went away (``status | head -1``): stop quietly, with no crash file."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush then has nowhere to fail
+    os.close(devnull)
+    return EXIT_PIPE
+
+
+def _located(err: MailerError) -> MailerError:
+    """A settings error with the ``.env:LINE`` its value came from, when it came from .env."""
+    if not isinstance(err, ConfigError):
+        return err
+    try:
+        return _env().locate(err)
+    except MailerError:  # .env itself is what is wrong: that error was the one raised
+        return err
+
+
 def run() -> None:
     """Console-script entry point."""
-    sys.exit(main())
+    code = main()
+    try:
+        sys.stdout.flush()  # what main printed into the pipe's buffer goes out here
+    except BrokenPipeError:
+        code = _closed_pipe()
+    sys.exit(code)

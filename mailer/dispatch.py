@@ -356,12 +356,16 @@ def run(
     try:
         settings = smtp_settings(request.env)
     except ConfigError as err:
-        if not request.dry_run:
+        if not request.dry_run or request.env.get("SMTP_HOST"):
             raise
+        # A dry run without a server (the demo's) warns of the absent SMTP_HOST; every other setting still counts.
+        smtp_settings({**request.env, "SMTP_HOST": "localhost"})
         warnings.append(f"{err} (a real send would stop here)")
     schedule = load_schedule(request.schedule)
     series = schedule.series
     if request.dry_run:
+        if request.state.exists() and not request.state.is_dir():  # (a real send cannot lock there)
+            raise ConfigError(f"--state {request.state} is a file; wanted the state folder (ledger, lock, token key)")
         ledger = read_ledger(request.state, series.list_name)
         planned = prepare(request, schedule, ledger)
         return _count_only(request, schedule, planned, ledger, warn, warnings, settings)

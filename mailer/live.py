@@ -13,9 +13,10 @@ import contextlib
 import datetime as dt
 import html
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -178,6 +179,26 @@ class Live:
                 await self.refresh()
 
 
+class OwnHost:
+    """ASGI middleware: answer 400 to any ``Host:`` but 127.0.0.1:PORT or localhost:PORT.
+
+    A web page elsewhere can point its own name at 127.0.0.1 (DNS rebinding) and read the preview
+    through the browser; its requests still carry its own name in ``Host:``, so they stop here.
+    """
+
+    def __init__(self, app: Callable[..., Awaitable[None]], port: int) -> None:
+        self.app, self.allowed = app, {f"127.0.0.1:{port}".encode(), f"localhost:{port}".encode()}
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+        if scope["type"] == "http" and dict(scope["headers"]).get(b"host", b"").lower() not in self.allowed:
+            body = b"Wrong Host header: open the preview at the address seminar-mailer printed\n"
+            headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+            await send({"type": "http.response.start", "status": 400, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+
 def app(live: Live) -> Starlette:
     """The Starlette application: the page, the email's HTML, and the event stream."""
     no_cache = {"Cache-Control": "no-store"}
@@ -235,7 +256,8 @@ def serve(
 
     async def main() -> None:
         live = Live(schedule=schedule, templates=templates, date=day)
-        config = uvicorn.Config(app(live), log_level="warning", timeout_graceful_shutdown=1, lifespan="off")
+        own = OwnHost(app(live), sock.getsockname()[1])
+        config = uvicorn.Config(own, log_level="warning", timeout_graceful_shutdown=1, lifespan="off")
         server = uvicorn.Server(config)
         watcher = asyncio.create_task(live.watch())
         announce(url)

@@ -113,12 +113,20 @@ _RECIPIENTS = """\
 # '#' starts a comment. Addresses in recipients/unsubscribed.txt are never sent to.
 """
 
+# Every comment stands on its own line above its setting, so that removing the "# " of a setting's
+# line gives a valid line (tests/test_project.py uncomments each in turn and runs check).
 _ENV_EXAMPLE = """\
-# SMTP settings. Copy this file to .env (never commit .env) and fill it in;
-# the environment wins over .env. See the README's "SMTP settings" for every variable.
+# SMTP settings. Copy this file to .env (never commit .env) and fill it in; the environment
+# wins over .env. Every variable is in the manual's "Environment variables" page (docs/environment.md).
+# To set one shown commented out, remove the "# " before it.
+
+# Your SMTP server's name (seminar-mailer check refuses this placeholder).
 SMTP_HOST=smtp.example.org
+# Its port: 587 by default, 465 with SMTP_SECURITY=tls.
 # SMTP_PORT=587
-# SMTP_SECURITY=starttls        # starttls (default), tls (implicit TLS, port 465), none (a test server on this machine)
+# starttls (the default), tls (implicit TLS, port 465) or none (plaintext: a test server on this machine only).
+# SMTP_SECURITY=starttls
+# The login. For a server without one, delete both lines.
 SMTP_USERNAME=
 SMTP_PASSWORD=
 """
@@ -136,7 +144,8 @@ _CRONTAB = """\
 # Add these lines with `crontab -e` as the user who owns this folder (see the README, "From cron").
 # Every 15 minutes: send decides what is due (the announcement from the series' announce time,
 # changes, cancellations, reminders, retries); with nothing due it sends nothing.
-CRON_TZ={timezone}
+# No CRON_TZ: "every 15 minutes" is the same in every zone, and send reads the series' time zone
+# from data/seminars.yaml on each run, so moving the series to another zone needs no change here.
 */15 * * * *  {line}
 """
 
@@ -177,8 +186,15 @@ class Created:
 
 
 def init(folder: Path, *, today: dt.date, timezone: str, command: str) -> Created:
-    """Create a starter project in ``folder``; refuse to overwrite any file that exists."""
+    """Create a starter project in ``folder``; refuse to overwrite any file, or to nest in another project."""
     folder = folder.resolve()
+    # Inside a project every command finds the nearest root, so a project made in a sub-folder would
+    # silently take over there (its own list, state and ledger): almost always a mistyped folder.
+    if (outer := find_root(folder)) is not None and outer != folder:
+        raise ConfigError(
+            f"{folder} is inside the seminar-mailer project {outer} ({outer / MARKER}); wanted a folder "
+            "outside any project, e.g. seminar-mailer init ../my-seminar"
+        )
     words = re.sub(r"[^A-Za-z0-9]+", " ", folder.name).strip()
     name = words.title() if words else "Research"
     list_name = re.sub(r"[^a-z0-9]+", "-", folder.name.lower()).strip("-._")
@@ -186,7 +202,7 @@ def init(folder: Path, *, today: dt.date, timezone: str, command: str) -> Create
         list_name = "seminar"
     monday = today + dt.timedelta(days=7 - today.weekday())  # next week's Monday
     seminar_date = monday + dt.timedelta(days=3)
-    crontab = _CRONTAB.format(timezone=timezone, line=cron_line(folder, command))
+    crontab = _CRONTAB.format(line=cron_line(folder, command))
     files = {
         MARKER: _SCHEDULE.format(
             modeline=MODELINE, schema=SCHEMA_FILE, name=name, timezone=timezone, list_name=list_name, date=seminar_date

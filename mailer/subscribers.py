@@ -16,6 +16,7 @@ table until their confirmation link is followed, once.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import sqlite3
@@ -69,6 +70,55 @@ CREATE TABLE IF NOT EXISTS bounces (
 """
 
 
+STORE_VERSION = 1  # PRAGMA user_version of the store this version writes; a newer one is refused
+_DAMAGED = (
+    "the subscriptions store is damaged, and reading on would forget unsubscriptions; wanted the file "
+    "restored from a backup (or, to start with no subscriptions at all, moved away)"
+)
+
+
+def _refuse_missing_or_empty(path: Path) -> None:
+    """An empty store, or a write-ahead log whose database is gone, is damage, not a fresh start."""
+    wal = path.with_name(path.name + "-wal")
+    if not path.exists() and wal.exists():
+        raise ConfigError(
+            f"{path}: missing, but its write-ahead log {wal.name} is there (the store was moved or deleted "
+            f"without it); wanted the store back beside it, or {wal.name} moved away to start with no subscriptions"
+        )
+    if path.exists() and path.stat().st_size == 0:
+        raise ConfigError(f"{path}: empty (0 bytes): {_DAMAGED}")
+
+
+def _create(path: Path) -> None:
+    """Make the store whole under a private name, then link it into place: it never exists half made."""
+    fresh = path.with_name(f"{path.name}.new-{os.getpid()}")
+    fresh.unlink(missing_ok=True)
+    os.close(os.open(fresh, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))  # 0600 before SQLite opens it
+    try:
+        db = sqlite3.connect(fresh, isolation_level=None)
+        try:
+            db.executescript(_SCHEMA)
+            db.execute(f"PRAGMA user_version = {STORE_VERSION}")
+        finally:
+            db.close()
+        with contextlib.suppress(FileExistsError):  # another process made it first: use theirs
+            os.link(fresh, path)
+    finally:
+        fresh.unlink(missing_ok=True)
+
+
+def _refuse_newer_or_damaged(db: sqlite3.Connection, path: Path) -> None:
+    (version,) = db.execute("PRAGMA user_version").fetchone()
+    if version > STORE_VERSION:
+        raise ConfigError(
+            f"{path}: written by a newer seminar-mailer (store version {version}; this one reads up to "
+            f"{STORE_VERSION}); wanted that newer seminar-mailer, not this older one"
+        )
+    (verdict,) = db.execute("PRAGMA quick_check").fetchone()
+    if verdict != "ok":
+        raise ConfigError(f"{path}: {_DAMAGED} (SQLite: {verdict})")
+
+
 @dataclass(frozen=True, slots=True)
 class Subscription:
     """One address's record in the store."""
@@ -92,22 +142,31 @@ def private_state(state: Path) -> None:
 
 
 class Subscribers:
-    """The store for one list. ``create=False`` (a dry run) reads an absent store as empty, writing nothing."""
+    """The store for one list. ``create=False`` (a dry run) reads an absent store as empty, writing nothing.
+
+    A store that exists but is empty, damaged, only a stray ``-wal``, or from a newer seminar-mailer is
+    an error naming the file (exit 2), never a fresh start: that would forget every unsubscription.
+    """
 
     def __init__(self, state: Path, list_name: str, *, create: bool = True) -> None:
         self.path = state / STORE_FILE
         self.list_name = list_name
         try:
+            _refuse_missing_or_empty(self.path)
             if create or self.path.exists():
                 private_state(state)
-                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))  # 0600 before SQLite opens it
+                if not self.path.exists():
+                    _create(self.path)
                 self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
                 self._db.execute("PRAGMA busy_timeout = 10000")
                 self._db.execute("PRAGMA journal_mode = WAL")
                 self._db.execute("PRAGMA synchronous = FULL")
+                _refuse_newer_or_damaged(self._db, self.path)
             else:
                 self._db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
             self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as err:
+            raise ConfigError(f"{self.path}: {_DAMAGED} ({err})") from err
         except (OSError, sqlite3.Error) as err:
             raise ConfigError(f"{self.path}: cannot open the subscriptions store: {err}") from err
 

@@ -52,7 +52,7 @@ def check_unsubscribe(key: bytes, list_name: str, who: str, token: str) -> str |
     if raw is None or len(raw) > 320:
         return None
     try:
-        address_key = raw.decode("ascii")
+        address_key = raw.decode("utf-8")  # as unsubscribe_query encoded it: a key may be non-ASCII (jösé@)
     except UnicodeDecodeError:
         return None
     expected = unsubscribe_token(key, list_name, address_key)
@@ -77,7 +77,8 @@ def confirm_token(key: bytes, list_name: str, nonce: str, expires: int) -> str:
 def check_confirm(key: bytes, list_name: str, token: str, *, now: float) -> tuple[str | None, str]:
     """Return (nonce, "") for a genuine, unexpired token, else (None, why) with why "forged" or "expired"."""
     parts = token.split(".")
-    if len(parts) != 3 or not parts[0].isdigit() or len(parts[0]) > 12:
+    # ASCII digits only: str.isdigit() also accepts "²³", which int() then refuses.
+    if len(parts) != 3 or not (parts[0].isascii() and parts[0].isdigit()) or len(parts[0]) > 12:
         return None, "forged"
     expires, nonce, mac = int(parts[0]), parts[1], parts[2]
     if not hmac.compare_digest(_confirm_mac(key, list_name, nonce, expires).encode(), mac.encode("ascii", "replace")):

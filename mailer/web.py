@@ -23,6 +23,7 @@ import email.utils
 import hashlib
 import html
 import logging
+import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -204,7 +205,8 @@ def build_app(service: Service) -> Starlette:
             return subscribe_form(
                 '<p role="alert">Please enter one email address such as name@example.org, and a plain name.</p>', 400
             )
-        address = Address(name=raw_name, addr=address.addr)
+        # The name is checked but never kept: what a stranger types must not reach anyone's To: header (#9).
+        address = Address(name="", addr=address.addr)
         task = None
         if per_address.allow(address.key):  # over the limit: the same answer, and no mail
             nonce, expires = await locked(lambda: store.subscribe_pending(address, now=service.clock()))
@@ -344,14 +346,13 @@ class LimitBody:
         await send({"type": "http.response.body", "body": body})
 
 
-def serve(service: Service, host: str, port: int, *, forwarded_allow_ips: str = "127.0.0.1") -> None:
-    """Run until interrupted. X-Forwarded-For is trusted only from ``forwarded_allow_ips`` (the proxy)."""
+def serve(service: Service, sock: socket.socket, *, forwarded_allow_ips: str = "127.0.0.1") -> None:
+    """Run on ``sock`` (bound by the caller) until interrupted. X-Forwarded-For is trusted only from
+    ``forwarded_allow_ips`` (the proxy)."""
     import uvicorn
 
-    uvicorn.run(
+    config = uvicorn.Config(
         LimitBody(build_app(service)),
-        host=host,
-        port=port,
         proxy_headers=True,
         forwarded_allow_ips=forwarded_allow_ips,
         server_header=False,
@@ -360,3 +361,4 @@ def serve(service: Service, host: str, port: int, *, forwarded_allow_ips: str = 
         log_level="info",
         access_log=False,  # request lines hold unsubscribe and confirmation tokens
     )
+    uvicorn.Server(config).run(sockets=[sock])

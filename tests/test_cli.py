@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -118,7 +120,7 @@ def test_preview_eml_is_exactly_the_message_for_the_first_subscriber(tmp_path: P
         week,
         render(schedule, week),
         now=email.utils.parsedate_to_datetime(date),
-        token_key=token_key(tmp_path / "s"),
+        token_key=token_key(tmp_path / "s", {}),
     )
     assert eml == template.personalise(Address("Ada Lovelace", "ada@example.org"))
 
@@ -182,3 +184,44 @@ def test_open_says_when_no_browser_could_be_opened(tmp_path: Path) -> None:
 def test_bad_mailer_date_names_the_variable() -> None:
     result = run_cli("preview", env={"MAILER_DATE": "next monday"})
     assert result.code == 2 and "MAILER_DATE='next monday' is not a date" in result.err
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["status"], ["subscribers"], ["bounces", "--maildir", "MAILDIR"]],
+    ids=["status", "subscribers", "bounces"],
+)
+def test_a_closed_output_pipe_ends_quietly_without_a_crash_file(tmp_path: Path, command: list[str]) -> None:
+    """`seminar-mailer status | head -1`: the reader is gone before the command writes (issue 23 #10)."""
+    for sub in ("cur", "new", "tmp"):
+        (tmp_path / "maildir" / sub).mkdir(parents=True)
+    state = tmp_path / "state"
+    command = [str(tmp_path / "maildir") if word == "MAILDIR" else word for word in command]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mailer", "--recipients", str(ROOT / "recipients"), *command, "--state", str(state)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # as head does after its line: every write of the command now meets a closed pipe
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=120) == 141, err  # 128 + SIGPIPE, as git and grep end
+    assert err == ""
+    assert not list(tmp_path.rglob("crash-*")) and not list(Path(tempfile.gettempdir()).glob(f"crash-*-{proc.pid}.txt"))
+
+
+def test_dry_run_refuses_what_a_real_send_refuses(tmp_path: Path) -> None:
+    args = ("send", "--dry-run", "--date", "2024-01-15", "--state", str(tmp_path / "state"))
+    no_server = run_cli(*args, env={"MAILER_ENV_FILE": str(tmp_path / "none.env"), "SMTP_HOST": ""})
+    assert no_server.code == 0, no_server.err  # the demo: no SMTP_HOST is a warning only
+    assert "SMTP_HOST is not set" in no_server.err and "a real send would stop here" in no_server.err
+    bad = run_cli(
+        *args, env={"MAILER_ENV_FILE": str(tmp_path / "none.env"), "SMTP_HOST": "", "MAILER_CONCURRENCY": "0"}
+    )
+    assert bad.code == 2 and "MAILER_CONCURRENCY='0' is too small" in bad.err
+    (tmp_path / "file").write_text("")
+    state_file = run_cli("send", "--dry-run", "--date", "2024-01-15", "--state", str(tmp_path / "file"))
+    assert state_file.code == 2 and f"--state {tmp_path / 'file'} is a file; wanted the state folder" in state_file.err

@@ -100,3 +100,26 @@ def test_live_preview_reloads_on_save_and_shows_errors_in_the_page(project: Path
         browser.wait_for(SUBJECT, lambda v: v == "Live Learning Machines")
     finally:
         browser.close()
+
+
+def test_only_its_own_host_name_is_served(server: str) -> None:
+    """DNS rebinding: a page at attacker.example, its name pointed at 127.0.0.1, still sends its own Host:."""
+    import http.client
+    import urllib.parse
+
+    port = urllib.parse.urlsplit(server).port
+
+    def status(host: str, path: str = "/") -> int:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            connection.putrequest("GET", path, skip_host=True)
+            connection.putheader("Host", host)
+            connection.endheaders()
+            return connection.getresponse().status
+        finally:
+            connection.close()
+
+    assert status(f"127.0.0.1:{port}") == 200 and status(f"localhost:{port}") == 200
+    for host in (f"attacker.example:{port}", "attacker.example", f"127.0.0.1:{port + 1}", "127.0.0.1", ""):
+        for path in ("/", "/email.html", "/events?seen=0"):
+            assert status(host, path) == 400, (host, path)

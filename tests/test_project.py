@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from mailer.schema import MODELINE, json_schema
 from tests.conftest import ROOT, VALID, run_cli
+from tests.test_config import cli
 from tests.test_deployment import cron_jobs, readme_cron_commands
 
 
@@ -94,10 +96,74 @@ def test_options_and_environment_win_over_the_project(tmp_path: Path) -> None:
 
 def test_the_env_file_is_read_from_the_project_root(tmp_path: Path) -> None:
     project = make_project(tmp_path / "p")
-    (project / ".env").write_text("SMTP_HOST=smtp.example.org\nSMTP_SECURITY=bogus\n")
+    (project / ".env").write_text("SMTP_HOST=smtp.ri.se\nSMTP_SECURITY=bogus\n")
     (project / "sub").mkdir()
     result = run_cli("send", "--dry-run", "--date", "2024-01-15", cwd=project / "sub")
-    assert result.code == 0 and "SMTP_SECURITY='bogus'" in result.err  # the warning of a dry run: .env was read
+    # A dry run refuses what a real send refuses, at the line of the root's .env it came from.
+    assert result.code == 2 and f"error: {project / '.env'}:2: SMTP_SECURITY='bogus'" in result.err
+
+
+def starter(tmp_path: Path) -> Path:
+    assert run_cli("init", "my-seminar", "--date", "2031-03-01", cwd=tmp_path).code == 0
+    return tmp_path / "my-seminar"
+
+
+def test_the_starter_env_file_uncomments_cleanly_line_by_line(tmp_path: Path) -> None:
+    """Each commented setting of .env.example, uncommented alone, gives a .env that check reads (issue 20)."""
+    project = starter(tmp_path)
+    example = (project / ".env.example").read_text().splitlines(keepends=True)
+    untouched = cli(project, "check")
+    assert untouched.code == 0, untouched.err  # no .env yet: nothing to refuse
+    (project / ".env").write_text("".join(example))
+    as_copied = cli(project, "check")
+    host = next(n for n, line in enumerate(example, 1) if line.startswith("SMTP_HOST="))
+    password = next(n for n, line in enumerate(example, 1) if line.startswith("SMTP_PASSWORD="))
+    assert as_copied.code == 2
+    assert [line.split(" is ")[0] for line in as_copied.err.splitlines() if line.startswith("error: ")] == [
+        f"error: .env:{host}: SMTP_HOST=smtp.example.org",
+        f"error: .env:{password}: SMTP_PASSWORD=",
+    ]  # the placeholders, each at its line, and nothing else
+    filled = [
+        {"SMTP_HOST=smtp.example.org\n": "SMTP_HOST=127.0.0.1\n", "SMTP_USERNAME=\n": "SMTP_USERNAME=ada\n",
+         "SMTP_PASSWORD=\n": "SMTP_PASSWORD=pa$$ #word\n"}.get(line, line)
+        for line in example
+    ]  # fmt: skip
+    commented = [n for n, line in enumerate(filled) if re.match(r"# [A-Z][A-Z0-9_]*=", line)]
+    assert len(commented) >= 2
+    for n in commented:  # its comment stands on its own line above it, never after the value
+        assert re.fullmatch(r"# [A-Z][A-Z0-9_]*=\S*\n", filled[n]), f".env.example:{n + 1}: {filled[n]!r}"
+    for n in commented:
+        lines = [*filled]
+        lines[n] = lines[n].removeprefix("# ")
+        (project / ".env").write_text("".join(lines))
+        result = cli(project, "check")
+        assert result.code == 0, f"uncommenting .env:{n + 1} {filled[n]!r}: {result.err}"
+        assert "SMTP settings: OK" in result.out
+
+
+def test_init_inside_a_project_refuses_to_nest_another(tmp_path: Path) -> None:
+    project = starter(tmp_path)
+    (project / "notes").mkdir()
+    for cwd, target in ((project / "notes", "."), (project, "talks"), (project / "notes", "deeper/x")):
+        result = run_cli("init", target, "--date", "2031-03-01", cwd=cwd)
+        assert result.code == 2, result.out
+        assert f"is inside the seminar-mailer project {project}" in result.err
+        assert not (cwd / target / "data").exists()
+    beside = run_cli("init", "../other", "--date", "2031-03-01", cwd=project)
+    assert beside.code == 0, beside.err
+
+
+def test_crontab_example_follows_the_series_zone_wherever_it_moves(tmp_path: Path) -> None:
+    """No CRON_TZ to go stale: the job runs every 15 minutes and send reads the zone from the series."""
+    project = starter(tmp_path)
+    crontab = (project / "crontab.example").read_text()
+    assert not [line for line in crontab.splitlines() if line.startswith("CRON_TZ")]
+    schedule = project / "data" / "seminars.yaml"
+    zone = re.search(r"timezone: (\S+)", schedule.read_text())[1]
+    schedule.write_text(schedule.read_text().replace(f"timezone: {zone}", "timezone: Pacific/Auckland"))
+    assert cli(project, "check").code == 0
+    jobs = [line.split()[:5] for line in crontab.splitlines() if line and not line.startswith("#")]
+    assert jobs == [["*/15", "*", "*", "*", "*"]]
 
 
 def test_checkout_is_itself_a_project() -> None:

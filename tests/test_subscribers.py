@@ -149,3 +149,90 @@ def test_bad_address_is_exit_2_without_traceback(tmp_path: Path) -> None:
         "error: ADDRESS 'not-an-address' is not a valid email address; "
         "wanted name@example.org or 'Name <name@example.org>'\n"
     )
+
+
+def _store_project(tmp_path: Path) -> list[str]:
+    """A schedule and list in tmp_path; the path options for the commands."""
+    (tmp_path / "s.yaml").write_text(VALID)
+    (tmp_path / "recipients").mkdir(exist_ok=True)
+    (tmp_path / "recipients" / "learning-machines.txt").write_text("ada@example.org\n")
+    return ["--schedule", str(tmp_path / "s.yaml"), "--recipients", str(tmp_path / "recipients"),
+            "--state", str(tmp_path / "state")]  # fmt: skip
+
+
+def _damage_is_refused(tmp_path: Path, words: str) -> None:
+    """Every command that opens the store says what is wrong with it, by name, and changes nothing."""
+    paths = _store_project(tmp_path)
+    store = tmp_path / "state" / STORE_FILE
+    before = store.read_bytes() if store.exists() else None
+    for command in (
+        ["subscribers"],
+        ["unsubscribe", "alan@example.org"],
+        ["send", "--dry-run", "--date", "2024-01-15"],
+    ):
+        result = run_cli(*command, *paths)
+        assert result.code == 2, (command, result.out, result.err)
+        assert "Traceback" not in result.err
+        assert f"error: {store}: {words}" in result.err, (command, result.err)
+        assert (store.read_bytes() if store.exists() else None) == before, command
+
+
+def _unsubscribed_store(tmp_path: Path) -> Path:
+    assert run_cli("unsubscribe", "ada@example.org", *_store_project(tmp_path)).code == 0
+    return tmp_path / "state" / STORE_FILE
+
+
+def test_an_empty_store_is_an_error_not_a_fresh_start(tmp_path: Path) -> None:
+    _unsubscribed_store(tmp_path).write_bytes(b"")  # what a full disk or a bad copy leaves
+    _damage_is_refused(tmp_path, "empty (0 bytes): the subscriptions store is damaged")
+
+
+def test_a_truncated_or_corrupt_store_is_an_error(tmp_path: Path) -> None:
+    import sqlite3
+
+    store = _unsubscribed_store(tmp_path)
+    with sqlite3.connect(store) as db:  # enough rows to span pages, then cut the file short
+        db.executemany("INSERT INTO pending VALUES (?, 'x', 'k', 'a', 'n', 0, NULL)", [(str(i),) for i in range(3000)])
+    db.close()
+    data = store.read_bytes()
+    page = 4096
+    middle = len(data) // page // 2 * page  # one page of rows overwritten: the size and the header still look right
+    store.write_bytes(data[:middle] + b"\xff" * page + data[middle + page :])
+    _damage_is_refused(tmp_path, "the subscriptions store is damaged")
+    store.write_bytes(data[: len(data) // 2])
+    _damage_is_refused(tmp_path, "the subscriptions store is damaged")
+    store.write_bytes(b"not a database at all" * 100)
+    _damage_is_refused(tmp_path, "the subscriptions store is damaged")
+
+
+def test_a_stray_wal_without_its_store_is_an_error(tmp_path: Path) -> None:
+    store = _unsubscribed_store(tmp_path)
+    wal = store.with_name(store.name + "-wal")
+    wal.write_bytes(b"\0" * 4096)
+    store.unlink()
+    _damage_is_refused(tmp_path, f"missing, but its write-ahead log {wal.name} is there")
+
+
+def test_a_store_from_a_newer_version_is_refused(tmp_path: Path) -> None:
+    import sqlite3
+
+    from mailer.subscribers import STORE_VERSION
+
+    store = _unsubscribed_store(tmp_path)
+    with sqlite3.connect(store) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (STORE_VERSION,)
+        db.execute(f"PRAGMA user_version = {STORE_VERSION + 1}")
+    db.close()
+    _damage_is_refused(tmp_path, f"written by a newer seminar-mailer (store version {STORE_VERSION + 1}")
+
+
+def test_nfc_and_nfd_spellings_are_one_subscriber(tmp_path: Path) -> None:
+    paths = _store_project(tmp_path)
+    nfc, nfd = "j\u00f6s\u00e9@example.org", "jo\u0308se\u0301@Example.ORG"
+    (tmp_path / "recipients" / "learning-machines.txt").write_text(f"{nfc}\n{nfd}\n", encoding="utf-8")
+    listing = run_cli("subscribers", *paths)
+    assert listing.code == 0, listing.err
+    assert "  subscribed   1" in listing.out and "  duplicate    1" in listing.out
+    assert run_cli("unsubscribe", nfd, *paths).code == 0  # the other spelling unsubscribes the same person
+    after = run_cli("subscribers", "--counts", *paths)
+    assert "  subscribed   0" in after.out and "  unsubscribed 1" in after.out, after.out

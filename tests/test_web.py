@@ -5,8 +5,14 @@ from __future__ import annotations
 
 import email
 import email.policy
+import os
 import re
+import socket
+import subprocess
+import sys
 import time
+import unicodedata
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,8 +20,8 @@ import pytest
 
 from mailer.subscribers import Subscribers
 from mailer.tokens import unsubscribe_query
-from tests.conftest import run_cli
-from tests.smtp_server import Server, start_server
+from tests.conftest import FUTURE_NOW, ROOT, SCHEDULE, VALID, run_cli
+from tests.smtp_server import Server, free_port, start_server
 from tests.web_service import TOKEN_KEY, Service, start_service
 
 LIST = "Ada Lovelace <ada@example.org>\nalan@example.org\ngrace@example.org\n"
@@ -112,7 +118,8 @@ def test_forged_altered_or_incomplete_tokens_get_4xx_and_change_nothing(service:
     for url in forged:
         reply = service.request("POST", url, ONE_CLICK)
         assert 400 <= reply.status < 500 and "Nothing was changed" in reply.body, url
-        assert service.request("GET", url).status in (200, 400)  # the bare page, or the bad-link page
+        # A GET without a token is the bare page that explains where links are; with a bad one, the bad-link page.
+        assert service.request("GET", url).status == (200 if "&t=" not in url else 400), url
     no_body = service.request("POST", good, "")
     assert no_body.status == 400  # RFC 8058: the POST must say List-Unsubscribe=One-Click
     assert "Would send to 3 recipients." in dry_run(service)
@@ -225,3 +232,117 @@ def test_service_url_must_be_https_except_on_this_machine(write_schedule) -> Non
         )
     )
     assert load_schedule(both).series.unsubscribe_page == "https://ri.se/unsub"  # the explicit one wins
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    """This machine's environment without any SMTP_/MAILER_ setting: what is used comes from .env only."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith(("SMTP_", "MAILER_"))}, **extra}
+
+
+def _serve_in(project: Path, port: int, env: dict[str, str]) -> Service:
+    """`seminar-mailer serve` started in the project folder, as its systemd unit does (no path options)."""
+    log = project / "serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mailer", "serve", "--listen", f"127.0.0.1:{port}"],
+            cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    service = Service(port, process, project / "data" / "seminars.yaml", project / "recipients", project / "state",
+                      env, log)  # fmt: skip
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text()
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return service
+        except OSError:
+            time.sleep(0.05)
+    service.stop()
+    raise AssertionError(f"serve did not listen: {log.read_text()}")
+
+
+def test_a_link_from_a_real_send_unsubscribes_a_non_ascii_address_through_serve_with_the_env_file_key(
+    tmp_path: Path,
+) -> None:
+    """Issue 23 #3 and #5: serve reads MAILER_TOKEN_KEY from .env as send does, and the key travels as UTF-8."""
+    smtp = start_server(tmp_path, enable_SMTPUTF8=True)
+    try:
+        port = free_port()
+        project = tmp_path / "p"
+        (project / "data").mkdir(parents=True)
+        text = SCHEDULE.read_text().replace("2024-", "2030-")
+        (project / "data" / "seminars.yaml").write_text(
+            text.replace("  upcoming: 4\n", f"  upcoming: 4\n  service_url: http://127.0.0.1:{port}\n")
+        )
+        (project / "recipients").mkdir()
+        nfd = "jo\u0308se\u0301@example.org"  # typed decomposed in the list; the key is NFC
+        (project / "recipients" / "learning-machines.txt").write_text(f"{nfd}\nada@example.org\n", encoding="utf-8")
+        settings = {**smtp.env(), "MAILER_TOKEN_KEY": "env-file-key-0123456789abcdef"}
+        (project / ".env").write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
+        env = _clean_env(PYTHONPATH=str(ROOT))
+        sent = subprocess.run(
+            [sys.executable, "-m", "mailer", "send", "--now", FUTURE_NOW, "--yes"],
+            cwd=project, env=env, capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        assert sent.returncode == 0, sent.stderr
+        mail = next(r for r in smtp.recorder.received if r.rcpt != "ada@example.org")
+        assert unicodedata.normalize("NFC", mail.rcpt) == "j\u00f6s\u00e9@example.org"
+        message = email.message_from_bytes(mail.data, policy=email.policy.SMTP)
+        link = next(u for u in re.findall(r"<([^>]+)>", str(message["List-Unsubscribe"])) if u.startswith("http"))
+        service = _serve_in(project, port, env)
+        try:
+            reply = service.request("POST", link, ONE_CLICK)
+            assert reply.status == 200 and "You are unsubscribed" in reply.body, reply.body
+        finally:
+            service.stop()
+        assert not (project / "state" / "token.key").exists()  # no second key made beside .env's
+        with Subscribers(project / "state", "learning-machines", create=False) as store:
+            assert store.unsubscribed_keys() == {"j\u00f6s\u00e9@example.org"}
+    finally:
+        smtp.controller.stop()
+
+
+def test_a_confirm_token_with_superscript_digits_is_a_400(service: Service) -> None:
+    for token in ("\u00b2\u00b3.a.b", "\u0661\u0662.a.b", "12.a.b"):  # superscripts, Arabic-Indic digits, forged
+        query = urllib.parse.quote(token)
+        assert service.request("GET", f"/confirm?t={query}").status == 400, token
+        assert service.request("POST", "/confirm", f"t={query}").status == 400, token
+
+
+@pytest.mark.parametrize(
+    ("listen", "words"),
+    [("127.0.0.1:99999", " is not a HOST:PORT to listen on"), ("127.0.0.1:8o8o", " is not a HOST:PORT to listen on"),
+     ("127.0.0.1:\u00b9\u00b2", " is not a HOST:PORT to listen on"), ("IN_USE", ": cannot listen there")],
+)  # fmt: skip
+def test_serve_on_a_bad_or_busy_address_is_exit_2(tmp_path: Path, listen: str, words: str) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        if listen == "IN_USE":
+            listen = f"127.0.0.1:{busy.getsockname()[1]}"
+        schedule = tmp_path / "s.yaml"
+        schedule.write_text(VALID.replace("  upcoming: 4\n", "  upcoming: 4\n  service_url: http://127.0.0.1:8080\n"))
+        result = run_cli("serve", "--listen", listen, "--schedule", str(schedule), "--state", str(tmp_path / "state"),
+                         env={"MAILER_TOKEN_KEY": TOKEN_KEY})  # fmt: skip
+    assert result.code == 2, result.err
+    assert f"error: --listen {listen!r}{words}" in result.err
+    assert "Traceback" not in result.err
+
+
+def test_the_name_typed_in_the_form_never_reaches_a_mail_header(tmp_path: Path, smtp: Server) -> None:
+    """Issue 23 #9: a stranger's text in the name field is not in the To: of later announcements."""
+    service = start_service(tmp_path, smtp, shipped_schedule=True)
+    try:
+        reply = service.request("POST", "/subscribe", "name=Buy+cheap+pills+now&email=katherine%40example.org")
+        assert reply.status == 200
+        wait_for_mail(smtp, 1)
+        token = _confirmation_link(smtp, 0).split("t=", 1)[1]
+        assert service.request("POST", "/confirm", f"t={token}").status == 200
+    finally:
+        service.stop()
+    sent = run_cli("send", "--now", FUTURE_NOW, "--yes", *service.paths(), env=service.env)
+    assert sent.code == 0, sent.err
+    (announcement,) = [m for m in smtp.recorder.received[1:] if m.rcpt == "katherine@example.org"]
+    assert b"pills" not in announcement.data
+    headers = email.message_from_bytes(announcement.data, policy=email.policy.default)
+    assert headers["To"] == "katherine@example.org"
