@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench system-deps clean
+.PHONY: setup demo test soak lint bench system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -26,6 +26,12 @@ system-deps:
 
 test: system-deps setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest
+
+## The lifecycle simulation for as long as SIM_SECONDS allows (default an hour), from SIM_SEED: histories,
+## steps, seeds and any minimal failing history are printed. (`make test` runs 200 histories and 12 with kills.)
+SIM_SECONDS ?= 3600
+soak: setup
+	SIM_SECONDS=$(SIM_SECONDS) $(BIN)/pytest -q -s tests/test_simulation.py -k soak
 
 ## Benchmarks against mailmerge, smtplib, Postfix's smtp-source and smtp-sink: bench/results/latest.md
 bench: system-deps setup

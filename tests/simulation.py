@@ -37,12 +37,19 @@ import asyncio
 import contextlib
 import datetime as dt
 import email
+import email.header
 import email.policy
 import io
 import json
+import os
 import random
 import re
+import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -65,6 +72,7 @@ TZ = ZoneInfo("Europe/Stockholm")
 START = dt.datetime(2030, 1, 14, 8, 0, tzinfo=TZ)  # a Monday, when the week is announced
 END = dt.datetime(2030, 2, 10, 23, 0, tzinfo=TZ)
 SERVICE = "https://seminars.example.org/lm"
+TEST_CLOCK = "SEMINAR_MAILER_TEST_CLOCK"  # lets a real send take --now: the tests drive the clock
 SPEAKERS = [
     "Ada Lovelace", "Alan Turing", "Grace Hopper", "Edsger Dijkstra", "Barbara Liskov", "Donald Knuth",
     "Frances Allen", "John McCarthy", "Leslie Lamport", "Margaret Hamilton", "Niklaus Wirth", "Radia Perlman",
@@ -198,7 +206,7 @@ def parse_received(run: int, received: Received) -> Got:
                     )
                 )
             break
-    subject = str(message.get("Subject", ""))
+    subject = str(email.header.make_header(email.header.decode_header(str(message.get("Subject", "")))))
     if not events:
         kind = "service"
     elif subject.startswith("Reminder"):
@@ -290,6 +298,9 @@ class World:
         self.maybe: set[tuple[str, str]] = set()  # (address, uid): a copy went out but no reply came
         self.faults: dict[str, str] = {}
         self.refused5: set[str] = set()
+        self.kills = 0
+        self.duplicates = 0
+        self.in_flight: set[tuple[str, str]] = set()  # copies a killed run sent whose reply it never read
         self.refuse_message = False
         self.log: list[str] = []
         (folder / "recipients").mkdir(parents=True, exist_ok=True)
@@ -362,6 +373,20 @@ class World:
             rows = db.execute("SELECT recipient, message_id FROM deliveries WHERE state = 'sent'")
             return {(r.lower(), m) for r, m in rows}
 
+    def ledger_in_flight(self) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+        """Copies the ledger holds as uncertain: (recipient, Message-ID) and (recipient, UID) they may have told."""
+        path = self.state / "ledger.sqlite3"
+        if not path.exists():
+            return set(), set()
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            rows = list(
+                db.execute(
+                    """SELECT d.recipient, d.message_id, s.uid FROM deliveries d JOIN told t ON t.message = d.message
+                       JOIN seminars s ON s.key = t.seminar WHERE d.state = 'uncertain'"""
+                )
+            )
+        return {(r.lower(), m) for r, m, _ in rows}, {(r.lower(), u) for r, _, u in rows}
+
     def ledger_suppressed(self) -> set[str]:
         path = self.state / "ledger.sqlite3"
         if not path.exists():
@@ -394,7 +419,13 @@ class World:
             if g.rcpt not in active_before:
                 self.fail(f"{g.rcpt} received {g.kind} {g.message_id} while unsubscribed or suppressed")
             if (g.rcpt, g.message_id) in seen_ids:
-                self.fail(f"{g.rcpt} received {g.message_id} twice")
+                if (g.rcpt, g.message_id) not in self.in_flight:
+                    self.fail(f"{g.rcpt} received {g.message_id} twice")
+                self.duplicates += 1  # the one retry of a copy whose reply a killed run never read
+                if self.duplicates > self.kills * 4:  # (the pool of 4: at most one copy in flight per worker)
+                    self.fail(f"{self.duplicates} duplicate copies after {self.kills} kills")
+                self.in_flight.discard((g.rcpt, g.message_id))
+                continue
             seen_ids.add((g.rcpt, g.message_id))
             for ev in g.events:
                 if ev.start <= self.now:
@@ -431,7 +462,7 @@ class World:
     def check_ledger(self) -> None:
         stored = {(g.rcpt, g.message_id) for g in self.got if g.kind != "service"}
         sent = self.ledger_sent()
-        if stored != sent:
+        if sent - stored or stored - sent - self.in_flight:
             self.fail(
                 f"the ledger and the server disagree: received but not 'sent' {sorted(stored - sent)[:3]}, "
                 f"'sent' but never received {sorted(sent - stored)[:3]}"
@@ -539,6 +570,44 @@ class World:
         self.faults.clear()
         self.refuse_message = False
 
+    def kill(self, wait_ms: int) -> None:
+        """A real ``send`` process, killed with SIGKILL ``wait_ms`` after its first copy reached the server."""
+        active_before = self.audience()
+        before = len(self.recorder.received)
+        self.arm()
+        self.recorder.delay = 0.03  # slow enough for the kill to land mid-send
+        self.runs += 1
+        command = [
+            sys.executable, "-m", "mailer", "send", "--now", self.now.isoformat(), "--schedule", str(self.schedule),
+            "--recipients", str(self.recipients), "--state", str(self.state),
+        ]  # fmt: skip
+        environment = {**os.environ, **self.env(), TEST_CLOCK: "1"}
+        try:
+            proc = subprocess.Popen(
+                command, env=environment, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            deadline = time.monotonic() + 60
+            while proc.poll() is None and len(self.recorder.received) == before and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(wait_ms / 1000)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                self.kills += 1
+                self.log.append(f"  run {self.runs} killed")
+            proc.wait()
+        finally:
+            self.recorder.delay = 0.0
+            self.disarm()
+        with self.recorder.lock:
+            new = [parse_received(self.runs, r) for r in self.recorder.received[before:]]
+            self.recorder.refused.clear()
+        copies, told = self.ledger_in_flight()
+        self.maybe |= told
+        self.in_flight |= copies
+        self.absorb(new, active_before=active_before)
+        self.check_ledger()
+
     def dry_run(self) -> None:
         before, size = len(self.recorder.received), self.ledger_size()
         dispatch.run(self.request(dry_run=True))
@@ -579,6 +648,9 @@ class World:
 
     def op_send(self) -> None:
         self.send()
+
+    def op_kill(self, wait_ms: int) -> None:
+        self.kill(wait_ms)
 
     def op_dry(self) -> None:
         self.dry_run()
@@ -723,7 +795,9 @@ class World:
     def service(self) -> Any:
         schedule = load_schedule(self.schedule)
         store = Subscribers(self.state, schedule.series.list_name)
-        return build_app(Service(schedule.series, store, token_key(self.state), smtp_settings(self.env()))), store
+        return build_app(
+            Service(schedule.series, store, token_key(self.state, self.env()), smtp_settings(self.env()))
+        ), store
 
     def op_oneclick(self, n: int) -> None:
         a = self.addr(n)
@@ -791,15 +865,15 @@ EDITS = ("time", "room", "zoom", "duration", "title", "speaker", "spelling", "ca
 FAULTS = ("451", "452", "421", "550", "drop", "554")
 
 
-def history(seed: int, *, length: int = 40, rename: bool = True) -> tuple[bool, list[Op]]:
-    """A random history from ``seed``: (pinned, operations)."""
+def history(seed: int, *, length: int = 40, rename: bool = True, kills: bool = False) -> tuple[bool, list[Op]]:
+    """A random history from ``seed``: (pinned, operations); ``kills``: some runs are killed mid-send."""
     rng = random.Random(seed)
     pinned = rng.random() < 0.3
     ops: list[Op] = []
     while len(ops) < length:
         r = rng.random()
         if r < 0.22:
-            ops.append(("send",))
+            ops.append(("kill", rng.randrange(0, 150)) if kills and rng.random() < 0.4 else ("send",))
         elif r < 0.40:
             ops.append(rng.choice([("tick", 15), ("tick", 120), ("tick", 60 * 24)]))
         elif r < 0.48:
@@ -857,3 +931,73 @@ def folders(base: Path) -> Iterator[Path]:
         path = base / f"h{n}"
         path.mkdir(parents=True)
         yield path
+
+
+@dataclass(frozen=True)
+class Outcome:
+    seed: int
+    steps: int
+    kills: int
+    failure: str | None  # the violation and the shrunk history, ready to paste as a regression test
+
+
+def play(base: Path, server: Server, recorder: SimRecorder, seed: int, *, kills: bool = False) -> Outcome:
+    """Play one history from ``seed``; on a violation shrink it to a minimal one with the same violation."""
+    pinned, ops = history(seed, kills=kills)
+    fresh = folders(base / f"seed-{seed}")
+    try:
+        world = run_history(next(fresh), server, recorder, ops, pinned=pinned, tag=f"s{seed}")
+    except Violation as first:
+        attempt, signature = 0, first.signature
+
+        def fails(candidate: list[Op]) -> bool:
+            nonlocal attempt
+            attempt += 1
+            try:
+                run_history(next(fresh), server, recorder, candidate, pinned=pinned, tag=f"s{seed}m{attempt}")
+            except Violation as err:
+                return err.signature == signature
+            return False
+
+        minimal = shrink(fails, ops)
+        shown = f"minimal history ({len(minimal)} of {len(ops)}, pinned={pinned}): {minimal!r}"
+        return Outcome(seed, len(ops), 0, f"seed {seed}: {first}\n{shown}")
+    finally:
+        shutil.rmtree(base / f"seed-{seed}", ignore_errors=True)
+    return Outcome(seed, len(ops), world.kills, None)
+
+
+def play_many(base: Path, seeds: list[int], *, kills: bool = False, until: float | None = None) -> list[Outcome]:
+    """Play ``seeds`` in this process against a server of its own (stop early at ``until``, a monotonic time)."""
+    from tests.smtp_server import start_server
+
+    base.mkdir(parents=True, exist_ok=True)
+    recorder = SimRecorder()
+    server = start_server(base, recorder=recorder)
+    out = []
+    try:
+        for seed in seeds:
+            if until is not None and time.monotonic() >= until:
+                break
+            out.append(play(base, server, recorder, seed, kills=kills))
+    finally:
+        server.controller.stop()
+    return out
+
+
+def play_parallel(
+    base: Path, seeds: list[int], *, workers: int, kills: bool = False, seconds: float | None = None
+) -> list[Outcome]:
+    """Play ``seeds`` over ``workers`` processes (each with its own server), interleaved so each gets its share."""
+    import concurrent.futures
+    import multiprocessing
+
+    until = time.monotonic() + seconds if seconds is not None else None
+    if workers <= 1:
+        return play_many(base / "w0", seeds, kills=kills, until=until)
+    context = multiprocessing.get_context("spawn")  # no fork of a process with a server thread running
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        jobs = [
+            pool.submit(play_many, base / f"w{n}", seeds[n::workers], kills=kills, until=until) for n in range(workers)
+        ]
+        return sorted((o for job in jobs for o in job.result()), key=lambda o: o.seed)

@@ -46,7 +46,7 @@ class Recorder:
 
     received: list[Received] = field(default_factory=list)
     rcpt_replies: dict[str, list[str]] = field(default_factory=dict)  # address -> replies for its first tries
-    data_actions: dict[str, list[str]] = field(default_factory=dict)  # address -> "drop" | "stall" | "slow"
+    data_actions: dict[str, list[str]] = field(default_factory=dict)  # address -> drop, stall, slow or hold
     stall_seconds: float = 3.0
     message_reply: str | None = None  # refuse every message at the end of DATA with this (a content filter)
     max_line: int | None = None  # refuse a message with a longer line, as RFC 5322 servers may ("500 Line too long")
@@ -104,6 +104,8 @@ class Recorder:
         headers = BytesHeaderParser().parsebytes(envelope.content)
         with self.lock:
             self.received.append(Received(rcpt, str(headers["Message-ID"]), envelope.content))
+        if action == "hold":  # stored, but the reply is late: a client killed meanwhile never reads it
+            await asyncio.sleep(self.stall_seconds)
         return "250 2.0.0 OK queued"
 
     def count(self) -> Counter[str]:

@@ -197,20 +197,57 @@ def test_change_then_cancel_each_reach_every_subscriber_once(tmp_path: Path, ser
     assert "Change        sent to 20 of 20" in status.stdout and "Cancellation  sent to 20 of 20" in status.stdout
 
 
-def test_a_live_speakers_spelling_fix_is_one_change_and_keeps_the_uid(tmp_path: Path, server: Server) -> None:
+def test_a_speakers_spelling_fix_mails_nobody_and_reaches_calendars_by_the_feed_and_the_reminder(
+    tmp_path: Path, server: Server
+) -> None:
+    """Issue 19: a one-letter fix mailed the whole list "Changed:"; organisers stop fixing typos."""
     make_list(tmp_path, 5)
+    write(tmp_path, series_extra='  reminder: "09:00"\n')
+    assert send(tmp_path, server, MONDAY).returncode == 0
+    _, announced = invitation(parse(server.recorder.received[0]))
+    write(tmp_path, series_extra='  reminder: "09:00"\n', **{"Serge Belongi": "Serge Belongie"})
+    dry = send(tmp_path, server, "2030-01-14T09:00", "--dry-run")
+    assert "Speaker: Serge Belongi -> Serge Belongie: no mail" in dry.stdout and "spelling fix" in dry.stdout
+    before = len(server.recorder.received)
+    result = send(tmp_path, server, "2030-01-14T09:00")
+    assert result.returncode == 0 and new_since(server, before) == [], result.stdout
+    published = subprocess.run(
+        [sys.executable, "-m", "mailer", "publish", "--out", str(tmp_path / "site"), "--now", "2030-01-14T09:05",
+         "--schedule", str(tmp_path / "seminars.yaml"), "--state", str(tmp_path / "state")],
+        capture_output=True, text=True, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert published.returncode == 0, published.stderr
+    feed = icalendar.Calendar.from_ical((tmp_path / "site" / "seminars.ics").read_bytes())
+    (event,) = [e for e in feed.walk("VEVENT") if str(e["UID"]) == str(announced["UID"])]
+    assert "Serge Belongie" in str(event["SUMMARY"]) and event.decoded("SEQUENCE") == 1
+    reminded = send(tmp_path, server, "2030-01-17T09:05")
+    got = new_since(server, before)
+    assert reminded.returncode == 0 and len(got) == 5
+    message = parse(got[0])
+    assert message["Subject"].startswith("Reminder:") and "Serge Belongie" in message["Subject"]
+    _, event = invitation(message)
+    assert str(event["UID"]) == str(announced["UID"]) and event.decoded("SEQUENCE") == 1
+
+
+def test_notify_true_mails_a_spelling_fix_and_another_speaker_is_always_mailed(tmp_path: Path, server: Server) -> None:
+    make_list(tmp_path, 4)
     write(tmp_path)
     assert send(tmp_path, server, MONDAY).returncode == 0
     _, announced = invitation(parse(server.recorder.received[0]))
-    write(tmp_path, **{"Serge Belongi": "Serge Belongie"})
+    write(tmp_path, first_extra="    notify: true\n", **{"Serge Belongi": "Serge Belongie"})
     before = len(server.recorder.received)
-    result = send(tmp_path, server, "2030-01-14T09:00")
+    assert send(tmp_path, server, "2030-01-14T09:00").returncode == 0
     got = new_since(server, before)
-    assert result.returncode == 0 and len(got) == 5, result.stdout
+    assert len(got) == 4 and "Serge Belongi" in bodies(parse(got[0]))[0]
+    write(tmp_path, **{"Serge Belongi": "Ada Lovelace"})  # a replacement: another person
+    before = len(server.recorder.received)
+    assert send(tmp_path, server, "2030-01-14T09:15").returncode == 0
+    got = new_since(server, before)
+    assert Counter(r.rcpt for r in got) == Counter(f"user{i}@example.org" for i in range(4))
     message = parse(got[0])
-    assert "Speaker: Serge Belongi -> Serge Belongie" in bodies(message)[0]
+    assert message["Subject"].startswith("Changed:") and "Ada Lovelace" in bodies(message)[0]
     _, event = invitation(message)
-    assert str(event["UID"]) == str(announced["UID"]) and event.decoded("SEQUENCE") == 1
+    assert str(event["UID"]) == str(announced["UID"]) and event.decoded("SEQUENCE") == 2
 
 
 def test_a_move_to_the_next_week_is_one_change_and_no_second_announcement(tmp_path: Path, server: Server) -> None:
