@@ -88,31 +88,63 @@ examples:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with did-you-mean for commands and options."""
+    """argparse with did-you-mean for commands and choices (options: see ``_parse``)."""
 
     def error(self, message: str) -> NoReturn:
-        if match := re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message):
-            word, choices = match[1], re.findall(r"'([^']*)'", match[2])
+        if match := re.search(r"argument (\S+): invalid choice: '([^']*)' \(choose from (.*)\)", message):
+            what, word, choices = match[1], match[2], re.findall(r"'([^']*)'", match[3])
             guess = difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
             hint = f"did you mean '{guess[0]}'?" if guess else f"wanted one of: {', '.join(choices)}"
-            message = f"unknown command '{word}'; {hint}"
-        elif match := re.search(r"unrecognized arguments: (\S+)", message):
-            known = _option_strings(self)
-            guess = difflib.get_close_matches(match[1].split("=")[0], known, n=1, cutoff=0.6)
-            if guess:
-                message += f"; did you mean '{guess[0]}'?"
+            message = f"unknown {'command' if what == 'COMMAND' else what} '{word}'; {hint}"
         super().error(message)
 
 
-def _option_strings(parser: argparse.ArgumentParser) -> list[str]:
-    """Every option of ``parser`` and of its commands."""
-    found: list[str] = []
+def _parse(parser: _Parser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse the command line; an option the command does not take is refused by the command itself,
+    with a suggestion among its own options only (or the commands that do take it)."""
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        commands = _commands(parser)
+        command = commands.get(args.command) if args.command else None
+        (command or parser).error(_unrecognized(extras, args.command, command or parser, commands))
+    return args
+
+
+def _unrecognized(extras: list[str], name: str | None, parser: _Parser, commands: dict[str, _Parser]) -> str:
+    """argparse's message, and what to type instead of the first unknown option: never an option the
+    command does not take."""
+    message = f"unrecognized arguments: {' '.join(extras)}"
+    option = next((word.split("=")[0] for word in extras if word.startswith("-")), None)
+    if option is None:
+        return message
+    own = _option_strings(parser)
+    takers = {other: _option_strings(sub) for other, sub in commands.items() if other != name}
+    if option in own:  # given before the command, where only the path and date options go
+        return f"{message}; {option} is an option of {name}: wanted it after the command ({name} {option} ...)"
+    if (exact := [other for other, options in takers.items() if option in options]) and name is None:
+        return f"{message}; {option} is an option of {', '.join(exact)}: wanted after the command"
+    if exact:
+        return f"{message}; {name} takes no {option} (an option of {', '.join(exact)})"
+    if guess := difflib.get_close_matches(option, own, n=1, cutoff=0.6):
+        return f"{message}; did you mean '{guess[0]}'?"
+    if name is None:  # no command yet: an option of one, mistyped
+        options = {flag: other for other, known in reversed(takers.items()) for flag in known}
+        if guess := difflib.get_close_matches(option, list(options), n=1, cutoff=0.6):
+            return f"{message}; did you mean '{options[guess[0]]} {guess[0]}'?"
+    return message
+
+
+def _commands(parser: argparse.ArgumentParser) -> dict[str, _Parser]:
+    """The parser of each command."""
     for action in parser._actions:
-        found += action.option_strings
         if isinstance(action, argparse._SubParsersAction):
-            for sub in action.choices.values():
-                found += _option_strings(sub)
-    return found
+            return dict(action.choices)
+    return {}
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> list[str]:
+    """The options ``parser`` itself takes (not those of its commands)."""
+    return [option for action in parser._actions for option in action.option_strings]
 
 
 def _paths(*names: str) -> _Parser:
@@ -154,7 +186,7 @@ def _add_paths(parser: argparse.ArgumentParser, *names: str) -> None:
         )
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> _Parser:
     formatter = argparse.RawDescriptionHelpFormatter
     every_path = _paths("schedule", "templates", "recipients", "state")
     parser = _Parser(
@@ -815,7 +847,7 @@ _COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a command; return its exit code. MailerError is the user's to fix; anything else is a bug (exit 70)."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     if args.command is None:
         parser.print_help()
         return EXIT_OK

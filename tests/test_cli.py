@@ -182,3 +182,25 @@ def test_open_says_when_no_browser_could_be_opened(tmp_path: Path) -> None:
 def test_bad_mailer_date_names_the_variable() -> None:
     result = run_cli("preview", env={"MAILER_DATE": "next monday"})
     assert result.code == 2 and "MAILER_DATE='next monday' is not a date" in result.err
+
+
+# --- issue 20: the first hour of a newcomer --------------------------------------------------------
+
+
+def test_did_you_mean_offers_only_options_the_command_takes() -> None:
+    """`publish --recipients` was answered "did you mean '--recipients'?", an option publish refuses."""
+    other = run_cli("publish", "--recipients", "r", "--out", "site")
+    assert other.code == 2 and "did you mean" not in other.err
+    assert "seminar-mailer publish: error: unrecognized arguments: --recipients r; publish takes no --recipients " in (
+        other.err
+    )
+    assert "(an option of check, preview, send, subscribe, unsubscribe, subscribers)" in other.err
+    close = run_cli("send", "--prune")  # --dry-run is close in spelling, but --prune is publish's
+    assert close.code == 2 and "send takes no --prune (an option of publish)" in close.err
+    typo = run_cli("publish", "--prnue", "--out", "site")
+    assert typo.code == 2 and "did you mean '--prune'?" in typo.err
+    bare = run_cli("--dryrun")
+    assert bare.code == 2 and "did you mean 'send --dry-run'?" in bare.err
+    choice = run_cli("login", "microsft")
+    assert choice.code == 2 and "unknown provider 'microsft'; did you mean 'microsoft'?" in choice.err
+
