@@ -18,6 +18,7 @@ from mailer.address import Address
 from mailer.crash import write_crash_report
 from mailer.errors import EXIT_FAILED, EXIT_OK, EXIT_SOFTWARE, EXIT_TEMPFAIL, ConfigError, MailerError
 from mailer.project import DEFAULTS, MARKER, Project
+from mailer.terminal import count_of as _count_of
 from mailer.terminal import printable
 
 if TYPE_CHECKING:
@@ -373,10 +374,6 @@ def _request(args: argparse.Namespace, *, dry_run: bool) -> Request:
     )
 
 
-def _count_of(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
 def _check(args: argparse.Namespace) -> int:
     from mailer.checks import date_warnings
     from mailer.dispatch import plan_notes
@@ -404,7 +401,7 @@ def _check(args: argparse.Namespace) -> int:
     if (unsubscribed := args.recipients / UNSUBSCRIBED).exists():
         problems += [e.problem for e in read_entries(unsubscribed) if e.problem is not None]
     if problems:
-        raise MailerError(f"{len(problems)} invalid recipient lines", problems=tuple(problems))
+        raise MailerError(_count_of(len(problems), "invalid recipient line"), problems=tuple(problems))
     print(printable(f"{path}: OK, {_count_of(count, 'recipient')}"))
     templates: Path = args.templates
     if not templates.is_dir():
@@ -541,7 +538,7 @@ def _send(args: argparse.Namespace) -> int:
     def confirm(messages: list[MessageReport]) -> bool:
         if not sys.stdin.isatty() or args.yes:
             return True
-        what = "; ".join(f"{m.subject!r} to {m.due} recipients" for m in messages if m.due)
+        what = "; ".join(f"{m.subject!r} to {_count_of(m.due, 'recipient')}" for m in messages if m.due)
         return input(f"Send {what}? [y/N] ").strip().lower() in ("y", "yes")
 
     def progress(message: MessageReport, total: int) -> Progress:
@@ -652,7 +649,7 @@ def _publish(args: argparse.Namespace) -> int:
     done = publish(args.schedule, out=args.site, state=args.state, templates=args.templates, now=now, prune=args.prune)
     print(
         f"{args.site}: {_count_of(done.seminars, 'seminar')}, {_count_of(done.events, 'calendar event')}, "
-        f"{_count_of(done.entries, 'announcement')} in the feed; {len(done.written)} files written, "
+        f"{_count_of(done.entries, 'announcement')} in the feed; {_count_of(len(done.written), 'file')} written, "
         f"{len(done.unchanged)} unchanged"
     )
     for name in done.written:

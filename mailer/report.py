@@ -8,9 +8,9 @@ import time
 from typing import TYPE_CHECKING
 
 from mailer.ledger import parse_time
-from mailer.recipients import DUPLICATE, INVALID, SUPPRESSED
+from mailer.recipients import DUE, DUPLICATE, INVALID, SUPPRESSED
 from mailer.send import Outcome
-from mailer.terminal import printable
+from mailer.terminal import count_of, printable
 
 if TYPE_CHECKING:
     from mailer.dispatch import MessageReport, Result, SeminarStatus
@@ -55,6 +55,19 @@ def _header(message: MessageReport) -> str:
     return printable(line)
 
 
+def _nothing_due(result: Result, already: int) -> str:
+    """Why no announcement is due: everyone was told, or nobody on the list can be (named, so it can be fixed)."""
+    if already or result.counts.get(DUE, 0):
+        return f"Nothing to do: already sent to {count_of(already, 'recipient')}."
+    where = printable(str(result.list_path or "the mailing list"))
+    if not any(result.counts.values()):
+        return (
+            f"Nothing to do: nobody is on the list yet: {where} holds no address. "
+            "Add one a line (ada@example.org or Ada Lovelace <ada@example.org>)."
+        )
+    return f"Nothing to do: nobody on {where} can receive it (every line is suppressed, a duplicate or invalid)."
+
+
 def print_result(result: Result) -> None:
     """The closing report: one block per message, then the list's figures, then who needs attention."""
     state = result.state
@@ -68,7 +81,7 @@ def print_result(result: Result) -> None:
     if not due:
         announcement = next((m for m in result.messages if m.kind == "announcement"), None)
         if announcement is not None:
-            print(f"Nothing to do: already sent to {announcement.already} recipients.")
+            print(_nothing_due(result, announcement.already))
         elif result.week is None:
             print(f"Nothing to do: no {result.schedule.series.name} seminar to announce this week and nothing changed.")
         else:
@@ -81,7 +94,7 @@ def print_result(result: Result) -> None:
             print(printable(f"    {change.label}: {change.old} -> {change.new}"))
         if result.dry_run or message.outcome is None:
             verb = "Would send to" if result.dry_run else "Not sent to"
-            print(f"  {verb} {message.due} recipients.")
+            print(f"  {verb} {count_of(message.due, 'recipient')}.")
             if message.kind == "announcement":
                 print(f"  already sent       {message.already}")
             continue
@@ -115,7 +128,7 @@ def print_result(result: Result) -> None:
         print(f"Stopped early: {printable(result.stopped)}. Everyone not sent to stays due: run send again.")
     if result.unrecorded:
         print(
-            f"warning: {result.unrecorded} results could not be recorded: those recipients may get a "
+            f"warning: {count_of(result.unrecorded, 'result')} could not be recorded: those recipients may get a "
             "second copy (same Message-ID) when send runs again after space is freed."
         )
     if result.resume_after is not None and result.stopped:

@@ -204,3 +204,29 @@ def test_did_you_mean_offers_only_options_the_command_takes() -> None:
     choice = run_cli("login", "microsft")
     assert choice.code == 2 and "unknown provider 'microsft'; did you mean 'microsoft'?" in choice.err
 
+
+def starter_project(tmp_path: Path, name: str = "physics") -> Path:
+    """A project as `init` makes it (seminar on 2030-01-24, list empty); return its folder."""
+    created = run_cli("init", name, "--date", "2030-01-14", cwd=tmp_path)
+    assert created.code == 0, created.err
+    return tmp_path / name
+
+
+def test_dry_run_on_the_starter_project_says_the_list_has_nobody(tmp_path: Path) -> None:
+    project = starter_project(tmp_path)
+    args = ("send", "--dry-run", "--date", "2030-01-21")
+    empty = run_cli(*args, cwd=project, env={"JOURNAL_STREAM": "1"})
+    assert empty.code == 0, empty.err
+    assert "already sent" not in empty.out
+    assert "Nothing to do: nobody is on the list yet: recipients/physics.txt holds no address." in empty.out
+    (project / "recipients" / "physics.txt").write_text("not an address\n")
+    unusable = run_cli(*args, cwd=project, env={"JOURNAL_STREAM": "1"})
+    assert unusable.code == 0, unusable.err
+    assert "Nothing to do: nobody on recipients/physics.txt can receive it" in unusable.out
+
+
+def test_counts_of_one_are_singular(tmp_path: Path) -> None:
+    project = starter_project(tmp_path)
+    (project / "recipients" / "physics.txt").write_text("ada@example.org\n")
+    dry = run_cli("send", "--dry-run", "--date", "2030-01-21", cwd=project, env={"JOURNAL_STREAM": "1"})
+    assert dry.code == 0 and "  Would send to 1 recipient.\n" in dry.out, dry
