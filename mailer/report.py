@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import shlex
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mailer.ledger import parse_time
+from mailer.project import DEFAULTS, Project
 from mailer.recipients import DUE, DUPLICATE, INVALID, SUPPRESSED
 from mailer.send import Outcome
 from mailer.terminal import count_of, printable
@@ -68,9 +71,20 @@ def _nothing_due(result: Result, already: int) -> str:
     return f"Nothing to do: nobody on {where} can receive it (every line is suppressed, a duplicate or invalid)."
 
 
+def status_command(schedule: Path, state: Path, *, cwd: Path) -> str:
+    """The status command that works in ``cwd``: no option for a path the project there finds by itself."""
+    root = Project.discover(cwd).root
+    words = ["seminar-mailer", "status"]
+    for name, path in (("schedule", schedule), ("state", state)):
+        default = root / DEFAULTS[name][1] if root is not None else None
+        if default is None or (cwd / path).resolve() != default.resolve():
+            words += [f"--{name}", str(path)]
+    return shlex.join(words)
+
+
 def print_result(result: Result) -> None:
     """The closing report: one block per message, then the list's figures, then who needs attention."""
-    state = result.state
+    status = printable(status_command(result.schedule.path, result.state, cwd=Path.cwd()))
     for warning in result.warnings:
         print(printable(f"warning: {warning}"), file=sys.stderr)
     if result.dry_run:
@@ -103,7 +117,7 @@ def print_result(result: Result) -> None:
         if message.kind == "announcement":
             print(f"  already sent       {message.already}")
         print(f"  deferred           {len(outcome.deferred)}  (run again later: they are retried)")
-        print(f"  failed permanently {len(outcome.failed)}  (suppressed: seminar-mailer status --state {state})")
+        print(f"  failed permanently {len(outcome.failed)}  (suppressed: {status})")
         if outcome.uncertain:
             print(f"  uncertain          {len(outcome.uncertain)}  (no reply after sending: retried once, next run)")
         if outcome.retried_uncertain:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -230,3 +232,34 @@ def test_counts_of_one_are_singular(tmp_path: Path) -> None:
     (project / "recipients" / "physics.txt").write_text("ada@example.org\n")
     dry = run_cli("send", "--dry-run", "--date", "2030-01-21", cwd=project, env={"JOURNAL_STREAM": "1"})
     assert dry.code == 0 and "  Would send to 1 recipient.\n" in dry.out, dry
+
+
+def test_status_hint_after_a_send_works_where_the_send_ran(tmp_path: Path) -> None:
+    """From a sub-folder of a project whose path has a space, and outside any project: the printed
+    status command, run where send ran, lists the refused address."""
+    from tests.smtp_server import start_server
+
+    server = start_server(tmp_path)
+    try:
+        server.recorder.rcpt_replies["gone@example.org"] = ["550 5.1.1 no such user"] * 3
+        project = starter_project(tmp_path, "my seminar")
+        (project / "recipients" / "my-seminar.txt").write_text("ada@example.org\ngone@example.org\n")
+        inside = project / "notes"
+        inside.mkdir()
+        outside = tmp_path / "elsewhere"
+        outside.mkdir()
+        when = ("--date", "2030-01-21", "--now", "2030-01-21T09:00")
+        paths = ("--schedule", "../my seminar/data/seminars.yaml", "--recipients", "../my seminar/recipients")
+        for cwd, more in ((inside, ()), (outside, (*paths, "--state", "state"))):
+            sent = run_cli("send", *when, *more, cwd=cwd, env={**server.env(), "JOURNAL_STREAM": "1"})
+            assert sent.code == 1, sent.out + sent.err  # one recipient failed permanently
+            (hint,) = re.findall(r"failed permanently 1  \(suppressed: (.*)\)\n", sent.out)
+            words = shlex.split(hint)
+            assert words[:2] == ["seminar-mailer", "status"], hint
+            if cwd == inside:
+                assert words == ["seminar-mailer", "status"]  # the project is found from here
+            status = run_cli(*words[1:], cwd=cwd)
+            assert status.code == 0, (hint, status.err)
+            assert "gone@example.org: 550 5.1.1 no such user" in status.out, (hint, status.out)
+    finally:
+        server.controller.stop()
