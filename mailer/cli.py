@@ -259,7 +259,7 @@ def _parser() -> _Parser:
         "Send this week's announcement to every subscriber not yet told of it; for every announced "
         "seminar that changed since, a change or cancellation to those who were told; reminders when "
         "due. SMTP settings come from the environment or .env (see README). When the output is not a "
-        "terminal (cron), every line starts with an ISO 8601 timestamp.",
+        "terminal (cron), every line starts with an ISO 8601 timestamp in the series' time zone.",
     )
     send.add_argument(
         "--dry-run", action="store_true", help="do everything but connect: validate, render, count who would receive it"
@@ -854,7 +854,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "send":
             from mailer.logs import timestamp_unless_terminal
 
-            timestamp_unless_terminal()
+            timestamp_unless_terminal(zone=lambda: _series_zone(args.schedule))
         return _COMMANDS[args.command](args)
     except MailerError as err:
         for line in err.lines():
@@ -875,6 +875,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_SOFTWARE
+
+
+def _series_zone(schedule: Path) -> dt.tzinfo | None:
+    """The series' time zone for send's log lines; None (the machine's) while the schedule does not load."""
+    from mailer.schedule import load_schedule
+
+    try:
+        return load_schedule(schedule).series.timezone
+    except MailerError:
+        return None
 
 
 def run() -> None:
