@@ -145,7 +145,8 @@ def ledger_report(r: dict) -> str:  # type: ignore[type-arg]
         "",
         f"- **now**: {LEDGER_VERSIONS[LEDGER_NOW]} (this commit);",
         f"- **before**: {LEDGER_VERSIONS[LEDGER_BEFORE]}; the commit before the change, run from "
-        f"`git archive {LEDGER_BEFORE_COMMIT[:7]}` with the 2024 week and no --now (it has none). "
+        f"`git archive {LEDGER_BEFORE_COMMIT[:7]}` on that commit's own data/seminars.yaml (today's has keys it "
+        "does not know), the same 2024 seminar, with the 2024 week and no --now (it has none). "
         "Everything else that changed between the two commits (the "
         "planner, ledger v2's tables, the subscriber store asked before each message, OAuth2, input checks) "
         "is in the comparison too.",

@@ -1,4 +1,8 @@
-"""The versions of seminar-mailer compared (this checkout and older commits) and one run of each."""
+"""The versions of seminar-mailer compared (this checkout and older commits) and one run of each.
+
+An older commit runs from ``git archive`` with its own data/seminars.yaml: today's programme has keys
+it does not know (``announce``), and it would refuse it (exit 2) before sending anything.
+"""
 
 from __future__ import annotations
 
@@ -25,13 +29,14 @@ LEDGER_VERSIONS = {
 
 
 def before_tree(work: Path, commit: str = BEFORE_COMMIT) -> Path | None:
-    """The mailer package as it was at ``commit`` (git archive), or None without the history."""
+    """The mailer package as it was at ``commit`` (git archive) with that commit's own programme
+    (data/seminars.yaml, the 2024 week it understands), or None without the history."""
     target = work / f"before-{commit[:7]}"
     if target.exists():
         return target
     try:
         archive = subprocess.run(
-            ["git", "-C", str(ROOT), "archive", commit, "mailer", "templates"],
+            ["git", "-C", str(ROOT), "archive", commit, "mailer", "templates", "data/seminars.yaml"],
             capture_output=True,
             check=True,
         ).stdout
@@ -54,12 +59,15 @@ def send_command(
 ) -> tuple[list[str], dict[str, str]]:
     """The `seminar-mailer send` command line and environment for one run.
 
-    ``code_from``: run the mailer package found there (an older commit), with the arguments it
-    understands: the 2024 week and no --now (older versions have no --now and accept past weeks).
-    The current code's real sends use the 2030 programme and --now; its dry runs keep 2024.
+    ``code_from``: run the mailer package found there (an older commit), with the input and the
+    arguments it understands: its own programme, the 2024 week and no --now (older versions have no
+    --now and accept past weeks). The current code's real sends use the 2030 programme and --now;
+    its dry runs keep 2024.
     """
     exe = [PY, "-m", "mailer"] if code_from else [str(ROOT / ".venv/bin/seminar-mailer")]
-    if code_from or dry:
+    if code_from:
+        when = ["--date", DATE, "--schedule", str(code_from / "data" / "seminars.yaml")]
+    elif dry:
         when = ["--date", DATE, "--schedule", str(SCHEDULE)]
     else:
         when = ["--date", FUTURE_DATE, "--now", FUTURE_NOW, "--schedule", str(future_schedule(work))]
