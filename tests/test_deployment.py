@@ -125,6 +125,21 @@ def test_the_build_and_the_install_print_no_warning(deployment: Deployment) -> N
     assert "Warning" not in deployment.build_output, deployment.build_output
 
 
+def test_the_editable_install_of_make_setup_prints_no_warning(tmp_path: Path) -> None:
+    """`make setup` installs the checkout editable, with a current pip (which shows the build's warnings
+    even with -q): quiet too, and the installed mailer is the checkout's."""
+    checkout = tmp_path / "checkout"
+    copy_project(checkout)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--upgrade-deps", str(venv)], check=True, capture_output=True)
+    installed = run([venv / "bin" / "pip", "install", "-q", "--no-deps", "-e", checkout], cwd=checkout)
+    assert installed.returncode == 0, installed.stderr
+    output = installed.stdout + installed.stderr
+    assert "absent from the" not in output and "Warning" not in output, output
+    found = run([venv / "bin" / "python", "-c", "import mailer; print(mailer.__file__)"], cwd=tmp_path)
+    assert Path(found.stdout.strip()) == checkout / "mailer" / "__init__.py", found.stdout
+
+
 def test_installed_wheel_works_from_an_unrelated_folder(deployment: Deployment, tmp_path: Path) -> None:
     """pip install, init, then check, preview and a dry-run send, none of it near the checkout."""
     exe = deployment.command()
