@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from bench.common import BENCH, WORK, stats
-from bench.versions import LEDGER_BEFORE, LEDGER_BEFORE_COMMIT, LEDGER_NOW, LEDGER_VERSIONS
+from bench.versions import BEFORE_COMMIT, LEDGER_BEFORE, LEDGER_BEFORE_COMMIT, LEDGER_NOW, LEDGER_VERSIONS
 
 
 def save(results: dict, name: str | None = "latest") -> None:  # type: ignore[type-arg]
@@ -70,6 +70,9 @@ def report(r: dict) -> str:  # type: ignore[type-arg]
         "exactly once (Postfix's log; the list is in latest.json).",
         "",
         "## Profile and fixes: before and after, measured in this run",
+        "",
+        f"The before version runs from `git archive {BEFORE_COMMIT[:7]}` on that commit's own data/seminars.yaml "
+        "(the same 2024 seminar; today's file has keys it does not know), with the 2024 week.",
         "",
         "| version | vs smtp-sink (client-bound) | vs Postfix, pool 8 |",
         "| --- | --- | --- |",
