@@ -18,6 +18,7 @@ from mailer.address import Address
 from mailer.crash import write_crash_report
 from mailer.errors import EXIT_FAILED, EXIT_OK, EXIT_SOFTWARE, EXIT_TEMPFAIL, ConfigError, MailerError
 from mailer.project import DEFAULTS, MARKER, Project
+from mailer.terminal import count_of as _count_of
 from mailer.terminal import printable
 
 if TYPE_CHECKING:
@@ -92,31 +93,63 @@ examples:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with did-you-mean for commands and options."""
+    """argparse with did-you-mean for commands and choices (options: see ``_parse``)."""
 
     def error(self, message: str) -> NoReturn:
-        if match := re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message):
-            word, choices = match[1], re.findall(r"'([^']*)'", match[2])
+        if match := re.search(r"argument (\S+): invalid choice: '([^']*)' \(choose from (.*)\)", message):
+            what, word, choices = match[1], match[2], re.findall(r"'([^']*)'", match[3])
             guess = difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
             hint = f"did you mean '{guess[0]}'?" if guess else f"wanted one of: {', '.join(choices)}"
-            message = f"unknown command '{word}'; {hint}"
-        elif match := re.search(r"unrecognized arguments: (\S+)", message):
-            known = _option_strings(self)
-            guess = difflib.get_close_matches(match[1].split("=")[0], known, n=1, cutoff=0.6)
-            if guess:
-                message += f"; did you mean '{guess[0]}'?"
+            message = f"unknown {'command' if what == 'COMMAND' else what} '{word}'; {hint}"
         super().error(message)
 
 
-def _option_strings(parser: argparse.ArgumentParser) -> list[str]:
-    """Every option of ``parser`` and of its commands."""
-    found: list[str] = []
+def _parse(parser: _Parser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse the command line; an option the command does not take is refused by the command itself,
+    with a suggestion among its own options only (or the commands that do take it)."""
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        commands = _commands(parser)
+        command = commands.get(args.command) if args.command else None
+        (command or parser).error(_unrecognized(extras, args.command, command or parser, commands))
+    return args
+
+
+def _unrecognized(extras: list[str], name: str | None, parser: _Parser, commands: dict[str, _Parser]) -> str:
+    """argparse's message, and what to type instead of the first unknown option: never an option the
+    command does not take."""
+    message = f"unrecognized arguments: {' '.join(extras)}"
+    option = next((word.split("=")[0] for word in extras if word.startswith("-")), None)
+    if option is None:
+        return message
+    own = _option_strings(parser)
+    takers = {other: _option_strings(sub) for other, sub in commands.items() if other != name}
+    if option in own:  # given before the command, where only the path and date options go
+        return f"{message}; {option} is an option of {name}: wanted it after the command ({name} {option} ...)"
+    if (exact := [other for other, options in takers.items() if option in options]) and name is None:
+        return f"{message}; {option} is an option of {', '.join(exact)}: wanted after the command"
+    if exact:
+        return f"{message}; {name} takes no {option} (an option of {', '.join(exact)})"
+    if guess := difflib.get_close_matches(option, own, n=1, cutoff=0.6):
+        return f"{message}; did you mean '{guess[0]}'?"
+    if name is None:  # no command yet: an option of one, mistyped
+        options = {flag: other for other, known in reversed(takers.items()) for flag in known}
+        if guess := difflib.get_close_matches(option, list(options), n=1, cutoff=0.6):
+            return f"{message}; did you mean '{options[guess[0]]} {guess[0]}'?"
+    return message
+
+
+def _commands(parser: argparse.ArgumentParser) -> dict[str, _Parser]:
+    """The parser of each command."""
     for action in parser._actions:
-        found += action.option_strings
         if isinstance(action, argparse._SubParsersAction):
-            for sub in action.choices.values():
-                found += _option_strings(sub)
-    return found
+            return dict(action.choices)
+    return {}
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> list[str]:
+    """The options ``parser`` itself takes (not those of its commands)."""
+    return [option for action in parser._actions for option in action.option_strings]
 
 
 def _paths(*names: str) -> _Parser:
@@ -158,7 +191,7 @@ def _add_paths(parser: argparse.ArgumentParser, *names: str) -> None:
         )
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> _Parser:
     formatter = argparse.RawDescriptionHelpFormatter
     every_path = _paths("schedule", "templates", "recipients", "state")
     parser = _Parser(
@@ -230,7 +263,7 @@ def _parser() -> argparse.ArgumentParser:
         "Send this week's announcement to every subscriber not yet told of it; for every announced "
         "seminar that changed since, a change or cancellation to those who were told; reminders when "
         "due. SMTP settings come from the environment or .env (see README). When the output is not a "
-        "terminal (cron), every line starts with an ISO 8601 timestamp.",
+        "terminal (cron), every line starts with an ISO 8601 timestamp in the series' time zone.",
     )
     send.add_argument(
         "--dry-run", action="store_true", help="do everything but connect: validate, render, count who would receive it"
@@ -356,10 +389,6 @@ def _request(args: argparse.Namespace, *, dry_run: bool) -> Request:
     )
 
 
-def _count_of(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
 def _check(args: argparse.Namespace) -> int:
     from mailer.checks import date_warnings
     from mailer.dispatch import plan_notes
@@ -387,7 +416,7 @@ def _check(args: argparse.Namespace) -> int:
     if (unsubscribed := args.recipients / UNSUBSCRIBED).exists():
         problems += [e.problem for e in read_entries(unsubscribed) if e.problem is not None]
     if problems:
-        raise MailerError(f"{len(problems)} invalid recipient lines", problems=tuple(problems))
+        raise MailerError(_count_of(len(problems), "invalid recipient line"), problems=tuple(problems))
     print(printable(f"{path}: OK, {_count_of(count, 'recipient')}"))
     templates: Path = args.templates
     if not templates.is_dir():
@@ -531,7 +560,7 @@ def _send(args: argparse.Namespace) -> int:
     def confirm(messages: list[MessageReport]) -> bool:
         if not sys.stdin.isatty() or args.yes:
             return True
-        what = "; ".join(f"{m.subject!r} to {m.due} recipients" for m in messages if m.due)
+        what = "; ".join(f"{m.subject!r} to {_count_of(m.due, 'recipient')}" for m in messages if m.due)
         return input(f"Send {what}? [y/N] ").strip().lower() in ("y", "yes")
 
     def progress(message: MessageReport, total: int) -> Progress:
@@ -657,7 +686,7 @@ def _publish(args: argparse.Namespace) -> int:
     done = publish(args.schedule, out=args.site, state=args.state, templates=args.templates, now=now, prune=args.prune)
     print(
         f"{args.site}: {_count_of(done.seminars, 'seminar')}, {_count_of(done.events, 'calendar event')}, "
-        f"{_count_of(done.entries, 'announcement')} in the feed; {len(done.written)} files written, "
+        f"{_count_of(done.entries, 'announcement')} in the feed; {_count_of(len(done.written), 'file')} written, "
         f"{len(done.unchanged)} unchanged"
     )
     for name in done.written:
@@ -852,7 +881,7 @@ _COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a command; return its exit code. MailerError is the user's to fix; anything else is a bug (exit 70)."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     if args.command is None:
         parser.print_help()
         return EXIT_OK
@@ -862,7 +891,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "send":
             from mailer.logs import timestamp_unless_terminal
 
-            timestamp_unless_terminal()
+            timestamp_unless_terminal(zone=lambda: _series_zone(args.schedule))
         return _COMMANDS[args.command](args)
     except MailerError as err:
         for line in _located(err).lines():
@@ -906,6 +935,16 @@ def _located(err: MailerError) -> MailerError:
         return _env().locate(err)
     except MailerError:  # .env itself is what is wrong: that error was the one raised
         return err
+
+
+def _series_zone(schedule: Path) -> dt.tzinfo | None:
+    """The series' time zone for send's log lines; None (the machine's) while the schedule does not load."""
+    from mailer.schedule import load_schedule
+
+    try:
+        return load_schedule(schedule).series.timezone
+    except MailerError:
+        return None
 
 
 def run() -> None:

@@ -120,6 +120,7 @@ class Result:
     unrecorded: int = 0  # results the ledger could not take (disk full)
     cancelled: bool = False  # the organiser answered no
     error: MailerError | None = None  # what stopped the run for everyone (a refused message, sender, login)
+    list_path: Path | None = None  # the list file read (the report names it when nobody is on it)
 
     @property
     def failed(self) -> bool:
@@ -408,7 +409,7 @@ def _count_only(
     notes = list(planned.notes)
     if settings is not None and (estimate := _estimate(sum(m.due for m in reports), settings, request.env)):
         notes.append(estimate)
-    return Result(schedule, planned.week, True, reports, counts, notes, warnings, request.state)
+    return Result(schedule, planned.week, True, reports, counts, notes, warnings, request.state, list_path=roster.path)
 
 
 def _due_messages(
@@ -519,6 +520,7 @@ def _send(
     counts, plans = _due_messages(request, schedule, planned, ledger, roster, audiences, warn, key=key, now=now)
     reports = [report for _, report, _ in plans]
     result = Result(schedule, planned.week, False, reports, counts, list(planned.notes), warnings, request.state)
+    result.list_path = roster.path
     _already(result.messages, planned, audiences, counts)
     if planned.remember:
         ledger.remember(planned.remember, list_name=series.list_name, now=now)

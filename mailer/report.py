@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import shlex
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mailer.ledger import parse_time
-from mailer.recipients import DUPLICATE, INVALID, SUPPRESSED
+from mailer.project import DEFAULTS, Project
+from mailer.recipients import DUE, DUPLICATE, INVALID, SUPPRESSED
 from mailer.send import Outcome
-from mailer.terminal import printable
+from mailer.terminal import count_of, printable
 
 if TYPE_CHECKING:
     from mailer.dispatch import MessageReport, Result, SeminarStatus
@@ -55,9 +58,33 @@ def _header(message: MessageReport) -> str:
     return printable(line)
 
 
+def _nothing_due(result: Result, already: int) -> str:
+    """Why no announcement is due: everyone was told, or nobody on the list can be (named, so it can be fixed)."""
+    if already or result.counts.get(DUE, 0):
+        return f"Nothing to do: already sent to {count_of(already, 'recipient')}."
+    where = printable(str(result.list_path or "the mailing list"))
+    if not any(result.counts.values()):
+        return (
+            f"Nothing to do: nobody is on the list yet: {where} holds no address. "
+            "Add one a line (ada@example.org or Ada Lovelace <ada@example.org>)."
+        )
+    return f"Nothing to do: nobody on {where} can receive it (every line is suppressed, a duplicate or invalid)."
+
+
+def status_command(schedule: Path, state: Path, *, cwd: Path) -> str:
+    """The status command that works in ``cwd``: no option for a path the project there finds by itself."""
+    root = Project.discover(cwd).root
+    words = ["seminar-mailer", "status"]
+    for name, path in (("schedule", schedule), ("state", state)):
+        default = root / DEFAULTS[name][1] if root is not None else None
+        if default is None or (cwd / path).resolve() != default.resolve():
+            words += [f"--{name}", str(path)]
+    return shlex.join(words)
+
+
 def print_result(result: Result) -> None:
     """The closing report: one block per message, then the list's figures, then who needs attention."""
-    state = result.state
+    status = printable(status_command(result.schedule.path, result.state, cwd=Path.cwd()))
     for warning in result.warnings:
         print(printable(f"warning: {warning}"), file=sys.stderr)
     if result.dry_run:
@@ -68,7 +95,7 @@ def print_result(result: Result) -> None:
     if not due:
         announcement = next((m for m in result.messages if m.kind == "announcement"), None)
         if announcement is not None:
-            print(f"Nothing to do: already sent to {announcement.already} recipients.")
+            print(_nothing_due(result, announcement.already))
         elif result.week is None:
             print(f"Nothing to do: no {result.schedule.series.name} seminar to announce this week and nothing changed.")
         else:
@@ -81,7 +108,7 @@ def print_result(result: Result) -> None:
             print(printable(f"    {change.label}: {change.old} -> {change.new}"))
         if result.dry_run or message.outcome is None:
             verb = "Would send to" if result.dry_run else "Not sent to"
-            print(f"  {verb} {message.due} recipients.")
+            print(f"  {verb} {count_of(message.due, 'recipient')}.")
             if message.kind == "announcement":
                 print(f"  already sent       {message.already}")
             continue
@@ -90,7 +117,7 @@ def print_result(result: Result) -> None:
         if message.kind == "announcement":
             print(f"  already sent       {message.already}")
         print(f"  deferred           {len(outcome.deferred)}  (run again later: they are retried)")
-        print(f"  failed permanently {len(outcome.failed)}  (suppressed: seminar-mailer status --state {state})")
+        print(f"  failed permanently {len(outcome.failed)}  (suppressed: {status})")
         if outcome.uncertain:
             print(f"  uncertain          {len(outcome.uncertain)}  (no reply after sending: retried once, next run)")
         if outcome.retried_uncertain:
@@ -115,7 +142,7 @@ def print_result(result: Result) -> None:
         print(f"Stopped early: {printable(result.stopped)}. Everyone not sent to stays due: run send again.")
     if result.unrecorded:
         print(
-            f"warning: {result.unrecorded} results could not be recorded: those recipients may get a "
+            f"warning: {count_of(result.unrecorded, 'result')} could not be recorded: those recipients may get a "
             "second copy (same Message-ID) when send runs again after space is freed."
         )
     if result.resume_after is not None and result.stopped:

@@ -21,3 +21,8 @@ def _escape(match: re.Match[str]) -> str:
 def printable(text: str) -> str:
     """Return ``text`` with every control character replaced by a visible escape such as ``\\x1b``."""
     return _UNSAFE.sub(_escape, text)
+
+
+def count_of(n: int, word: str, plural: str = "") -> str:
+    """``1 recipient``, ``2 recipients``: a count with its noun (``plural`` when adding an s is wrong)."""
+    return f"{n} {word if n == 1 else plural or word + 's'}"

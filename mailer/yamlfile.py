@@ -10,6 +10,7 @@ tree, so that the schema stage can report every problem at ``path:line:column``.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -223,10 +224,51 @@ def _tokens_before(text: str, mark: yaml.Mark) -> list[yaml.Token]:
     return kept
 
 
-def _quoted_value(line: str) -> str:
-    """Suggest ``key: "value"`` for a source line ``key: value``."""
+_KEY = re.compile(r"( *)(- +)?([A-Za-z_][\w-]*):(?: |$)")
+
+
+def _key_at(line: str) -> tuple[int, str] | None:
+    """The 0-based column and the name of the key a line starts with (after any ``- ``), if it does."""
+    match = _KEY.match(line)
+    return (len(match[1]) + len(match[2] or ""), match[3]) if match else None
+
+
+def _indentation_problem(path: Path, text: str, lines: list[str], mark: yaml.Mark) -> Problem | None:
+    """A key indented unlike the key above it: YAML reads it as more of that key's value (one more
+    space) or as the end of the mapping (one less), and reports a colon or a block end; quotes do
+    not help, the indentation does."""
+    here = _key_at(lines[mark.line])
+    if here is None or (mark.column != here[0] + len(here[1]) and mark.column != here[0]):
+        return None
+    above = next(
+        (n for n in range(mark.line - 1, -1, -1) if lines[n].strip() and not lines[n].lstrip().startswith("#")), None
+    )
+    before = _tokens_before(text, mark)
+    value = before[-1] if before else None
+    continues = isinstance(value, yaml.ScalarToken) and value.plain and value.end_mark.line == mark.line
+    if continues:
+        assert value is not None
+        above = value.start_mark.line  # this line continues the plain value that starts there
+    owner = _key_at(lines[above]) if above is not None else None
+    if above is None or owner is None or owner[0] == here[0]:
+        return None
+    (column, name), (wanted, key) = here, owner
+    why = f", so YAML reads it as more of the value of '{key}'" if continues else ""
+    return Problem(
+        path,
+        mark.line + 1,
+        column + 1,
+        f"'{name}:' is indented {'more' if column > wanted else 'less'} than '{key}:' on line {above + 1}{why}; "
+        f"wanted '{name}:' in the same column as '{key}:' (column {wanted + 1})",
+    )
+
+
+def _quoted_value(line: str) -> str | None:
+    """Suggest ``key: "value"`` for a source line ``key: value`` (None: the value is quoted already)."""
     indent = line[: len(line) - len(line.lstrip(" -"))]
     key, _, value = line.strip(" -").partition(": ")
+    if value.strip()[:1] in ("'", '"'):
+        return None
     value = value.strip().replace("\\", "\\\\").replace('"', '\\"')
     return f'{indent.strip() + " " if indent.strip() else ""}{key}: "{value}"'
 
@@ -237,8 +279,16 @@ def _syntax_problem(path: Path, text: str, err: yaml.MarkedYAMLError) -> Problem
     mark = err.problem_mark or err.context_mark
     lines = text.splitlines()
     wanted = "wanted valid YAML (check quotes, colons and indentation)"
-    if "mapping values are not allowed" in problem and mark is not None and mark.line < len(lines):
-        suggestion = _quoted_value(lines[mark.line])
+    indented = "mapping values are not allowed" in problem or "expected <block end>" in problem
+    if indented and mark is not None and mark.line < len(lines):
+        if found := _indentation_problem(path, text, lines, mark):
+            return found
+    if (
+        "mapping values are not allowed" in problem
+        and mark is not None
+        and mark.line < len(lines)
+        and (suggestion := _quoted_value(lines[mark.line])) is not None
+    ):
         return Problem(
             path,
             mark.line + 1,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -152,7 +154,7 @@ def test_mistyped_command_or_option_gets_a_suggestion() -> None:
     assert option.code == 2 and "did you mean '--dry-run'?" in option.err
     nothing_close = run_cli("frobnicate")
     assert nothing_close.code == 2
-    assert "wanted one of: init, check, preview, send, status, unsuppress, rename-list, login, serve," in nothing_close.err
+    assert "wanted one of: init, check, preview, send, status, unsuppress, rename-list, login," in nothing_close.err
 
 
 def test_check_renders_your_templates_and_names_the_template_line(tmp_path: Path) -> None:
@@ -225,3 +227,82 @@ def test_dry_run_refuses_what_a_real_send_refuses(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     state_file = run_cli("send", "--dry-run", "--date", "2024-01-15", "--state", str(tmp_path / "file"))
     assert state_file.code == 2 and f"--state {tmp_path / 'file'} is a file; wanted the state folder" in state_file.err
+
+
+# --- issue 20: the first hour of a newcomer --------------------------------------------------------
+
+
+def test_did_you_mean_offers_only_options_the_command_takes() -> None:
+    """`publish --recipients` was answered "did you mean '--recipients'?", an option publish refuses."""
+    other = run_cli("publish", "--recipients", "r", "--out", "site")
+    assert other.code == 2 and "did you mean" not in other.err
+    assert "seminar-mailer publish: error: unrecognized arguments: --recipients r; publish takes no --recipients " in (
+        other.err
+    )
+    assert "(an option of check, preview, send, subscribe, unsubscribe, subscribers)" in other.err
+    close = run_cli("send", "--prune")  # --dry-run is close in spelling, but --prune is publish's
+    assert close.code == 2 and "send takes no --prune (an option of publish)" in close.err
+    typo = run_cli("publish", "--prnue", "--out", "site")
+    assert typo.code == 2 and "did you mean '--prune'?" in typo.err
+    bare = run_cli("--dryrun")
+    assert bare.code == 2 and "did you mean 'send --dry-run'?" in bare.err
+    choice = run_cli("login", "microsft")
+    assert choice.code == 2 and "unknown provider 'microsft'; did you mean 'microsoft'?" in choice.err
+
+
+def starter_project(tmp_path: Path, name: str = "physics") -> Path:
+    """A project as `init` makes it (seminar on 2030-01-24, list empty); return its folder."""
+    created = run_cli("init", name, "--date", "2030-01-14", cwd=tmp_path)
+    assert created.code == 0, created.err
+    return tmp_path / name
+
+
+def test_dry_run_on_the_starter_project_says_the_list_has_nobody(tmp_path: Path) -> None:
+    project = starter_project(tmp_path)
+    args = ("send", "--dry-run", "--date", "2030-01-21")
+    empty = run_cli(*args, cwd=project, env={"JOURNAL_STREAM": "1"})
+    assert empty.code == 0, empty.err
+    assert "already sent" not in empty.out
+    assert "Nothing to do: nobody is on the list yet: recipients/physics.txt holds no address." in empty.out
+    (project / "recipients" / "physics.txt").write_text("not an address\n")
+    unusable = run_cli(*args, cwd=project, env={"JOURNAL_STREAM": "1"})
+    assert unusable.code == 0, unusable.err
+    assert "Nothing to do: nobody on recipients/physics.txt can receive it" in unusable.out
+
+
+def test_counts_of_one_are_singular(tmp_path: Path) -> None:
+    project = starter_project(tmp_path)
+    (project / "recipients" / "physics.txt").write_text("ada@example.org\n")
+    dry = run_cli("send", "--dry-run", "--date", "2030-01-21", cwd=project, env={"JOURNAL_STREAM": "1"})
+    assert dry.code == 0 and "  Would send to 1 recipient.\n" in dry.out, dry
+
+
+def test_status_hint_after_a_send_works_where_the_send_ran(tmp_path: Path) -> None:
+    """From a sub-folder of a project whose path has a space, and outside any project: the printed
+    status command, run where send ran, lists the refused address."""
+    from tests.smtp_server import start_server
+
+    server = start_server(tmp_path)
+    try:
+        server.recorder.rcpt_replies["gone@example.org"] = ["550 5.1.1 no such user"] * 3
+        project = starter_project(tmp_path, "my seminar")
+        (project / "recipients" / "my-seminar.txt").write_text("ada@example.org\ngone@example.org\n")
+        inside = project / "notes"
+        inside.mkdir()
+        outside = tmp_path / "elsewhere"
+        outside.mkdir()
+        when = ("--date", "2030-01-21", "--now", "2030-01-21T09:00")
+        paths = ("--schedule", "../my seminar/data/seminars.yaml", "--recipients", "../my seminar/recipients")
+        for cwd, more in ((inside, ()), (outside, (*paths, "--state", "state"))):
+            sent = run_cli("send", *when, *more, cwd=cwd, env={**server.env(), "JOURNAL_STREAM": "1"})
+            assert sent.code == 1, sent.out + sent.err  # one recipient failed permanently
+            (hint,) = re.findall(r"failed permanently 1  \(suppressed: (.*)\)\n", sent.out)
+            words = shlex.split(hint)
+            assert words[:2] == ["seminar-mailer", "status"], hint
+            if cwd == inside:
+                assert words == ["seminar-mailer", "status"]  # the project is found from here
+            status = run_cli(*words[1:], cwd=cwd)
+            assert status.code == 0, (hint, status.err)
+            assert "gone@example.org: 550 5.1.1 no such user" in status.out, (hint, status.out)
+    finally:
+        server.controller.stop()

@@ -34,6 +34,7 @@ class Deployment:
     project: Path  # a fresh copy, with .venv holding the wheel
     wheel: Path
     venv: Path
+    build_output: str  # what `pip wheel` and `pip install` printed, both quiet (-q)
 
     def command(self) -> Path:
         return self.venv / "bin" / "seminar-mailer"
@@ -69,12 +70,13 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Deployment:
     project = base / "seminar-mailer"
     copy_project(project)
     dist = base / "dist"
-    subprocess.run(
+    built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(project)],
         cwd=base,
         env=clean_env(),
         check=True,
         capture_output=True,
+        text=True,
     )
     shutil.rmtree(project / "build", ignore_errors=True)
     for leftover in project.glob("*.egg-info"):
@@ -82,10 +84,16 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Deployment:
     (wheel,) = dist.glob("seminar_mailer-*.whl")
     venv = project / ".venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run(
-        [venv / "bin" / "pip", "install", "-q", str(wheel)], cwd=base, env=clean_env(), check=True, capture_output=True
+    installed = subprocess.run(
+        [venv / "bin" / "pip", "install", "-q", str(wheel)],
+        cwd=base,
+        env=clean_env(),
+        check=True,
+        capture_output=True,
+        text=True,
     )
-    return Deployment(project, wheel, venv)
+    output = built.stdout + built.stderr + installed.stdout + installed.stderr
+    return Deployment(project, wheel, venv, output)
 
 
 def run(args: list[str | Path], *, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -108,6 +116,28 @@ def test_the_wheel_carries_the_templates(deployment: Deployment) -> None:
     shipped = sorted(n.removeprefix("mailer/templates/") for n in names if n.startswith("mailer/templates/"))
     assert shipped == sorted(p.name for p in (ROOT / "templates" / "email").glob("*.j2"))
     assert not [n for n in names if n.startswith("templates/")]
+
+
+def test_the_build_and_the_install_print_no_warning(deployment: Deployment) -> None:
+    """A quiet build stays quiet: setuptools' 40-line "Package 'mailer.templates' is absent from the
+    `packages` configuration" warning read as a broken install."""
+    assert "absent from the" not in deployment.build_output
+    assert "Warning" not in deployment.build_output, deployment.build_output
+
+
+def test_the_editable_install_of_make_setup_prints_no_warning(tmp_path: Path) -> None:
+    """`make setup` installs the checkout editable, with a current pip (which shows the build's warnings
+    even with -q): quiet too, and the installed mailer is the checkout's."""
+    checkout = tmp_path / "checkout"
+    copy_project(checkout)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--upgrade-deps", str(venv)], check=True, capture_output=True)
+    installed = run([venv / "bin" / "pip", "install", "-q", "--no-deps", "-e", checkout], cwd=checkout)
+    assert installed.returncode == 0, installed.stderr
+    output = installed.stdout + installed.stderr
+    assert "absent from the" not in output and "Warning" not in output, output
+    found = run([venv / "bin" / "python", "-c", "import mailer; print(mailer.__file__)"], cwd=tmp_path)
+    assert Path(found.stdout.strip()) == checkout / "mailer" / "__init__.py", found.stdout
 
 
 def test_installed_wheel_works_from_an_unrelated_folder(deployment: Deployment, tmp_path: Path) -> None:

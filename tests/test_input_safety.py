@@ -78,6 +78,36 @@ SCHEDULE_CASES = [
     ),
     ("unterminated quote", "speaker: Joakim Lindblad", 'speaker: "Joakim Lindblad', 20, 'this " is never closed'),
     ("apostrophe in single quotes", "title: Challenges in", "title: 'Ada's Challenges in", 16, "write an apostrophe"),
+    # Issue 20: an indented key was advised quotes, and following the advice gave '"\\"University ...\\""'.
+    (
+        "key indented two spaces too far",
+        "    affiliation: University",
+        "      affiliation: University",
+        15,
+        "15:7: 'affiliation:' is indented more than 'speaker:' on line 14, so YAML reads it as more of the value "
+        "of 'speaker'; wanted 'affiliation:' in the same column as 'speaker:' (column 5)",
+    ),
+    (
+        "key indented too far, its value quoted",
+        "    affiliation: University of Copenhagen",
+        '      affiliation: "University of Copenhagen"',
+        15,
+        "'affiliation:' is indented more than 'speaker:' on line 14",
+    ),
+    (
+        "key indented too far after a comment",
+        "Serge Belongie\n",
+        "Serge Belongie  # the speaker\n  ",
+        15,
+        "15:7: 'affiliation:' is indented more than 'speaker:' on line 14; wanted 'affiliation:' in the same column",
+    ),
+    (
+        "key indented one space too little",
+        "    affiliation: University",
+        "   affiliation: University",
+        15,
+        "15:4: 'affiliation:' is indented less than 'speaker:' on line 14; wanted 'affiliation:' in the same column",
+    ),
 ]
 
 

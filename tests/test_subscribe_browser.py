@@ -157,7 +157,7 @@ def test_subscribe_in_chromium_with_the_confirmation_mail_caught_by_aiosmtpd(tmp
         assert "Katherine" not in mail.data.decode()  # the form's name text is not mailed to the address
         link = re.search(r"(http://\S+/confirm\?t=\S+)", message.get_body(("plain",)).get_content())[1]
         assert (
-            "Would send to 1 recipients."
+            "Would send to 1 recipient."
             in run_cli("send", "--dry-run", "--date", "2024-01-15", *service.paths(), env=service.env).out
         )
 

@@ -138,7 +138,7 @@ def test_subscribe_unsubscribe_and_subscribers_commands(tmp_path: Path) -> None:
     assert listed["alan@example.org"][0] == "unsubscribed" and "unsubscribed.txt:1" in listed["alan@example.org"][1]
     assert listed["grace@example.org"][0] == "subscribed" and "confirmed (command)" in listed["grace@example.org"][1]
     dry = run_cli("send", "--dry-run", "--date", "2024-01-15", *paths, env=env)
-    assert "Would send to 1 recipients." in dry.out and "suppressed         2" in dry.out, dry.out + dry.err
+    assert "Would send to 1 recipient." in dry.out and "suppressed         2" in dry.out, dry.out + dry.err
 
 
 def test_bad_address_is_exit_2_without_traceback(tmp_path: Path) -> None:

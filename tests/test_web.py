@@ -91,7 +91,7 @@ def test_one_click_from_a_real_preview_removes_the_subscriber_from_the_next_send
         multipart,
         {"Content-Type": f"multipart/form-data; boundary={boundary}"},
     )
-    assert alan.status == 200 and "Would send to 1 recipients." in dry_run(service)
+    assert alan.status == 200 and "Would send to 1 recipient." in dry_run(service)
 
 
 def test_a_get_never_unsubscribes_and_shows_one_button(service: Service) -> None:

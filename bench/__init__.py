@@ -1,0 +1,1 @@
+"""seminar-mailer benchmarks: one module per stage, run by bench/run.py (``make bench``)."""
