@@ -85,3 +85,22 @@ def check_confirm(key: bytes, list_name: str, token: str, *, now: float) -> tupl
     if now > expires:
         return None, "expired"
     return nonce, ""
+
+
+# --- bounce tokens: VERP envelope senders and DSN ENVIDs (send.py makes them, bounces.py checks them) ---
+
+BOUNCE_TOKEN_RE = r"[0-9a-f]{36}"  # lower-case hex: survives servers that fold the case of local parts
+
+
+def bounce_token(key: bytes, list_name: str, message_id: str) -> str:
+    """20 hex digits of the Message-ID's hash, then 16 of an HMAC over list and Message-ID.
+
+    The first part finds the delivery in the ledger; the MAC proves we made the token for it."""
+    digits = message_id.strip("<>").partition("@")[0][:20].lower()
+    mac = hmac.new(key, f"bounce\0{list_name}\0{message_id}".encode(), hashlib.sha256).hexdigest()[:16]
+    return f"{digits}{mac}"
+
+
+def check_bounce_token(key: bytes, list_name: str, token: str, message_id: str) -> bool:
+    """Whether ``token`` is the bounce token of ``message_id`` (constant-time)."""
+    return hmac.compare_digest(bounce_token(key, list_name, message_id).encode(), token.lower().encode())
