@@ -303,8 +303,9 @@ def verp(env: Mapping[str, str]) -> bool:
     on = _switch(env, "MAILER_VERP", default=False)
     if on and not env.get("MAILER_ENVELOPE_FROM"):
         raise ConfigError(
-            "MAILER_VERP=on needs MAILER_ENVELOPE_FROM: the bounce mailbox, e.g. MAILER_ENVELOPE_FROM=bounces@example.org, "
-            "whose server delivers bounces+anything@example.org to it (Postfix: recipient_delimiter = +)"
+            "MAILER_VERP=on needs MAILER_ENVELOPE_FROM: the bounce mailbox, e.g. "
+            "MAILER_ENVELOPE_FROM=bounces@example.org, whose server delivers bounces+anything@example.org "
+            "to it (Postfix: recipient_delimiter = +)"
         )
     if on and "+" in env.get("MAILER_ENVELOPE_FROM", "").partition("@")[0]:
         raise ConfigError(
@@ -352,7 +353,8 @@ def imap_settings(env: Mapping[str, str]) -> ImapSettings:
         host = _host(host)
     except ConfigError:
         raise ConfigError(
-            f"BOUNCES_IMAP_HOST={host!r} is not a host name or IP address; wanted e.g. BOUNCES_IMAP_HOST=imap.example.org"
+            f"BOUNCES_IMAP_HOST={host!r} is not a host name or IP address; "
+            "wanted e.g. BOUNCES_IMAP_HOST=imap.example.org"
         ) from None
     security = (env.get("BOUNCES_IMAP_SECURITY") or "tls").strip().lower()
     if security not in IMAP_SECURITY_MODES:
