@@ -195,7 +195,15 @@ def read_bounce(raw: bytes) -> Reading | None:
             m[1].lower() for name in _DELIVERED_TO for v in message.get_all(name, []) for m in _TOKEN.finditer(str(v))
         ]
         tokens += _envids(message)
-    except (email.errors.MessageError, LookupError, ValueError, TypeError, UnicodeError, RecursionError) as err:
+    except (
+        email.errors.MessageError,
+        LookupError,
+        ValueError,
+        TypeError,
+        AttributeError,  # flufl.bounce's detectors on a header the email package left undecoded (8-bit bytes)
+        UnicodeError,
+        RecursionError,
+    ) as err:
         raise Unreadable(f"cannot be parsed: {type(err).__name__}: {str(err)[:80]}") from None
     failures = []
     for recipient in sorted(permanent):
@@ -403,6 +411,8 @@ def imap_connect(
         ) from None
     except imaplib.IMAP4.error as err:
         text = _words(err)
+        if quoted := re.search(r"""b(['"])(.*)\1""", text):  # imaplib: "unexpected response: b'220 ...'"
+            text = quoted[2]
         if "TLS not supported" in text:
             raise ConfigError(
                 f"{where} does not offer STARTTLS, so no password was given to it; wanted BOUNCES_IMAP_SECURITY=tls "
@@ -417,7 +427,7 @@ def imap_connect(
         box.login(settings.username, settings.password, initial_folder=None)
         report("LOGIN", f"as {settings.username}: {_said(box.login_result)}")
         selected = box.folder.set(settings.folder)
-        report("SELECT", f"{settings.folder}: {_said(selected)} ({_words(selected[1][0])} messages)")
+        report("SELECT", f"{settings.folder}: {selected[0]}, {_words(selected[1][0])} messages")
     except MailboxLoginError as err:
         box.client.shutdown()
         raise ConfigError(
