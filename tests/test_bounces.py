@@ -532,3 +532,56 @@ def test_bounces_help_says_it_unsubscribes_and_its_output_goes_through_print(tmp
     assert "A hard bounce unsubscribes at once" in result.out and "suppress" not in result.out
     assert "read the bounce mailbox and unsubscribe addresses that" in run_cli("--help").out
     assert "seminar-mailer-processed" in result.out and "seminar-mailer-quarantine" in result.out
+
+
+@needs_the_loop
+def test_one_listing_of_who_gets_no_mail_and_one_command_undoes_each(loop: Loop, tmp_path: Path) -> None:
+    """Issue 18, 8: refused at RCPT, bounced, unsubscribed by the person, removed by the organiser."""
+    import datetime as dt
+
+    from mailer.ledger import Ledger
+
+    state, recipients = tmp_path / "state", tmp_path / "recipients"
+    shutil.copytree(loop.root / "state", state)
+    shutil.copytree(loop.root / "recipients", recipients)
+    (recipients / "unsubscribed.txt").write_text("# mine\ndee@example.org\n")
+    with Subscribers(state, "learning-machines") as store:
+        store.unsubscribe("ann@example.org", "one-click")
+        store.unsubscribe("bob@example.org", "command")
+    ledger = Ledger(state, "learning-machines")
+    ledger.suppress([("cy@example.org", "cy@example.org", "550 5.1.1 no such user", "m")], now=dt.datetime.now(dt.UTC))
+    ledger.close()
+    args = ["--schedule", str(loop.root / "seminars-2030.yaml"), "--recipients", str(recipients), "--state", str(state)]
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    shown = run_cli(*args, "status", env=loop.env)
+    listing = shown.out[shown.out.index("Suppressed (") :].splitlines()
+    assert listing[0] == "Suppressed (6; `seminar-mailer unsuppress ADDRESS` lets any of them receive mail again):"
+    assert sorted(listing[1:]) == sorted([
+        "  dee@example.org: " + str(recipients / "unsubscribed.txt") + ":2 (removed by the organiser)",
+        f"  gone1@example.org: hard 5.1.1 (bounced on {today})",
+        f"  gone2@example.org: hard 5.1.1 (bounced on {today})",
+        f"  ann@example.org: the one-click link in a message (unsubscribed by the person on {today})",
+        f"  bob@example.org: the unsubscribe command (removed by the organiser on {today})",
+        f"  cy@example.org: 550 5.1.1 no such user (refused at RCPT on {today})",
+    ])  # fmt: skip
+    roster = run_cli(*args, "subscribers", env=loop.env).out
+    assert f"gone1@example.org\tunsubscribed\t{recipients}/learning-machines.txt:5; unsubscribed: bounced: " in roster
+    for who, was in (
+        ("gone1@example.org", f"bounced: hard 5.1.1 on {today}"),
+        ("ann@example.org", f"unsubscribed by the person: the one-click link in a message on {today}"),
+        ("bob@example.org", f"removed by the organiser: the unsubscribe command on {today}"),
+        ("cy@example.org", f"refused at RCPT: 550 5.1.1 no such user on {today}"),
+    ):
+        undo = run_cli(*args, "unsuppress", who, env=loop.env)
+        assert (undo.code, undo.out) == (
+            0,
+            f"{who} is no longer suppressed (it was {was}): the next send includes it.\n",
+        )
+    in_file = run_cli(*args, "unsuppress", "dee@example.org", env=loop.env)
+    assert in_file.code == 2 and f"dee@example.org is in {recipients}/unsubscribed.txt:2" in in_file.err
+    again = run_cli(*args, "unsuppress", "gone1@example.org", env=loop.env)
+    assert again.out.startswith("gone1@example.org is not suppressed")
+    after = run_cli(*args, "status", env=loop.env).out
+    assert after.count("\n  ") - after[: after.index("Suppressed (")].count("\n  ") == 2  # gone2 and dee remain
+    with sqlite3.connect(state / "subscribers.sqlite3") as db:  # gone1's bounces are forgotten: counting starts again
+        assert db.execute("SELECT count(*) FROM bounces WHERE key = 'gone1@example.org'").fetchone()[0] == 0
