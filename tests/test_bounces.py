@@ -585,3 +585,67 @@ def test_one_listing_of_who_gets_no_mail_and_one_command_undoes_each(loop: Loop,
     assert after.count("\n  ") - after[: after.index("Suppressed (")].count("\n  ") == 2  # gone2 and dee remain
     with sqlite3.connect(state / "subscribers.sqlite3") as db:  # gone1's bounces are forgotten: counting starts again
         assert db.execute("SELECT count(*) FROM bounces WHERE key = 'gone1@example.org'").fetchone()[0] == 0
+
+
+@needs_the_loop
+def test_soft_bounces_about_the_threshold_of_seminars_unsubscribe(loop: Loop, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    shutil.copytree(loop.root / "state", state)
+    soft = next(d for d in loop.dsns if b"Status: 4.2.2" in d)
+    box = maildir(tmp_path / "Maildir", {"soft": soft})
+    result = _run([*loop.args(state), "bounces", "--maildir", str(box)], {**loop.env, "MAILER_SOFT_BOUNCES": "1"})
+    assert result.out.splitlines() == [
+        summary(1, soft=1),
+        f"unsubscribed: {FULL} (bounced: soft about 1 seminars, the last 4.2.2)",
+    ]
+    bad = _run([*loop.args(state), "bounces", "--maildir", str(box)], {**loop.env, "MAILER_SOFT_BOUNCES": "0"})
+    assert (bad.code, bad.err) == (
+        2,
+        "error: MAILER_SOFT_BOUNCES='0'; wanted a whole number of distinct seminars, from 1 to 1000\n",
+    )
+
+
+class _Vanishing(threading.Thread):
+    """An IMAP server over TLS that logs in and lists two messages, then hangs up when one is fetched:
+    a server going away mid-run, which a real one does only at a moment a test cannot choose."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        super().__init__(daemon=True)
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.context = context
+
+    def run(self) -> None:
+        try:
+            raw, _ = self.sock.accept()
+        except OSError:
+            return
+        with self.context.wrap_socket(raw, server_side=True) as conn, conn.makefile("rb") as lines:
+            conn.sendall(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] ready\r\n")
+            replies = {
+                b"CAPABILITY": b"* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n",
+                b"SELECT": b"* 2 EXISTS\r\n",
+                b"LIST": b'* LIST () "/" INBOX\r\n',
+                b"UID SEARCH": b"* SEARCH 1 2\r\n",
+            }
+            while line := lines.readline():
+                tag, _, command = line.partition(b" ")
+                if command.startswith(b"UID FETCH"):
+                    return  # gone
+                said = next((r for c, r in replies.items() if command.startswith(c)), b"")
+                conn.sendall(said + tag + b" OK done\r\n")
+
+
+@needs_the_loop
+def test_a_server_going_away_mid_run_is_exit_75(loop: Loop, tmp_path: Path) -> None:
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    server = _Vanishing(context)
+    server.start()
+    env = loop.imap(BOUNCES_IMAP_PORT=str(server.port), BOUNCES_IMAP_CA_FILE=str(tmp_path / "ca.pem"))
+    result = run_cli(*loop.args(tmp_path / "state"), "bounces", env=env, timeout=20)
+    server.sock.close()
+    assert (result.code, result.out) == (75, ""), result.err
+    assert f"the IMAP server 127.0.0.1:{server.port} went away mid-run" in result.err and "Traceback" not in result.err
