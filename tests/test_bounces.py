@@ -649,3 +649,23 @@ def test_a_server_going_away_mid_run_is_exit_75(loop: Loop, tmp_path: Path) -> N
     server.sock.close()
     assert (result.code, result.out) == (75, ""), result.err
     assert f"the IMAP server 127.0.0.1:{server.port} went away mid-run" in result.err and "Traceback" not in result.err
+
+
+@needs_the_loop
+def test_an_mbox_moves_ours_and_leaves_the_rest(loop: Loop, tmp_path: Path) -> None:
+    import mailbox
+
+    state = tmp_path / "state"
+    shutil.copytree(loop.root / "state", state)
+    path = tmp_path / "bounces.mbox"
+    box = mailbox.mbox(path)
+    for raw in (next(d for d in loop.dsns if b"Status: 5.1.1" in d), NOT_A_BOUNCE, b"\0\0\0"):
+        box.add(raw)
+    box.close()
+    result = _run([*loop.args(state), "bounces", "--mbox", str(path)], loop.env)
+    assert result.out.splitlines() == [
+        summary(3, hard=1, other=1, quarantined=1),
+        "quarantined: message 3: no header fields at the top: not an email message",
+    ]
+    assert len(mailbox.mbox(path)) == 1 and len(mailbox.mbox(tmp_path / "bounces.mbox.processed")) == 1
+    assert len(mailbox.mbox(tmp_path / "bounces.mbox.quarantine")) == 1
