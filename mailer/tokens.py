@@ -94,9 +94,7 @@ BOUNCE_TOKEN_RE = r"[0-9a-f]{36}"  # noqa: S105 (a pattern, not a secret)
 
 
 def bounce_token(key: bytes, list_name: str, message_id: str) -> str:
-    """20 hex digits of the Message-ID's hash, then 16 of an HMAC over list and Message-ID.
-
-    The first part finds the delivery in the ledger; the MAC proves we made the token for it."""
+    """20 hex digits of the Message-ID (finds the delivery in the ledger), then 16 of an HMAC (proves it ours)."""
     digits = message_id.strip("<>").partition("@")[0][:20].lower()
     mac = hmac.new(key, f"bounce\0{list_name}\0{message_id}".encode(), hashlib.sha256).hexdigest()[:16]
     return f"{digits}{mac}"
