@@ -269,7 +269,13 @@ class Delivery:
         try:
             return await client.send(sender, rcpt.encode(), self.template.wire(recipient), options)
         except Exception as err:  # classified below; anything unknown is re-raised
-            raise _classify(err, accepted=self.accepted_before or self.outcome.sent > 0) from err
+            classified = _classify(err, accepted=self.accepted_before or self.outcome.sent > 0)
+            if self.verp and isinstance(err, aiosmtplib.SMTPSenderRefused) and isinstance(classified, ConfigError):
+                classified = ConfigError(
+                    f"{classified}; with MAILER_VERP=on the sender is {sender.decode()}: wanted a server that "
+                    "accepts a '+' in it, or MAILER_VERP=off (bounces are then tied by ENVID or Message-ID)"
+                )
+            raise classified from err
 
     async def _connect(self) -> Connection:
         try:

@@ -695,3 +695,34 @@ def test_init_writes_the_bounce_settings_and_the_cron_line_and_says_so(tmp_path:
     crontab = (tmp_path / "crontab.example").read_text()
     assert re.search(r"^# 40 \* \* \* \*  cd .* bounces >> state/bounces\.log 2>&1$", crontab, re.MULTILINE)
     assert "check --imap" in result.out and "bounces every hour" in result.out
+
+
+def test_a_server_refusing_verp_senders_is_told_how_to_turn_verp_off(tmp_path: Path) -> None:
+    """aiosmtpd offers no DSN: no ENVID or RET on MAIL FROM; the VERP sender is refused by policy."""
+    from tests.smtp_server import Recorder, start_server
+    from tests.test_send import make_list, run_send
+
+    senders: list[tuple[str, list[str]]] = []
+
+    class NoPlus(Recorder):
+        async def handle_MAIL(
+            self, server: object, session: object, envelope: object, address: str, options: list[str]
+        ) -> str:
+            senders.append((address, options))
+            if "+" in address:
+                return "553 5.7.1 <" + address + ">: Sender address rejected: not owned by user"
+            return await super().handle_MAIL(server, session, envelope, address, options)
+
+    recorder = NoPlus()
+    server = start_server(tmp_path, recorder=recorder)
+    try:
+        make_list(tmp_path, 2)
+        env = server.env(MAILER_ENVELOPE_FROM="bounces@example.org", MAILER_TOKEN_KEY="k" * 32)
+        refused = run_send(tmp_path, {**env, "MAILER_VERP": "on"}, "--now", FUTURE_NOW)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "with MAILER_VERP=on the sender is bounces+" in refused.stderr and "or MAILER_VERP=off" in refused.stderr
+        plain = run_send(tmp_path, env, "--now", FUTURE_NOW)
+        assert plain.returncode == 0, plain.stdout + plain.stderr
+        assert [s for s in senders if "+" not in s[0]] == [("bounces@example.org", [])] * 2  # no DSN offered: no ENVID
+    finally:
+        server.controller.stop()
