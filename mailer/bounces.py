@@ -66,6 +66,7 @@ QUARANTINE_HEADER = "X-Seminar-Mailer-Quarantined"
 _MESSAGE_ID = re.compile(rb"^Message-ID:\s*(<[^>\s]+>)", re.IGNORECASE | re.MULTILINE)
 _NESTED = re.compile(rb"^content-type:\s*(?:multipart|message)/", re.IGNORECASE | re.MULTILINE)
 _HEADER_LINE = re.compile(rb"[!-9;-~]+:")
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
 _TOKEN = re.compile(rf"\+({BOUNCE_TOKEN_RE})@", re.IGNORECASE)
 _ENVID = re.compile(rf"^\s*({BOUNCE_TOKEN_RE})\s*$", re.IGNORECASE)
 _DELIVERED_TO = ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "To")
@@ -184,8 +185,12 @@ def _screen(raw: bytes) -> None:
 def read_bounce(raw: bytes) -> Reading | None:
     """Read one message; None when it is not a bounce at all; Unreadable when it cannot be read."""
     _screen(raw)
+    # 8-bit bytes in the top header would reach flufl.bounce's detectors as undecoded Header objects,
+    # which they cannot read: as "?" the message is still read (our tokens and addresses are ASCII).
+    cut = end.end() if (end := _HEADER_END.search(raw)) else len(raw)
+    clean = re.sub(rb"[\x80-\xff]", b"?", raw[:cut]) + raw[cut:]
     try:
-        message = email.message_from_bytes(raw, policy=email.policy.compat32)
+        message = email.message_from_bytes(clean, policy=email.policy.compat32)
         temporary, permanent = all_failures(message)
         if not temporary and not permanent:
             return None
@@ -200,7 +205,7 @@ def read_bounce(raw: bytes) -> Reading | None:
         LookupError,
         ValueError,
         TypeError,
-        AttributeError,  # flufl.bounce's detectors on a header the email package left undecoded (8-bit bytes)
+        AttributeError,  # flufl.bounce's detectors on a header the email package left undecoded
         UnicodeError,
         RecursionError,
     ) as err:
