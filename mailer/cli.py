@@ -606,7 +606,7 @@ def _status(args: argparse.Namespace) -> int:
 def _unsuppress(args: argparse.Namespace) -> int:
     from mailer.address import parse_address
     from mailer.dispatch import unsuppress
-    from mailer.recipients import list_file, read_entries
+    from mailer.recipients import UNSUBSCRIBED, list_file, read_entries
     from mailer.schedule import load_schedule
     from mailer.subscribers import BY_ORGANISER, REFUSED, Subscribers
 
@@ -618,18 +618,23 @@ def _unsuppress(args: argparse.Namespace) -> int:
     if found is None:
         print(f"{address.addr} is not suppressed: it gets mail if it is subscribed (seminar-mailer subscribers).")
         return EXIT_OK
-    if found.reason == BY_ORGANISER and not found.date:  # a line of recipients/unsubscribed.txt
-        raise ConfigError(
-            f"{address.addr} is in {found.detail} ({BY_ORGANISER}), a file only you edit: wanted that line "
-            "removed (list files are never rewritten)"
-        )
+    mine = args.recipients / UNSUBSCRIBED
+    for entry in read_entries(mine) if mine.exists() else ():  # whatever else holds it back, this file wins
+        if entry.recipient is not None and entry.recipient.key == address.key:
+            raise ConfigError(
+                f"{address.addr} is in {mine}:{entry.line} ({BY_ORGANISER}), a file only you edit: wanted that "
+                "line removed (list files are never rewritten); nothing was changed"
+            )
     if found.reason == REFUSED:
         unsuppress(args.state, list_name, address)
-    listed = any(
-        e.recipient is not None and e.recipient.key == address.key
-        for e in read_entries(list_file(args.recipients, list_name))
-    )
-    with Subscribers(args.state, list_name) as store:
+    try:
+        listed = any(
+            e.recipient is not None and e.recipient.key == address.key
+            for e in read_entries(list_file(args.recipients, list_name))
+        )
+    except ConfigError:  # no list file here: the store alone decides
+        listed = False
+    with Subscribers(args.state, list_name) as store:  # (also an address refused and then bounced)
         store.readmit(address.key, listed=listed)
     print(printable(f"{address.addr} is no longer suppressed (it was {found}): the next send includes it."))
     return EXIT_OK
