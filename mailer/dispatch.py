@@ -21,6 +21,7 @@ import aiosmtplib
 
 from mailer.address import Address
 from mailer.config import SmtpSettings, daily_limit, ledger_window, smtp_settings, token_key
+from mailer.config import verp as verp_envelopes
 from mailer.errors import ConfigError, DeliveryError, LedgerError, MailerError, ScheduleError
 from mailer.invite import Event
 from mailer.ledger import (
@@ -371,6 +372,7 @@ def run(
         planned = prepare(request, schedule, ledger)
         return _count_only(request, schedule, planned, ledger, warn, warnings, settings)
     assert settings is not None
+    verp_envelopes(request.env)  # (bounces) MAILER_VERP checked before anything is sent
     from mailer.ledger import run_lock
 
     _check_week(request, schedule)
@@ -536,6 +538,7 @@ def _send(
     if limit:  # recipients per rolling 24 hours, counted in the ledger: across runs and kinds of message
         stop.budget = max(limit - ledger.sent_since(now - dt.timedelta(hours=24)), 0)
     envelope_from = settings.envelope_from or series.sender.ascii_addr
+    verp = verp_envelopes(request.env)  # (bounces) one envelope sender per recipient
     doubtful = frozenset(ledger.doubtful())
 
     async def main() -> None:
@@ -580,6 +583,7 @@ def _send(
                     settings,
                     ledger,
                     envelope_from=envelope_from,
+                    verp=verp,
                     stop=stop,
                     limiter=limiter,
                     progress=progress(report, report.due),

@@ -1,8 +1,10 @@
-"""``check --smtp``: connect with the real settings, log in, try the sender, send nothing; explain failures.
+"""``check --smtp`` and ``check --imap``: connect with the real settings, log in, change nothing; explain failures.
 
-Each step (connect, EHLO, STARTTLS, token, AUTH, MAIL FROM then RSET) is reported with the server's
-own words; the step that fails also gets the likely fix, from the replies providers are known to
-give (Microsoft 365's 5.7.139 when SMTP AUTH is disabled, Google's 5.7.8 for a refused login, ...).
+SMTP: each step (connect, EHLO, STARTTLS, token, AUTH, MAIL FROM then RSET) is reported with the
+server's own words; the step that fails also gets the likely fix, from the replies providers are
+known to give (Microsoft 365's 5.7.139 when SMTP AUTH is disabled, Google's 5.7.8 for a refused
+login, ...). IMAP (the bounce mailbox): connect, TLS or STARTTLS, LOGIN, SELECT the folder, as
+``bounces`` does, each step in the server's words; the failing one with the setting to change.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 
 import aiosmtplib
 
-from mailer.config import SmtpSettings
+from mailer.config import ImapSettings, SmtpSettings, is_loopback
 from mailer.errors import EXIT_INVALID, EXIT_OK, EXIT_TEMPFAIL, MailerError
 from mailer.smtp import connect
 
@@ -33,16 +35,24 @@ class Checkup:
     target: str
     steps: tuple[Step, ...]
     exit_code: int
+    protocol: str = "SMTP"  # or IMAP
 
     def lines(self) -> list[str]:
-        out = [f"SMTP {self.target}: connecting with your settings; nothing will be sent"]
+        unchanged, verdict = _WORDS[self.protocol]
+        out = [f"{self.protocol} {self.target}: connecting with your settings; {unchanged}"]
         for step in self.steps:
             out.append(f"  {'ok  ' if step.ok else 'FAIL'}  {step.name:<9} {step.detail}")
             if step.fix:
                 out.append(f"        fix: {step.fix}")
         if self.exit_code == EXIT_OK:
-            out.append("SMTP: OK, a send would connect, log in and be allowed to use this sender")
+            out.append(f"{self.protocol}: OK, {verdict}")
         return out
+
+
+_WORDS = {
+    "SMTP": ("nothing will be sent", "a send would connect, log in and be allowed to use this sender"),
+    "IMAP": ("nothing will be moved", "bounces would log in and read this folder"),
+}
 
 
 def _expected(settings: SmtpSettings) -> list[str]:
@@ -137,6 +147,16 @@ _FIXES: tuple[tuple[str, str, str], ...] = (
 
 def likely_fix(step: str, text: str, settings: SmtpSettings, sender: str) -> str:
     """The known remedy for ``text`` (a server reply or our message) at ``step``, or nothing."""
+    if (
+        step == "connect"
+        and is_loopback(settings.host)
+        and re.search(r"[Rr]efused|Errno 111|Connect call failed", text)
+    ):
+        # On this machine no firewall is in the way: the port is simply closed.
+        return (
+            f"nothing listens at {settings.host}:{settings.port} on this machine: start the server there, "
+            "or set SMTP_PORT to the port it listens on"
+        )
     for where, pattern, fix in _FIXES:
         if where in ("", step) and re.search(pattern, text):
             return fix.format(
@@ -175,3 +195,24 @@ async def check_smtp(settings: SmtpSettings, sender: str) -> Checkup:
         return failed(text, EXIT_TEMPFAIL if reply.code < 500 else EXIT_INVALID)
     steps.append(Step("MAIL FROM", True, f"{text} (then RSET)"))
     return Checkup(target, tuple(steps), EXIT_OK)
+
+
+def check_imap(settings: ImapSettings) -> Checkup:
+    """Connect, TLS or STARTTLS, LOGIN and SELECT the bounce folder as ``bounces`` does; move nothing."""
+    from mailer.bounces import imap_connect
+
+    steps: list[Step] = []
+    target = f"{settings.host}:{settings.port} ({settings.security})"
+    expected = ["connect", "TLS" if settings.security == "tls" else "STARTTLS", "LOGIN", "SELECT"]
+    try:
+        box = imap_connect(settings, report=lambda name, detail: steps.append(Step(name, True, detail)))
+    except MailerError as err:
+        name = next((n for n in expected if n not in {s.name for s in steps}), expected[-1])
+        steps.append(Step(name, False, str(err)))
+        return Checkup(target, tuple(steps), err.exit_code, "IMAP")
+    try:
+        there = box.folder.exists(settings.done)
+        steps.append(Step("folder", True, f"{settings.done} {'exists' if there else 'will be created by bounces'}"))
+    finally:
+        box.logout()
+    return Checkup(target, tuple(steps), EXIT_OK, "IMAP")

@@ -648,6 +648,22 @@ class Ledger:
         finally:
             self._db.close()
 
+    # --- bounces: which delivery a returned message belongs to (read only) -------------------------
+
+    def deliveries_with_id(self, prefix: str) -> list[tuple[str, str, str]]:
+        """(message key, recipient key, Message-ID) of every delivery whose Message-ID starts with ``prefix``."""
+        rows = self._db.execute(
+            "SELECT message, recipient, message_id FROM deliveries WHERE substr(message_id, 1, ?) = ?",
+            (len(prefix), prefix),
+        )
+        return [(m, r, i) for m, r, i in rows]
+
+    def seminars_told(self, message: str) -> list[str]:
+        """The seminars ``message`` told of (at least one for every message since version 2)."""
+        return [
+            s for (s,) in self._db.execute("SELECT seminar FROM told WHERE message = ? ORDER BY seminar", (message,))
+        ]
+
 
 @contextmanager
 def run_lock(state: Path, list_name: str) -> Iterator[None]:

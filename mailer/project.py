@@ -129,6 +129,28 @@ SMTP_HOST=smtp.example.org
 # The login. For a server without one, delete both lines.
 SMTP_USERNAME=
 SMTP_PASSWORD=
+
+# Bounces (docs/bounces.md): give the list a mailbox of its own for returned mail, read by
+# `seminar-mailer bounces` (see crontab.example). Uncomment a line to set it.
+# The envelope sender, where bounces go (default: the series' sender, a public address):
+# MAILER_ENVELOPE_FROM=bounces@example.org
+# VERP: each recipient's envelope sender becomes bounces+<token>@example.org (Postfix: recipient_delimiter = +):
+# MAILER_VERP=on
+# Soft bounces (a full mailbox, a host down) about this many distinct seminars unsubscribe an address:
+# MAILER_SOFT_BOUNCES=3
+# The bounce mailbox over IMAP (check it with `seminar-mailer check --imap`):
+# BOUNCES_IMAP_HOST=imap.example.org
+# BOUNCES_IMAP_USERNAME=bounces@example.org
+# BOUNCES_IMAP_PASSWORD=
+# tls (implicit TLS, port 993) or starttls (port 143); certificates are always verified:
+# BOUNCES_IMAP_SECURITY=tls
+# BOUNCES_IMAP_PORT=993
+# A PEM file of your institution's own CA, when the server's certificate is signed by it:
+# BOUNCES_IMAP_CA_FILE=/etc/ssl/certs/my-ca.pem
+# The folder bounces arrive in:
+# BOUNCES_IMAP_FOLDER=INBOX
+# Where read bounces are moved (created when missing; unreadable mail goes to seminar-mailer-quarantine):
+# BOUNCES_IMAP_DONE=seminar-mailer-processed
 """
 
 _GITIGNORE = """\
@@ -147,12 +169,21 @@ _CRONTAB = """\
 # No CRON_TZ: "every 15 minutes" is the same in every zone, and send reads the series' time zone
 # from data/seminars.yaml on each run, so moving the series to another zone needs no change here.
 */15 * * * *  {line}
+# Every hour at :40: read the bounce mailbox (docs/bounces.md): hard bounces unsubscribe, soft ones
+# count per seminar, mail that is not ours stays where it is. Once BOUNCES_IMAP_* are set in .env and
+# `seminar-mailer check --imap` passes, uncomment the next line:
+# 40 * * * *  {bounces}
 """
 
 
 def cron_line(folder: Path, command: str) -> str:
     """The command cron runs: the README's line for this folder and this installation."""
     return f"cd {shlex.quote(str(folder))} && mkdir -p state && {command} send >> state/send.log 2>&1"
+
+
+def bounces_line(folder: Path, command: str) -> str:
+    """The command cron runs to read the bounce mailbox."""
+    return f"cd {shlex.quote(str(folder))} && mkdir -p state && {command} bounces >> state/bounces.log 2>&1"
 
 
 def installed_command() -> str:
@@ -202,7 +233,7 @@ def init(folder: Path, *, today: dt.date, timezone: str, command: str) -> Create
         list_name = "seminar"
     monday = today + dt.timedelta(days=7 - today.weekday())  # next week's Monday
     seminar_date = monday + dt.timedelta(days=3)
-    crontab = _CRONTAB.format(line=cron_line(folder, command))
+    crontab = _CRONTAB.format(line=cron_line(folder, command), bounces=bounces_line(folder, command))
     files = {
         MARKER: _SCHEDULE.format(
             modeline=MODELINE, schema=SCHEMA_FILE, name=name, timezone=timezone, list_name=list_name, date=seminar_date

@@ -34,6 +34,7 @@ from mailer.errors import ConfigError, DeliveryError, LedgerError, MailerError, 
 from mailer.ledger import DEFERRED, FAILED, SENT, UNCERTAIN, Ledger, Mark
 from mailer.message import MessageTemplate
 from mailer.smtp import Connection, EndOfDataRefused, ReplyUncertain, connect, login_refusal
+from mailer.tokens import bounce_token
 
 
 class _Transient(Exception):
@@ -167,6 +168,7 @@ class Delivery:
         ledger: Ledger,
         *,
         envelope_from: str,
+        verp: bool = False,
         stop: Stop,
         limiter: RateLimit,
         progress: Callable[[Outcome], None] = lambda _: None,
@@ -177,6 +179,7 @@ class Delivery:
         self.settings = settings
         self.ledger = ledger
         self.sender = envelope_from.encode()
+        self.verp = verp  # MAIL FROM local+<bounce token>@domain: a bounce names the delivery it is about
         self.stop = stop
         self.limiter = limiter
         self.progress = progress
@@ -276,17 +279,37 @@ class Delivery:
 
     # --- sending ------------------------------------------------------------------------------
 
+    def envelope(self, recipient: Address, *, dsn: bool) -> tuple[bytes, bytes]:
+        """MAIL FROM's address and DSN options for ``recipient``.
+
+        The bounce token (tokens.py) ties a returned message to this very delivery: in the envelope
+        sender with VERP, and as the DSN ENVID (RFC 3461) when the server offers DSN, which also gets
+        RET=HDRS: a bounce returns the headers, not the whole announcement."""
+        template = self.template
+        token = bounce_token(template.token_key, template.list_name, template.message_id(recipient)).encode()
+        sender = self.sender
+        if self.verp:
+            local, _, domain = sender.rpartition(b"@")
+            sender = local + b"+" + token + b"@" + domain
+        return sender, b" RET=HDRS ENVID=" + token if dsn else b""
+
     async def _send_one(self, client: Connection, recipient: Address) -> str:
-        options = b""
+        sender, options = self.envelope(recipient, dsn=client.supports("dsn"))
         if recipient.needs_smtputf8:
             if not client.supports("smtputf8"):
                 raise _Permanent("the address needs SMTPUTF8, which the server does not offer")
-            options = b" SMTPUTF8"
+            options += b" SMTPUTF8"
         rcpt = recipient.addr if recipient.needs_smtputf8 else recipient.ascii_addr
         try:
-            return await client.send(self.sender, rcpt.encode(), self.template.wire(recipient), options)
+            return await client.send(sender, rcpt.encode(), self.template.wire(recipient), options)
         except Exception as err:  # classified below; anything unknown is re-raised
-            raise _classify(err, accepted=self.accepted_before or self.outcome.sent > 0) from err
+            classified = _classify(err, accepted=self.accepted_before or self.outcome.sent > 0)
+            if self.verp and isinstance(err, aiosmtplib.SMTPSenderRefused) and isinstance(classified, ConfigError):
+                classified = ConfigError(
+                    f"{classified}; with MAILER_VERP=on the sender is {sender.decode()}: wanted a server that "
+                    "accepts a '+' in it, or MAILER_VERP=off (bounces are then tied by ENVID or Message-ID)"
+                )
+            raise classified from err
 
     async def _connect(self) -> Connection:
         try:

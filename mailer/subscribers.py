@@ -22,7 +22,7 @@ import os
 import sqlite3
 import stat
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +66,13 @@ CREATE TABLE IF NOT EXISTS bounces (
     detail     TEXT NOT NULL,
     at         TEXT NOT NULL,
     PRIMARY KEY (list, key, message_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS left_in_place (
+    list    TEXT NOT NULL,
+    digest  TEXT NOT NULL,
+    why     TEXT NOT NULL,
+    at      TEXT NOT NULL,
+    PRIMARY KEY (list, digest)
 ) WITHOUT ROWID;
 """
 
@@ -293,7 +300,8 @@ class Subscribers:
         return address
 
     def record_bounce(self, key: str, message_id: str, kind: str, detail: str, *, now: float) -> int:
-        """Remember one bounce (once per key and announcement); return the distinct soft bounces so far."""
+        """Remember one bounce (once per key and ``message_id``, which names what it counts once:
+        ``seminar <key>`` for a soft bounce); return the distinct soft bounces so far."""
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute(
@@ -304,6 +312,40 @@ class Subscribers:
                 "SELECT count(*) FROM bounces WHERE list = ? AND key = ? AND kind = 'soft'", (self.list_name, key)
             ).fetchone()
         return int(soft)
+
+    def readmit(self, key: str, *, listed: bool, now: float | None = None) -> bool:
+        """Undo an unsubscription (bounced, by the person, by the organiser) and forget the bounces.
+
+        ``listed``: the address is in the list file, so the store's row goes and the file decides
+        again; otherwise it becomes a confirmed subscriber. True when it was unsubscribed."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("DELETE FROM bounces WHERE list = ? AND key = ?", (self.list_name, key))
+            where = "WHERE list = ? AND key = ? AND state = 'unsubscribed'"
+            if listed:
+                cursor = self._db.execute(f"DELETE FROM subscriptions {where}", (self.list_name, key))  # noqa: S608
+            else:
+                at = _utc(time.time() if now is None else now)
+                cursor = self._db.execute(
+                    f"UPDATE subscriptions SET state = 'confirmed', source = 'readmitted', at = ? {where}",  # noqa: S608
+                    (at, self.list_name, key),
+                )
+        return cursor.rowcount > 0
+
+    def was_left(self, digest: str) -> bool:
+        """Whether an earlier ``bounces`` run left this message (by its SHA-256) in place."""
+        row = self._db.execute(
+            "SELECT 1 FROM left_in_place WHERE list = ? AND digest = ?", (self.list_name, digest)
+        ).fetchone()
+        return row is not None
+
+    def leave(self, digest: str, why: str, *, now: float) -> None:
+        """Remember a message left in place (not a bounce, not ours), so later runs do not read it again."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(
+                "INSERT OR IGNORE INTO left_in_place VALUES (?, ?, ?, ?)", (self.list_name, digest, why, _utc(now))
+            )
 
 
     # --- a renamed list ----------------------------------------------------------------------------
@@ -354,6 +396,64 @@ class StillWanted:
         return key not in self._gone
 
 
+# --- who gets no mail, and why: one vocabulary for status, subscribers and unsuppress ----------------
+
+REFUSED = "refused at RCPT"  # the ledger's suppressions: the recipient's server refused it for good
+BOUNCED = "bounced"  # bounces: a hard bounce, or soft ones about MAILER_SOFT_BOUNCES seminars
+BY_PERSON = "unsubscribed by the person"  # the one-click link or the web page
+BY_ORGANISER = "removed by the organiser"  # seminar-mailer unsubscribe, or recipients/unsubscribed.txt
+
+
+@dataclass(frozen=True, slots=True)
+class NoMail:
+    """One address that gets no mail: ``reason`` is one of the four above."""
+
+    key: str
+    address: str
+    reason: str
+    detail: str  # the server's words, the bounce, the file line, how
+    date: str  # YYYY-MM-DD, "" when unknown (a file line)
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.detail}{f' on {self.date}' if self.date else ''}"
+
+
+def _store_reason(source: str) -> tuple[str, str]:
+    if source.startswith(("bounced", "bounces")):
+        return BOUNCED, source.partition(": ")[2] or source
+    if source in ("one-click", "web"):
+        return BY_PERSON, {"one-click": "the one-click link in a message", "web": "the web page"}[source]
+    return BY_ORGANISER, "the unsubscribe command" if source == "command" else source
+
+
+def no_mail(
+    store: Subscribers, refused: Iterable[tuple[str, str, str, str]], files: Iterable[Path]
+) -> dict[str, NoMail]:
+    """Everyone who gets no mail, by address key (the first reason found wins, as send applies them).
+
+    ``refused``: the ledger's (key, address, the server's reply, when)."""
+    from mailer.recipients import read_entries
+
+    found: dict[str, NoMail] = {}
+    for key, addr, reply, at in refused:
+        found.setdefault(key, NoMail(key, addr, REFUSED, reply, at[:10]))
+    for path in files:
+        if path.exists():
+            for entry in read_entries(path):
+                if entry.recipient is not None:
+                    where = f"{path}:{entry.line}"
+                    found.setdefault(
+                        entry.recipient.key, NoMail(entry.recipient.key, entry.recipient.addr, BY_ORGANISER, where, "")
+                    )
+    for record in store.records():
+        if record.state == UNSUBSCRIBED:
+            reason, detail = _store_reason(record.source)
+            found.setdefault(
+                record.address.key, NoMail(record.address.key, record.address.addr, reason, detail, record.at[:10])
+            )
+    return found
+
+
 @dataclass(frozen=True, slots=True)
 class RosterLine:
     address: str
@@ -369,23 +469,18 @@ class Roster:
 
 
 def roster(
-    list_path: Path, suppression_files: list[Path], store: Subscribers, refused: Mapping[str, str] | None = None
+    list_path: Path,
+    suppression_files: list[Path],
+    store: Subscribers,
+    refused: Iterable[tuple[str, str, str, str]] = (),
 ) -> Roster:
     """Everyone the next send considers, as send classifies them, with where each came from.
 
-    ``refused``: addresses the ledger suppresses (a permanent refusal), with the reason."""
-    from mailer.recipients import DUE, DUPLICATE, SUPPRESSED, classify, read_entries
+    ``refused``: addresses the ledger suppresses (a permanent refusal): (key, address, reply, when)."""
+    from mailer.recipients import DUE, DUPLICATE, SUPPRESSED, classify
 
-    why: dict[str, str] = dict(refused or {})
-    for path in suppression_files:
-        if path.exists():
-            for entry in read_entries(path):
-                if entry.recipient is not None:
-                    why.setdefault(entry.recipient.key, f"{path}:{entry.line}")
+    why = {key: str(entry) for key, entry in no_mail(store, refused, suppression_files).items()}
     records = {r.address.key: r for r in store.records()}
-    for key, stored in records.items():
-        if stored.state == UNSUBSCRIBED:
-            why.setdefault(key, f"{stored.source} on {stored.at[:10]}")
     states = {DUE: "subscribed", SUPPRESSED: "unsubscribed", DUPLICATE: "duplicate"}
     counts: dict[str, int] = {}
     lines = []

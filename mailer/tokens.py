@@ -86,3 +86,21 @@ def check_confirm(key: bytes, list_name: str, token: str, *, now: float) -> tupl
     if now > expires:
         return None, "expired"
     return nonce, ""
+
+
+# --- bounce tokens: VERP envelope senders and DSN ENVIDs (send.py makes them, bounces.py checks them) ---
+
+# Lower-case hex: survives servers that fold the case of local parts.
+BOUNCE_TOKEN_RE = r"[0-9a-f]{36}"  # noqa: S105 (a pattern, not a secret)
+
+
+def bounce_token(key: bytes, list_name: str, message_id: str) -> str:
+    """20 hex digits of the Message-ID (finds the delivery in the ledger), then 16 of an HMAC (proves it ours)."""
+    digits = message_id.strip("<>").partition("@")[0][:20].lower()
+    mac = hmac.new(key, f"bounce\0{list_name}\0{message_id}".encode(), hashlib.sha256).hexdigest()[:16]
+    return f"{digits}{mac}"
+
+
+def check_bounce_token(key: bytes, list_name: str, token: str, message_id: str) -> bool:
+    """Whether ``token`` is the bounce token of ``message_id`` (constant-time)."""
+    return hmac.compare_digest(bounce_token(key, list_name, message_id).encode(), token.lower().encode())

@@ -2,7 +2,10 @@
 
 Never the system service: the instance lives under a temporary folder, listens on loopback only,
 and is stopped afterwards. ``deliver="mailbox"`` delivers every recipient of example.org into one
-mbox file; ``deliver="discard"`` accepts and throws mail away (the benchmark's server).
+mbox file; ``deliver="discard"`` accepts and throws mail away (the benchmark's server);
+``deliver="maildirs"`` delivers each of ``users`` to its own Maildir ``mail/<user>/`` (``user+anything``
+too: ``recipient_delimiter = +``) and, having accepted mail for anyone else at example.org, bounces
+it with Postfix's own DSN (5.1.1) to the envelope sender.
 """
 
 from __future__ import annotations
@@ -72,6 +75,10 @@ class Postfix:
             [POSTFIX, "-c", str(self.root / "conf"), *args], capture_output=True, text=True, timeout=60, check=False
         )
 
+    def maildir(self, user: str) -> Path:
+        """The Maildir of ``user`` (``deliver="maildirs"``)."""
+        return self.mailbox.parent / user
+
     def stop(self) -> None:
         self._postfix("stop")
         shutil.rmtree(self.root, ignore_errors=True)
@@ -100,7 +107,12 @@ class Postfix:
 
 
 def start(
-    *, deliver: str = "mailbox", tls_cert: Path | None = None, tls_key: Path | None = None, port: int | None = None
+    *,
+    deliver: str = "mailbox",
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+    port: int | None = None,
+    users: tuple[str, ...] = (),
 ) -> Postfix:
     """Configure and start a private instance in a new temporary folder (removed by ``stop``).
 
@@ -156,6 +168,18 @@ def start(
             "relay_domains = example.org",
             "local_transport = discard",
             "virtual_transport = discard",
+        ]
+    elif deliver == "maildirs":
+        (conf / "mailboxes").write_text("".join(f"{user}@example.org {user}/\n" for user in users))
+        lines += [
+            "virtual_mailbox_domains = example.org",
+            f"virtual_mailbox_base = {mail}",
+            f"virtual_mailbox_maps = texthash:{conf}/mailboxes",
+            "recipient_delimiter = +",
+            "smtpd_reject_unlisted_recipient = no",  # accept, then bounce with a DSN of its own
+            "virtual_minimum_uid = 1",
+            f"virtual_uid_maps = static:{postfix_user.pw_uid}",
+            f"virtual_gid_maps = static:{postfix_user.pw_gid}",
         ]
     else:
         lines += [
