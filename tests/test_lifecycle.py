@@ -152,7 +152,7 @@ def test_change_then_cancel_each_reach_every_subscriber_once(tmp_path: Path, ser
         assert "Location: RISE Lund Office -> Room 2, Scheelevägen 17" in text
         assert "15:00 CET" in html and "16:00 CET" in html and "Room 2, Scheelevägen 17" in html
         calendar, event = invitation(message)
-        assert calendar["METHOD"] == "PUBLISH" and str(event["UID"]) == uid and event.decoded("SEQUENCE") == 1
+        assert calendar["METHOD"] == "REQUEST" and str(event["UID"]) == uid and event.decoded("SEQUENCE") == 1
         assert event.decoded("DTSTART").isoformat() == "2030-01-17T15:00:00+00:00"  # 16:00 CET
     assert "Changed: Learning Machines seminar" in changed.stdout and "sent now           20" in changed.stdout
 

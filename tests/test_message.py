@@ -47,22 +47,25 @@ def parse(data: bytes) -> EmailMessage:
 
 
 def normalise(data: bytes) -> str:
-    """Golden form: only Date varies between builds (and DTSTAMP inside the base64 invitation)."""
+    """Golden form: only Date varies between builds (DTSTAMP is the NOW passed in)."""
     text = re.sub(r"^Date: .*$", "Date: <date>", data.decode(), flags=re.M)
     return text.replace("\r\n", "\n")
 
 
 def test_structure_text_html_and_invitation(shipped: MessageTemplate) -> None:
+    """CalConnect's iMIP layout: the invitation inline, last alternative, and again as invite.ics."""
     message = parse(shipped.personalise(ADA))
     assert message.get_content_type() == "multipart/mixed"
-    alternative, invite = message.get_payload()  # type: ignore[misc]
+    alternative, attachment = message.get_payload()  # type: ignore[misc]
     assert alternative.get_content_type() == "multipart/alternative"
-    text, html = alternative.get_payload()
+    text, html, inline = alternative.get_payload()
     assert (text.get_content_type(), html.get_content_type()) == ("text/plain", "text/html")
     assert text.get_content_charset() == html.get_content_charset() == "utf-8"
-    assert invite.get_content_type() == "text/calendar"
-    assert invite.get_param("method") == "PUBLISH" and invite.get_param("charset") == "UTF-8"
-    assert invite.get_filename() == "invite.ics" and invite.get_content_disposition() == "attachment"
+    assert inline.get_content_type() == "text/calendar" and inline.get_content_disposition() is None
+    assert inline.get_param("method") == "REQUEST" and inline.get_content_charset() == "utf-8"
+    assert attachment.get_content_type() == "application/ics" and attachment.get_param("method") == "REQUEST"
+    assert attachment.get_filename() == "invite.ics" and attachment.get_content_disposition() == "attachment"
+    assert inline.get_payload(decode=True) == attachment.get_payload(decode=True)
 
 
 def test_bodies_carry_the_announcement_and_the_footer(shipped: MessageTemplate) -> None:
@@ -194,7 +197,7 @@ def test_invitation_winter_and_summer(write_schedule, date: str, label: str, utc
     template = template_for(path, day=dt.date.fromisoformat(date))
     assert f"15:00 {label}" in parse(template.personalise(ADA))["Subject"]
     calendar = ics_of(template)
-    assert calendar["METHOD"] == "PUBLISH" and calendar["VERSION"] == "2.0"
+    assert calendar["METHOD"] == "REQUEST" and calendar["VERSION"] == "2.0"
     (event,) = calendar.walk("VEVENT")
     start, end = event.decoded("DTSTART"), event.decoded("DTEND")
     assert start == dt.datetime.fromisoformat(f"{date}T{utc_hour}:00:00+00:00") and start.utcoffset() == dt.timedelta(0)
@@ -222,12 +225,12 @@ def test_cancelled_seminar_sends_a_cancellation(write_schedule) -> None:
     assert event["UID"] == announced["UID"]
 
 
-def test_personalising_touches_only_the_recipients_header_lines(shipped: MessageTemplate) -> None:
+def test_personalising_touches_only_the_recipients_header_and_attendee_lines(shipped: MessageTemplate) -> None:
     a, b = shipped.personalise(ADA), shipped.personalise(Address("", "alan@example.org"))
-    assert a.split(b"Message-ID", 1)[1].split(b"\r\n", 1)[1] != b""
     tail_a = a[a.index(b"\r\nFrom: ") :]
     tail_b = b[b.index(b"\r\nFrom: ") :]
-    assert tail_a.split(b"\r\n", 1)[1] == tail_b.split(b"\r\n", 1)[1]
+    assert tail_a != tail_b and tail_a.count(b"mailto:ada@example.org") == 2  # inline and attached invitation
+    assert tail_a.replace(b"mailto:ada@example.org", b"mailto:alan@example.org") == tail_b
 
 
 SPAMASSASSIN = shutil.which("spamassassin")
