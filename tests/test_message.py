@@ -259,6 +259,10 @@ def test_spamassassin_scores_the_message_below_2(shipped: MessageTemplate, tmp_p
     with capsys.disabled():
         print(f"\nSpamAssassin (local tests only):\n{rules}\n")
     assert float(match.group(1)) < 2.0, rules
+    fired = re.findall(r"^\s*-?[\d.]+\s+([A-Z][A-Z0-9_]+)\s", rules, re.M)
+    assert "HTML_MESSAGE" in fired  # the parse worked: the informational rule of every HTML mail
+    html_rules = [r for r in fired if (r.startswith("HTML_") and r != "HTML_MESSAGE") or "FONT_" in r]
+    assert html_rules == [], rules  # e.g. HTML_FONT_LOW_CONTRAST from a white preheader, FONT_INVIS_MSGID
 
 
 @pytest.mark.skipif(

@@ -303,9 +303,19 @@ def test_calendar_url_is_linked_from_the_mail_footer_and_the_page(tmp_path: Path
     week = week_of(schedule, dt.date(2024, 1, 15))
     assert week is not None
     rendered = render(schedule, week)
-    assert rendered.email_text.endswith(f"Every seminar in your calendar (subscribe once, stays up to date): {url}\n")
+    webcal = "webcal://seminars.example.org/lm/seminars.ics"
+    google = "https://calendar.google.com/calendar/r?cid=webcal%3A%2F%2Fseminars.example.org%2Flm%2Fseminars.ics"
+    outlook = (
+        "https://outlook.office.com/calendar/0/addfromweb?url=https%3A%2F%2Fseminars.example.org%2Flm%2Fseminars.ics"
+        "&name=Learning%20Machines"
+    )
+    footer = rendered.email_text[len(rendered.text) :]
+    assert f"subscribe (Apple Calendar, Outlook, Thunderbird): {webcal}\n" in footer
+    assert f"add to Google Calendar: {google}\n" in footer and f"add to Outlook on the web: {outlook}\n" in footer
+    assert f"or the calendar's address, for any other: {url}\n" in footer
     assert url not in rendered.text, "the announcement itself stays the reference text"
-    assert f'<a href="{url}"' in rendered.html
+    for link in (webcal, google, outlook):
+        assert f'<a href="{link.replace("&", "&amp;")}"' in rendered.html, link
     reference = (GOLDEN / "page-2024-01-18.md").read_text(encoding="utf-8")
     assert (
         rendered.page
