@@ -42,7 +42,6 @@ ATTENDEE_PLACEHOLDER = "ATTENDEE:mailto:recipient@attendee.invalid"
 
 # Subscribers are told, not asked: an optional participant whose answer nobody expects.
 _ATTENDEE_PREFIX = "ATTENDEE;CUTYPE=INDIVIDUAL;ROLE=OPT-PARTICIPANT;PARTSTAT=NEEDS-ACTION;RSVP=FALSE:"
-_FOLDS = [0, *range(75, 1000, 74)]  # where each folded line starts: 75 octets, then a space and 74
 
 
 def method(seminars: Sequence[Seminar]) -> str:
@@ -62,10 +61,9 @@ def organizer(schedule: Schedule) -> icalendar.vCalAddress:
     return value
 
 
-def attendee_line(recipient: Address) -> bytes:
-    """The recipient's ATTENDEE content line, folded at 75 octets (all ASCII), CRLF-terminated."""
-    line = _ATTENDEE_PREFIX + _mailto(recipient)
-    return b"\r\n ".join(line[i : i + 74 if i else 75].encode() for i in _FOLDS[: 1 + (len(line) - 2) // 74]) + b"\r\n"
+def attendee_property(recipient: Address) -> str:
+    """The recipient's ATTENDEE content line, unfolded: ASCII only (the address percent-encoded)."""
+    return _ATTENDEE_PREFIX + _mailto(recipient)
 
 
 def _calendar() -> icalendar.Calendar:

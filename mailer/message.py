@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import datetime as dt
 import email.policy
-import email.quoprimime
 import email.utils
 import hashlib
 from dataclasses import dataclass
 from email.message import EmailMessage
 
 from mailer.address import Address, format_address, header_text
-from mailer.invite import ATTENDEE_PLACEHOLDER, Event, attendee_line, build_invite, method
+from mailer.invite import ATTENDEE_PLACEHOLDER, Event, attendee_property, build_invite, method
 from mailer.render import Rendered
 from mailer.schedule import Schedule, Week
 from mailer.tokens import unsubscribe_query, unsubscribe_token
@@ -77,18 +76,27 @@ class MessageTemplate:
 
     def personalise(self, recipient: Address) -> bytes:
         """Return the exact message ``recipient`` receives."""
-        return self.personal_head(recipient) + self.head + _quoted(attendee_line(recipient)).join(self.body)
+        return self.personal_head(recipient) + self.head + attendee_lines(recipient).join(self.body)
 
     def wire(self, recipient: Address) -> bytes:
         """The message as the DATA stream, prepared once: the personal lines never begin with a dot
-        (header names), so only the shared part and the ATTENDEE lines' soft breaks need dot-stuffing."""
-        attendee = _quoted(attendee_line(recipient)).replace(b"\r\n.", b"\r\n..")
-        return self.personal_head(recipient) + attendee.join(self.wire_rest)
+        (header names, "ATTENDEE", a folded line's space), so only the shared part needed dot-stuffing."""
+        return self.personal_head(recipient) + attendee_lines(recipient).join(self.wire_rest)
 
 
-def _quoted(line: bytes) -> bytes:
-    """A calendar content line as the quoted-printable calendar parts carry it, without its CRLF."""
-    return email.quoprimime.body_encode(line.decode("ascii"), maxlinelen=76, eol="\r\n").rstrip("\r\n").encode()
+def attendee_lines(recipient: Address) -> bytes:
+    """The recipient's ATTENDEE line as the quoted-printable calendar parts carry it, without its
+    last CRLF: folded (RFC 5545 3.1) so that each encoded line fits in 75 characters, so no line
+    needs a soft break and none decodes to more than 75 octets. The line is ASCII; only "=" is encoded."""
+    encoded = attendee_property(recipient).replace("=", "=3D")
+    lines, start, width = [], 0, 75
+    while len(encoded) - start > width:
+        cut = start + width
+        cut -= 2 if encoded[cut - 2] == "=" else 1 if encoded[cut - 1] == "=" else 0  # never inside "=3D"
+        lines.append(encoded[start:cut])
+        start, width = cut, 74  # a continuation line begins with a space
+    lines.append(encoded[start:])
+    return "\r\n ".join(lines).encode("ascii")
 
 
 def dot_stuff(message: bytes) -> bytes:

@@ -320,3 +320,22 @@ def test_the_stdlib_alone_would_inject_on_this_python() -> None:
     naive.set_content("x")
     assert parse(naive.as_bytes())["Bcc"] == "a@b"  # the vulnerability is real here...
     assert parse(template_for().personalise(parse_address(f"{ENCODED_WORD} <ada@example.org>")))["Bcc"] is None
+
+
+def test_attendee_lines_fold_so_quoted_printable_needs_no_soft_break() -> None:
+    """Every length and every place of an "=" in the address: each encoded line fits in 75
+    characters, none ends in a soft break, and decoding then unfolding gives the property back."""
+    import quopri
+
+    from mailer.invite import attendee_property
+    from mailer.message import attendee_lines
+
+    for n in range(1, 64):
+        for local in ("a" * n, ("a=" * n)[:n], ("=b" * n)[:n]):
+            recipient = Address("", f"{local}@example.org")
+            encoded = attendee_lines(recipient)
+            lines = encoded.split(b"\r\n")
+            assert all(len(line) <= 75 and not line.endswith(b"=") for line in lines), lines
+            decoded = quopri.decodestring(encoded + b"\r\n")
+            assert all(len(line) <= 75 for line in decoded.split(b"\r\n")), decoded
+            assert decoded.replace(b"\r\n ", b"").rstrip(b"\r\n").decode() == attendee_property(recipient)
