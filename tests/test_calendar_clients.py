@@ -353,3 +353,41 @@ def test_a_real_send_refuses_now_and_a_dry_run_takes_it(tmp_path: Path) -> None:
         assert "Learning Machines seminar 2030-01-17" in dry.stdout and server.recorder.received == []
     finally:
         server.controller.stop()
+
+
+@pytest.mark.skipif(
+    LIBICAL is None, reason="LOUD SKIP: libical is not installed (Debian libical-dev, scripts/install-system-deps)"
+)
+@pytest.mark.parametrize(
+    ("cancelled", "method", "events"),
+    [("", "REQUEST", 2), ("first", "REQUEST", 1), ("both", "CANCEL", 2)],
+)
+def test_a_week_of_two_seminars_is_one_valid_itip_message(
+    tmp_path: Path, cancelled: str, method: str, events: int
+) -> None:
+    """A REQUEST never carries a cancelled seminar (its STATUS would break RFC 5546); all cancelled: CANCEL."""
+    import datetime as dt
+
+    from mailer.address import Address
+    from mailer.message import build_announcement
+    from mailer.render import render
+    from mailer.schedule import load_schedule, week_of
+
+    text = SCHEDULE.format(extra="").replace("2030-01-24", "2030-01-18")
+    if cancelled:
+        text = text.replace("    title: Challenges", "    cancelled: true\n    title: Challenges")
+    if cancelled == "both":
+        text += "    cancelled: true\n"
+    path = tmp_path / "seminars.yaml"
+    path.write_text(text, encoding="utf-8")
+    schedule = load_schedule(path)
+    week = week_of(schedule, dt.date(2030, 1, 14))
+    assert week is not None and len(week.seminars) == 2
+    now = dt.datetime(2030, 1, 14, 7, tzinfo=dt.UTC)
+    template = build_announcement(schedule, week, render(schedule, week), now=now, token_key=b"k" * 32)
+    message = email.message_from_bytes(template.personalise(Address("", ADA)), policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    inline, _ = _calendar_parts(message)
+    calendar = icalendar.Calendar.from_ical(inline)
+    assert str(calendar["METHOD"]) == method and len(calendar.walk("VEVENT")) == events
+    assert restriction_errors(inline) == []
