@@ -503,7 +503,7 @@ def _env() -> dict[str, str]:
 
 
 # A test-only way past the refusal of --now on a real send (tests/conftest.py sets it): never for real mail.
-TEST_CLOCK = "MAILER_TEST_ONLY_ALLOW_SEND_NOW"
+TEST_CLOCK = "SEMINAR_MAILER_TEST_ONLY_SEND_NOW"
 
 
 def _send(args: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ FUTURE_NOW = "2030-01-14T08:00"  # local to the series (Europe/Stockholm)
 
 # A real send refuses --now (mailer/cli.py) unless this variable is set: a test-only way, named so,
 # set here for every test (and bench/, which imports this module) that drives the clock on purpose.
-TEST_CLOCK = "MAILER_TEST_ONLY_ALLOW_SEND_NOW"
+TEST_CLOCK = "SEMINAR_MAILER_TEST_ONLY_SEND_NOW"
 os.environ.setdefault(TEST_CLOCK, "1")
 
 
