@@ -353,3 +353,19 @@ def test_the_preview_text_is_never_a_stray_first_line(messages: dict[str, str], 
         match = re.search(r'<pre id="first-line">(.*?)</pre>', dom.stdout, re.S)
         assert match, dom.stderr[-2000:]
         assert match.group(1).startswith("Learning Machines seminar"), (kind, match.group(1))
+
+
+def test_the_preview_lines_say_what_changed_in_words(messages: dict[str, str]) -> None:
+    def preview(html: str) -> str:
+        match = re.search(
+            r'<div hidden style="display:none;max-height:0;overflow:hidden;mso-hide:all">(.*?)</div>', html
+        )
+        assert match, "no hidden preview block"
+        return match.group(1)
+
+    assert preview(messages["change"]) == (
+        "Time: 16:00 CET (was 15:00 CET). Location: Room 2, Scheelevägen 17 "
+        "(was RISE Lund Office (Scheelevägen 17), or online using Zoom.). Zoom link: a new link."
+    )
+    assert preview(messages["cancellation"]) == "Cancelled: The speaker is ill."
+    assert preview(messages["announcement"]).startswith("Serge Belongie: Challenges in Fine-Grained Image Analysis")
