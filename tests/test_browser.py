@@ -6,7 +6,6 @@ Screenshots are kept in tests/artefacts/ for a person to look at (docs/img/ hold
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import os
@@ -17,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from mailer.plan import Change
-from mailer.render import render, render_change
+from mailer.render import render
 from mailer.schedule import load_schedule, week_of
 from tests.conftest import ARTEFACTS, ROOT, SCHEDULE
+from tests.test_render import NEW_ZOOM, corrections
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 pytestmark = [
@@ -182,40 +181,13 @@ def test_the_probe_catches_overflow_and_hidden_text(tmp_path: Path) -> None:
 
 # --- the three kinds of message: screenshots and axe-core ------------------------------------------
 
-NEW_ZOOM = "https://rise.zoom.us/j/998877665?pwd=bmV3IGxpbmsgZm9yIHRoZSBzZW1pbmFyIGFmdGVyIHRoZSBjaGFuZ2U"
-
-
-CALENDAR_URL = "https://seminars.example.org/lm/seminars.ics"
-
 
 def message_html(folder: Path) -> dict[str, str]:
-    """The shipped announcement, a change (time, room and Zoom link) and a cancellation, as HTML,
-    with ``calendar_url`` set (the subscribe links in the footer)."""
-    path = folder / "seminars.yaml"
-    text = SCHEDULE.read_text(encoding="utf-8")
-    path.write_text(
-        text.replace("  upcoming: 4\n", f"  upcoming: 4\n  calendar_url: {CALENDAR_URL}\n"), encoding="utf-8"
-    )
-    schedule = load_schedule(path)
+    """The shipped announcement, a change (time, room and Zoom link) and a cancellation, as HTML."""
+    schedule, rendered = corrections(folder)
     week = week_of(schedule, dt.date(2024, 1, 15))
     assert week is not None
-    seminar = week.seminars[0]
-    moved = dataclasses.replace(
-        seminar, start=seminar.start.replace(hour=16), location="Room 2, Scheelevägen 17", zoom=NEW_ZOOM
-    )
-    changes = [
-        Change("Time", "15:00 CET", "16:00 CET"),
-        Change("Location", seminar.location, moved.location),
-        Change("Zoom link", str(seminar.zoom), NEW_ZOOM),
-    ]
-    cancelled = dataclasses.replace(moved, cancelled="The speaker is ill")
-    return {
-        "announcement": render(schedule, week).html,
-        "change": render_change(schedule, moved, changes, kind="change").html,
-        "cancellation": render_change(
-            schedule, cancelled, [Change("Status", "on", "cancelled")], kind="cancellation"
-        ).html,
-    }
+    return {"announcement": render(schedule, week).html, **{kind: r.html for kind, (_, r) in rendered.items()}}
 
 
 @pytest.fixture(scope="module")

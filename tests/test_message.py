@@ -233,6 +233,18 @@ def test_personalising_touches_only_the_recipients_header_and_attendee_lines(shi
     assert tail_a.replace(b"mailto:ada@example.org", b"mailto:alan@example.org") == tail_b
 
 
+def correction(kind: str, folder: Path) -> MessageTemplate:
+    """The change or the cancellation of tests.test_render.corrections as sent."""
+    from mailer.invite import Event
+    from mailer.message import build_message
+    from tests.test_render import corrections
+
+    schedule, rendered = corrections(folder)
+    seminar, message = rendered[kind]
+    events = [Event(seminar, "learning-machines-2024-01-18-serge-belongie@ri.se", 1 if kind == "change" else 2)]
+    return build_message(schedule, events, message, key=f"{kind}:x", now=NOW, token_key=KEY, thread="x")
+
+
 SPAMASSASSIN = shutil.which("spamassassin")
 MUTT, TMUX = shutil.which("mutt"), shutil.which("tmux")
 
@@ -242,11 +254,13 @@ MUTT, TMUX = shutil.which("mutt"), shutil.which("tmux")
     reason="LOUD SKIP: spamassassin is not installed; .ci/run installs "
     "Debian's spamassassin (scripts/install-system-deps)",
 )
-def test_spamassassin_scores_the_message_below_2(shipped: MessageTemplate, tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("kind", ["announcement", "change", "cancellation"])
+def test_spamassassin_scores_the_message_below_2(shipped: MessageTemplate, tmp_path: Path, capsys, kind: str) -> None:
     assert SPAMASSASSIN is not None
+    template = shipped if kind == "announcement" else correction(kind, tmp_path)
     proc = subprocess.run(
         [SPAMASSASSIN, "-L", "-t"],
-        input=shipped.personalise(ADA),
+        input=template.personalise(ADA),
         capture_output=True,
         env={**os.environ, "HOME": str(tmp_path)},
         timeout=120,
@@ -257,7 +271,7 @@ def test_spamassassin_scores_the_message_below_2(shipped: MessageTemplate, tmp_p
     assert match, f"no SpamAssassin report:\n{proc.stderr.decode()[-2000:]}"
     rules = report[match.start() :].strip()
     with capsys.disabled():
-        print(f"\nSpamAssassin (local tests only):\n{rules}\n")
+        print(f"\nSpamAssassin, {kind} (local tests only):\n{rules}\n")
     assert float(match.group(1)) < 2.0, rules
     fired = re.findall(r"^\s*-?[\d.]+\s+([A-Z][A-Z0-9_]+)\s", rules, re.M)
     assert "HTML_MESSAGE" in fired  # the parse worked: the informational rule of every HTML mail

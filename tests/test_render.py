@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import http.server
 import threading
@@ -11,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from mailer.errors import TemplateError
-from mailer.render import render
-from mailer.schedule import load_schedule, week_of
+from mailer.plan import Change
+from mailer.render import Rendered, render, render_change
+from mailer.schedule import Schedule, Seminar, load_schedule, week_of
 from tests.conftest import GOLDEN, SCHEDULE, VALID, check_golden
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "announcement-2024-01-18.md"
@@ -23,6 +25,38 @@ def rendered_for(path: Path, day: dt.date, templates: Path | None = None):  # ty
     week = week_of(schedule, day)
     assert week is not None
     return render(schedule, week, templates=templates)
+
+
+NEW_ZOOM = "https://rise.zoom.us/j/998877665?pwd=bmV3IGxpbmsgZm9yIHRoZSBzZW1pbmFyIGFmdGVyIHRoZSBjaGFuZ2U"
+CALENDAR_URL = "https://seminars.example.org/lm/seminars.ics"
+
+
+def corrections(folder: Path) -> tuple[Schedule, dict[str, tuple[Seminar, Rendered]]]:
+    """The shipped programme with ``calendar_url``, and its 2024-01-18 seminar changed (time, room and
+    Zoom link) and then cancelled: each kind with the seminar as it now is and its rendering."""
+    path = folder / "seminars.yaml"
+    text = SCHEDULE.read_text(encoding="utf-8")
+    path.write_text(
+        text.replace("  upcoming: 4\n", f"  upcoming: 4\n  calendar_url: {CALENDAR_URL}\n"), encoding="utf-8"
+    )
+    schedule = load_schedule(path)
+    week = week_of(schedule, dt.date(2024, 1, 15))
+    assert week is not None
+    seminar = week.seminars[0]
+    moved = dataclasses.replace(
+        seminar, start=seminar.start.replace(hour=16), location="Room 2, Scheelevägen 17", zoom=NEW_ZOOM
+    )
+    changes = [
+        Change("Time", "15:00 CET", "16:00 CET"),
+        Change("Location", seminar.location, moved.location),
+        Change("Zoom link", str(seminar.zoom), NEW_ZOOM),
+    ]
+    cancelled = dataclasses.replace(moved, cancelled="The speaker is ill")
+    status = [Change("Status", "on", "cancelled")]
+    return schedule, {
+        "change": (moved, render_change(schedule, moved, changes, kind="change")),
+        "cancellation": (cancelled, render_change(schedule, cancelled, status, kind="cancellation")),
+    }
 
 
 @pytest.fixture(scope="module")
