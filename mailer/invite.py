@@ -51,7 +51,7 @@ def method(seminars: Sequence[Seminar]) -> str:
 
 def _mailto(address: Address) -> str:
     """A calendar user address (RFC 5545 CAL-ADDRESS): a mailto URI, non-ASCII percent-encoded."""
-    return "mailto:" + quote(address.ascii_addr, safe="@!$&'*+=?^_`{|}~.-")
+    return "mailto:" + quote(address.ascii_addr, safe="@!$&'*+=^_`{|}~.-")  # "?" would start a query (RFC 6068)
 
 
 def organizer(schedule: Schedule) -> icalendar.vCalAddress:
