@@ -587,6 +587,10 @@ def _env() -> Environment:
     return load_env(Project.discover(Path.cwd()).default("env_file", os.environ), os.environ)
 
 
+# A test-only way past the refusal of --now on a real send (tests/conftest.py sets it): never for real mail.
+TEST_CLOCK = "SEMINAR_MAILER_TEST_ONLY_SEND_NOW"
+
+
 def _send(args: argparse.Namespace) -> int:
     from mailer.dispatch import MessageReport, run
     from mailer.report import Progress, print_result
@@ -603,6 +607,12 @@ def _send(args: argparse.Namespace) -> int:
     def warn(entry: Entry) -> None:
         print(f"warning: {entry.problem} (skipped)", file=sys.stderr)
 
+    if getattr(args, "now", None) and not args.dry_run and not os.environ.get(TEST_CLOCK):
+        raise ConfigError(
+            f"--now {args.now}: a real send uses the real clock (the Date, the invitations' DTSTAMP and the "
+            "ledger's times); wanted --dry-run with --now, or no --now (--now is for preview, --dry-run, "
+            f"status and publish; {TEST_CLOCK}=1 lets the tests drive the clock)"
+        )
     if args.to:
         from mailer.address import parse_address
         from mailer.dispatch import send_test

@@ -262,7 +262,8 @@ def compose(
     """Render a due message once and build the MIME message every recipient shares (``test``: the
     subject says it is a test copy)."""
     if due.kind == ANNOUNCEMENT:
-        rendered = render(schedule, _week_of(due, week), templates=templates)
+        today = now.astimezone(schedule.series.timezone).date()  # sent the week before: "next week's"
+        rendered = render(schedule, _week_of(due, week), templates=templates, today=today)
     elif due.kind == REMINDER:
         rendered = render(schedule, _week_of(due, None), templates=templates, reminder=True)
     else:

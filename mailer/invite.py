@@ -1,20 +1,28 @@
-"""The calendar invitation (RFC 5545/5546): one VEVENT per seminar, times in UTC.
+"""The calendar invitation (RFC 5545/5546, iMIP RFC 6047): one VEVENT per seminar, times in UTC.
 
 Every message about a seminar carries its invitation under the same ``UID`` (fixed at its first
 announcement) with ``SEQUENCE`` = the seminar's revision, so a calendar replaces the event it
-holds: a change is METHOD:PUBLISH with a higher SEQUENCE, a cancellation METHOD:CANCEL with
-STATUS:CANCELLED.
-The series' published calendar (``build_feed``, written by ``publish``) holds the very same VEVENTs.
+holds. The announcement, every change and every reminder are METHOD:REQUEST (what Gmail, Outlook
+and Apple apply to the event they hold; PUBLISH is imported as a new file by Outlook and Google);
+a cancellation is METHOD:CANCEL with STATUS:CANCELLED. Every invitation names the series as
+ORGANIZER (the From address, where iTIP replies go) and the recipient as the one ATTENDEE
+(RSVP=FALSE): ``message.py`` writes that line per recipient in place of ``ATTENDEE_PLACEHOLDER``.
+A reminder carries the current revision: it raises no SEQUENCE.
+The series' published calendar (``build_feed``, written by ``publish``) holds the very same VEVENTs
+without METHOD, ORGANIZER and ATTENDEE (RFC 4791 stored objects carry no METHOD).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import icalendar
 
+from mailer.address import Address
 from mailer.links import plain
 from mailer.schedule import Schedule, Seminar
 
@@ -28,9 +36,34 @@ class Event:
     sequence: int
 
 
+# Stands for the recipient's ATTENDEE line until ``message.py`` writes it: no "=" and short, so
+# quoted-printable leaves it alone on its own line; a line of ours, never a folded continuation.
+ATTENDEE_PLACEHOLDER = "ATTENDEE:mailto:recipient@attendee.invalid"
+
+# Subscribers are told, not asked: an optional participant whose answer nobody expects.
+_ATTENDEE_PREFIX = "ATTENDEE;CUTYPE=INDIVIDUAL;ROLE=OPT-PARTICIPANT;PARTSTAT=NEEDS-ACTION;RSVP=FALSE:"
+
+
 def method(seminars: Sequence[Seminar]) -> str:
-    """CANCEL when every seminar of the message is cancelled, else PUBLISH."""
-    return "CANCEL" if all(s.is_cancelled for s in seminars) else "PUBLISH"
+    """CANCEL when every seminar of the message is cancelled, else REQUEST."""
+    return "CANCEL" if all(s.is_cancelled for s in seminars) else "REQUEST"
+
+
+def _mailto(address: Address) -> str:
+    """A calendar user address (RFC 5545 CAL-ADDRESS): a mailto URI, non-ASCII percent-encoded."""
+    return "mailto:" + quote(address.ascii_addr, safe="@!$&'*+=^_`{|}~.-")  # "?" would start a query (RFC 6068)
+
+
+def organizer(schedule: Schedule) -> icalendar.vCalAddress:
+    """The series as ORGANIZER: its name, its From address (where replies to a REQUEST go)."""
+    value = icalendar.vCalAddress(_mailto(schedule.series.sender))
+    value.params["CN"] = schedule.series.name
+    return value
+
+
+def attendee_property(recipient: Address) -> str:
+    """The recipient's ATTENDEE content line, unfolded: ASCII only (the address percent-encoded)."""
+    return _ATTENDEE_PREFIX + _mailto(recipient)
 
 
 def _calendar() -> icalendar.Calendar:
@@ -41,12 +74,23 @@ def _calendar() -> icalendar.Calendar:
 
 
 def build_invite(schedule: Schedule, events: Sequence[Event], *, now: dt.datetime) -> bytes:
-    """Return the iCalendar file for ``events``."""
+    """Return the iTIP message for ``events`` with ``ATTENDEE_PLACEHOLDER`` for the recipient's line.
+
+    A REQUEST holds the seminars that take place (a REQUEST's STATUS is never CANCELLED); a seminar
+    of the week cancelled before it was announced is in no calendar, and the mail says so."""
+    kind = method([e.seminar for e in events])
     calendar = _calendar()
-    calendar.add("method", method([e.seminar for e in events]))
+    calendar.add("method", kind)
     for ev in events:
-        calendar.add_component(vevent(schedule, ev, stamp=now))
-    return bytes(calendar.to_ical())
+        if kind == "CANCEL" or not ev.seminar.is_cancelled:
+            event = vevent(schedule, ev, stamp=now)
+            event.add("organizer", organizer(schedule))
+            calendar.add_component(event)
+    # icalendar sorts properties; the placeholder goes right after ORGANIZER, on a line of its own.
+    text = bytes(calendar.to_ical())
+    return re.sub(
+        rb"(\r\nORGANIZER[^\r]*(?:\r\n [^\r]*)*\r\n)", rb"\1" + ATTENDEE_PLACEHOLDER.encode() + rb"\r\n", text
+    )
 
 
 def build_feed(schedule: Schedule, events: Sequence[tuple[Event, dt.datetime]], *, refresh: dt.timedelta) -> bytes:

@@ -1,15 +1,17 @@
 """Build the announcement email once, then personalise it per recipient in microseconds.
 
 The MIME body (text, HTML, calendar) is the same for every subscriber, so it is built and
-serialised once. Only three header lines differ: To, Message-ID and List-Unsubscribe. They are
-written here from validated, encoded parts, so no recipient name can add a header or a recipient.
+serialised once. Only three header lines differ: To, Message-ID and List-Unsubscribe, and inside
+the invitation the recipient's ATTENDEE line. They are written here from validated, encoded parts,
+so no recipient name can add a header or a recipient.
 
-Structure, and why: ``multipart/mixed`` [ ``multipart/alternative`` [text/plain, text/html],
-``text/calendar; method=PUBLISH`` as the attachment invite.ics ]. Outlook treats a text/calendar
-part inside multipart/alternative as the message itself (a meeting request, with the HTML hidden),
-and some webmail then shows only the invitation; as an attachment every major client (Gmail,
-Outlook, Apple Mail, Thunderbird) shows the HTML announcement and offers the .ics to add in one
-click. METHOD:PUBLISH (not REQUEST) because subscribers are not attendees who must reply.
+Structure, and why (docs/invitations.md): CalConnect's iMIP best practice, which is also what
+Google Calendar and Exchange send themselves:
+``multipart/mixed`` [ ``multipart/alternative`` [text/plain, text/html,
+``text/calendar; method=REQUEST|CANCEL``], ``application/ics`` attachment invite.ics ].
+Outlook applies an invitation only from the inline text/calendar part (MS-STANOICAL: an
+"attachment" is not iMIP to it); clients that only import attachments take invite.ics. Both calendar
+parts are quoted-printable, so the recipient's ATTENDEE line is one more substitution like To:.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 
 from mailer.address import Address, format_address, header_text
-from mailer.invite import Event, build_invite, method
+from mailer.invite import ATTENDEE_PLACEHOLDER, Event, attendee_property, build_invite, method
 from mailer.render import Rendered
 from mailer.schedule import Schedule, Week
 from mailer.tokens import unsubscribe_query, unsubscribe_token
@@ -32,12 +34,12 @@ _POLICY = email.policy.SMTP  # CRLF line ends, as transmitted
 
 @dataclass(frozen=True, slots=True)
 class MessageTemplate:
-    """A complete message but for the recipient's own header lines."""
+    """A complete message but for the recipient's own header lines and ATTENDEE lines."""
 
     announcement: str  # the message key (ledger); seeds each recipient's Message-ID
     head: bytes  # shared header lines, CRLF-terminated, ending with the MIME headers
-    body: bytes  # CRLF, the blank line and the MIME body
-    wire_rest: bytes  # head + body as SMTP DATA carries them: dot-stuffed, ending in CRLF "." CRLF
+    body: tuple[bytes, ...]  # CRLF, the blank line and the MIME body, cut where each ATTENDEE line goes
+    wire_rest: tuple[bytes, ...]  # head + body as SMTP DATA carries them: dot-stuffed, ending in CRLF "." CRLF
     list_name: str
     id_domain: str
     token_key: bytes
@@ -74,12 +76,27 @@ class MessageTemplate:
 
     def personalise(self, recipient: Address) -> bytes:
         """Return the exact message ``recipient`` receives."""
-        return self.personal_head(recipient) + self.head + self.body
+        return self.personal_head(recipient) + self.head + attendee_lines(recipient).join(self.body)
 
     def wire(self, recipient: Address) -> bytes:
-        """The message as the DATA stream, prepared once: the personal header lines never begin
-        with a dot, so only the shared part needed dot-stuffing."""
-        return self.personal_head(recipient) + self.wire_rest
+        """The message as the DATA stream, prepared once: the personal lines never begin with a dot
+        (header names, "ATTENDEE", a folded line's space), so only the shared part needed dot-stuffing."""
+        return self.personal_head(recipient) + attendee_lines(recipient).join(self.wire_rest)
+
+
+def attendee_lines(recipient: Address) -> bytes:
+    """The recipient's ATTENDEE line as the quoted-printable calendar parts carry it, without its
+    last CRLF: folded (RFC 5545 3.1) so that each encoded line fits in 75 characters, so no line
+    needs a soft break and none decodes to more than 75 octets. The line is ASCII; only "=" is encoded."""
+    encoded = attendee_property(recipient).replace("=", "=3D")
+    lines, start, width = [], 0, 75
+    while len(encoded) - start > width:
+        cut = start + width
+        cut -= 2 if encoded[cut - 2] == "=" else 1 if encoded[cut - 1] == "=" else 0  # never inside "=3D"
+        lines.append(encoded[start:cut])
+        start, width = cut, 74  # a continuation line begins with a space
+    lines.append(encoded[start:])
+    return "\r\n ".join(lines).encode("ascii")
 
 
 def dot_stuff(message: bytes) -> bytes:
@@ -94,15 +111,17 @@ def _mime(rendered: Rendered, invite: bytes, invite_method: str) -> EmailMessage
     message = EmailMessage(policy=_POLICY)
     message.set_content(rendered.email_text, subtype="plain", charset="utf-8", cte="quoted-printable")
     message.add_alternative(rendered.html, subtype="html", charset="utf-8", cte="quoted-printable")
+    calendar = invite.decode("utf-8")
+    params = {"method": invite_method}
+    message.add_alternative(calendar, subtype="calendar", charset="utf-8", cte="quoted-printable", params=params)
     message.make_mixed()
-    message.add_attachment(
-        invite,
-        maintype="text",
-        subtype="calendar",
-        filename="invite.ics",
-        disposition="attachment",
-        params={"method": invite_method, "charset": "UTF-8", "name": "invite.ics"},
-    )
+    attachment = EmailMessage(policy=_POLICY)  # text content (CRLF lines stay lines), then its real type
+    attachment.set_content(calendar, subtype="calendar", charset="utf-8", cte="quoted-printable")
+    attachment.replace_header("Content-Type", "application/ics")
+    attachment.set_param("name", "invite.ics")
+    attachment.set_param("method", invite_method)
+    attachment.add_header("Content-Disposition", "attachment", filename="invite.ics")
+    message.attach(attachment)
     # Boundaries from the content, not at random: the same announcement gives the same bytes, so
     # preview's .eml is what send transmits. "=_" never occurs in quoted-printable or base64 text.
     digest = hashlib.sha256(f"{rendered.email_text}\0{rendered.html}\0{invite_method}".encode()).hexdigest()[:32]
@@ -141,11 +160,13 @@ def build_message(
     ]
     head = ("\r\n".join(lines) + "\r\n").encode("ascii") + mime_head + b"\r\n"
     body = b"\r\n" + mime_body
+    cut = ATTENDEE_PLACEHOLDER.encode()
+    assert body.count(b"\r\n" + cut + b"\r\n") == 2 * invite.count(cut) > 0  # both calendar parts, every event
     return MessageTemplate(
         announcement=key,
         head=head,
-        body=body,
-        wire_rest=dot_stuff(head + body),
+        body=tuple(body.split(cut)),
+        wire_rest=tuple(dot_stuff(head + body).split(cut)),
         list_name=series.list_name,
         id_domain=domain,
         token_key=token_key,

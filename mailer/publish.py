@@ -8,7 +8,10 @@ One folder receives:
 - ``seminars.ics``: the series' published calendar (RFC 5545 without METHOD), one VEVENT per seminar,
   built by ``invite.vevent`` with the UID and SEQUENCE its invitations carry (``plan.identities``); a
   seminar removed from the file after its announcement is there as STATUS:CANCELLED, as the mails say;
-- ``announcements.atom``: the announcements whose week has begun, newest first (RFC 4287).
+- ``announcements.atom``: the announcements whose week has begun, newest first (RFC 4287). With
+  ``calendar_url`` (the address of this folder's seminars.ics) it has its ``rel="self"`` link and
+  absolute entry links, which feed readers need once an entry leaves the feed's own page; without it
+  the links stay relative to the feed.
 
 A file is written only when its bytes change, so a site's history shows real changes only. For that
 the time stamps must not move either: an event's DTSTAMP and an entry's ``updated`` are the moment
@@ -220,9 +223,15 @@ def _title(seminar: Seminar) -> str:
     return title + (" (cancelled)" if seminar.is_cancelled else "")
 
 
-def _entry(item: Announcement, updated: dt.datetime) -> str:
+def site_base(schedule: Schedule) -> str:
+    """Where the published folder is served: ``calendar_url`` without its file name, or "" (relative)."""
+    url = schedule.series.calendar_url
+    return url.rsplit("/", 1)[0] + "/" if url else ""
+
+
+def _entry(item: Announcement, updated: dt.datetime, *, base: str) -> str:
     esc = html.escape
-    link = esc(item.page.removesuffix(".md") + ".html")
+    link = esc(base + item.page.removesuffix(".md") + ".html")
     return (
         "  <entry>\n"
         f"    <id>{_iri('entry', item.event.uid)}</id>\n"
@@ -241,14 +250,16 @@ def atom_feed(
     """announcements.atom, newest first: an unchanged entry keeps its ``updated`` from ``previous``; a
     changed one is updated ``now``; a new one at its publication. Return it and its number of entries."""
     series = schedule.series
+    base = site_base(schedule)
     old = _ATOM.previous(previous.decode("utf-8", "replace")) if previous else {}
     entries: list[tuple[dt.datetime, str]] = []
     for item in sorted(items, key=lambda i: (i.event.seminar.start, i.event.uid), reverse=True):
         ident = _iri("entry", item.event.uid)
-        key = _ATOM.key(_entry(item, item.published))
+        key = _ATOM.key(_entry(item, item.published, base=base))
         updated = _kept(old, ident, key) or (now if ident in old else item.published)
-        entries.append((updated, _entry(item, updated)))
+        entries.append((updated, _entry(item, updated, base=base)))
     esc = html.escape
+    self_link = f'  <link rel="self" type="application/atom+xml" href="{esc(base + ATOM)}"/>\n' if base else ""
     head = (
         '<?xml version="1.0" encoding="utf-8"?>\n'
         '<feed xmlns="http://www.w3.org/2005/Atom">\n'
@@ -256,6 +267,7 @@ def atom_feed(
         f"  <title>{esc(series.name, quote=False)} seminars</title>\n"
         f"  <updated>{_time(max((u for u, _ in entries), default=_EPOCH))}</updated>\n"
         f'  <link rel="alternate" type="text/html" href="{esc(series.info_url)}"/>\n'
+        f"{self_link}"
         f"  <author><name>{esc(series.signature, quote=False)}</name></author>\n"
         "  <generator>seminar-mailer</generator>\n"
     )

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import jinja2
 from markupsafe import Markup
@@ -102,6 +103,7 @@ def _environment(templates: Path | None, names: frozenset[str], *, html: bool) -
     env.filters["markdown"] = _markdown
     env.filters["neutralise_html"] = _neutralise_html
     env.filters["one_line"] = _one_line
+    env.filters["sentence"] = sentence
     return env
 
 
@@ -124,7 +126,45 @@ def _safe_series(series: Series) -> Series:
     return dataclasses.replace(series, **changes) if changes else series
 
 
-def _context(schedule: Schedule, week: Week, *, markdown_output: bool = True, reminder: bool = False) -> dict[str, Any]:
+def sentence(text: str) -> str:
+    """``text`` ending as a sentence does: one full stop added unless it ends in . ! ? or …"""
+    text = text.strip()
+    return text if not text or text[-1] in ".!?…" else text + "."
+
+
+def calendar_links(series: Series) -> dict[str, str] | None:
+    """Ways to subscribe to the published calendar (``calendar_url``): webcal for Apple, Outlook
+    desktop and Thunderbird, and the pages of Google Calendar and Outlook on the web that add it."""
+    url = series.calendar_url
+    if url is None:
+        return None
+    webcal = "webcal://" + url.split("://", 1)[1]
+    return {
+        "url": url,
+        "webcal": webcal,
+        "google": "https://calendar.google.com/calendar/r?cid=" + quote(webcal, safe=""),
+        "outlook": "https://outlook.office.com/calendar/0/addfromweb?url="
+        + quote(url, safe="")
+        + "&name="
+        + quote(series.name, safe=""),
+    }
+
+
+def _which_week(week: Week, today: dt.date | None) -> str:
+    """How the welcome names the week: "this week's" unless the mail goes out before it begins."""
+    if today is None or today >= week.monday:
+        return "this week's"
+    return "next week's" if (week.monday - today).days <= 7 else "the coming"
+
+
+def _context(
+    schedule: Schedule,
+    week: Week,
+    *,
+    markdown_output: bool = True,
+    reminder: bool = False,
+    today: dt.date | None = None,
+) -> dict[str, Any]:
     """What the templates see; for Markdown outputs (text, page, subject) every field link-safe."""
     week = dataclasses.replace(
         week,
@@ -132,17 +172,20 @@ def _context(schedule: Schedule, week: Week, *, markdown_output: bool = True, re
         upcoming=() if reminder else tuple(_safe_seminar(s, all_fields=markdown_output) for s in week.upcoming),
     )
     upcoming = week.upcoming
-    slots = {(s.start.strftime("%H:%M"), s.tz_label) for s in upcoming}
-    common = next(iter(slots)) if len(slots) == 1 else None
+    # "All seminars are 15:00 CET." only when true for every seminar the mail lists, this week's
+    # included; otherwise every line carries its own time and zone (a list across a DST change needs both).
+    slots = {(s.start.strftime("%H:%M"), s.tz_label) for s in (*week.seminars, *upcoming)}
+    common = next(iter(slots)) if upcoming and len(slots) == 1 else None
+    series = schedule.series
     return {
-        "series": _safe_series(schedule.series) if markdown_output else schedule.series,
+        "series": _safe_series(series) if markdown_output else series,
         "week": week,
         "seminars": week.seminars,
         "upcoming": upcoming,
-        # "All seminars are 15:00 CET." only when true for every listed date; otherwise each
-        # upcoming line carries its own time and zone (a list across a DST change needs both).
         "common_slot": f"{common[0]} {common[1]}" if common else None,
+        "which_week": _which_week(week, today),
         "all_cancelled": all(s.is_cancelled for s in week.seminars),
+        "calendar": calendar_links(series),
         # A reminder is the announcement of one seminar, opening with when it starts.
         "reminder": (
             f"on {week.seminars[0].start:%A %Y-%m-%d} at {week.seminars[0].start:%H:%M} {week.seminars[0].tz_label}"
@@ -222,8 +265,35 @@ def inline_css(html: str) -> str:
     return inlined if inlined.lstrip().lower().startswith("<!doctype") else "<!doctype html>\n" + inlined
 
 
+# MJML's preview block hides its text with white 1 px type (SpamAssassin: HTML_FONT_LOW_CONTRAST) and
+# shows it as a stray first line where CSS is dropped; its bgcolor attributes stay behind text whose
+# colour lives in CSS only (white on #0b3d62 becomes black on it). Both are rewritten after MJML.
+_MJML_PREVIEW = re.compile(r'<div style="display:none;font-size:1px;color:#ffffff;[^"]*">(.*?)</div>', re.S)
+_BGCOLOR = re.compile(r'\sbgcolor="[^"]*"')
+_MSO = re.compile(r"<!--\[if mso.*?<!\[endif\]-->", re.S)  # Outlook's own tables keep theirs: it applies CSS
+
+
+def _hidden_preview(html: str) -> str:
+    """MJML's output with its preview block hidden everywhere, by no colour trick."""
+    return _MJML_PREVIEW.sub(
+        lambda m: f'<div hidden style="display:none;max-height:0;overflow:hidden;mso-hide:all">{m[1].strip()}</div>',
+        html,
+        count=1,
+    )
+
+
+def _no_bgcolor(html: str) -> str:
+    """The inlined HTML (premailer writes bgcolor from CSS too) without bgcolor outside Outlook's tables."""
+    pieces, end = [], 0
+    for m in _MSO.finditer(html):
+        pieces += [_BGCOLOR.sub("", html[end : m.start()]), m[0]]
+        end = m.end()
+    return "".join([*pieces, _BGCOLOR.sub("", html[end:])])
+
+
 def _html(templates: Path | None, name: str, context: dict[str, Any]) -> str:
-    return inline_css(compile_mjml(_render(make_environment(templates, html=True), name, context), name=name))
+    mjml = _render(make_environment(templates, html=True), name, context)
+    return _no_bgcolor(inline_css(_hidden_preview(compile_mjml(mjml, name=name))))
 
 
 def _subject(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:
@@ -235,10 +305,19 @@ def _subject(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str
     return subject
 
 
-def render(schedule: Schedule, week: Week, *, templates: Path | None = None, reminder: bool = False) -> Rendered:
-    """Render the announcement for ``week`` (or, with ``reminder``, the reminder of its one seminar)."""
-    context = _context(schedule, week, reminder=reminder)  # every text field link-safe: it ends up in Markdown
-    plain_context = _context(schedule, week, markdown_output=False, reminder=reminder)  # these escape themselves
+def render(
+    schedule: Schedule,
+    week: Week,
+    *,
+    templates: Path | None = None,
+    reminder: bool = False,
+    today: dt.date | None = None,
+) -> Rendered:
+    """Render the announcement for ``week`` (or, with ``reminder``, the reminder of its one seminar);
+    ``today``, the day it goes out, says "next week's" when that is before the week (default: in it)."""
+    # every text field link-safe: it ends up in Markdown; the plain context's fields escape themselves
+    context = _context(schedule, week, reminder=reminder, today=today)
+    plain_context = _context(schedule, week, markdown_output=False, reminder=reminder, today=today)
     text_env = make_environment(templates, html=False)
     subject = _subject(text_env, SUBJECT, plain_context)
     text, page = _text_and_page(text_env, context)
@@ -293,8 +372,14 @@ def _text_and_page(text_env: jinja2.Environment, context: dict[str, Any]) -> tup
 def render_change(
     schedule: Schedule, seminar: Seminar, changes: Sequence[Change], *, kind: str, templates: Path | None = None
 ) -> Rendered:
-    """Render a change or cancellation of ``seminar``: what changed, old -> new, and how it is now."""
-    plain_context: dict[str, Any] = {"series": schedule.series, "seminar": seminar, "changes": changes, "kind": kind}
+    """Render a change or cancellation of ``seminar``: what changed ("new (was old)"), and how it is now."""
+    plain_context: dict[str, Any] = {
+        "series": schedule.series,
+        "seminar": seminar,
+        "changes": changes,
+        "kind": kind,
+        "calendar": calendar_links(schedule.series),
+    }
     safe = [dataclasses.replace(c, old=sanitise(c.old), new=sanitise(c.new)) for c in changes]
     context = {
         **plain_context,

@@ -1,12 +1,14 @@
-"""The HTML email in a real headless Chromium at phone and desktop widths.
+"""The HTML email in a real headless Chromium at phone and desktop widths, and axe-core's WCAG 2.1
+A/AA rules on the announcement, a change and a cancellation, with their CSS and without it.
 
-Screenshots are kept in tests/artefacts/ for a person to look at.
+Screenshots are kept in tests/artefacts/ for a person to look at (docs/img/ holds reviewed copies).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -16,7 +18,8 @@ import pytest
 
 from mailer.render import render
 from mailer.schedule import load_schedule, week_of
-from tests.conftest import ARTEFACTS, SCHEDULE
+from tests.conftest import ARTEFACTS, ROOT, SCHEDULE
+from tests.test_render import NEW_ZOOM, corrections
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 pytestmark = [
@@ -174,3 +177,167 @@ def test_the_probe_catches_overflow_and_hidden_text(tmp_path: Path) -> None:
     result = probe(bad, 375, tmp_path)
     assert result["scrollWidth"] > 375 and result["wide"]
     assert result["needles"]["title"] is False and result["zoomLink"] is False
+
+
+# --- the three kinds of message: screenshots and axe-core ------------------------------------------
+
+
+def message_html(folder: Path) -> dict[str, str]:
+    """The shipped announcement, a change (time, room and Zoom link) and a cancellation, as HTML."""
+    schedule, rendered = corrections(folder)
+    week = week_of(schedule, dt.date(2024, 1, 15))
+    assert week is not None
+    return {"announcement": render(schedule, week).html, **{kind: r.html for kind, (_, r) in rendered.items()}}
+
+
+@pytest.fixture(scope="module")
+def messages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return message_html(tmp_path_factory.mktemp("messages"))
+
+
+def test_a_change_reads_new_then_was_and_shows_the_new_zoom_link_once(messages: dict[str, str]) -> None:
+    change = messages["change"]
+    assert "<strong>16:00 CET</strong> (was 15:00 CET)" in change and "→" not in change
+    assert change.count(f'href="{NEW_ZOOM}"') == 1 and NEW_ZOOM + "<" not in change  # a link, not its URL as text
+    assert ZOOM not in change  # the old link is gone, not struck through
+    assert "is ill.</p>" in messages["cancellation"] and "ill.." not in messages["cancellation"]
+    for html in messages.values():
+        assert 'href="webcal://seminars.example.org/lm/seminars.ics"' in html and ">add to Google Calendar</a>" in html
+
+
+@pytest.mark.parametrize("width", [375, 800])
+@pytest.mark.parametrize("kind", ["announcement", "change", "cancellation"])
+def test_screenshots_of_every_kind_fit(messages: dict[str, str], tmp_path: Path, kind: str, width: int) -> None:
+    """Each kind fits the width (no horizontal scroll) and is shot for docs/invitations.md."""
+    html = tmp_path / f"{kind}.html"
+    html.write_text(messages[kind], encoding="utf-8")
+    result = probe(messages[kind], width, tmp_path)
+    assert result["scrollWidth"] <= width and result["wide"] == [], result
+    ARTEFACTS.mkdir(exist_ok=True)
+    shot = ARTEFACTS / f"{kind}-{width}px.png"
+    shot.unlink(missing_ok=True)
+    framed = tmp_path / "shot.html"
+    framed.write_text(FRAME.replace("SRC", html.as_uri()).replace("WIDTH", str(width)), encoding="utf-8")
+    chromium(
+        f"--window-size={max(width, 500)},{1500 if kind == 'announcement' else 1100}",
+        f"--screenshot={shot}",
+        "--virtual-time-budget=3000",
+        "--allow-file-access-from-files",
+        framed.as_uri(),
+        profile=tmp_path / "p2",
+    )
+    assert shot.exists() and shot.stat().st_size > 10_000
+
+
+AXE = Path(os.environ.get("AXE_CORE_JS", ROOT / "node_modules" / "axe-core" / "axe.min.js"))
+AXE_RUN = """
+<script>
+window.addEventListener('load', () => {
+  axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})
+    .then((r) => {
+      const pre = document.createElement('pre');
+      pre.id = 'axe-result';
+      const found = r.violations.map(v => ({id: v.id, nodes: v.nodes.map(n => n.html.slice(0, 160))}));
+      pre.textContent = JSON.stringify(found);
+      document.body.appendChild(pre);
+    });
+});
+</script>
+"""
+
+
+def without_css(html: str) -> str:
+    """The message as a client that drops CSS shows it: no style element, no style attribute."""
+    html = re.sub(r"<style\b.*?</style>", "", html, flags=re.S | re.I)
+    return re.sub(r'\sstyle="[^"]*"', "", html)
+
+
+def axe_violations(html: str, tmp_path: Path, name: str) -> list[dict]:  # type: ignore[type-arg]
+    page = tmp_path / f"{name}.html"
+    page.write_text(
+        html.replace("</head>", f"<script>{AXE.read_text()}</script></head>", 1).replace(
+            "</body>", AXE_RUN + "</body>"
+        ),
+        encoding="utf-8",
+    )
+    dom = chromium(
+        "--window-size=800,900",
+        "--virtual-time-budget=10000",
+        "--allow-file-access-from-files",
+        "--dump-dom",
+        page.as_uri(),
+        profile=tmp_path / f"profile-{name}",
+    )
+    match = re.search(r'<pre id="axe-result">(.*?)</pre>', dom.stdout, re.S)
+    assert match, f"axe-core did not report: {dom.stderr[-2000:]}"
+    found: list[dict] = json.loads(
+        match.group(1).replace("&quot;", '"').replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    )  # type: ignore[type-arg]
+    return found
+
+
+needs_axe = pytest.mark.skipif(
+    not AXE.exists(), reason=f"LOUD SKIP: axe-core is not at {AXE}; scripts/install-system-deps installs it (npm)"
+)
+
+
+@needs_axe
+@pytest.mark.parametrize("css", [True, False], ids=["with-css", "without-css"])
+@pytest.mark.parametrize("kind", ["announcement", "change", "cancellation"])
+def test_axe_core_finds_no_wcag_a_or_aa_violation(
+    messages: dict[str, str], tmp_path: Path, kind: str, css: bool
+) -> None:
+    html = messages[kind] if css else without_css(messages[kind])
+    assert axe_violations(html, tmp_path, f"{kind}-{css}") == []
+
+
+@needs_axe
+def test_axe_core_catches_white_text_on_a_dark_bgcolor_without_css(tmp_path: Path) -> None:
+    """Negative control: the header as MJML left it (bgcolor kept, its white text only in CSS)."""
+    bad = (
+        '<!doctype html><html lang="en"><head><title>x</title></head><body>'
+        '<table role="presentation" bgcolor="#0b3d62"><tr><td><h1 style="color:#ffffff">Learning Machines seminar</h1>'
+        "</td></tr></table></body></html>"
+    )
+    assert axe_violations(bad, tmp_path, "bad-css") == []
+    assert [v["id"] for v in axe_violations(without_css(bad), tmp_path, "bad")] == ["color-contrast"]
+
+
+FIRST_LINE = """
+<script>
+window.addEventListener('load', () => {
+  const pre = document.createElement('pre');
+  pre.id = 'first-line';
+  pre.textContent = document.body.innerText.trim().split('\\n')[0];
+  document.body.appendChild(pre);
+});
+</script>
+"""
+
+
+@pytest.mark.parametrize("css", [True, False], ids=["with-css", "without-css"])
+def test_the_preview_text_is_never_a_stray_first_line(messages: dict[str, str], tmp_path: Path, css: bool) -> None:
+    """What a reader sees first is the heading, also where the client drops CSS (the hidden attribute)."""
+    for kind, html in messages.items():
+        page = tmp_path / f"{kind}-{css}.html"
+        page.write_text((html if css else without_css(html)).replace("</body>", FIRST_LINE + "</body>"))
+        dom = chromium("--virtual-time-budget=3000", "--dump-dom", page.as_uri(), profile=tmp_path / f"p-{kind}")
+        match = re.search(r'<pre id="first-line">(.*?)</pre>', dom.stdout, re.S)
+        assert match, dom.stderr[-2000:]
+        assert match.group(1).startswith("Learning Machines seminar"), (kind, match.group(1))
+
+
+def test_the_preview_lines_say_what_changed_in_words(messages: dict[str, str]) -> None:
+    def preview(html: str) -> str:
+        match = re.search(
+            r'<div hidden style="display:none;max-height:0;overflow:hidden;mso-hide:all">(.*?)</div>', html
+        )
+        assert match, "no hidden preview block"
+        return match.group(1)
+
+    assert preview(messages["change"]) == (
+        "Time: 16:00 CET (was 15:00 CET). Location: Room 2, Scheelevägen 17 "
+        "(was RISE Lund Office (Scheelevägen 17), or online using Zoom.). Zoom link: a new link."
+    )
+    assert preview(messages["cancellation"]) == "Cancelled: The speaker is ill."
+    assert preview(messages["announcement"]).startswith("Serge Belongie: Challenges in Fine-Grained Image Analysis")

@@ -210,6 +210,28 @@ def test_the_atom_feed_is_valid_atom_for_feedparser(tmp_path: Path) -> None:
     assert feed.feed.updated == "2024-03-31T22:00:00Z"
     body = feed.entries[2].content[0].value
     assert "<b>" not in body and "Ada &lt;b&gt;Lovelace&lt;/b&gt; &amp; co" in body  # the name is text, not markup
+    assert not [link for link in feed.feed.links if link.rel == "self"]  # no calendar_url: no address to give
+
+
+def test_with_calendar_url_the_atom_feed_names_itself_and_links_entries_absolutely(tmp_path: Path) -> None:
+    """A reader that keeps an entry, or fetches the feed through a proxy, still reaches the page."""
+    schedule = tmp_path / "seminars.yaml"
+    site = "https://seminars.example.org/lm/"
+    text = CLOCK_CHANGES.replace("seminars:\n", f"  calendar_url: {site}{CALENDAR}\nseminars:\n", 1)
+    schedule.write_text(text, encoding="utf-8")
+    out = tmp_path / "site"
+    publish(schedule, out=out, state=tmp_path / "state", templates=None, now=dt.datetime(2024, 4, 2, 9, 0))
+    raw = (out / ATOM).read_bytes()
+    feed = feedparser.parse(raw)  # parsed without a document address: relative links would stay relative
+    assert not feed.bozo
+    (self_link,) = [link for link in feed.feed.links if link.rel == "self"]
+    assert self_link.href == f"{site}{ATOM}" and self_link.type == "application/atom+xml"
+    assert [e.link for e in feed.entries] == [
+        f"{site}2024-04-04-after-spring.html",
+        f"{site}2024-03-31-spring-sunday.html",
+        f"{site}2024-03-28-before-spring.html",
+    ]
+    assert all((out / e.link.removeprefix(site).replace(".html", ".md")).exists() for e in feed.entries)
 
 
 def _mtimes(folder: Path) -> dict[str, int]:
@@ -303,9 +325,19 @@ def test_calendar_url_is_linked_from_the_mail_footer_and_the_page(tmp_path: Path
     week = week_of(schedule, dt.date(2024, 1, 15))
     assert week is not None
     rendered = render(schedule, week)
-    assert rendered.email_text.endswith(f"Every seminar in your calendar (subscribe once, stays up to date): {url}\n")
+    webcal = "webcal://seminars.example.org/lm/seminars.ics"
+    google = "https://calendar.google.com/calendar/r?cid=webcal%3A%2F%2Fseminars.example.org%2Flm%2Fseminars.ics"
+    outlook = (
+        "https://outlook.office.com/calendar/0/addfromweb?url=https%3A%2F%2Fseminars.example.org%2Flm%2Fseminars.ics"
+        "&name=Learning%20Machines"
+    )
+    footer = rendered.email_text[len(rendered.text) :]
+    assert f"subscribe (Apple Calendar, Outlook, Thunderbird): {webcal}\n" in footer
+    assert f"add to Google Calendar: {google}\n" in footer and f"add to Outlook on the web: {outlook}\n" in footer
+    assert f"or the calendar's address, for any other: {url}\n" in footer
     assert url not in rendered.text, "the announcement itself stays the reference text"
-    assert f'<a href="{url}"' in rendered.html
+    for link in (webcal, google, outlook):
+        assert f'<a href="{link.replace("&", "&amp;")}"' in rendered.html, link
     reference = (GOLDEN / "page-2024-01-18.md").read_text(encoding="utf-8")
     assert (
         rendered.page

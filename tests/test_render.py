@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import http.server
 import threading
@@ -11,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from mailer.errors import TemplateError
-from mailer.render import render
-from mailer.schedule import load_schedule, week_of
+from mailer.plan import Change
+from mailer.render import Rendered, render, render_change
+from mailer.schedule import Schedule, Seminar, load_schedule, week_of
 from tests.conftest import GOLDEN, SCHEDULE, VALID, check_golden
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "announcement-2024-01-18.md"
@@ -23,6 +25,38 @@ def rendered_for(path: Path, day: dt.date, templates: Path | None = None):  # ty
     week = week_of(schedule, day)
     assert week is not None
     return render(schedule, week, templates=templates)
+
+
+NEW_ZOOM = "https://rise.zoom.us/j/998877665?pwd=bmV3IGxpbmsgZm9yIHRoZSBzZW1pbmFyIGFmdGVyIHRoZSBjaGFuZ2U"
+CALENDAR_URL = "https://seminars.example.org/lm/seminars.ics"
+
+
+def corrections(folder: Path) -> tuple[Schedule, dict[str, tuple[Seminar, Rendered]]]:
+    """The shipped programme with ``calendar_url``, and its 2024-01-18 seminar changed (time, room and
+    Zoom link) and then cancelled: each kind with the seminar as it now is and its rendering."""
+    path = folder / "seminars.yaml"
+    text = SCHEDULE.read_text(encoding="utf-8")
+    path.write_text(
+        text.replace("  upcoming: 4\n", f"  upcoming: 4\n  calendar_url: {CALENDAR_URL}\n"), encoding="utf-8"
+    )
+    schedule = load_schedule(path)
+    week = week_of(schedule, dt.date(2024, 1, 15))
+    assert week is not None
+    seminar = week.seminars[0]
+    moved = dataclasses.replace(
+        seminar, start=seminar.start.replace(hour=16), location="Room 2, Scheelevägen 17", zoom=NEW_ZOOM
+    )
+    changes = [
+        Change("Time", "15:00 CET", "16:00 CET"),
+        Change("Location", seminar.location, moved.location),
+        Change("Zoom link", str(seminar.zoom), NEW_ZOOM),
+    ]
+    cancelled = dataclasses.replace(moved, cancelled="The speaker is ill")
+    status = [Change("Status", "on", "cancelled")]
+    return schedule, {
+        "change": (moved, render_change(schedule, moved, changes, kind="change")),
+        "cancellation": (cancelled, render_change(schedule, cancelled, status, kind="cancellation")),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -63,14 +97,41 @@ def test_summer_date_says_cest_and_mixed_upcoming_lists_each_time(write_schedule
     text = VALID.replace("2024-01-18", "2024-03-28").replace("2024-01-25", "2024-04-04")
     text += "  - date: 2024-04-11\n    speaker: Third Speaker\n"
     winter = rendered_for(write_schedule(text), dt.date(2024, 3, 25))
-    assert "* 2024-04-04: Joakim Lindblad" in winter.text and "All seminars are 15:00 CEST." in winter.text
-    assert "15:00 CET" in winter.subject
+    # this week's 15:00 is CET, the later ones CEST: no "All seminars are", every line its own zone
+    assert "**Date:** 2024-03-28 15:00 CET\n" in winter.text and "All seminars are" not in winter.text
+    assert "* 2024-04-04 15:00 CEST: Joakim Lindblad" in winter.text and "15:00 CET" in winter.subject
+    summer = rendered_for(write_schedule(text.replace("2024-03-28", "2024-04-02")), dt.date(2024, 4, 1))
+    assert "**Date:** 2024-04-02 15:00\n" in summer.text and "* All seminars are 15:00 CEST." in summer.text
     text = VALID.replace("2024-01-18", "2024-03-21").replace("2024-01-25", "2024-03-28")
     text += "  - date: 2024-04-04\n    speaker: Third Speaker\n"
     mixed = rendered_for(write_schedule(text), dt.date(2024, 3, 18))
     assert "* 2024-03-28 15:00 CET: Joakim Lindblad" in mixed.text
     assert "* 2024-04-04 15:00 CEST: Third Speaker" in mixed.text
     assert "All seminars are" not in mixed.text
+
+
+def test_this_weeks_own_time_is_never_hidden_behind_all_seminars_are(write_schedule) -> None:
+    """This week at 16:15, the later ones at 15:00: each line says its time, this week's with its zone."""
+    text = VALID.replace("    title: Challenges", '    time: "16:15"\n    title: Challenges')
+    text += "  - date: 2024-02-01\n    speaker: Third Speaker\n"
+    out = rendered_for(write_schedule(text), dt.date(2024, 1, 15))
+    assert "**Date:** 2024-01-18 16:15 CET\n" in out.text and "All seminars are" not in out.text
+    assert "* 2024-01-25 15:00 CET: Joakim Lindblad" in out.text and "* 2024-02-01 15:00 CET: Third Speaker" in out.text
+    assert "All seminars are" not in out.html and "2024-01-25 15:00 CET" in out.html
+    assert "Thursday 2024-01-18, 16:15 CET" in out.html
+    assert "**Date:** 2024-01-18 16:15 CET\n" in out.page  # the web page is the text
+    alone = rendered_for(
+        write_schedule(VALID.replace("  - date: 2024-01-25\n    speaker: Joakim Lindblad\n", "")), dt.date(2024, 1, 15)
+    )
+    assert "**Date:** 2024-01-18 15:00 CET\n" in alone.text  # nothing listed below: the zone is on the line
+
+
+def test_an_announcement_sent_the_week_before_says_next_weeks(write_schedule) -> None:
+    schedule = load_schedule(write_schedule(VALID))
+    week = week_of(schedule, dt.date(2024, 1, 15))
+    assert week is not None
+    assert render(schedule, week, today=dt.date(2024, 1, 12)).text.startswith("Welcome to next week's Learning")
+    assert render(schedule, week, today=dt.date(2024, 1, 15)).text.startswith("Welcome to this week's Learning")
 
 
 def test_two_seminars_in_a_week_are_both_announced(write_schedule) -> None:
@@ -85,6 +146,10 @@ def test_cancelled_seminar_says_so(write_schedule) -> None:
     out = rendered_for(write_schedule(text), dt.date(2024, 1, 15))
     assert out.subject.startswith("Cancelled: ")
     assert "is cancelled. The speaker is ill." in out.text and "cancelled" in out.html
+    no_stop = rendered_for(
+        write_schedule(text.replace("The speaker is ill.", "The speaker is ill")), dt.date(2024, 1, 15)
+    )
+    assert "is cancelled. The speaker is ill.\n" in no_stop.text and "is ill.</p>" in no_stop.html
 
 
 HOSTILE = VALID.replace(

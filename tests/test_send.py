@@ -384,7 +384,7 @@ def test_real_postfix_delivers_each_subscriber_once_to_the_mailbox(tmp_path: Pat
         assert delivered == Counter({f"user{i}@example.org": 1 for i in range(n)})
         first = email.message_from_bytes(box[0].as_bytes(), policy=email.policy.default)
         assert first["Subject"].startswith("Learning Machines seminar 2030-01-18 15:00 CET")
-        assert [p.get_content_type() for p in first.walk()][-1] == "text/calendar"
+        assert [p.get_content_type() for p in first.walk()][-2:] == ["text/calendar", "application/ics"]
         assert run_send(tmp_path, env).returncode == 0 and postfix.wait_for_delivery(n + 1, timeout=2) == n
         messages = box.values()
         assert len({m["Message-ID"] for m in messages}) == n
