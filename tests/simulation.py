@@ -299,6 +299,7 @@ class World:
         self.faults: dict[str, str] = {}
         self.refused5: set[str] = set()
         self.kills = 0
+        self.bounces = 0
         self.duplicates = 0
         self.in_flight: set[tuple[str, str]] = set()  # copies a killed run sent whose reply it never read
         self.refuse_message = False
@@ -837,10 +838,63 @@ class World:
         self.store_confirmed.add(a)
         self.unsubscribed.discard(a)
 
-    def op_unsuppress(self, n: int) -> None:
+    def dsn(self, failed: str, returned_id: str, status: str = "5.1.1") -> bytes:
+        """A delivery status notification (RFC 3464) as a remote Postfix writes it, quoting headers only."""
+        return (
+            "From: MAILER-DAEMON@mx.example.org\r\nTo: learning-machines@ri.se\r\n"
+            f"Subject: Undelivered Mail Returned to Sender\r\nMessage-ID: <dsn-{len(self.got)}-{failed}>\r\n"
+            'MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
+            "--b\r\nContent-Type: text/plain\r\n\r\nThe mail could not be delivered.\r\n"
+            "--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.org\r\n\r\n"
+            f"Final-Recipient: rfc822; {failed}\r\nAction: failed\r\nStatus: {status}\r\n"
+            f"Diagnostic-Code: smtp; 550 {status} no such user\r\n"
+            f"--b\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: {returned_id}\r\nSubject: x\r\n--b--\r\n"
+        ).encode()
+
+    def op_bounce(self, n: int, forged: bool) -> None:
+        """A hard bounce arrives: a genuine one for a copy this address really received, or a forged one
+        naming it with a Message-ID sent to someone else, beside a malformed message; the real ``bounces``."""
         a = self.addr(n)
-        self.cli("unsuppress", a)
+        own = [g.message_id for g in self.got if g.rcpt == a and g.kind != "service"]
+        other = [g.message_id for g in self.got if g.rcpt != a and g.kind != "service"]
+        returned = (other if forged else own)[-1:] or [f"<never-sent-{n}@ri.se>"]
+        box = self.folder / "bounces"
+        for sub in ("cur", "new", "tmp"):
+            (box / sub).mkdir(parents=True, exist_ok=True)
+        self.bounces += 1
+        junk, dsn = box / "new" / f"{self.bounces}-junk.sim", box / "new" / f"{self.bounces}-dsn.sim"
+        junk.write_bytes(b"\x00\xff not a message at all\r\n")
+        dsn.write_bytes(self.dsn(a, returned[0]))
+        with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.redirect_stderr(io.StringIO()):
+            code = cli.main(["bounces", "--maildir", str(box), "--schedule", str(self.schedule), "--state",
+                             str(self.state)])  # fmt: skip
+        if code != 0:
+            self.fail(f"bounces exited {code}: {out.getvalue()[-300:]}")
+        if junk.exists():
+            self.fail("bounces left an unreadable message where it was (wanted it quarantined)")
+        if dsn.exists() and not forged and own:
+            self.fail("bounces left a genuine bounce where it was (wanted it processed)")
+        with contextlib.closing(Subscribers(self.state, self.list_name)) as store:
+            gone = store.is_unsubscribed(a.lower())
+        genuine = not forged and bool(own)
+        if gone and not genuine and a not in self.unsubscribed:
+            self.fail(f"a forged bounce for {a} unsubscribed it")
+        if genuine and not gone and self.active(a):
+            self.fail(f"a genuine hard bounce for {a} did not unsubscribe it")
+        if gone:
+            self.unsubscribed.add(a)
+
+    def op_unsuppress(self, n: int) -> None:
+        """The organiser readmits an address, whatever held it back (refused, bounced, unsubscribed)."""
+        a = self.addr(n)
+        code = self.cli("unsuppress", a, recipients=True)
+        if code != 0:
+            self.fail(f"unsuppress {a} exited {code}")
         self.suppressed.discard(a)
+        if a in self.unsubscribed:
+            self.unsubscribed.discard(a)
+            if a not in self.file:
+                self.store_confirmed.add(a)
         if a in self.ledger_suppressed():
             self.fail(f"unsuppress {a} left it suppressed")
 
@@ -883,8 +937,8 @@ def history(seed: int, *, length: int = 40, rename: bool = True, kills: bool = F
         elif r < 0.69:
             ops.append(rng.choice([("new", rng.randrange(22)), ("swap", rng.randrange(6), rng.randrange(6))]))
         elif r < 0.80:
-            op = rng.choice(["add", "drop", "subscribe", "oneclick", "unsubscribe", "unsuppress"])
-            ops.append((op, rng.randrange(9)))
+            op = rng.choice(["add", "drop", "subscribe", "oneclick", "unsubscribe", "unsuppress", "bounce"])
+            ops.append((op, rng.randrange(9), rng.random() < 0.5) if op == "bounce" else (op, rng.randrange(9)))
         elif r < 0.93:
             ops.append(("fault", rng.randrange(9), rng.choice(FAULTS)))
         elif r < 0.96:

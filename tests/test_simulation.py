@@ -64,6 +64,12 @@ REGRESSIONS = {
     "removed-near-a-spelling-fix": (
         False, [("until", "reminder", 1), ("send",), ("edit", 1, "remove", 3), ("edit", 2, "spelling", 8)],
     ),
+    # issue 23 #1: refused (550), then unsuppressed: the later 'sent' was swallowed, b stayed due every run
+    "refused-then-unsuppressed": (
+        False, [("fault", 2, "550"), ("send",), ("unsuppress", 2), ("send",), ("tick", 15), ("send",)],
+    ),
+    # issue 19: a seminar cancelled before anyone was told was announced as cancelled
+    "cancelled-before-announced": (False, [("edit", 0, "cancel", 1), ("send",)]),
     # issue 23 #4: a renamed list forgot the unsubscription and announced again under a new UID
     "unsubscribed-then-list-renamed": (False, [("unsubscribe", 1), ("rename",)]),
 }  # fmt: skip
