@@ -38,9 +38,9 @@ bench: system-deps setup
 	$(BIN)/python bench/run.py
 
 lint: setup
-	$(BIN)/ruff check mailer tests scripts bench docs/_hooks
+	$(BIN)/ruff check mailer tests scripts bench
 	$(BIN)/mypy
-	$(BIN)/mypy scripts/docs_reference.py docs/_hooks/pending_pages.py
+	$(BIN)/mypy scripts/docs_reference.py
 
 ## ruff and mypy strict (lint, above) are clean, and .ci/run keeps them so.
 ## The manual (docs/, mkdocs.yml) into build/site/; --strict: a broken link, anchor or nav entry fails.

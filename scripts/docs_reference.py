@@ -52,6 +52,8 @@ def _value(key: Key) -> str:
             return f'a time, optionally after a weekday ({days}): `"Monday 08:00"`'
         case "cancelled":
             return "`true`, or the reason as one line of text"
+        case "boolean":
+            return "`true` or `false`"
         case "series":
             return "a mapping: the keys under [`series`](#series)"
         case "seminars":
