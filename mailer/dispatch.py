@@ -284,17 +284,19 @@ def read_ledger(state: Path, list_name: str) -> Ledger | None:
     return Ledger(state, list_name, readonly=True) if (state / LEDGER_FILE).exists() else None
 
 
-def check_list(ledger: Ledger | None, schedule: Schedule) -> None:
+def check_list(state: Path, ledger: Ledger | None, schedule: Schedule) -> None:
     """A renamed ``list:`` must be carried over, never taken for a new series: that would announce everything
     again, under new calendar UIDs, to everyone, and forget who unsubscribed."""
-    if ledger is None:
-        return
-    names = ledger.lists()
+    from mailer.subscribers import STORE_FILE, known_lists
+
+    names = ledger.lists() if ledger is not None else set()
+    if (state / STORE_FILE).exists():
+        names |= known_lists(state)
     new = schedule.series.list_name
     if names and new not in names:
         old = sorted(names)[0]
         raise ConfigError(
-            f"{ledger.path} records the list {', '.join(repr(n) for n in sorted(names))}, which {schedule.path} "
+            f"{state} records the list {', '.join(repr(n) for n in sorted(names))}, which {schedule.path} "
             f"no longer names (it names {new!r}); if you renamed the list, run `seminar-mailer rename-list {old} "
             f"{new}` (it carries over what was announced and who unsubscribed); if this is another series, give it "
             "a state folder of its own (--state or MAILER_STATE). Nothing was sent"
@@ -308,7 +310,7 @@ def rename_list(state: Path, old: str, new: str) -> tuple[int, int]:
     with run_lock(state, new):
         ledger = Ledger(state, old)
         try:
-            if new in ledger.lists():
+            if new in ledger.lists() - {old}:
                 raise ConfigError(f"{ledger.path} already holds the list {new!r}; wanted a name not used yet")
             seminars = ledger.rename_list(old, new)
         finally:
@@ -337,7 +339,7 @@ def prepare(request: Request, schedule: Schedule, ledger: Ledger | None, *, whol
     """Check the week and plan: everything a dry run and a send share (``whole_week``: this week's
     announcement even before the series' announce time, for preview)."""
     _check_week(request, schedule)
-    check_list(ledger, schedule)
+    check_list(request.state, ledger, schedule)
     now, today = request.moment(schedule)
     memory = memory_of(ledger, schedule.series.list_name)
     planned = plan(schedule, memory, now=now, today=today, explicit=whole_week or request.date is not None)

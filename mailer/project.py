@@ -134,8 +134,8 @@ SMTP_PASSWORD=
 # `seminar-mailer bounces` (see crontab.example). Uncomment a line to set it.
 # The envelope sender, where bounces go (default: the series' sender, a public address):
 # MAILER_ENVELOPE_FROM=bounces@example.org
-# VERP: each recipient's envelope sender becomes bounces+<token>@example.org (Postfix: recipient_delimiter = +):
-# MAILER_VERP=on
+# VERP: each recipient's envelope sender becomes bounces+<token>@example.org (Postfix: recipient_delimiter = +);
+# it needs MAILER_ENVELOPE_FROM above: then add the line MAILER_VERP=on
 # Soft bounces (a full mailbox, a host down) about this many distinct seminars unsubscribe an address:
 # MAILER_SOFT_BOUNCES=3
 # The bounce mailbox over IMAP (check it with `seminar-mailer check --imap`):

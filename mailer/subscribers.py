@@ -369,6 +369,19 @@ class Subscribers:
         return {old for (old,) in self._db.execute("SELECT old FROM renamed WHERE new = ?", (self.list_name,))}
 
 
+def known_lists(state: Path) -> set[str]:
+    """The lists the store holds subscriptions of (read-only: for the renamed-list check)."""
+    path = state / STORE_FILE
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return {name for (name,) in db.execute("SELECT DISTINCT list FROM subscriptions")}
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return set()  # (a damaged store is reported where it is opened)
+
+
 class StillWanted:
     """``still_wanted(key)`` for the delivery loop: False once ``key`` is unsubscribed in the store.
 

@@ -673,7 +673,9 @@ def test_an_mbox_moves_ours_and_leaves_the_rest(loop: Loop, tmp_path: Path) -> N
 
 def test_init_writes_the_bounce_settings_and_the_cron_line_and_says_so(tmp_path: Path) -> None:
     """Issue 18, 6: each setting commented on its own line; uncommented, every line is a valid KEY=value."""
-    from mailer.config import check_bounce_settings, read_dotenv
+    from dotenv import dotenv_values
+
+    from mailer.config import check_bounce_settings
 
     result = run_cli("init", "--date", "2031-03-01", cwd=tmp_path)
     assert result.code == 0, result.err
@@ -681,14 +683,14 @@ def test_init_writes_the_bounce_settings_and_the_cron_line_and_says_so(tmp_path:
     block = example[example.index("# Bounces") :]
     settings = [line[2:] for line in block.splitlines() if re.match(r"# [A-Z_]+=", line)]
     assert [s.split("=")[0] for s in settings] == [
-        "MAILER_ENVELOPE_FROM", "MAILER_VERP", "MAILER_SOFT_BOUNCES", "BOUNCES_IMAP_HOST", "BOUNCES_IMAP_USERNAME",
+        "MAILER_ENVELOPE_FROM", "MAILER_SOFT_BOUNCES", "BOUNCES_IMAP_HOST", "BOUNCES_IMAP_USERNAME",
         "BOUNCES_IMAP_PASSWORD", "BOUNCES_IMAP_SECURITY", "BOUNCES_IMAP_PORT", "BOUNCES_IMAP_CA_FILE",
         "BOUNCES_IMAP_FOLDER", "BOUNCES_IMAP_DONE",
     ]  # fmt: skip
     uncommented = tmp_path / "uncommented.env"
     uncommented.write_text("\n".join(settings) + "\n")
-    values = read_dotenv(uncommented)
-    assert len(values) == len(settings) and values["MAILER_VERP"] == "on"
+    values = {k: v or "" for k, v in dotenv_values(uncommented).items()}
+    assert len(values) == len(settings) and "MAILER_VERP=on" in block
     values["BOUNCES_IMAP_PASSWORD"] = "x"
     del values["BOUNCES_IMAP_CA_FILE"]  # (an example path)
     assert check_bounce_settings(values) == "bounce settings: OK, IMAP tls to imap.example.org:993, folder INBOX"

@@ -239,7 +239,7 @@ def test_did_you_mean_offers_only_options_the_command_takes() -> None:
     assert "seminar-mailer publish: error: unrecognized arguments: --recipients r; publish takes no --recipients " in (
         other.err
     )
-    assert "(an option of check, preview, send, subscribe, unsubscribe, subscribers)" in other.err
+    assert "(an option of check, preview, send, status, unsuppress, subscribe, unsubscribe, subscribers)" in other.err
     close = run_cli("send", "--prune")  # --dry-run is close in spelling, but --prune is publish's
     assert close.code == 2 and "send takes no --prune (an option of publish)" in close.err
     typo = run_cli("publish", "--prnue", "--out", "site")

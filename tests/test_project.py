@@ -137,6 +137,12 @@ def test_the_starter_env_file_uncomments_cleanly_line_by_line(tmp_path: Path) ->
         lines[n] = lines[n].removeprefix("# ")
         (project / ".env").write_text("".join(lines))
         result = cli(project, "check")
+        errors = [line for line in result.err.splitlines() if line.startswith("error: ")]
+        if result.code == 2 and len(errors) == 1 and ("is a placeholder" in errors[0] or " is empty; " in errors[0]):
+            assert errors[0].startswith(f"error: .env:{n + 1}: "), errors  # an example value, named at its line
+            continue
+        if filled[n].startswith("# BOUNCES_IMAP_") and len(errors) == 1 and "not set; wanted the bounce" in errors[0]:
+            continue  # the IMAP login goes together: alone, one of its lines gets the group's clear error
         assert result.code == 0, f"uncommenting .env:{n + 1} {filled[n]!r}: {result.err}"
         assert "SMTP settings: OK" in result.out
 
