@@ -234,7 +234,10 @@ def memory_of(ledger: Ledger | None, list_name: str) -> Memory:
     if ledger is None:
         return Memory()
     remembered = tuple(ledger.remembered(list_name))
-    known = {r.key: frozenset(ledger.knowledge(r.key).latest.values()) for r in remembered}
+    # Revisions someone knows, or knows for sure while a later copy is unsettled: that copy's message stays
+    # due, to be retried once.
+    knowledge = {r.key: ledger.knowledge(r.key) for r in remembered}
+    known = {k: frozenset(v.latest.values()) | frozenset(v.sure.values()) for k, v in knowledge.items()}
     fields = {(r.key, rev): ledger.fields_of(r.key, rev) for r in remembered for rev in known[r.key]}
     first = {r.key: ledger.first_told(r.key) for r in remembered}
     return Memory(remembered, known, fields, first, ledger.seen(list_name))

@@ -8,7 +8,8 @@ order, each step only among those still unmatched:
 1. the pinned ``id:``;
 2. the same date and speaker (the identity a seminar is given at its first announcement): a new
    title, time, room or Zoom link;
-3. the same date and start time: a corrected speaker's name;
+3. the same date and speaker as it was last told (after a new speaker or a renamed list), then the same
+   date and start time: a corrected speaker's name;
 4. the same date: a new time;
 5. the same speaker on another date (or the same title with the speaker's name respelled): a move.
 
@@ -243,11 +244,21 @@ def _same_speaker(s: Seminar, f: Mapping[str, object]) -> bool:
     return bool(s.title) and s.title == f.get("title") and is_spelling_fix(s.speaker, str(f.get("speaker")))
 
 
+def _same_date_and_speaker(s: Seminar, f: Mapping[str, object]) -> bool:
+    """The date and speaker it was last told with (after a new speaker, or a renamed list, the identity made
+    at the first announcement no longer says so)."""
+    return _same_date(s, f) and _slug(s.speaker) == _slug(str(f.get("speaker")))
+
+
 _STEPS: tuple[tuple[str, Callable[[Seminar, Mapping[str, object]], bool]], ...] = (
+    ("date and speaker", _same_date_and_speaker),
     ("start", _same_start),
     ("date", _same_date),
     ("speaker", _same_speaker),
 )
+
+
+_SLOT_STEPS = ("date and speaker", "start")  # steps that may match a seminar the file held at earlier sends
 
 
 def _known_fields(schedule: Schedule, r: Remembered) -> Mapping[str, object] | None:
@@ -293,14 +304,15 @@ def identify(
     for step, test in _STEPS:  # 3-5: new in the file since the last send, against remembered seminars
         # A seminar already in the file at an earlier send can still be an announced one at its recorded
         # slot (step 3), but never another one's new date or speaker (steps 4 and 5).
-        open_s = [i for i, _ in enumerate(seminars) if i not in matched and (step == "start" or uid[i] not in seen)]
+        open_s = [i for i, _ in enumerate(seminars) if i not in matched and (step in _SLOT_STEPS or uid[i] not in seen)]
         open_r = [r for r in remembered if free(r) and known[r.key] is not None]
         pairs = [
             (i, r)
             for i in open_s
             for r in open_r
             # Two different ids are two seminars, unless they hold the same slot (an id renamed).
-            if (seminars[i].id is None or r.pinned is None or step == "start") and test(seminars[i], known[r.key] or {})
+            if (seminars[i].id is None or r.pinned is None or step in _SLOT_STEPS)
+            and test(seminars[i], known[r.key] or {})
         ]
         for i, r in pairs:
             rivals_s = [p for p in pairs if p[0] == i]
