@@ -330,6 +330,14 @@ def _host(raw: str) -> str:
     return host
 
 
+def _ca_file(env: Mapping[str, str], name: str) -> Path | None:
+    """A CA bundle setting (SMTP_CA_FILE, BOUNCES_IMAP_CA_FILE): a readable file, or unset."""
+    raw = env.get(name) or ""
+    if raw and not Path(raw).is_file():
+        raise ConfigError(f"{name}={raw!r} is not a readable file; wanted a PEM bundle of CAs")
+    return Path(raw) if raw else None
+
+
 def _envelope_from(raw: str | None) -> str | None:
     """MAILER_ENVELOPE_FROM: one bare ASCII address, as MAIL FROM carries it."""
     if not raw:
@@ -382,9 +390,7 @@ def smtp_settings(env: Mapping[str, str], *, state: Path | None = None) -> SmtpS
         raise ConfigError("set both SMTP_USERNAME and SMTP_PASSWORD, or neither")
     if (password is not None or oauth is not None) and security == "none":
         raise ConfigError("SMTP_SECURITY=none would send the credentials in plaintext; wanted starttls or tls")
-    ca_file = Path(env["SMTP_CA_FILE"]) if env.get("SMTP_CA_FILE") else None
-    if ca_file is not None and not ca_file.is_file():
-        raise ConfigError(f"SMTP_CA_FILE={str(ca_file)!r} is not a readable file; wanted a PEM bundle of CAs")
+    ca_file = _ca_file(env, "SMTP_CA_FILE")
     return SmtpSettings(
         host=host,
         port=port,
@@ -563,10 +569,7 @@ def imap_settings(env: Mapping[str, str]) -> ImapSettings:
             f"BOUNCES_IMAP_SECURITY={security!r}; wanted tls (implicit TLS, port 993) or starttls (port 143)"
         )
     port = int(_number(env, "BOUNCES_IMAP_PORT", "993" if security == "tls" else "143", int, 1, 65535))
-    ca_raw = env.get("BOUNCES_IMAP_CA_FILE") or ""
-    ca_file = Path(ca_raw) if ca_raw else None
-    if ca_file is not None and not ca_file.is_file():
-        raise ConfigError(f"BOUNCES_IMAP_CA_FILE={ca_raw!r} is not a readable file; wanted a PEM bundle of CAs")
+    ca_file = _ca_file(env, "BOUNCES_IMAP_CA_FILE")
     folder = env.get("BOUNCES_IMAP_FOLDER") or "INBOX"
     if any(ord(c) < 32 or c == "\x7f" for c in folder):
         raise ConfigError(f"BOUNCES_IMAP_FOLDER={folder!r} has a control character; wanted a folder name, e.g. INBOX")

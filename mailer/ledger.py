@@ -465,10 +465,6 @@ class Ledger:
                 maybe[recipient] = (revision, message)
         return Knowledge.of(sure, maybe)
 
-    def known_revisions(self, seminar: str) -> dict[str, int]:
-        """For each recipient who was (or may have been) told of ``seminar``: the latest such revision."""
-        return self.knowledge(seminar).latest
-
     def told_since(self, seminar: str, since: dt.datetime) -> set[str]:
         """Recipients whose first message about ``seminar`` was accepted at or after ``since``."""
         rows = self._db.execute(
@@ -494,9 +490,9 @@ class Ledger:
         ``;r...`` suffix): sent, or uncertain twice (one retry only). A refused one is not done: once
         unsuppressed, it is due again."""
         rows = self._db.execute(
-            """SELECT recipient FROM deliveries WHERE (message = ? OR substr(message, 1, ?) = ?)
+            """SELECT recipient FROM deliveries WHERE (message = ? OR (message >= ? AND message < ?))
                AND (state = 'sent' OR (state = 'uncertain' AND doubts >= 2))""",
-            (message, len(message) + 2, message + ";r"),
+            (message, message + ";r", message + ";s"),  # (a range: the primary key's index serves it)
         )
         return {r for (r,) in rows}
 

@@ -144,6 +144,23 @@ def probe(html: str, width: int, tmp_path: Path) -> dict:  # type: ignore[type-a
     return result
 
 
+def screenshot(html: Path, shot: Path, *, width: int, height: int, tmp_path: Path) -> None:
+    """Shoot ``html`` framed at ``width`` px, as a mail program shows it, into ``shot`` (a real PNG)."""
+    shot.parent.mkdir(exist_ok=True)
+    shot.unlink(missing_ok=True)
+    framed = tmp_path / "shot.html"
+    framed.write_text(FRAME.replace("SRC", html.as_uri()).replace("WIDTH", str(width)), encoding="utf-8")
+    chromium(
+        f"--window-size={max(width, 500)},{height}",
+        f"--screenshot={shot}",
+        "--virtual-time-budget=3000",
+        "--allow-file-access-from-files",
+        framed.as_uri(),
+        profile=tmp_path / "p2",
+    )
+    assert shot.exists() and shot.stat().st_size > 10_000
+
+
 @pytest.mark.parametrize("width", [375, 800])
 def test_email_fits_and_shows_the_essentials(html_file: Path, tmp_path: Path, width: int) -> None:
     result = probe(html_file.read_text(), width, tmp_path)
@@ -152,20 +169,7 @@ def test_email_fits_and_shows_the_essentials(html_file: Path, tmp_path: Path, wi
     assert all(result["needles"].values()), result
     assert result["zoomLink"] and result["infoLink"], result
 
-    ARTEFACTS.mkdir(exist_ok=True)
-    shot = ARTEFACTS / f"announcement-{width}px.png"
-    shot.unlink(missing_ok=True)
-    framed = tmp_path / "shot.html"
-    framed.write_text(FRAME.replace("SRC", html_file.as_uri()).replace("WIDTH", str(width)), encoding="utf-8")
-    chromium(
-        f"--window-size={max(width, 500)},1400",
-        f"--screenshot={shot}",
-        "--virtual-time-budget=3000",
-        "--allow-file-access-from-files",
-        framed.as_uri(),
-        profile=tmp_path / "p2",
-    )
-    assert shot.exists() and shot.stat().st_size > 10_000
+    screenshot(html_file, ARTEFACTS / f"announcement-{width}px.png", width=width, height=1400, tmp_path=tmp_path)
 
 
 def test_the_probe_catches_overflow_and_hidden_text(tmp_path: Path) -> None:
@@ -213,20 +217,8 @@ def test_screenshots_of_every_kind_fit(messages: dict[str, str], tmp_path: Path,
     html.write_text(messages[kind], encoding="utf-8")
     result = probe(messages[kind], width, tmp_path)
     assert result["scrollWidth"] <= width and result["wide"] == [], result
-    ARTEFACTS.mkdir(exist_ok=True)
-    shot = ARTEFACTS / f"{kind}-{width}px.png"
-    shot.unlink(missing_ok=True)
-    framed = tmp_path / "shot.html"
-    framed.write_text(FRAME.replace("SRC", html.as_uri()).replace("WIDTH", str(width)), encoding="utf-8")
-    chromium(
-        f"--window-size={max(width, 500)},{1500 if kind == 'announcement' else 1100}",
-        f"--screenshot={shot}",
-        "--virtual-time-budget=3000",
-        "--allow-file-access-from-files",
-        framed.as_uri(),
-        profile=tmp_path / "p2",
-    )
-    assert shot.exists() and shot.stat().st_size > 10_000
+    height = 1500 if kind == "announcement" else 1100
+    screenshot(html, ARTEFACTS / f"{kind}-{width}px.png", width=width, height=height, tmp_path=tmp_path)
 
 
 AXE = Path(os.environ.get("AXE_CORE_JS", ROOT / "node_modules" / "axe-core" / "axe.min.js"))

@@ -247,18 +247,8 @@ def _serve_in(project: Path, port: int, env: dict[str, str]) -> Service:
             [sys.executable, "-m", "mailer", "serve", "--listen", f"127.0.0.1:{port}"],
             cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )  # fmt: skip
-    service = Service(port, process, project / "data" / "seminars.yaml", project / "recipients", project / "state",
-                      env, log)  # fmt: skip
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return service
-        except OSError:
-            time.sleep(0.05)
-    service.stop()
-    raise AssertionError(f"serve did not listen: {log.read_text()}")
+    paths = (project / "data" / "seminars.yaml", project / "recipients", project / "state")
+    return Service(port, process, *paths, env, log).wait_listening()
 
 
 def test_a_link_from_a_real_send_unsubscribes_a_non_ascii_address_through_serve_with_the_env_file_key(

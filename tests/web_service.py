@@ -61,6 +61,20 @@ class Service:
         self.process.terminate()
         self.process.wait(timeout=30)
 
+    def wait_listening(self) -> Service:
+        """Return once serve accepts connections; stop it and raise with its log if it exits or never listens."""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"serve exited: {self.log.read_text()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"serve did not listen: {self.log.read_text()}")
+
 
 def start_service(tmp_path: Path, smtp: Server, *, shipped_schedule: bool = False, recipients: str = "") -> Service:
     """Start serve in its own process; the list file holds ``recipients`` (one address a line)."""
@@ -82,15 +96,4 @@ def start_service(tmp_path: Path, smtp: Server, *, shipped_schedule: bool = Fals
              "--state", str(state)],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )  # fmt: skip
-    service = Service(port, process, schedule, folder, state, env, log)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"serve exited: {log.read_text()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return service
-        except OSError:
-            time.sleep(0.05)
-    service.stop()
-    raise RuntimeError(f"serve did not listen: {log.read_text()}")
+    return Service(port, process, schedule, folder, state, env, log).wait_listening()
