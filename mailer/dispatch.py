@@ -180,6 +180,7 @@ class _Audiences:
     relative to it: so a revision, or a revert, reaches them even if that copy did arrive."""
 
     ledger: Ledger | None
+    dues: tuple[Due, ...] = ()  # this run's due messages (whether a possible copy is followed up)
     known: dict[str, Knowledge] = field(default_factory=dict)
     late: dict[str, set[str]] = field(default_factory=dict)
 
@@ -211,23 +212,32 @@ class _Audiences:
             if key in knowledge.sure:
                 continue
             maybe = knowledge.maybe.get(key)
-            if maybe is None:
-                if not i.seminar.is_cancelled:
-                    out.append(i)
-            elif maybe[0] == i.revision and not i.seminar.is_cancelled:
-                out.append(i)  # its copy of this revision may not have arrived: once more
+            if i.seminar.is_cancelled or (maybe is not None and self.follows(i.key, maybe[0])):
+                continue  # (a possible copy: what came since is told relative to it)
+            out.append(i)  # never told, or its possible copy cannot be followed up: (once more) as it now is
         return tuple(out)
+
+    def follows(self, seminar: str, revision: int) -> bool:
+        """Whether a change or cancellation is due to those told ``revision`` of ``seminar``."""
+        return any(d.seminars[0].key == seminar and d.from_revision == revision for d in self.dues)
 
     def wants(self, due: Due, key: str, done: set[str]) -> bool:
         if due.kind == ANNOUNCEMENT:
             return self.lacking(due.seminars, key) == due.seminars
         if due.kind == REMINDER:
             return key not in done and key not in self.told_late(due)
-        knowledge = self.knows(due.seminars[0].key)
+        seminar = due.seminars[0].key
+        knowledge = self.knows(seminar)
         maybe = knowledge.maybe.get(key)
-        if maybe is not None and maybe[1] == due.key:
-            return True  # this very change may not have arrived: once more
-        return knowledge.latest.get(key) == due.from_revision
+        if maybe is None:
+            return knowledge.latest.get(key) == due.from_revision
+        if maybe[1] == due.key:
+            return True  # this very message may not have arrived: once more
+        if any(d.key == maybe[1] for d in self.dues):
+            return False  # (that retry is due)
+        if self.follows(seminar, maybe[0]):  # told relative to the possible copy (a revert corrects it)
+            return due.from_revision == maybe[0]
+        return due.from_revision == knowledge.sure.get(key)  # nothing follows it: relative to what surely came
 
 
 def memory_of(ledger: Ledger | None, list_name: str) -> Memory:
@@ -408,7 +418,7 @@ def _count_only(
     settings: SmtpSettings | None,
 ) -> Result:
     roster = _roster(request, schedule.series.list_name, ledger)
-    audiences = _Audiences(ledger)
+    audiences = _Audiences(ledger, planned.dues)
     key = token_key(request.state, request.env, create=False)
     now = request.moment(schedule)[0]
     counts, plans = _due_messages(request, schedule, planned, ledger, roster, audiences, warn, key=key, now=now)
@@ -523,7 +533,7 @@ def _send(
     series = schedule.series
     now = ledger.clock()
     roster = _roster(request, schedule.series.list_name, ledger)
-    audiences = _Audiences(ledger)
+    audiences = _Audiences(ledger, planned.dues)
     key = token_key(request.state, request.env)
     counts, plans = _due_messages(request, schedule, planned, ledger, roster, audiences, warn, key=key, now=now)
     reports = [report for _, report, _ in plans]

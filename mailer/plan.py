@@ -356,9 +356,10 @@ def identities(schedule: Schedule, memory: Memory) -> tuple[tuple[Identity, ...]
             out.append(Identity(s, key, key, first_revision(s), None))
             continue
         revision = r.revision
-        told_cancelled = r.fields is not None and r.fields.get("cancelled") is not None
-        if r.fields is not None and dict(r.fields) != announced_fields(s) and not (told_cancelled and s.is_cancelled):
-            revision += 1  # (edits to a seminar already cancelled tell nobody anything: no revision)
+        if r.fields is not None and dict(r.fields) != announced_fields(s):
+            # (also an edit to a seminar already cancelled: it mails nobody, but the ledger follows the seminar
+            # to its new date, so it is still recognised at the next run)
+            revision += 1
         out.append(Identity(s, r.key, r.uid, revision, r))
     unmatched = [r for r in memory.remembered if r.key not in {m.key for m in matched.values()}]
     return tuple(out), unmatched, problems
@@ -466,6 +467,8 @@ def plan(schedule: Schedule, memory: Memory, *, now: dt.datetime, today: dt.date
             if old is None or not (what := changes(old, target)):
                 continue
             cancelling = target.get("cancelled") is not None and old.get("cancelled") is None
+            if old.get("cancelled") is not None and target.get("cancelled") is not None:
+                continue  # an edit to a seminar they were told is cancelled: nothing to tell
             if not cancelling and (ident.seminar.notify is False or (ident.seminar.notify is None and silent(what))):
                 quiet.append(what)  # calendars get it from the feed and the next message that goes anyway
                 continue

@@ -80,6 +80,18 @@ REGRESSIONS = {
         [("edit", 0, "remove", 5), ("until", "reminder", 0), ("swap", 1, 2), ("fault", 4, "drop"),
          ("edit", 5, "move", 8)],
     ),
+    # a cancelled seminar moved: no revision was kept, so the next run no longer recognised it, and the copy
+    # of its cancellation that got no reply was never retried (found by 2 000 histories at review)
+    "cancelled-then-moved-with-a-copy-unanswered": (
+        False,
+        [("until", "reminder", 6), ("swap", 1, 2), ("tick", 120), ("edit", 2, "cancel", 0), ("fault", 0, "drop"),
+         ("edit", 2, "move", 10)],
+    ),
+    "cancelled-moved-uncancelled": (
+        False,
+        [("send",), ("until", "start", 3), ("tick", 1440), ("edit", 0, "cancel", 9), ("swap", 1, 0),
+         ("edit", 0, "move", 1), ("edit", 0, "uncancel", 3), ("edit", 0, "room", 11)],
+    ),
     # issue 19: a seminar cancelled before anyone was told was announced as cancelled
     "cancelled-before-announced": (False, [("edit", 0, "cancel", 1), ("send",)]),
     # issue 23 #4: a renamed list forgot the unsubscription and announced again under a new UID
