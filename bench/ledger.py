@@ -71,7 +71,8 @@ def ledger_alone(work: Path, n: int = 10_000, runs: int = 3) -> dict[str, dict[s
     """The current ledger by itself, in process: CPU microseconds per recorded result when each commit
     holds k results. A send commits once per event-loop tick, so at pool 4 a commit holds one or two
     results; the 100 row is close to what group commits cost (before: a commit every 0.1 s)."""
-    from mailer.ledger import SENT, Ledger, Mark
+    from mailer.record.ledger import SENT, Ledger
+    from mailer.record.rows import Mark
 
     cost: dict[str, list[float]] = {}
     for run in range(runs):

@@ -89,7 +89,7 @@ def report(r: dict) -> str:  # type: ignore[type-arg]
         "the three personal header lines are prepended per recipient (`MessageTemplate.wire`). After it, "
         "the time went to four round trips a message and the event-loop wake-ups between them. Fix 2: "
         "PIPELINING (RFC 2920): MAIL, RCPT and DATA in one write, their replies in one read "
-        "(`mailer/smtp.py`). What remains is the kernel's `send` of 26 KB and `epoll`; the Python left per "
+        "(`mailer/deliver/smtp.py`). What remains is the kernel's `send` of 26 KB and `epoll`; the Python left per "
         "message is a few microseconds (personal header lines, one ledger row; addresses' ledger keys are now"
         " computed once per address instead of at each use).",
         "",

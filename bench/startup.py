@@ -38,10 +38,11 @@ def startup(work: Path, *, runs: int) -> dict[str, dict[str, float]]:
 
 
 def in_process() -> dict[str, dict[str, float]]:
-    from mailer.address import Address
-    from mailer.message import build_announcement
-    from mailer.render import render
-    from mailer.schedule import load_schedule, week_of
+    from mailer.compose.message import build_announcement
+    from mailer.compose.render import render
+    from mailer.core.address import Address
+    from mailer.programme.model import week_of
+    from mailer.programme.schedule import load_schedule
 
     schedule = load_schedule(SCHEDULE)
     week = week_of(schedule, dt.date.fromisoformat(DATE))

@@ -59,13 +59,15 @@ from zoneinfo import ZoneInfo
 
 import icalendar
 
-from mailer import cli, dispatch
-from mailer.config import smtp_settings, token_key
-from mailer.errors import ConfigError, LockedError, MailerError
-from mailer.ledger import run_lock
-from mailer.schedule import load_schedule
-from mailer.subscribers import Subscribers
-from mailer.web import Service, build_app
+from mailer import cli
+from mailer.audience.web import Service, build_app
+from mailer.core.errors import ConfigError, LockedError, MailerError
+from mailer.deliver.config import smtp_settings, token_key
+from mailer.programme.schedule import load_schedule
+from mailer.record.state import run_lock
+from mailer.record.subscribers import Subscribers
+from mailer.run import dispatch
+from mailer.run.request import Request, Result
 from tests.smtp_server import Received, Recorder, Server
 
 TZ = ZoneInfo("Europe/Stockholm")
@@ -341,8 +343,8 @@ class World:
     def env(self) -> dict[str, str]:
         return self.server.env(MAILER_ATTEMPTS="2", MAILER_BACKOFF="0.01", MAILER_TIMEOUT="5")
 
-    def request(self, *, dry_run: bool = False) -> dispatch.Request:
-        return dispatch.Request(
+    def request(self, *, dry_run: bool = False) -> Request:
+        return Request(
             schedule=self.schedule,
             templates=None,
             recipients=self.recipients,
@@ -508,13 +510,13 @@ class World:
 
     # --- runs ------------------------------------------------------------------------------------
 
-    def send(self) -> dispatch.Result | None:
+    def send(self) -> Result | None:
         active_before = self.audience()
         before = len(self.recorder.received)
         dropped_before = len(self.recorder.dropped)
         self.arm()
         self.runs += 1
-        result: dispatch.Result | None = None
+        result: Result | None = None
         try:
             result = dispatch.run(self.request())
             self.log.append(

@@ -28,8 +28,8 @@ import pytest
 import trustme
 from aiosmtpd.controller import Controller
 
-from mailer.bounces import QUARANTINE_HEADER, read_bounce
-from mailer.subscribers import Subscribers
+from mailer.audience.bounces import QUARANTINE_HEADER, read_bounce
+from mailer.record.subscribers import Subscribers
 from tests import dovecot_instance, postfix_instance
 from tests.conftest import FUTURE_NOW, VALID, Result, future_schedule, run_cli
 from tests.smtp_server import free_port
@@ -539,7 +539,7 @@ def test_one_listing_of_who_gets_no_mail_and_one_command_undoes_each(loop: Loop,
     """Issue 18, 8: refused at RCPT, bounced, unsubscribed by the person, removed by the organiser."""
     import datetime as dt
 
-    from mailer.ledger import Ledger
+    from mailer.record.ledger import Ledger
 
     state, recipients = tmp_path / "state", tmp_path / "recipients"
     shutil.copytree(loop.root / "state", state)
@@ -675,7 +675,7 @@ def test_init_writes_the_bounce_settings_and_the_cron_line_and_says_so(tmp_path:
     """Issue 18, 6: each setting commented on its own line; uncommented, every line is a valid KEY=value."""
     from dotenv import dotenv_values
 
-    from mailer.config import check_bounce_settings
+    from mailer.deliver.bounce_config import check_bounce_settings
 
     result = run_cli("init", "--date", "2031-03-01", cwd=tmp_path)
     assert result.code == 0, result.err
@@ -735,7 +735,7 @@ def test_any_bytes_are_read_or_set_aside_never_a_crash() -> None:
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    from mailer.bounces import Unreadable
+    from mailer.audience.bounces import Unreadable
 
     names = sorted(p.name for p in SAMPLES.glob("*.eml"))
 

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from mailer.render import render
-from mailer.schedule import load_schedule, week_of
+from mailer.compose.render import render
+from mailer.programme.model import week_of
+from mailer.programme.schedule import load_schedule
 from tests.conftest import ARTEFACTS, ROOT, SCHEDULE
 from tests.test_render import NEW_ZOOM, corrections
 

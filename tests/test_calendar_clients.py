@@ -145,10 +145,11 @@ def test_each_recipient_is_the_attendee_of_their_own_copy(tmp_path: Path) -> Non
     """Two subscribers' copies of one message differ in To, ids and the ATTENDEE lines only."""
     import datetime as dt
 
-    from mailer.address import Address
-    from mailer.message import build_announcement
-    from mailer.render import render
-    from mailer.schedule import load_schedule, week_of
+    from mailer.compose.message import build_announcement
+    from mailer.compose.render import render
+    from mailer.core.address import Address
+    from mailer.programme.model import week_of
+    from mailer.programme.schedule import load_schedule
 
     path = tmp_path / "seminars.yaml"
     path.write_text(SCHEDULE.format(extra=""), encoding="utf-8")
@@ -372,10 +373,11 @@ def test_a_week_of_two_seminars_is_one_valid_itip_message(
     """A REQUEST never carries a cancelled seminar (its STATUS would break RFC 5546); all cancelled: CANCEL."""
     import datetime as dt
 
-    from mailer.address import Address
-    from mailer.message import build_announcement
-    from mailer.render import render
-    from mailer.schedule import load_schedule, week_of
+    from mailer.compose.message import build_announcement
+    from mailer.compose.render import render
+    from mailer.core.address import Address
+    from mailer.programme.model import week_of
+    from mailer.programme.schedule import load_schedule
 
     text = SCHEDULE.format(extra="").replace("2030-01-24", "2030-01-18")
     if cancelled:

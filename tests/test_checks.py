@@ -6,10 +6,11 @@ import datetime as dt
 
 import icalendar
 
-from mailer.checks import date_warnings
-from mailer.invite import build_invite
-from mailer.message import first_events
-from mailer.schedule import load_schedule, week_of
+from mailer.compose.checks import date_warnings
+from mailer.compose.invite import build_invite
+from mailer.compose.message import first_events
+from mailer.programme.model import week_of
+from mailer.programme.schedule import load_schedule
 from tests.conftest import SCHEDULE, VALID, run_cli
 
 THREE = VALID + "  - date: 2024-02-01\n    speaker: Third Speaker\n"  # third seminar: date at line 21

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from mailer import __version__
-from mailer.address import Address
+from mailer.core.address import Address
 from tests.conftest import GOLDEN, ROOT, SCHEDULE, VALID, run_cli
 
 
@@ -105,10 +105,11 @@ def test_preview_eml_is_exactly_the_message_for_the_first_subscriber(tmp_path: P
     """Rebuilt with the .eml's own Date as the clock, the message is identical byte for byte."""
     import email.utils
 
-    from mailer.config import token_key
-    from mailer.message import build_announcement
-    from mailer.render import render
-    from mailer.schedule import load_schedule, week_of
+    from mailer.compose.message import build_announcement
+    from mailer.compose.render import render
+    from mailer.deliver.config import token_key
+    from mailer.programme.model import week_of
+    from mailer.programme.schedule import load_schedule
 
     result = run_cli("preview", "--date", "2024-01-15", "--out", str(tmp_path / "o"), "--state", str(tmp_path / "s"))
     assert result.code == 0, result.err

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mailer.config import SETTINGS, environment_page, load_env
+from mailer.deliver.config import SETTINGS, environment_page, load_env
 from tests.conftest import ROOT, VALID, Result
 
 
@@ -49,7 +49,9 @@ def errors(result: Result) -> list[str]:
 
 def test_the_environment_page_is_generated_from_the_table() -> None:
     page = (ROOT / "docs" / "environment.md").read_text(encoding="utf-8")
-    assert page == environment_page(), "docs/environment.md is stale: python -m mailer.config > docs/environment.md"
+    assert page == environment_page(), (
+        "docs/environment.md is stale: python -m mailer.deliver.config > docs/environment.md"
+    )
     for setting in SETTINGS:
         assert f"| `{setting.name}` | {setting.default} | {setting.meaning} |" in page
 
@@ -59,7 +61,9 @@ def test_every_setting_the_code_reads_is_in_the_table() -> None:
     for path in (ROOT / "mailer").glob("*.py"):
         read |= set(re.findall(r"\b((?:SMTP|MAILER|BOUNCES)_[A-Z0-9_]*[A-Z0-9])\b", path.read_text(encoding="utf-8")))
     missing = read - {s.name for s in SETTINGS}
-    assert missing == set(), f"settings read by mailer/ but not in SETTINGS (mailer/config.py): {sorted(missing)}"
+    assert missing == set(), (
+        f"settings read by mailer/ but not in SETTINGS (mailer/deliver/config.py): {sorted(missing)}"
+    )
     assert len({s.name for s in SETTINGS}) == len(SETTINGS)
 
 

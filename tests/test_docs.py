@@ -14,7 +14,7 @@ from types import ModuleType
 
 import pytest
 
-from mailer.schedule import SEMINAR_KEYS, SERIES_KEYS, TOP_KEYS
+from mailer.programme.schedule import SEMINAR_KEYS, SERIES_KEYS, TOP_KEYS
 from tests.conftest import ROOT, run_cli
 
 DOCS = ROOT / "docs"

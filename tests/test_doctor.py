@@ -1,4 +1,4 @@
-"""check --smtp (mailer/doctor.py) against real servers on 127.0.0.1: each step with the server's words,
+"""check --smtp (mailer/deliver/doctor.py) against real servers on 127.0.0.1: each step with the server's words,
 the likely fix for the step that fails, nothing sent, no secret shown."""
 
 from __future__ import annotations

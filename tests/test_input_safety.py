@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mailer import cli
-from mailer.errors import EXIT_SOFTWARE
+from mailer.core.errors import EXIT_SOFTWARE
 from tests.conftest import SCHEDULE, VALID, run_cli
 
 # The VALID fixture, by line: 7 zoom, 8 info_url, 9 sender, 11 upcoming, 13 first date, 14 its speaker,
@@ -278,11 +278,11 @@ def test_terminal_output_escapes_control_characters_from_templates(tmp_path: Pat
 
 
 def test_summary_escapes_what_the_server_replied(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    from mailer.address import Address
-    from mailer.dispatch import MessageReport, Result
-    from mailer.report import print_result
-    from mailer.schedule import load_schedule
-    from mailer.send import Outcome
+    from mailer.core.address import Address
+    from mailer.deliver.send import Outcome
+    from mailer.programme.schedule import load_schedule
+    from mailer.run.report import print_result
+    from mailer.run.request import MessageReport, Result
 
     outcome = Outcome(sent=0, failed=[(Address("", "a@example.org"), "550 \x1b[2J\x1b]0;owned\x07 no such user")])
     message = MessageReport("announcement", "k", "Seminar \x1b[31m", 1, outcome=outcome)

@@ -9,11 +9,12 @@ from pathlib import Path
 import icalendar
 import pytest
 
-from mailer.invite import build_invite
-from mailer.links import normalise_url, plain, sanitise
-from mailer.message import build_announcement, first_events
-from mailer.render import render
-from mailer.schedule import load_schedule, week_of
+from mailer.compose.invite import build_invite
+from mailer.compose.message import build_announcement, first_events
+from mailer.compose.render import render
+from mailer.core.links import normalise_url, plain, sanitise
+from mailer.programme.model import week_of
+from mailer.programme.schedule import load_schedule
 from tests.conftest import VALID
 
 NOW = dt.datetime(2024, 1, 15, 8, tzinfo=dt.UTC)
@@ -73,7 +74,7 @@ def test_safe_markdown_is_left_byte_for_byte() -> None:
     ],
 )
 def test_unsafe_links_lose_their_link_syntax(hostile: str) -> None:
-    from mailer.links import HTML_MARKDOWN
+    from mailer.core.links import HTML_MARKDOWN
 
     safe = sanitise(hostile)
     assert safe != hostile
@@ -153,7 +154,7 @@ def test_cancelled_upcoming_seminar_is_listed_as_cancelled(write_schedule) -> No
 
 
 def test_message_with_long_unbreakable_names_keeps_header_lines_short(write_schedule, tmp_path: Path) -> None:
-    from mailer.address import Address
+    from mailer.core.address import Address
 
     text = VALID.replace("Learning Machines <learning", "A" * 300 + " <learning").replace(
         "title: Challenges in Fine-Grained Image Analysis", "title: " + "B" * 1200

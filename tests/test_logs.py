@@ -7,7 +7,7 @@ import io
 import re
 from zoneinfo import ZoneInfo
 
-from mailer.logs import Timestamped
+from mailer.core.logs import Timestamped
 from tests.conftest import run_cli
 
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d ")

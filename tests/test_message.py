@@ -17,10 +17,11 @@ from pathlib import Path
 import icalendar
 import pytest
 
-from mailer.address import Address, parse_address
-from mailer.message import MessageTemplate, build_announcement
-from mailer.render import render
-from mailer.schedule import load_schedule, week_of
+from mailer.compose.message import MessageTemplate, build_announcement
+from mailer.compose.render import render
+from mailer.core.address import Address, parse_address
+from mailer.programme.model import week_of
+from mailer.programme.schedule import load_schedule
 from tests.conftest import ARTEFACTS, GOLDEN, SCHEDULE, VALID, check_golden
 
 NOW = dt.datetime(2024, 1, 15, 7, 0, tzinfo=dt.UTC)
@@ -235,8 +236,8 @@ def test_personalising_touches_only_the_recipients_header_and_attendee_lines(shi
 
 def correction(kind: str, folder: Path) -> MessageTemplate:
     """The change or the cancellation of tests.test_render.corrections as sent."""
-    from mailer.invite import Event
-    from mailer.message import build_message
+    from mailer.compose.invite import Event
+    from mailer.compose.message import build_message
     from tests.test_render import corrections
 
     schedule, rendered = corrections(folder)
@@ -328,7 +329,7 @@ def test_mutt_shows_the_text_part_and_the_invitation(shipped: MessageTemplate, t
     reason="this Python has the CVE-2024-6923 fix; the hazard below exists only on older ones (3.11.7 here)",
 )
 def test_the_stdlib_alone_would_inject_on_this_python() -> None:
-    """Why mailer/address.py writes header text itself: the same title through EmailMessage adds a Bcc."""
+    """Why mailer/core/address.py writes header text itself: the same title through EmailMessage adds a Bcc."""
     naive = EmailMessage(policy=email.policy.SMTP)
     naive["Subject"] = ENCODED_WORD
     naive.set_content("x")
@@ -341,8 +342,8 @@ def test_attendee_lines_fold_so_quoted_printable_needs_no_soft_break() -> None:
     characters, none ends in a soft break, and decoding then unfolding gives the property back."""
     import quopri
 
-    from mailer.invite import attendee_property
-    from mailer.message import attendee_lines
+    from mailer.compose.invite import attendee_property
+    from mailer.compose.message import attendee_lines
 
     for n in range(1, 64):
         for local in ("a" * n, ("a=" * n)[:n], ("=b" * n)[:n]):

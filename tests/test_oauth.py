@@ -1,4 +1,5 @@
-"""OAuth2 sending (mailer/oauth.py, the SASL exchange in mailer/smtp.py) against real servers on 127.0.0.1.
+"""OAuth2 sending (mailer/deliver/oauth.py, the SASL exchange in mailer/deliver/smtp.py) against real servers on
+127.0.0.1.
 
 The SMTP server is aiosmtpd with XOAUTH2 and OAUTHBEARER (tests/smtp_server.py, ``auth_MECHANISM``
 hooks) accepting only the current token of a stand-in identity provider, which can expire it after N

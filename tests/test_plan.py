@@ -1,4 +1,4 @@
-"""The planner (mailer/plan.py): what is due, as a pure function of the schedule, the ledger's memory
+"""The planner (mailer/run/plan.py): what is due, as a pure function of the schedule, the ledger's memory
 and the clock; and the correction and cancellation messages it leads to (golden files)."""
 
 from __future__ import annotations
@@ -9,20 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from mailer.address import Address
-from mailer.dispatch import compose
-from mailer.ledger import Remembered
-from mailer.plan import (
+from mailer.core.address import Address
+from mailer.programme.model import Schedule
+from mailer.programme.revisions import announced_fields, derived_uid
+from mailer.programme.schedule import load_schedule
+from mailer.record.rows import Remembered
+from mailer.run.dispatch import compose
+from mailer.run.plan import (
     ANNOUNCEMENT,
     CANCELLATION,
     CHANGE,
     REMINDER,
     Memory,
-    announced_fields,
-    derived_uid,
     plan,
 )
-from mailer.schedule import Schedule, load_schedule
 from tests.conftest import SERIES, check_golden
 
 BASE = (
@@ -224,7 +224,7 @@ def test_the_announcement_waits_for_the_series_announce_time(
 
 
 def test_a_bad_announce_time_is_an_input_error(tmp_path: Path) -> None:
-    from mailer.errors import ScheduleError
+    from mailer.core.errors import ScheduleError
 
     with pytest.raises(ScheduleError) as caught:
         schedule(tmp_path, series_extra='  announce: "Moonday 8"\n')

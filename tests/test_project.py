@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from mailer.schema import MODELINE, json_schema
+from mailer.programme.schema import MODELINE, json_schema
 from tests.conftest import ROOT, VALID, run_cli
 from tests.test_config import cli
 from tests.test_deployment import cron_jobs, readme_cron_commands

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailer import cli
-from mailer.message import MessageTemplate
+from mailer.compose.message import MessageTemplate
 
 SERIES = {
     "name": "Learning Machines",
@@ -109,9 +109,10 @@ def _settings(examples: int) -> settings:
 @functools.cache
 def _template() -> MessageTemplate:
     """The message of the fuzzed schedule as it stands, built once for the recipients property."""
-    from mailer.message import build_announcement
-    from mailer.render import render
-    from mailer.schedule import load_schedule, week_of
+    from mailer.compose.message import build_announcement
+    from mailer.compose.render import render
+    from mailer.programme.model import week_of
+    from mailer.programme.schedule import load_schedule
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "seminars.yaml"
@@ -162,7 +163,7 @@ def test_random_text_in_any_schedule_field(monkeypatch, field: tuple[str, str], 
 @_settings(150)
 @given(lines=st.lists(TEXT, min_size=1, max_size=4), csv=st.booleans())
 def test_random_recipients_lines(monkeypatch, lines: list[str], csv: bool) -> None:  # type: ignore[no-untyped-def]
-    from mailer.recipients import read_entries
+    from mailer.audience.recipients import read_entries
 
     monkeypatch.setenv("MAILER_ENV_FILE", "/nonexistent/.env")
     monkeypatch.delenv("SMTP_HOST", raising=False)
@@ -181,7 +182,7 @@ def test_random_recipients_lines(monkeypatch, lines: list[str], csv: bool) -> No
         try:
             recipients = [e.recipient for e in read_entries(path) if e.recipient is not None]
         except Exception as exc:  # only an input error may stop the list, never anything else
-            from mailer.errors import MailerError
+            from mailer.core.errors import MailerError
 
             assert isinstance(exc, MailerError), exc
             return

@@ -1,4 +1,4 @@
-"""SMTP_PROVIDER presets and the token cache (mailer/providers.py, mailer/config.py, mailer/oauth.py), in process."""
+"""SMTP_PROVIDER presets and the token cache (mailer/deliver/providers.py, config.py, oauth.py), in process."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from mailer.config import smtp_settings
-from mailer.errors import ConfigError
-from mailer.oauth import TokenSource
+from mailer.core.errors import ConfigError
+from mailer.deliver.config import smtp_settings
+from mailer.deliver.oauth import TokenSource
 
 TOKEN_COMMAND = {"SMTP_USERNAME": "seminars@example.org", "SMTP_OAUTH2_TOKEN_COMMAND": "echo t"}
 

@@ -22,12 +22,14 @@ import icalendar
 import pytest
 import vobject
 
-from mailer.address import Address
-from mailer.dispatch import Request, preview
-from mailer.plan import REMOVED
-from mailer.publish import ATOM, CALENDAR, MANIFEST, PROGRAMME, publish
-from mailer.render import render
-from mailer.schedule import load_schedule, week_of
+from mailer.compose.render import render
+from mailer.core.address import Address
+from mailer.programme.model import week_of
+from mailer.programme.schedule import load_schedule
+from mailer.run.dispatch import preview
+from mailer.run.plan import REMOVED
+from mailer.run.request import Request
+from mailer.site.publish import ATOM, CALENDAR, MANIFEST, PROGRAMME, publish
 from tests import conftest
 from tests.conftest import GOLDEN, SCHEDULE, run_cli
 from tests.smtp_server import Server, start_server

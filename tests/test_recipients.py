@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mailer.errors import ConfigError
-from mailer.recipients import ALREADY, DUE, DUPLICATE, INVALID, SUPPRESSED, classify, list_file, read_entries
+from mailer.audience.recipients import ALREADY, DUE, DUPLICATE, INVALID, SUPPRESSED, classify, list_file, read_entries
+from mailer.core.errors import ConfigError
 from tests.conftest import SCHEDULE, run_cli
 
 

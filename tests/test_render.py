@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from mailer.errors import TemplateError
-from mailer.plan import Change
-from mailer.render import Rendered, render, render_change
-from mailer.schedule import Schedule, Seminar, load_schedule, week_of
+from mailer.compose.render import Rendered, render, render_change
+from mailer.core.errors import TemplateError
+from mailer.programme.model import Schedule, Seminar, week_of
+from mailer.programme.revisions import Change
+from mailer.programme.schedule import load_schedule
 from tests.conftest import GOLDEN, SCHEDULE, VALID, check_golden
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "announcement-2024-01-18.md"

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from mailer.errors import ScheduleError
-from mailer.schedule import load_schedule, week_of
+from mailer.core.errors import ScheduleError
+from mailer.programme.model import week_of
+from mailer.programme.schedule import load_schedule
 from tests.conftest import SCHEDULE, VALID, run_cli
 
 

@@ -10,11 +10,11 @@ from typing import Any
 import jsonschema
 import pytest
 
-from mailer import yamlfile
-from mailer.errors import ScheduleError
-from mailer.schedule import load_schedule
-from mailer.schema import json_schema
-from mailer.yamlfile import Mapping, Node, Scalar, Sequence
+from mailer.core.errors import ScheduleError
+from mailer.programme import yamlfile
+from mailer.programme.schedule import load_schedule
+from mailer.programme.schema import json_schema
+from mailer.programme.yamlfile import Mapping, Node, Scalar, Sequence
 from tests.conftest import SCHEDULE, VALID, run_cli
 from tests.test_schedule import CASES
 

@@ -1,4 +1,4 @@
-"""The SMTP connection (mailer/smtp.py) against a scripted server on 127.0.0.1 that records each read.
+"""The SMTP connection (mailer/deliver/smtp.py) against a scripted server on 127.0.0.1 that records each read.
 
 A scripted server, not aiosmtpd, because these tests are about the bytes on the wire: which commands
 arrive in one read (PIPELINING), replies split at awkward places, and the corner cases of RFC 2920
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import aiosmtplib
 import pytest
 
-from mailer.config import smtp_settings
-from mailer.smtp import Connection, ReplyUncertain, connect
+from mailer.deliver.config import smtp_settings
+from mailer.deliver.smtp import Connection, ReplyUncertain, connect
 
 WIRE = b"Subject: hi\r\n\r\nbody\r\n..dot\r\n.\r\n"  # as MessageTemplate.wire makes it: stuffed, ended
 

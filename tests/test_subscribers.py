@@ -5,10 +5,10 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from mailer.address import Address
-from mailer.recipients import DUE, DUPLICATE, SUPPRESSED, classify
-from mailer.subscribers import STORE_FILE, StillWanted, Subscribers
-from mailer.tokens import check_confirm, check_unsubscribe, confirm_token, unsubscribe_query, unsubscribe_token
+from mailer.audience.recipients import DUE, DUPLICATE, SUPPRESSED, classify
+from mailer.core.address import Address
+from mailer.core.tokens import check_confirm, check_unsubscribe, confirm_token, unsubscribe_query, unsubscribe_token
+from mailer.record.subscribers import STORE_FILE, StillWanted, Subscribers
 from tests.conftest import VALID, run_cli
 
 KEY = b"k" * 32
@@ -216,7 +216,7 @@ def test_a_stray_wal_without_its_store_is_an_error(tmp_path: Path) -> None:
 def test_a_store_from_a_newer_version_is_refused(tmp_path: Path) -> None:
     import sqlite3
 
-    from mailer.subscribers import STORE_VERSION
+    from mailer.record.subscribers import STORE_VERSION
 
     store = _unsubscribed_store(tmp_path)
     with sqlite3.connect(store) as db:

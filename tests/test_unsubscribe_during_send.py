@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from mailer.tokens import unsubscribe_query
+from mailer.core.tokens import unsubscribe_query
 from tests.conftest import FUTURE_DATE, FUTURE_NOW, ROOT
 from tests.smtp_server import Server, start_server
 from tests.web_service import TOKEN_KEY, Service, start_service

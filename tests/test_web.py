@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from mailer.subscribers import Subscribers
-from mailer.tokens import unsubscribe_query
+from mailer.core.tokens import unsubscribe_query
+from mailer.record.subscribers import Subscribers
 from tests.conftest import FUTURE_NOW, ROOT, SCHEDULE, VALID, run_cli
 from tests.smtp_server import Server, free_port, start_server
 from tests.web_service import TOKEN_KEY, Service, start_service
@@ -212,8 +212,8 @@ def test_serve_without_service_url_is_exit_2(tmp_path: Path) -> None:
 
 
 def test_service_url_must_be_https_except_on_this_machine(write_schedule) -> None:
-    from mailer.errors import ScheduleError
-    from mailer.schedule import load_schedule
+    from mailer.core.errors import ScheduleError
+    from mailer.programme.schedule import load_schedule
     from tests.conftest import VALID
 
     path = write_schedule(VALID.replace("  upcoming: 4\n", "  upcoming: 4\n  service_url: http://example.org/lm\n"))

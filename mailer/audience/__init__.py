@@ -1,0 +1,2 @@
+"""Who receives it: the list files, the web service (one-click unsubscribe, confirmed subscribe), bounces,
+and the roster of who gets no mail and why."""

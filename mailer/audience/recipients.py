@@ -1,0 +1,171 @@
+"""Read a mailing list (recipients/<list>.txt or .csv) and the suppression lists, streaming.
+
+One address a line, optionally ``Name <addr>``; ``#`` comments and blank lines are allowed. A CSV
+list has the header ``email,name``. Duplicates (domain compared case-insensitively) count once.
+Invalid lines become problems (``check`` reports them, ``send`` warns and skips them).
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mailer.core.address import Address, parse_address
+from mailer.core.errors import ConfigError, Problem
+
+UNSUBSCRIBED = "unsubscribed.txt"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One line of a list file: a recipient or the problem with that line."""
+
+    line: int
+    recipient: Address | None
+    problem: Problem | None
+
+
+def list_file(folder: Path, list_name: str) -> Path:
+    """Find recipients/<list>.txt or .csv; both at once is ambiguous."""
+    found = [p for p in (folder / f"{list_name}.txt", folder / f"{list_name}.csv") if p.exists()]
+    if not found:
+        raise ConfigError(
+            f"{folder / (list_name + '.txt')}: no such mailing list; wanted one address a line "
+            f"in {list_name}.txt (or {list_name}.csv with the header email,name)"
+        )
+    if len(found) == 2:
+        raise ConfigError(f"{found[0]} and {found[1]} both exist; wanted one list file")
+    return found[0]
+
+
+def _check(path: Path, line: int, raw: str, column: int = 1) -> Entry:
+    address = parse_address(raw)
+    if address is None:
+        return Entry(
+            line,
+            None,
+            Problem(
+                path,
+                line,
+                column,
+                f"{raw.strip()!r} is not a valid email address; wanted name@example.org or Name <name@example.org>",
+            ),
+        )
+    return Entry(line, address, None)
+
+
+def read_entries(path: Path) -> Iterator[Entry]:
+    """Yield every non-blank, non-comment line of a list file, parsed. Streams: memory stays flat."""
+    try:
+        handle = path.open("rb")
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the list: {err.strerror}") from err
+    with handle:
+        lines = _decoded(path, handle)
+        if path.suffix == ".csv":  # the csv module ends a row at a lone CR too: hand it over as a line end
+            yield from _csv_entries(path, (part for line in lines for part in _LONE_CR.split(line)))
+            return
+        for number, line in enumerate(lines, start=1):
+            text = line.rstrip("\r\n")
+            stripped = text.strip()
+            if not stripped or stripped.startswith("#"):
+                continue
+            yield _check(path, number, text, len(text) - len(text.lstrip()) + 1)
+
+
+_LONE_CR = re.compile(r"(?<=\r)(?!\n)(?=.)", re.S)
+
+
+def _decoded(path: Path, handle: Iterable[bytes]) -> Iterator[str]:
+    """Lines (split at LF only: a stray CR stays inside its line and makes it invalid), decoded one by one
+    so that a byte that is not UTF-8 is reported at its own line and column."""
+    for number, raw in enumerate(handle, start=1):
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            column = len(raw[: err.start].decode("utf-8", "replace")) + 1
+            raise ConfigError(
+                f"{path}:{number}:{column}: the file is not valid UTF-8; wanted it saved as UTF-8"
+            ) from err
+
+
+def _csv_entries(path: Path, lines: Iterator[str]) -> Iterator[Entry]:
+    reader = csv.reader(lines)
+    try:
+        yield from _csv_rows(path, reader)
+    except csv.Error as err:
+        raise ConfigError(f'{path}:{reader.line_num}:1: {err}; wanted one row a line, fields quoted with "') from err
+
+
+def _csv_rows(path: Path, reader: Any) -> Iterator[Entry]:
+    header = next(reader, None)
+    columns = [c.strip().lower() for c in header] if header else []
+    if "email" not in columns:
+        raise ConfigError(f"{path}:1:1: the CSV header is {header!r}; wanted the header row email,name")
+    email_at, name_at = columns.index("email"), columns.index("name") if "name" in columns else None
+    next_start = reader.line_num + 1  # a row is reported where it starts: a quoted field may span lines
+    for row in reader:
+        number, next_start = next_start, reader.line_num + 1
+        if not any(cell.strip() for cell in row) or row[0].lstrip().startswith("#"):
+            continue
+        if len(row) <= email_at:
+            yield Entry(number, None, Problem(path, number, 1, "missing the email column"))
+            continue
+        email = row[email_at].strip()
+        name = row[name_at].strip() if name_at is not None and len(row) > name_at else ""
+        if "<" in email or ">" in email or '"' in name or "<" in name:
+            yield Entry(
+                number,
+                None,
+                Problem(
+                    path,
+                    number,
+                    1,
+                    f"{email!r}: wanted a bare address in the email column and a plain name in the name column",
+                ),
+            )
+            continue
+        raw = f'"{name}" <{email}>' if name else email
+        yield _check(path, number, raw)
+
+
+def suppressed_keys(paths: list[Path]) -> set[str]:
+    """Read suppression lists (missing files are empty) into address keys."""
+    keys: set[str] = set()
+    for path in paths:
+        if path.exists():
+            keys.update(e.recipient.key for e in read_entries(path) if e.recipient is not None)
+    return keys
+
+
+INVALID, DUPLICATE, SUPPRESSED, ALREADY, DUE = "invalid", "duplicate", "suppressed", "already", "due"
+
+
+def classify(
+    path: Path, *, suppressed: set[str], done: set[str], subscribers: Iterable[Address] = ()
+) -> Iterator[tuple[str, Entry]]:
+    """Sort every line of a list into invalid, duplicate, suppressed, already (done) or due; then the
+    store's confirmed ``subscribers`` (as entries with line 0) that the file does not already hold."""
+    seen: set[str] = set()
+    from_store = (Entry(0, address, None) for address in subscribers)
+    for entry in itertools.chain(read_entries(path), from_store):
+        if entry.recipient is None:
+            yield INVALID, entry
+            continue
+        key = entry.recipient.key
+        if key in seen:
+            if entry.line:  # a confirmed subscriber whom the file lists too is no mistake to report
+                yield DUPLICATE, entry
+            continue
+        seen.add(key)
+        if key in suppressed:
+            yield SUPPRESSED, entry
+        elif key in done:
+            yield ALREADY, entry
+        else:
+            yield DUE, entry

@@ -1,0 +1,226 @@
+"""The organiser's commands about the programme: init, check, preview, schema, publish."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mailer.core.errors import EXIT_OK, ConfigError, MailerError
+from mailer.core.terminal import count_of as _count_of
+from mailer.core.terminal import printable
+
+if TYPE_CHECKING:
+    from mailer.deliver.config import Environment
+from mailer.cli.context import environment, first_recipient, open_in_browser, send_request, today_from, week_name
+
+
+def check_command(args: argparse.Namespace) -> int:
+    from mailer.audience.recipients import UNSUBSCRIBED, list_file, read_entries
+    from mailer.compose.checks import date_warnings
+    from mailer.compose.render import render_every_week
+    from mailer.core.errors import Problem
+    from mailer.programme.schedule import load_schedule
+    from mailer.run.dispatch import plan_notes
+
+    schedule = load_schedule(args.schedule)
+    today = today_from(args.date, schedule.series.timezone)
+    for warning in date_warnings(schedule, today):
+        print(f"warning: {printable(str(warning))}", file=sys.stderr)
+    print(printable(f"{args.schedule}: OK, {_count_of(len(schedule.seminars), 'seminar')} of {schedule.series.name}"))
+    for note in plan_notes(send_request(args, dry_run=True)):
+        print(f"note: {printable(note)}", file=sys.stderr)
+    _check_settings(environment())
+    _check_bounces(environment())
+    problems: list[Problem] = []
+    path = list_file(args.recipients, schedule.series.list_name)
+    count = 0
+    for entry in read_entries(path):
+        if entry.problem is not None:
+            problems.append(entry.problem)
+        else:
+            count += 1
+    if (unsubscribed := args.recipients / UNSUBSCRIBED).exists():
+        problems += [e.problem for e in read_entries(unsubscribed) if e.problem is not None]
+    if problems:
+        raise MailerError(_count_of(len(problems), "invalid recipient line"), problems=tuple(problems))
+    print(printable(f"{path}: OK, {_count_of(count, 'recipient')}"))
+    templates: Path = args.templates
+    if not templates.is_dir():
+        if args.templates_given:
+            raise ConfigError(f"{templates}: no such template folder; wanted a folder of *.j2 templates")
+        weeks = render_every_week(schedule, templates=None)
+        print(f"built-in templates: OK, rendered {_count_of(weeks, 'week')}")
+    else:
+        weeks = render_every_week(schedule, templates=templates)
+        rest = "templates not in it come from the built-in set"
+        print(printable(f"{templates}: OK, rendered {_count_of(weeks, 'week')} ({rest})"))
+    code = _check_smtp(args, schedule.series.sender.ascii_addr) if args.smtp else EXIT_OK
+    if args.imap and code == EXIT_OK:
+        code = _check_imap()
+    return code
+
+
+def _check_bounces(env: dict[str, str]) -> None:
+    """Validate the bounce settings (MAILER_VERP, MAILER_SOFT_BOUNCES, BOUNCES_IMAP_*) that are set."""
+    from mailer.deliver.bounce_config import check_bounce_settings
+
+    if line := check_bounce_settings(env):
+        print(printable(line))
+
+
+def _check_imap() -> int:
+    from mailer.deliver.bounce_config import imap_settings
+    from mailer.deliver.doctor import check_imap
+
+    checkup = check_imap(imap_settings(environment()))
+    print("\n".join(printable(line) for line in checkup.lines()))
+    return checkup.exit_code
+
+
+def _check_smtp(args: argparse.Namespace, series_sender: str) -> int:
+    from mailer.deliver.config import smtp_settings
+    from mailer.deliver.doctor import check_smtp
+
+    settings = smtp_settings(environment(), state=args.state)
+    checkup = asyncio.run(check_smtp(settings, settings.envelope_from or series_sender))
+    print("\n".join(checkup.lines()))
+    return checkup.exit_code
+
+
+def _check_settings(env: Environment) -> None:
+    """Validate the SMTP and MAILER_ settings that ``send`` will read (SMTP_HOST only when it is set), then
+    refuse the starter's placeholders; an unknown name in the environment is a warning (in .env, an error)."""
+    from mailer.deliver.config import ledger_window, placeholders, smtp_settings, unknown_hint
+
+    for name in sorted(env):
+        if name not in env.origins and (hint := unknown_hint(name)):
+            print(f"warning: in the environment: {printable(hint)}", file=sys.stderr)
+    if found := placeholders(env):  # first: the starter's empty password is not "set both or neither"
+        raise ConfigError(f"{len(found)} placeholder settings", problems=tuple(found))
+    settings = smtp_settings({**env, "SMTP_HOST": env.get("SMTP_HOST") or "localhost"})
+    ledger_window(env)
+    if env.get("SMTP_HOST"):
+        how = "no TLS (plaintext, allowed only to this machine)" if settings.security == "none" else settings.security
+        print(printable(f"SMTP settings: OK, {how} to {settings.host}:{settings.port}"))
+
+
+def preview_command(args: argparse.Namespace) -> int:
+    from mailer.core.outfiles import write_files
+    from mailer.run.dispatch import preview
+
+    request = send_request(args, dry_run=True)
+    week, messages = preview(request)
+    if week is None:
+        monday = request.day - dt.timedelta(days=request.day.weekday())
+        print(
+            f"No {week_name(args)} seminar in the week of {monday} to "
+            f"{monday + dt.timedelta(days=6)}: nothing to announce."
+        )
+    if not messages:
+        return EXIT_OK
+    first = first_recipient(args.recipients, messages[0].list_name)
+    out: Path = args.out
+    files: dict[str, bytes] = {}
+    written: list[str] = []
+    for n, message in enumerate(messages):
+        assert message.rendered is not None and message.template is not None
+        stem = "announcement" if n == 0 and message.kind == "announcement" else f"{message.kind}-{n}"
+        files[f"{stem}.html"] = message.rendered.html.encode()
+        files[f"{stem}.txt"] = message.rendered.text.encode()
+        written += [f"{out / stem}.html ({len(message.rendered.html.encode()) // 1024} KB)", f"{out / stem}.txt"]
+        if message.rendered.page_name:
+            files[message.rendered.page_name] = message.rendered.page.encode()
+            written.append(str(out / message.rendered.page_name))
+        files[f"{stem}.eml"] = message.template.personalise(first)
+        written.append(f"{out / stem}.eml (as {first.addr} gets it)")
+        if n:
+            print(f"\n{'=' * 72}\n")
+        print(printable(f"Subject: {message.rendered.subject}\n"))
+        print(printable(message.rendered.text), end="")
+    write_files(out, files)
+    print(printable(f"Wrote {', '.join(written)}"), file=sys.stderr)
+    if args.open:
+        open_in_browser(out / "announcement.html")
+    return EXIT_OK
+
+
+def init_command(args: argparse.Namespace) -> int:
+    import shutil
+
+    from mailer.programme.project import init, installed_command, local_timezone
+
+    today = today_from(args.date, dt.datetime.now().astimezone().tzinfo or dt.UTC)
+    command = installed_command()
+    created = init(args.dir, today=today, timezone=local_timezone(), command=command)
+    here = Path.cwd().resolve()
+    shown = created.folder.relative_to(here) if created.folder.is_relative_to(here) else created.folder
+    print(f"Created a seminar-mailer project in {created.folder}:")
+    for path in created.files:
+        print(f"  {path.relative_to(created.folder)}")
+    # The short name where it runs this installation; the full path where it does not.
+    on_path = shutil.which("seminar-mailer")
+    me = "seminar-mailer" if on_path and Path(on_path).resolve() == Path(command).resolve() else command
+    steps = [(f"cd {shown}", "")] if shown != Path(".") else []
+    steps += [
+        (f"{me} check", "validate it all"),
+        (f"{me} preview --serve --date {created.seminar_date}", "live preview: edit data/seminars.yaml and watch"),
+        ("cp .env.example .env", "then fill in your SMTP server"),
+        (f"{me} send --dry-run --date {created.seminar_date}", "who would receive it"),
+        (f"{me} check --imap", "the bounce mailbox: BOUNCES_IMAP_* in .env (docs/bounces.md)"),
+    ]
+    width = max(len(command) for command, _ in steps) + 2
+    print("\nNext:")
+    for command, why in steps:
+        print(f"  {command.ljust(width)}{'# ' + why if why else ''}".rstrip())
+    print(
+        "\nFrom cron, send every 15 minutes and, once the bounce mailbox is set up, bounces every hour "
+        "(crontab -e, as the owner of the folder), also in crontab.example:"
+    )
+    print(created.crontab.split("\n", 1)[1], end="")
+    return EXIT_OK
+
+
+def schema_command(args: argparse.Namespace) -> int:
+    from mailer.programme.schema import schema_text
+
+    print(schema_text(), end="")
+    return EXIT_OK
+
+
+def publish_command(args: argparse.Namespace) -> int:
+    from mailer.site.publish import publish
+
+    request = send_request(args, dry_run=True)
+    now = request.now if request.clock_given or request.date is None else dt.datetime.combine(request.date, dt.time())
+    done = publish(args.schedule, out=args.site, state=args.state, templates=args.templates, now=now, prune=args.prune)
+    print(
+        f"{args.site}: {_count_of(done.seminars, 'seminar')}, {_count_of(done.events, 'calendar event')}, "
+        f"{_count_of(done.entries, 'announcement')} in the feed; {_count_of(len(done.written), 'file')} written, "
+        f"{len(done.unchanged)} unchanged"
+    )
+    for name in done.written:
+        print(printable(f"  wrote   {args.site / name}"))
+    for name in done.removed:
+        print(printable(f"  removed {args.site / name}"))
+    for name in done.stale:
+        print(printable(f"  kept    {args.site / name} (its seminar is no longer in the schedule; --prune deletes it)"))
+    return EXIT_OK
+
+
+def preview_or_serve_command(args: argparse.Namespace) -> int:
+    if not args.serve:
+        return preview_command(args)
+    from mailer.site.live import serve
+
+    return serve(
+        schedule=args.schedule,
+        templates=args.templates,
+        date=args.date,
+        port=args.port,
+        announce=lambda url: print(f"Live preview on {url} (Ctrl-C to stop)", file=sys.stderr, flush=True),
+        open_browser=open_in_browser if args.open else None,
+    )

@@ -1,0 +1,506 @@
+"""Load ``seminars.yaml`` into frozen values (model.py), reporting every problem with its line and column."""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import re
+import zoneinfo
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from mailer.core.address import Address, parse_address
+from mailer.core.errors import Problem, ScheduleError
+from mailer.core.links import normalise_url
+from mailer.programme import yamlfile
+from mailer.programme.model import WEEKDAYS, Announce, Reminder, Schedule, Seminar, Series
+from mailer.programme.yamlfile import Mapping, Node, Scalar, Sequence, describe
+
+# --- field readers: each returns the value or None after recording a problem -------------------
+
+YEARS = (1970, 2999)  # dates outside are typos; year 9999 would overflow the week arithmetic
+LIST_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]")
+
+
+class _Reader:
+    """Collects problems while reading typed values out of positioned nodes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.problems: list[Problem] = []
+
+    def add(self, node: Node, message: str) -> None:
+        self.problems.append(Problem(self.path, node.line, node.column, message))
+
+    def mapping(self, node: Node, what: str, *, keys: dict[str, Key]) -> Mapping | None:
+        if not isinstance(node, Mapping):
+            self.add(node, f"{what} should be a mapping of keys, got {describe(node)}")
+            return None
+        known = tuple(keys)
+        required = tuple(name for name, key in keys.items() if key.required)
+        for key, key_node in node.keys.items():
+            if key not in known:
+                guess = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+                hint = f"did you mean '{guess[0]}'?" if guess else f"wanted one of: {', '.join(known)}"
+                if key == "password":
+                    hint = "SMTP credentials come from the environment (SMTP_PASSWORD), never the schedule"
+                self.add(key_node, f"unknown key '{key}' in {what}; {hint}")
+        for key in required:
+            if key not in node.values:
+                self.add(node, f"{what} is missing the required key '{key}'")
+        return node
+
+    def text(self, node: Node | None, key: str, *, multiline: bool = False) -> str | None:
+        if node is None:
+            return None
+        if not isinstance(node, Scalar) or not isinstance(node.value, str):
+            quote = " (quote it to make it text)" if isinstance(node, Scalar) and node.value is not None else ""
+            self.add(node, f"'{key}' should be text, got {describe(node)}{quote}")
+            return None
+        value = node.value.strip() if not multiline else node.value.rstrip() + "\n"
+        if not value.strip():
+            self.add(node, f"'{key}' is empty; wanted some text")
+            return None
+        bad = CONTROL_RE.search(value.replace("\n", "") if multiline else value)
+        if bad:
+            kind = "a line break" if bad.group() in "\r\n\u2028\u2029\x85" else f"the control character {bad.group()!r}"
+            self.add(node, f"'{key}' contains {kind}; wanted a single line of plain text")
+            return None
+        return value
+
+    def matching(self, node: Node | None, key: str, pattern: re.Pattern[str], wanted: str) -> str | None:
+        """Text that must match ``pattern``; else a problem saying what it is for and what is wanted."""
+        value = self.text(node, key)
+        if value is not None and node is not None and not pattern.match(value):
+            self.add(node, f"'{key}' {value!r} {wanted}")
+            return None
+        return value
+
+    def integer(self, node: Node | None, key: str, keys: dict[str, Key]) -> int | None:
+        if node is None:
+            return None
+        low, high = keys[key].low, keys[key].high
+        if not isinstance(node, Scalar) or isinstance(node.value, bool) or not isinstance(node.value, int):
+            self.add(node, f"'{key}' should be a whole number, got {describe(node)}")
+            return None
+        if not low <= node.value <= high:
+            self.add(node, f"'{key}' is {node.value}; wanted a number from {low} to {high}")
+            return None
+        return node.value
+
+    def clock(self, node: Node | None, key: str) -> dt.time | None:
+        if node is None:
+            return None
+        if (
+            isinstance(node, Scalar)
+            and isinstance(node.value, int)
+            and not isinstance(node.value, bool)
+            and re.fullmatch(r"\d{1,2}:\d{2}", node.raw)
+            and not node.quoted
+        ):
+            self.add(
+                node,
+                f"'{key}: {node.raw}' is unquoted, so YAML 1.1 reads it as the number "
+                f'{node.value} (base 60); wanted it quoted: {key}: "{node.raw}"',
+            )
+            return None
+        raw = self.text(node, key)
+        if raw is None:
+            return None
+        match = re.fullmatch(r"(\d{1,2}):(\d{2})", raw)
+        if not match or int(match[1]) > 23 or int(match[2]) > 59:
+            self.add(node, f"'{key}' is {raw!r}; wanted a 24-hour time such as \"15:00\"")
+            return None
+        return dt.time(int(match[1]), int(match[2]))
+
+    def day(self, node: Node | None, key: str) -> dt.date | None:
+        if node is None:
+            return None
+        if isinstance(node, Scalar) and node.error is not None:
+            self.add(node, f"'{key}' {node.raw} is not a real date ({node.error}); wanted YYYY-MM-DD")
+            return None
+        value: dt.date | None = None
+        if isinstance(node, Scalar) and type(node.value) is dt.date:
+            value = node.value
+        elif isinstance(node, Scalar) and isinstance(node.value, str):
+            try:
+                value = dt.date.fromisoformat(node.value)
+            except ValueError:
+                pass
+        if value is None:
+            self.add(node, f"'{key}' should be a date written YYYY-MM-DD, got {describe(node)}")
+        elif not YEARS[0] <= value.year <= YEARS[1]:
+            self.add(
+                node,
+                f"'{key}' {value.isoformat()} is in the year {value.year}; wanted a year from {YEARS[0]} to {YEARS[1]}",
+            )
+            value = None
+        return value
+
+    def url(self, node: Node | None, key: str, *, unsubscribe: bool = False) -> str | None:
+        raw = self.text(node, key)
+        if raw is None or node is None:
+            return None
+        try:
+            return normalise_url(raw, https_only=unsubscribe, for_list_header=unsubscribe)
+        except ValueError as err:
+            wanted = "https URL" if unsubscribe else "http(s) URL"
+            self.add(
+                node,
+                f"'{key}' {raw!r} is not a valid web address: {err}; wanted an absolute "
+                f"{wanted} such as https://example.org/page (percent-encode special characters)",
+            )
+            return None
+
+    def address(self, node: Node | None, key: str) -> Address | None:
+        raw = self.text(node, key)
+        if raw is None or node is None:
+            return None
+        address = parse_address(raw)
+        if address is None:
+            self.add(
+                node,
+                f"'{key}' {raw!r} is not a valid email address; wanted name@example.org or Name <name@example.org>",
+            )
+        elif address.needs_smtputf8:
+            # From, Reply-To and List-Unsubscribe must reach every subscriber's server, SMTPUTF8 or not.
+            self.add(
+                node,
+                f"'{key}' {raw!r} has non-ASCII letters before the @, which a mail header can carry only "
+                "to servers that support SMTPUTF8; wanted an ASCII address (the name may be in any script)",
+            )
+            return None
+        return address
+
+    def zone(self, node: Node | None, key: str) -> zoneinfo.ZoneInfo | None:
+        raw = self.text(node, key)
+        if raw is None or node is None:
+            return None
+        try:
+            return zoneinfo.ZoneInfo(raw)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            guess = difflib.get_close_matches(raw, sorted(zoneinfo.available_timezones()), n=1)
+            hint = f"did you mean '{guess[0]}'?" if guess else "wanted an IANA name such as Europe/Stockholm"
+            self.add(node, f"unknown time zone {raw!r}; {hint}")
+            return None
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """One key of seminars.yaml: what the validator reads it as; programme/schema.py builds the JSON Schema from it."""
+
+    kind: str  # text, markdown, url, address, zone, clock, date, number, list, cancelled
+    doc: str
+    required: bool = False
+    low: int = 0  # bounds of a number
+    high: int = 0
+
+
+MINUTES_IN_A_DAY = 24 * 60
+SERIES_KEYS: dict[str, Key] = {
+    "name": Key("text", "The series' name: \"Welcome to this week's <name> seminar.\"", required=True),
+    "signature": Key("text", "Who signs the announcement, e.g. The Learning Machines Team.", required=True),
+    "timezone": Key("zone", "IANA time zone; every date and time is local to it.", required=True),
+    "time": Key("clock", 'Usual start time, 24-hour and quoted: "15:00".', required=True),
+    "duration": Key("number", "Minutes, default 60.", low=1, high=MINUTES_IN_A_DAY),
+    "location": Key("text", "Where the seminars take place.", required=True),
+    "zoom": Key("url", "Video link, if any."),
+    "info_url": Key("url", "The series' web page.", required=True),
+    "sender": Key("address", "From address: Name <address@example.org>.", required=True),
+    "list": Key("list", "The mailing list: recipients/<list>.txt or .csv.", required=True),
+    "upcoming": Key("number", "How many later seminars the announcement lists, default 4.", low=0, high=50),
+    "reply_to": Key("address", "Reply-To address, if not the sender."),
+    "unsubscribe_url": Key("url", "Web page that unsubscribes (gets a signed token)."),
+    "unsubscribe_email": Key("address", "Where 'unsubscribe' mails go, default the sender."),
+    "reminder": Key("reminder", 'Remind subscribers: "09:00" on the day, or 2h / 90m before the start.'),
+    "announce": Key("announce", 'Not before this time of the week: "Monday 08:00" (default: as the week begins).'),
+    "service_url": Key("url", "The https address of `seminar-mailer serve` behind your proxy."),
+    "calendar_url": Key("url", "Where seminars.ics from `seminar-mailer publish` is served; mails and pages link it."),
+}
+SEMINAR_KEYS: dict[str, Key] = {
+    "id": Key("id", "Optional: names this seminar for good, so any edit (even of the date) is a change of it."),
+    "date": Key("date", "The day, YYYY-MM-DD.", required=True),
+    "speaker": Key("text", "The speaker's name.", required=True),
+    "affiliation": Key("text", "The speaker's institution."),
+    "title": Key("text", "The talk's title."),
+    "abstract": Key("markdown", "The abstract, Markdown (use | for several lines)."),
+    "bio": Key("markdown", "The speaker's biography, Markdown."),
+    "time": Key("clock", 'Start time if not the series\' time, quoted: "10:15".'),
+    "duration": Key("number", "Minutes, if not the series' duration.", low=1, high=MINUTES_IN_A_DAY),
+    "location": Key("text", "Where, if not the series' location."),
+    "zoom": Key("url", "Video link, if not the series' link."),
+    "cancelled": Key("cancelled", "true, or the reason: sends a cancellation notice instead."),
+    "notify": Key(
+        "boolean",
+        "Optional: true mails even a spelling fix of this seminar's speaker or title; false mails no edit of it "
+        "(calendars and the next message still get them).",
+    ),
+}
+
+
+TOP_KEYS: dict[str, Key] = {
+    "series": Key("series", "What every seminar shares.", required=True),
+    "seminars": Key("seminars", "One entry per seminar, each starting with '- date:'.", required=True),
+}
+
+
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}$")  # (@ and +: the ids status shows)
+
+
+def _announce(r: _Reader, node: Node | None) -> Announce | bool | None:
+    """``Monday 08:00`` (or ``mon 08:00``, or ``"08:00"`` for Monday); False after a problem."""
+    if node is None:
+        return None
+    raw = node.raw if isinstance(node, Scalar) else ""
+    match = re.fullmatch(r"\s*(?:([A-Za-z]+)\s+)?(\d{1,2}):(\d{2})\s*", raw)
+    day = match and (match[1] or "monday").lower()
+    days = [d for d in WEEKDAYS if day and len(day) >= 3 and d.startswith(day)]
+    if match and len(days) == 1 and int(match[2]) < 24 and int(match[3]) < 60:
+        return Announce(WEEKDAYS.index(days[0]), dt.time(int(match[2]), int(match[3])))
+    r.add(
+        node,
+        f"'announce' is {raw!r}; wanted a weekday and a 24-hour time, such as \"Monday 08:00\" "
+        "(the week's announcement goes out at the first send from then on)",
+    )
+    return False
+
+
+def _reminder(r: _Reader, node: Node | None) -> Reminder | bool | None:
+    """``"09:00"`` (on the day) or ``2h``/``90m`` (before the start); False after a problem."""
+    if node is None:
+        return None
+    raw = node.raw if isinstance(node, Scalar) else ""
+    if match := re.fullmatch(r"\s*(\d{1,3})\s*(h|m|min)\s*", raw):
+        minutes = int(match[1]) * (60 if match[2] == "h" else 1)
+        if 1 <= minutes <= 7 * 24 * 60:
+            return Reminder(at=None, before=minutes)
+    elif re.fullmatch(r"\d{1,2}:\d{2}", raw.strip()):
+        at = r.clock(node, "reminder")
+        return Reminder(at=at, before=None) if at is not None else False
+    r.add(
+        node,
+        f"'reminder' is {raw!r}; wanted a time on the seminar's day such as \"09:00\", "
+        "or a span before the start such as 2h or 90m (at most a week)",
+    )
+    return False
+
+
+def _series(r: _Reader, node: Node) -> Series | None:
+    m = r.mapping(node, "series", keys=SERIES_KEYS)
+    if m is None:
+        return None
+    v = m.values.get
+    list_name = r.matching(
+        v("list"),
+        "list",
+        LIST_NAME_RE,
+        "names a file in recipients/; wanted lower-case letters, digits, '.', '_' or '-', such as learning-machines",
+    )
+    fields = dict(
+        name=r.text(v("name"), "name"),
+        signature=r.text(v("signature"), "signature"),
+        timezone=r.zone(v("timezone"), "timezone"),
+        time=r.clock(v("time"), "time"),
+        duration=r.integer(v("duration"), "duration", SERIES_KEYS) if "duration" in m.values else 60,
+        location=r.text(v("location"), "location"),
+        zoom=r.url(v("zoom"), "zoom"),
+        info_url=r.url(v("info_url"), "info_url"),
+        sender=r.address(v("sender"), "sender"),
+        list_name=list_name,
+        upcoming=r.integer(v("upcoming"), "upcoming", SERIES_KEYS) if "upcoming" in m.values else 4,
+        reply_to=r.address(v("reply_to"), "reply_to"),
+        unsubscribe_url=r.url(v("unsubscribe_url"), "unsubscribe_url", unsubscribe=True),
+        unsubscribe_email=r.address(v("unsubscribe_email"), "unsubscribe_email"),
+        reminder=_reminder(r, v("reminder")),
+        announce=_announce(r, v("announce")),
+        service_url=_service_url(r, v("service_url")),
+        calendar_url=r.url(v("calendar_url"), "calendar_url"),
+    )
+    optional = {
+        "zoom",
+        "reply_to",
+        "unsubscribe_url",
+        "unsubscribe_email",
+        "reminder",
+        "service_url",
+        "announce",
+        "calendar_url",
+    }
+    if False in (fields["reminder"], fields["announce"]) or any(
+        val is None for key, val in fields.items() if key not in optional
+    ):
+        return None
+    return Series(**fields)  # type: ignore[arg-type]
+
+
+def _service_url(r: _Reader, node: Node | None) -> str | None:
+    """https (plain http only to this machine, for trying it out); no query or fragment."""
+    url = r.url(node, "service_url")
+    if url is None or node is None:
+        return None
+    parts = urlsplit(url)
+    local = parts.hostname in ("localhost", "127.0.0.1", "::1")
+    if (parts.scheme != "https" and not local) or parts.query or parts.fragment:
+        r.add(
+            node,
+            f"'service_url' {url!r} must be the https address where `seminar-mailer serve` is reached, "
+            "without ? or #; wanted e.g. https://seminars.example.org/lm",
+        )
+        return None
+    return url.rstrip("/")
+
+
+def _cancelled(r: _Reader, node: Node | None) -> str | bool | None:
+    """Return None (not cancelled), a reason ('' for plain true), or False after a problem."""
+    if node is None or (isinstance(node, Scalar) and node.value is False):
+        return None
+    if isinstance(node, Scalar) and node.value is True:
+        return ""
+    reason = r.text(node, "cancelled")
+    return reason if reason is not None else False
+
+
+def _notify(r: _Reader, node: Node | None) -> bool | str | None:
+    """``notify: true|false`` as a bool; None when absent; "bad" after a problem."""
+    if node is None:
+        return None
+    if isinstance(node, Scalar) and isinstance(node.value, bool):
+        return node.value
+    r.add(node, "'notify' must be true (mail even a spelling fix) or false (mail no edit of this seminar)")
+    return "bad"
+
+
+def _seminar(r: _Reader, node: Node, series: Series | None) -> Seminar | None:
+    m = r.mapping(node, "a seminar", keys=SEMINAR_KEYS)
+    if m is None:
+        return None
+    v = m.values.get
+    day = r.day(v("date"), "date")
+    time = r.clock(v("time"), "time") if "time" in m.values else (series.time if series else None)
+    duration = (
+        r.integer(v("duration"), "duration", SEMINAR_KEYS)
+        if "duration" in m.values
+        else (series.duration if series else None)
+    )
+    speaker = r.text(v("speaker"), "speaker")
+    optional_text = {k: r.text(v(k), k) for k in ("affiliation", "title")}
+    markdown = {k: r.text(v(k), k, multiline=True) for k in ("abstract", "bio")}
+    location = r.text(v("location"), "location") if "location" in m.values else (series.location if series else None)
+    zoom = r.url(v("zoom"), "zoom") if "zoom" in m.values else (series.zoom if series else None)
+    cancelled = _cancelled(r, v("cancelled"))
+    pinned = r.matching(
+        v("id"),
+        "id",
+        ID_RE,
+        "names this seminar for good; wanted letters, digits, '.', '_', '-', '@' or '+', such as 2024-01-belongie",
+    )
+    notify = _notify(r, v("notify"))
+    if None in (day, time, duration, speaker, location) or series is None or cancelled is False or notify == "bad":
+        return None
+    assert day is not None and time is not None and duration is not None and speaker and location
+    start = local_start(day, time, series.timezone)
+    if isinstance(start, str):
+        r.add(m.values.get("time") or m.values["date"], start)
+        return None
+    return Seminar(
+        date=day,
+        start=start,
+        duration=duration,
+        speaker=speaker,
+        affiliation=optional_text["affiliation"],
+        title=optional_text["title"],
+        abstract=markdown["abstract"],
+        bio=markdown["bio"],
+        location=location,
+        zoom=zoom,
+        cancelled=cancelled if isinstance(cancelled, str) else None,
+        line=m.line,
+        id=pinned,
+        notify=notify if isinstance(notify, bool) else None,
+    )
+
+
+def _wall(moment: dt.datetime, zone: zoneinfo.ZoneInfo) -> dt.datetime:
+    """The clock on the wall in ``zone`` at ``moment`` (via UTC: astimezone to its own zone is a no-op)."""
+    return moment.astimezone(dt.UTC).astimezone(zone).replace(tzinfo=None)
+
+
+def local_start(day: dt.date, time: dt.time, zone: zoneinfo.ZoneInfo) -> dt.datetime | str:
+    """The aware start of a seminar, or why that local time does not exist.
+
+    A time that happens twice (when clocks go back) is taken at its first occurrence, still in summer
+    time: fold=0, the rule RFC 5545 (3.3.5) gives calendars. A time skipped when clocks go forward is
+    an error naming the nearest valid times on either side of the gap.
+    """
+    start = dt.datetime.combine(day, time, tzinfo=zone)
+    if _wall(start, zone) == start.replace(tzinfo=None):
+        return start
+    # In the gap, fold=0 reads the time with the offset before the change, fold=1 with the one after:
+    # the change itself lies between the two readings; find it to the minute.
+    low = start.replace(fold=1).astimezone(dt.UTC)
+    high = start.astimezone(dt.UTC)
+    low, high = min(low, high), max(low, high)
+    before = low.astimezone(zone).utcoffset()
+    while high - low > dt.timedelta(minutes=1):
+        mid = low + (high - low) / 2
+        if mid.astimezone(zone).utcoffset() == before:
+            low = mid
+        else:
+            high = mid
+    assert before is not None
+    last, first, jump = _wall(low, zone), _wall(high, zone), (high + before).replace(tzinfo=None)
+
+    def show(wall: dt.datetime) -> str:
+        return f"{wall:%H:%M}" if wall.date() == day else f"{wall:%Y-%m-%d %H:%M}"
+
+    return (
+        f"{day.isoformat()} {time:%H:%M} does not exist in {zone.key}: the clocks jump from "
+        f"{show(jump)} to {show(first)} that night; wanted a time outside the gap, "
+        f'the nearest being "{show(last)}" or "{show(first)}"'
+    )
+
+
+def load_schedule(path: Path) -> Schedule:
+    """Read and validate ``path``; raise ScheduleError listing every problem found."""
+    tree, problems = yamlfile.load(path)
+    r = _Reader(path)
+    r.problems.extend(problems)
+    root = r.mapping(tree, "the schedule", keys=TOP_KEYS)
+    series = _series(r, root.values["series"]) if root and "series" in root.values else None
+    seminars: list[Seminar] = []
+    node = root.values.get("seminars") if root else None
+    if node is not None and not isinstance(node, Sequence):
+        r.add(node, f"'seminars' should be a list (each entry starting with '- date:'), got {describe(node)}")
+    elif isinstance(node, Sequence):
+        seen: dict[dt.datetime, Seminar] = {}
+        ids: dict[str, Seminar] = {}
+        for item in node.items:
+            seminar = _seminar(r, item, series)
+            if seminar is None:
+                continue
+            if (first := seen.get(seminar.start)) is not None:
+                date_node = item.values["date"] if isinstance(item, Mapping) else item
+                r.add(
+                    date_node,
+                    f"two seminars at {seminar.start:%Y-%m-%d %H:%M}: this one and the one at "
+                    f"line {first.line}; wanted one seminar per date and time",
+                )
+                continue
+            if seminar.id is not None and (other := ids.get(seminar.id)) is not None:
+                assert isinstance(item, Mapping)
+                r.add(
+                    item.values["id"],
+                    f"'id' {seminar.id!r} is also the id of the seminar at line {other.line}; wanted each id once",
+                )
+                continue
+            if seminar.id is not None:
+                ids[seminar.id] = seminar
+            seen[seminar.start] = seminar
+            seminars.append(seminar)
+    if r.problems:
+        r.problems.sort(key=lambda p: (p.line or 0, p.column or 0))
+        raise ScheduleError.from_problems(r.problems)
+    assert series is not None
+    return Schedule(path=path, series=series, seminars=tuple(sorted(seminars, key=lambda s: s.start)))

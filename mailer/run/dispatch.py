@@ -1,0 +1,522 @@
+"""One run of ``send``: lock, ledger, what is due, delivery, and the result ``cli`` prints.
+
+The flow is one way: load the schedule, read what the ledger remembers, ask ``plan`` what is due
+at this moment, pick each due message's recipients from the list, render and build each message
+once, deliver it, record every result. A dry run does all of that but the lock, the ledger writes
+and the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiosmtplib
+
+from mailer.audience.recipients import DUE, INVALID, Entry, classify
+from mailer.compose.invite import Event
+from mailer.compose.message import MessageTemplate, build_message
+from mailer.compose.render import Rendered, render, render_change
+from mailer.core.address import Address
+from mailer.core.errors import ConfigError, DeliveryError, LedgerError, MailerError, ScheduleError
+from mailer.deliver.bounce_config import verp as verp_envelopes
+from mailer.deliver.config import SmtpSettings, daily_limit, ledger_window, smtp_settings, token_key
+from mailer.deliver.send import Delivery, Outcome, RateLimit, Stop
+from mailer.programme.model import Schedule, Week
+from mailer.programme.revisions import announced_fields, derived_uid
+from mailer.programme.schedule import load_schedule
+from mailer.record.ledger import Ledger
+from mailer.record.rows import Remembered, Suppression, parse_time, utc_text
+from mailer.record.state import LEDGER_FILE, check_state
+from mailer.record.subscribers import StillWanted, Subscribers
+from mailer.run.audiences import Audiences, Roster, memory_of, roster_of
+from mailer.run.plan import (
+    ANNOUNCEMENT,
+    REMINDER,
+    Due,
+    Plan,
+    announcement_key,
+    plan,
+    reminder_key,
+)
+from mailer.run.request import MessageReport, Request, Result
+
+# --- who is on the list --------------------------------------------------------------------------
+
+
+# --- rendering -----------------------------------------------------------------------------------
+
+
+def _week_of(due: Due, week: Week | None) -> Week:
+    seminars = tuple(i.seminar for i in due.seminars)
+    monday = seminars[0].date - dt.timedelta(days=seminars[0].date.weekday())
+    return Week(monday=monday, seminars=seminars, upcoming=week.upcoming if week else ())
+
+
+def compose(
+    schedule: Schedule,
+    due: Due,
+    week: Week | None,
+    *,
+    templates: Path | None,
+    now: dt.datetime,
+    key: bytes,
+    test: bool = False,
+) -> tuple[Rendered, MessageTemplate]:
+    """Render a due message once and build the MIME message every recipient shares (``test``: the
+    subject says it is a test copy)."""
+    if due.kind == ANNOUNCEMENT:
+        today = now.astimezone(schedule.series.timezone).date()  # sent the week before: "next week's"
+        rendered = render(schedule, _week_of(due, week), templates=templates, today=today)
+    elif due.kind == REMINDER:
+        rendered = render(schedule, _week_of(due, None), templates=templates, reminder=True)
+    else:
+        rendered = render_change(schedule, due.seminars[0].seminar, due.changes, kind=due.kind, templates=templates)
+    if test:
+        rendered = dataclasses.replace(rendered, subject=f"[TEST] {rendered.subject}")
+    events = [Event(i.seminar, i.uid, i.revision) for i in due.seminars]
+    template = build_message(schedule, events, rendered, key=due.key, now=now, token_key=key, thread=due.thread)
+    return rendered, template
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+def read_ledger(state: Path, list_name: str) -> Ledger | None:
+    """The ledger read-only (a dry run, preview, status, check), or None when no send ever ran here."""
+    check_state(state, list_name)
+    return Ledger(state, list_name, readonly=True) if (state / LEDGER_FILE).exists() else None
+
+
+def check_list(state: Path, ledger: Ledger | None, schedule: Schedule) -> None:
+    """A renamed ``list:`` must be carried over, never taken for a new series: that would announce everything
+    again, under new calendar UIDs, to everyone, and forget who unsubscribed."""
+    from mailer.record.subscribers import STORE_FILE, known_lists
+
+    names = ledger.lists() if ledger is not None else set()
+    if (state / STORE_FILE).exists():
+        names |= known_lists(state)
+    new = schedule.series.list_name
+    if names and new not in names:
+        old = sorted(names)[0]
+        raise ConfigError(
+            f"{state} records the list {', '.join(repr(n) for n in sorted(names))}, which {schedule.path} "
+            f"no longer names (it names {new!r}); if you renamed the list, run `seminar-mailer rename-list {old} "
+            f"{new}` (it carries over what was announced and who unsubscribed); if this is another series, give it "
+            "a state folder of its own (--state or MAILER_STATE). Nothing was sent"
+        )
+
+
+def rename_list(state: Path, old: str, new: str) -> tuple[int, int]:
+    """Carry list ``old``'s ledger and subscriptions over to ``new``: (seminars, subscriptions) moved."""
+    from mailer.record.state import run_lock
+
+    with run_lock(state, new):
+        ledger = Ledger(state, old)
+        try:
+            if new in ledger.lists() - {old}:
+                raise ConfigError(f"{ledger.path} already holds the list {new!r}; wanted a name not used yet")
+            seminars = ledger.rename_list(old, new)
+        finally:
+            ledger.close()
+        with Subscribers(state, old) as store:
+            subscriptions = store.rename_list(new)
+    return seminars, subscriptions
+
+
+def _check_week(request: Request, schedule: Schedule) -> None:
+    """A real send never mails a week that is over: --date is for preview and dry runs of the past."""
+    now, today = request.moment(schedule)
+    if request.dry_run or request.date is None:
+        return
+    sunday = today - dt.timedelta(days=today.weekday()) + dt.timedelta(days=6)
+    end = dt.datetime.combine(sunday + dt.timedelta(days=1), dt.time(0, 0), tzinfo=schedule.series.timezone)
+    if end <= now:
+        raise ConfigError(
+            f"--date {request.date} is in a week that is over: nothing is ever sent about seminars that "
+            "have started. Wanted a date in this week or later; to look at a past week use preview, or "
+            "send --dry-run"
+        )
+
+
+def prepare(request: Request, schedule: Schedule, ledger: Ledger | None, *, whole_week: bool = False) -> Plan:
+    """Check the week and plan: everything a dry run and a send share (``whole_week``: this week's
+    announcement even before the series' announce time, for preview)."""
+    _check_week(request, schedule)
+    check_list(request.state, ledger, schedule)
+    now, today = request.moment(schedule)
+    memory = memory_of(ledger, schedule.series.list_name)
+    planned = plan(schedule, memory, now=now, today=today, explicit=whole_week or request.date is not None)
+    if planned.problems:
+        raise ScheduleError.from_problems(list(planned.problems))
+    return planned
+
+
+def run(
+    request: Request,
+    *,
+    confirm: Callable[[list[MessageReport]], bool] = lambda _: True,
+    progress: Callable[[MessageReport, int], Callable[[Outcome], None]] = lambda _m, _n: lambda _o: None,
+    warn: Callable[[Entry], None] = lambda _: None,
+) -> Result:
+    """Send (or, dry, count) every message that is due at ``request.now``."""
+    settings: SmtpSettings | None = None
+    warnings: list[str] = []
+    try:
+        settings = smtp_settings(request.env)
+    except ConfigError as err:
+        if not request.dry_run or request.env.get("SMTP_HOST"):
+            raise
+        # A dry run without a server (the demo's) warns of the absent SMTP_HOST; every other setting still counts.
+        smtp_settings({**request.env, "SMTP_HOST": "localhost"})
+        warnings.append(f"{err} (a real send would stop here)")
+    schedule = load_schedule(request.schedule)
+    series = schedule.series
+    if request.dry_run:
+        if request.state.exists() and not request.state.is_dir():  # (a real send cannot lock there)
+            raise ConfigError(f"--state {request.state} is a file; wanted the state folder (ledger, lock, token key)")
+        ledger = read_ledger(request.state, series.list_name)
+        planned = prepare(request, schedule, ledger)
+        return _count_only(request, schedule, planned, ledger, warn, warnings, settings)
+    assert settings is not None
+    verp_envelopes(request.env)  # (bounces) MAILER_VERP checked before anything is sent
+    from mailer.record.state import run_lock
+
+    _check_week(request, schedule)
+    check_state(request.state, series.list_name)
+    with run_lock(request.state, series.list_name):
+        start, mono = request.moment(schedule)[0], time.monotonic()
+        ledger = Ledger(
+            request.state,
+            series.list_name,
+            window=ledger_window(request.env),
+            clock=lambda: start + dt.timedelta(seconds=time.monotonic() - mono),  # --now moves on, too
+        )
+        try:
+            planned = prepare(request, schedule, ledger)
+            return _send(request, schedule, planned, ledger, settings, confirm, progress, warn, warnings)
+        finally:
+            ledger.close()
+
+
+def _count_only(
+    request: Request,
+    schedule: Schedule,
+    planned: Plan,
+    ledger: Ledger | None,
+    warn: Callable[[Entry], None],
+    warnings: list[str],
+    settings: SmtpSettings | None,
+) -> Result:
+    roster = roster_of(request, schedule.series.list_name, ledger)
+    audiences = Audiences(ledger, planned.dues)
+    key = token_key(request.state, request.env, create=False)
+    now = request.moment(schedule)[0]
+    counts, plans = _due_messages(request, schedule, planned, ledger, roster, audiences, warn, key=key, now=now)
+    reports = [report for _, report, _ in plans]
+    _already(reports, planned, audiences, counts)
+    notes = list(planned.notes)
+    if settings is not None and (estimate := _estimate(sum(m.due for m in reports), settings, request.env)):
+        notes.append(estimate)
+    return Result(schedule, planned.week, True, reports, counts, notes, warnings, request.state, list_path=roster.path)
+
+
+def _due_messages(
+    request: Request,
+    schedule: Schedule,
+    planned: Plan,
+    ledger: Ledger | None,
+    roster: Roster,
+    audiences: Audiences,
+    warn: Callable[[Entry], None],
+    *,
+    key: bytes,
+    now: dt.datetime,
+) -> tuple[dict[str, int], list[tuple[Due, MessageReport, set[str]]]]:
+    """One pass over the list: the figures of each kind of line, and each message due to at least one
+    subscriber with its count (announcements split by which of the week's seminars each one lacks),
+    rendered and built once."""
+    counts: dict[str, int] = {}
+    # A reminder goes once per seminar, whichever revision it carried.
+    dones = {
+        d.key: ledger.done(reminder_key(d.seminars[0].key)) if ledger and d.kind == REMINDER else set()
+        for d in planned.dues
+    }
+    week = next((d for d in planned.dues if d.kind == ANNOUNCEMENT), None)
+    others = [d for d in planned.dues if d.kind != ANNOUNCEMENT]
+    subsets: dict[str, Due] = {}  # subscribers told of some of the week's seminars get the others only
+    tally: dict[str, int] = {}
+    for kind, entry in classify(
+        roster.path, suppressed=roster.suppressed, done=set(), subscribers=roster.store.confirmed()
+    ):
+        counts[kind] = counts.get(kind, 0) + 1
+        if kind == INVALID:
+            warn(entry)
+        if kind != DUE or entry.recipient is None:
+            continue
+        who = entry.recipient.key
+        if week is not None and (lacking := audiences.lacking(week.seminars, who)):
+            subset = subsets.setdefault(
+                announcement_key(lacking), Due(ANNOUNCEMENT, announcement_key(lacking), lacking)
+            )
+            tally[subset.key] = tally.get(subset.key, 0) + 1
+        for due in others:
+            if audiences.wants(due, who, dones[due.key]):
+                tally[due.key] = tally.get(due.key, 0) + 1
+    out = []
+    for due in [*subsets.values(), *others]:
+        if not tally.get(due.key):
+            continue
+        rendered, template = compose(schedule, due, planned.week, templates=request.templates, now=now, key=key)
+        report = MessageReport(
+            due.kind,
+            due.key,
+            rendered.subject,
+            tally[due.key],
+            rendered=rendered,
+            template=template,
+            changes=due.changes,
+        )
+        out.append((due, report, dones.get(due.key, set())))
+    return counts, out
+
+
+def _estimate(total: int, settings: SmtpSettings, env: dict[str, str]) -> str | None:
+    """How long ``total`` messages take at the configured rate and daily limit (what a dry run says)."""
+    limit = daily_limit(env)
+    if not total or not (settings.rate or limit):
+        return None
+    runs = -(-total // limit) if limit else 1
+    per_run = min(total, limit) if limit else total
+    minutes = per_run / settings.rate if settings.rate else 0.0
+    pace = f"{settings.rate:g} a minute" if settings.rate else "no rate limit"
+    cap = f", at most {limit} a day" if limit else ""
+    span = f"{runs} days (one run a day)" if runs > 1 else "one run"
+    duration = f", about {minutes / 60:.1f} hours each" if minutes >= 60 else f", about {minutes:.0f} minutes each"
+    return f"at {pace}{cap}, {total} messages take {span}{duration if settings.rate else ''}"
+
+
+def _already(reports: list[MessageReport], planned: Plan, audiences: Audiences, counts: dict[str, int]) -> None:
+    """How many subscribers were told of every seminar of this week's announcement already."""
+    week = next((d.seminars for d in planned.dues if d.kind == ANNOUNCEMENT), ())
+    if not week:
+        return
+    due = sum(m.due for m in reports if m.kind == ANNOUNCEMENT)
+    already = max(counts.get(DUE, 0) - due, 0)
+    if not any(m.kind == ANNOUNCEMENT for m in reports):
+        key = announcement_key(week)
+        reports.insert(0, MessageReport(ANNOUNCEMENT, key, "", 0, already=already))
+    else:
+        next(m for m in reports if m.kind == ANNOUNCEMENT).already = already
+
+
+def _send(
+    request: Request,
+    schedule: Schedule,
+    planned: Plan,
+    ledger: Ledger,
+    settings: SmtpSettings,
+    confirm: Callable[[list[MessageReport]], bool],
+    progress: Callable[[MessageReport, int], Callable[[Outcome], None]],
+    warn: Callable[[Entry], None],
+    warnings: list[str],
+) -> Result:
+    series = schedule.series
+    now = ledger.clock()
+    roster = roster_of(request, schedule.series.list_name, ledger)
+    audiences = Audiences(ledger, planned.dues)
+    key = token_key(request.state, request.env)
+    counts, plans = _due_messages(request, schedule, planned, ledger, roster, audiences, warn, key=key, now=now)
+    reports = [report for _, report, _ in plans]
+    result = Result(schedule, planned.week, False, reports, counts, list(planned.notes), warnings, request.state)
+    result.list_path = roster.path
+    _already(result.messages, planned, audiences, counts)
+    if planned.remember:
+        ledger.remember(planned.remember, list_name=series.list_name, now=now)
+    ledger.see(series.list_name, [derived_uid(schedule, s) for s in schedule.seminars])
+    if not plans:
+        return result
+    if not confirm(reports):
+        result.cancelled = True
+        return result
+
+    stop = Stop()
+    limit = daily_limit(request.env)
+    if limit:  # recipients per rolling 24 hours, counted in the ledger: across runs and kinds of message
+        stop.budget = max(limit - ledger.sent_since(now - dt.timedelta(hours=24)), 0)
+    envelope_from = settings.envelope_from or series.sender.ascii_addr
+    verp = verp_envelopes(request.env)  # (bounces) one envelope sender per recipient
+    doubtful = frozenset(ledger.doubtful())
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        signals = 0
+
+        def on_signal(name: str) -> None:
+            nonlocal signals
+            signals += 1
+            stop.request(f"stopped by {name}", abort=signals > 1)
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal, sig.name)
+        limiter = RateLimit(settings.rate)
+        try:
+            sent_before = False
+            for due, report, done in plans:
+                if stop.reason is not None:
+                    break
+                assert report.template is not None
+                new = [
+                    Remembered(
+                        i.key, i.uid, i.seminar.id, due.key, i.revision, announced_fields(i.seminar), utc_text(now)
+                    )
+                    for i in due.seminars
+                    if i.remembered is None
+                ]
+                ledger.remember(new, list_name=series.list_name, now=now)
+                ledger.open_message(
+                    due.key,
+                    list_name=series.list_name,
+                    kind=due.kind,
+                    subject=report.subject,
+                    told=[(i.key, i.revision) for i in due.seminars],
+                    now=now,
+                )
+                if sent_before:  # the messages this run sent before changed who knows what: count again
+                    audiences.refresh()
+                    report.due = sum(1 for a in roster.subscribers() if audiences.wants(due, a.key, done))
+                delivery = Delivery(
+                    report.template,
+                    settings,
+                    ledger,
+                    envelope_from=envelope_from,
+                    verp=verp,
+                    stop=stop,
+                    limiter=limiter,
+                    progress=progress(report, report.due),
+                    doubtful=doubtful,
+                    wanted=StillWanted(roster.store),
+                )
+                recipients = (a for a in roster.subscribers() if audiences.wants(due, a.key, done))
+                report.outcome = delivery.outcome
+                try:
+                    await delivery.run(recipients)
+                finally:
+                    sent_before = sent_before or delivery.outcome.finished > 0
+                    failed = delivery.outcome.failed
+                    ledger.suppress([(a.key, a.addr, detail, due.key) for a, detail in failed], now=ledger.clock())
+                    roster.suppressed.update(a.key for a, _ in failed)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+    try:
+        asyncio.run(main())
+    except LedgerError as err:
+        result.stopped = str(err)
+        result.unrecorded = len(ledger.unrecorded)
+        return result
+    except MailerError as err:  # the message, the sender or the login refused, or the server unreachable
+        result.error = err
+        return result
+    result.stopped = stop.reason
+    if limit and stop.budget == 0:
+        # The window frees its first slot 24 hours after the oldest message it counts.
+        clock = ledger.clock()
+        if (oldest := ledger.oldest_since(clock - dt.timedelta(hours=24), 0)) is not None:
+            result.resume_after = parse_time(oldest) + dt.timedelta(hours=24)
+    return result
+
+
+def plan_notes(request: Request) -> list[str]:
+    """What ``check`` says of the next send: seminars removed after they were announced (to be
+    cancelled), announcements recorded before fields were; raises ScheduleError when announced
+    seminars cannot be told apart."""
+    schedule = load_schedule(request.schedule)
+    ledger = read_ledger(request.state, schedule.series.list_name)
+    if ledger is None:
+        return []
+    return list(prepare(request, schedule, ledger).notes)
+
+
+def preview(request: Request, *, test: bool = False) -> tuple[Week | None, list[MessageReport]]:
+    """This week's announcement (whether or not it went out) and every other message due now."""
+    schedule = load_schedule(request.schedule)
+    ledger = read_ledger(request.state, schedule.series.list_name)
+    planned = prepare(request, schedule, ledger, whole_week=True)
+    now = request.moment(schedule)[0]
+    key = token_key(request.state, request.env)  # made once: the preview carries the real unsubscribe link
+    reports = []
+    for due in planned.dues:
+        if due.kind == ANNOUNCEMENT and not due.seminars:
+            continue
+        rendered, template = compose(
+            schedule, due, planned.week, templates=request.templates, now=now, key=key, test=test
+        )
+        reports.append(MessageReport(due.kind, due.key, rendered.subject, 0, rendered=rendered, template=template))
+    return planned.week, reports
+
+
+def send_test(request: Request, to: Address) -> list[str]:
+    """Send one copy of each message ``preview`` shows to ``to``, marked as a test in its subject and
+    recorded nowhere (the ledger does not count it as delivered). Returns the subjects sent."""
+    settings = smtp_settings(request.env, state=request.state)
+    schedule = load_schedule(request.schedule)
+    _, messages = preview(request, test=True)
+    envelope_from = (settings.envelope_from or schedule.series.sender.ascii_addr).encode()
+
+    async def deliver_all() -> None:
+        from mailer.deliver.smtp import connect
+
+        connection = await connect(settings)
+        try:
+            for message in messages:
+                assert message.template is not None
+                rcpt = to.addr if to.needs_smtputf8 else to.ascii_addr
+                await connection.send(envelope_from, rcpt.encode(), message.template.wire(to))
+        finally:
+            await connection.quit()
+
+    try:
+        asyncio.run(deliver_all())
+    except (OSError, aiosmtplib.SMTPException) as err:
+        raise DeliveryError(f"the test copy to {to.addr} was not sent: {err}") from err
+    return [m.subject for m in messages]
+
+
+# --- status --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SeminarStatus:
+    remembered: Remembered
+    messages: list[tuple[str, str, dict[str, int], str | None, str | None]]  # kind, subject, counts, first, last
+
+
+def status(state: Path, list_name: str) -> tuple[list[SeminarStatus], list[Suppression]]:
+    """What was sent about each announced seminar, and who is suppressed: for ``status``."""
+    ledger = read_ledger(state, list_name)
+    if ledger is None:
+        return [], []
+    out = []
+    for r in ledger.remembered(list_name):
+        stats = ledger.messages_about(r.key)
+        out.append(SeminarStatus(r, [(m.kind, m.subject, m.counts, m.first, m.last) for m in stats]))
+    return out, ledger.suppressed()
+
+
+def unsuppress(state: Path, list_name: str, address: Address) -> bool:
+    """Let a suppressed address receive mail again; False if it was not suppressed."""
+    if not (state / LEDGER_FILE).exists():
+        return False
+    ledger = Ledger(state, list_name)
+    try:
+        return ledger.unsuppress(address.key)
+    finally:
+        ledger.close()
