@@ -12,6 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden"
+# The real announcement of 2024-01-18, the user's reference: the page must equal it byte for byte. Never regenerated.
+REFERENCE_PAGE = Path(__file__).resolve().parent / "reference" / "announcement-2024-01-18.md"
 ARTEFACTS = Path(__file__).resolve().parent / "artefacts"
 SCHEDULE = ROOT / "data" / "seminars.yaml"
 

@@ -16,7 +16,7 @@ import pytest
 
 from mailer import __version__
 from mailer.core.address import Address
-from tests.conftest import GOLDEN, ROOT, SCHEDULE, VALID, run_cli
+from tests.conftest import REFERENCE_PAGE, ROOT, SCHEDULE, VALID, run_cli
 
 
 def test_version_and_help_on_every_command() -> None:
@@ -39,7 +39,7 @@ def test_console_script_is_installed() -> None:
 def test_preview_writes_the_files_and_prints_subject_and_text(tmp_path: Path) -> None:
     result = run_cli("preview", "--date", "2024-01-15", "--out", str(tmp_path))
     assert result.code == 0, result.err
-    golden = (GOLDEN / "page-2024-01-18.md").read_text()
+    golden = REFERENCE_PAGE.read_text()
     body = golden.split("---\n", 2)[2]
     assert result.out.startswith("Subject: Learning Machines seminar 2024-01-18 15:00 CET: Serge Belongie")
     assert result.out.endswith(body)

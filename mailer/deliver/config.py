@@ -456,7 +456,7 @@ def environment_page() -> str:
         "# Environment variables",
         "",
         "<!-- Generated from SETTINGS in mailer/deliver/config.py by",
-        "     `python -m mailer.deliver.config > docs/environment.md`; tests/test_config.py fails when this page",
+        "     `python -m mailer.deliver.config > docs/environment.md`; tests/deliver/test_config.py fails when this page",
         "     is stale. Edit the table there, not here. -->",
         "",
         "Every setting comes from the process environment or from the project's `.env` file (another file with",

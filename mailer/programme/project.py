@@ -114,7 +114,7 @@ _RECIPIENTS = """\
 """
 
 # Every comment stands on its own line above its setting, so that removing the "# " of a setting's
-# line gives a valid line (tests/test_project.py uncomments each in turn and runs check).
+# line gives a valid line (tests/programme/test_project.py uncomments each in turn and runs check).
 _ENV_EXAMPLE = """\
 # SMTP settings. Copy this file to .env (never commit .env) and fill it in; the environment
 # wins over .env. Every variable is in the manual's "Environment variables" page (docs/environment.md).

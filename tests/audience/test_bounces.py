@@ -34,7 +34,7 @@ from tests import dovecot_instance, postfix_instance
 from tests.conftest import FUTURE_NOW, VALID, Result, future_schedule, run_cli
 from tests.smtp_server import free_port
 
-SAMPLES = Path(__file__).resolve().parent / "bounce_samples"
+SAMPLES = Path(__file__).resolve().parent.parent / "bounce_samples"
 HARD = {
     "postfix-hard-5.1.1.eml": ("ada@gone.example.net", "5.1.1"),
     "gmail-hard-5.2.1.eml": ("kijitora-cat@google.example.com", "5.2.1"),
@@ -701,8 +701,8 @@ def test_init_writes_the_bounce_settings_and_the_cron_line_and_says_so(tmp_path:
 
 def test_a_server_refusing_verp_senders_is_told_how_to_turn_verp_off(tmp_path: Path) -> None:
     """aiosmtpd offers no DSN: no ENVID or RET on MAIL FROM; the VERP sender is refused by policy."""
+    from tests.deliver.test_send import make_list, run_send
     from tests.smtp_server import Recorder, start_server
-    from tests.test_send import make_list, run_send
 
     senders: list[tuple[str, list[str]]] = []
 

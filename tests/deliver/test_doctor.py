@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SCHEDULE
+from tests.deliver.test_send import make_list
 from tests.smtp_server import (
     MAILBOX,
     PASSWORD,
@@ -23,7 +24,6 @@ from tests.smtp_server import (
     start_oauth_server,
     start_server,
 )
-from tests.test_send import make_list
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # aiosmtpd's own Session.login_data
 

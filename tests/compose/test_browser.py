@@ -19,8 +19,8 @@ import pytest
 from mailer.compose.render import render
 from mailer.programme.model import week_of
 from mailer.programme.schedule import load_schedule
+from tests.compose.test_render import NEW_ZOOM, corrections
 from tests.conftest import ARTEFACTS, ROOT, SCHEDULE
-from tests.test_render import NEW_ZOOM, corrections
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 pytestmark = [

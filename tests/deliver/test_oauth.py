@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.deliver.test_send import ledger_rows, make_list, run_send
 from tests.identity_server import CLIENT_ID, CLIENT_SECRET, DEVICE_CODE, TENANT, USER_CODE, Identity, start_identity
 from tests.smtp_server import (
     MAILBOX,
@@ -31,7 +32,6 @@ from tests.smtp_server import (
     start_oauth_server,
     start_server,
 )
-from tests.test_send import ledger_rows, make_list, run_send
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # aiosmtpd's own Session.login_data
 

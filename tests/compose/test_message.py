@@ -22,7 +22,7 @@ from mailer.compose.render import render
 from mailer.core.address import Address, parse_address
 from mailer.programme.model import week_of
 from mailer.programme.schedule import load_schedule
-from tests.conftest import ARTEFACTS, GOLDEN, SCHEDULE, VALID, check_golden
+from tests.conftest import ARTEFACTS, REFERENCE_PAGE, SCHEDULE, VALID, check_golden
 
 NOW = dt.datetime(2024, 1, 15, 7, 0, tzinfo=dt.UTC)
 KEY = b"k" * 32
@@ -72,7 +72,7 @@ def test_structure_text_html_and_invitation(shipped: MessageTemplate) -> None:
 def test_bodies_carry_the_announcement_and_the_footer(shipped: MessageTemplate) -> None:
     message = parse(shipped.personalise(ADA))
     text = message.get_body(("plain",)).get_content().replace("\r\n", "\n")  # type: ignore[union-attr]
-    reference = (GOLDEN / "page-2024-01-18.md").read_text().split("---\n", 2)[2]
+    reference = REFERENCE_PAGE.read_text().split("---\n", 2)[2]
     assert text.startswith(reference)  # the footer comes below the signature
     footer = text[len(reference) :]
     assert "subscribed to the Learning Machines seminar announcements" in footer
@@ -179,7 +179,7 @@ def test_line_breaks_and_extra_addresses_are_rejected(raw: str) -> None:
 
 
 def test_html_part_has_nothing_active(write_schedule) -> None:
-    from tests.test_render import HOSTILE
+    from tests.compose.test_render import HOSTILE
 
     html = parse(template_for(write_schedule(HOSTILE)).personalise(ADA)).get_body(("html",)).get_content()  # type: ignore[union-attr]
     assert "<script" not in html and "onerror=" not in html.replace("onerror=alert(2)&gt;", "")
@@ -235,10 +235,10 @@ def test_personalising_touches_only_the_recipients_header_and_attendee_lines(shi
 
 
 def correction(kind: str, folder: Path) -> MessageTemplate:
-    """The change or the cancellation of tests.test_render.corrections as sent."""
+    """The change or the cancellation of tests.compose.test_render.corrections as sent."""
     from mailer.compose.invite import Event
     from mailer.compose.message import build_message
-    from tests.test_render import corrections
+    from tests.compose.test_render import corrections
 
     schedule, rendered = corrections(folder)
     seminar, message = rendered[kind]

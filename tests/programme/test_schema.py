@@ -16,7 +16,7 @@ from mailer.programme.schedule import load_schedule
 from mailer.programme.schema import json_schema
 from mailer.programme.yamlfile import Mapping, Node, Scalar, Sequence
 from tests.conftest import SCHEDULE, VALID, run_cli
-from tests.test_schedule import CASES
+from tests.programme.test_schedule import CASES
 
 # What a JSON Schema cannot express, each with the reason. Only these may disagree; the test below
 # fails if one of them stops disagreeing (then remove it here) or another case starts to.

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mailer.programme.schema import MODELINE, json_schema
 from tests.conftest import ROOT, VALID, run_cli
-from tests.test_config import cli
+from tests.deliver.test_config import cli
 from tests.test_deployment import cron_jobs, readme_cron_commands
 
 
