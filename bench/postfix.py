@@ -87,28 +87,9 @@ def peers(
 
         best = 0.0
         for sessions in source_sessions:
-            wall, code, _ = peak_rss(
-                [
-                    "/usr/sbin/smtp-source",
-                    "-d",
-                    "-s",
-                    str(sessions),
-                    "-m",
-                    str(n),
-                    "-l",
-                    str(size),
-                    "-f",
-                    SENDER,
-                    "-t",
-                    "user@example.org",
-                    f"127.0.0.1:{server.port}",
-                ],
-                env={},
-                cwd=work,
-            )
-            assert code == 0, "smtp-source failed"
-            source_sessions[sessions].append(n / wall)
-            best = max(best, n / wall)
+            rate = smtp_source(work, server.port, sessions=sessions, n=n, size=size)
+            source_sessions[sessions].append(rate)
+            best = max(best, rate)
             server.drain()
         throughput["smtp-source"].append(best)
         ratios["vs mailmerge"].append(throughput["seminar-mailer"][-1] / throughput["mailmerge"][-1])
@@ -127,6 +108,31 @@ def peers(
         "ratios": {k: stats(v) for k, v in ratios.items()},
         "verification": verified,
     }
+
+
+def smtp_source(work: Path, port: int, *, sessions: int, n: int, size: int) -> float:
+    """Messages per second of Postfix's C load generator: ``sessions`` reused sessions (-d), ``n`` messages."""
+    wall, code, _ = peak_rss(
+        [
+            "/usr/sbin/smtp-source",
+            "-d",
+            "-s",
+            str(sessions),
+            "-m",
+            str(n),
+            "-l",
+            str(size),
+            "-f",
+            SENDER,
+            "-t",
+            "user@example.org",
+            f"127.0.0.1:{port}",
+        ],
+        env={},
+        cwd=work,
+    )
+    assert code == 0, "smtp-source failed"
+    return n / wall
 
 
 def ensure_mailmerge() -> Path:

@@ -63,7 +63,12 @@ def report(r: dict) -> str:  # type: ignore[type-arg]
         "",
         f"Against smtp-sink (keeps nothing; the client is the bottleneck): "
         f"**{_fmt(r['smtp_sink']['msgs_per_s'])} msg/s** "
-        f"(the sink counted {r['smtp_sink']['sink_counted']} of {r['smtp_sink']['expected']} messages sent to it).",
+        f"(the sink counted {r['smtp_sink']['sink_counted']} of {r['smtp_sink']['expected']} messages sent to it). "
+        "Postfix's C client smtp-source against the same sink, by session count: "
+        + ", ".join(f"{k}: {_fmt(v)}" for k, v in r["smtp_sink"]["smtp_source"].items())
+        + ". seminar-mailer at the default pool of 4 reaches "
+        f"**{_fmt(r['smtp_sink']['default_pool_vs_smtp_source_4'], '×', 2)}** of smtp-source at 4 sessions and "
+        f"{_fmt(r['smtp_sink']['default_pool_vs_smtp_source_best'], '×', 2)} of its best (pairwise, same run).",
         "",
         f"Checked at the server: {sum('exactly once' in v for v in r['verification'])} of "
         f"{len(r['verification'])} seminar-mailer runs against Postfix delivered each of the {r['n']} recipients "

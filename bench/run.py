@@ -99,7 +99,7 @@ def classic(work: Path, args: argparse.Namespace, stages: set[str]) -> None:
         **({f"before ({BEFORE_COMMIT[:7]}: aiosmtplib sendmail)": {"code_from": before}} if before else {}),
     }
     if "sink" in stages:
-        results["smtp_sink"] = sink_stage(work, n=n, runs=runs, variants=variants)
+        results["smtp_sink"] = sink_stage(work, n=n, runs=runs, variants=variants, size=size)
         save(results, name)
 
     if not stages & {"postfix", "window", "scale"}:
