@@ -28,7 +28,8 @@ test: system-deps setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest
 
 ## The lifecycle simulation for as long as SIM_SECONDS allows (default an hour), from SIM_SEED: histories,
-## steps, seeds and any minimal failing history are printed. (`make test` runs 200 histories and 12 with kills.)
+## steps, seeds and any minimal failing history are printed, each violation as soon as it is found and a progress
+## line per worker every SIM_PROGRESS (100) histories. (`make test` runs 200 histories and 12 with kills.)
 SIM_SECONDS ?= 3600
 soak: setup
 	SIM_SECONDS=$(SIM_SECONDS) $(BIN)/pytest -q -s tests/test_simulation.py -k soak

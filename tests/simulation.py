@@ -1023,8 +1023,11 @@ def play(base: Path, server: Server, recorder: SimRecorder, seed: int, *, kills:
     return Outcome(seed, len(ops), world.kills, None)
 
 
-def play_many(base: Path, seeds: list[int], *, kills: bool = False, until: float | None = None) -> list[Outcome]:
-    """Play ``seeds`` in this process against a server of its own (stop early at ``until``, a monotonic time)."""
+def play_many(
+    base: Path, seeds: list[int], *, kills: bool = False, until: float | None = None, progress: int = 0
+) -> list[Outcome]:
+    """Play ``seeds`` in this process against a server of its own (stop early at ``until``, a monotonic time);
+    with ``progress``, a line every that many histories."""
     from tests.smtp_server import start_server
 
     base.mkdir(parents=True, exist_ok=True)
@@ -1035,14 +1038,25 @@ def play_many(base: Path, seeds: list[int], *, kills: bool = False, until: float
         for seed in seeds:
             if until is not None and time.monotonic() >= until:
                 break
-            out.append(play(base, server, recorder, seed, kills=kills))
+            out.append(outcome := play(base, server, recorder, seed, kills=kills))
+            if outcome.failure:  # said at once: a long soak that is stopped still tells what it found
+                print(f"{base.name}: seed {seed}: VIOLATION\n{outcome.failure}", flush=True)
+            if progress and len(out) % progress == 0:
+                bad = sum(o.failure is not None for o in out)
+                print(f"{base.name}: {len(out)} histories, last seed {seed}, {bad} violating", flush=True)
     finally:
         server.controller.stop()
     return out
 
 
 def play_parallel(
-    base: Path, seeds: list[int], *, workers: int, kills: bool = False, seconds: float | None = None
+    base: Path,
+    seeds: list[int],
+    *,
+    workers: int,
+    kills: bool = False,
+    seconds: float | None = None,
+    progress: int = 0,
 ) -> list[Outcome]:
     """Play ``seeds`` over ``workers`` processes (each with its own server), interleaved so each gets its share."""
     import concurrent.futures
@@ -1050,10 +1064,11 @@ def play_parallel(
 
     until = time.monotonic() + seconds if seconds is not None else None
     if workers <= 1:
-        return play_many(base / "w0", seeds, kills=kills, until=until)
+        return play_many(base / "w0", seeds, kills=kills, until=until, progress=progress)
     context = multiprocessing.get_context("spawn")  # no fork of a process with a server thread running
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
         jobs = [
-            pool.submit(play_many, base / f"w{n}", seeds[n::workers], kills=kills, until=until) for n in range(workers)
+            pool.submit(play_many, base / f"w{n}", seeds[n::workers], kills=kills, until=until, progress=progress)
+            for n in range(workers)
         ]
         return sorted((o for job in jobs for o in job.result()), key=lambda o: o.seed)

@@ -18,6 +18,7 @@ from tests.smtp_server import start_server
 
 WORKERS = int(os.environ.get("SIM_WORKERS", "2"))
 SEED = int(os.environ.get("SIM_SEED", "1"))
+PROGRESS = int(os.environ.get("SIM_PROGRESS", "100"))  # a line per worker every this many histories (-s shows it)
 
 
 def _report(what: str, outcomes: list[Outcome], capsys: pytest.CaptureFixture[str]) -> None:
@@ -35,20 +36,26 @@ def _report(what: str, outcomes: list[Outcome], capsys: pytest.CaptureFixture[st
 
 def test_histories(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     seeds = list(range(SEED, SEED + int(os.environ.get("SIM_HISTORIES", "200"))))
-    _report("simulation", play_parallel(tmp_path, seeds, workers=WORKERS), capsys)
+    _report("simulation", play_parallel(tmp_path, seeds, workers=WORKERS, progress=PROGRESS), capsys)
 
 
 def test_histories_with_kills(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Histories in which some runs are real ``send`` processes killed with SIGKILL mid-send."""
     seeds = list(range(SEED + 50_000, SEED + 50_000 + int(os.environ.get("SIM_KILL_HISTORIES", "12"))))
-    _report("simulation with kill -9", play_parallel(tmp_path, seeds, workers=WORKERS, kills=True), capsys)
+    _report(
+        "simulation with kill -9",
+        play_parallel(tmp_path, seeds, workers=WORKERS, kills=True, progress=PROGRESS),
+        capsys,
+    )
 
 
 @pytest.mark.skipif("SIM_SECONDS" not in os.environ, reason="the soak runs only with SIM_SECONDS set (make soak)")
 def test_soak(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     start = int(os.environ.get("SIM_SEED", "100000"))
     seeds = list(range(start, start + 10_000_000))
-    outcomes = play_parallel(tmp_path, seeds, workers=WORKERS, seconds=float(os.environ["SIM_SECONDS"]))
+    outcomes = play_parallel(
+        tmp_path, seeds, workers=WORKERS, seconds=float(os.environ["SIM_SECONDS"]), progress=PROGRESS
+    )
     _report("soak", outcomes, capsys)
 
 
