@@ -40,6 +40,28 @@ def test_csv_with_header(tmp_path: Path) -> None:
         list(read_entries(tmp_path / "m.csv"))
 
 
+@pytest.mark.parametrize(
+    "row",
+    [
+        "",  # a blank row
+        "# a comment row",
+        "   ,  ",  # only spaces
+        "short-row-without-email-column",  # email is the second column here: a short row
+        '"Ada ""The Countess"" Lovelace",ada@example.org',  # a quoted name is refused, by itself
+    ],
+)
+def test_one_odd_csv_row_never_drops_the_rows_after_it(tmp_path: Path, row: str) -> None:
+    """Each odd row is skipped or reported on its own line; every row after it is still read (mutants that
+    turned these `continue`s into `break`s once dropped the rest of the list silently)."""
+    path = tmp_path / "l.csv"
+    path.write_text(f"name,email\nFirst,first@example.org\n{row}\nLast,last@example.org\n")
+    entries = list(read_entries(path))
+    read = [e.recipient.addr for e in entries if e.recipient is not None]
+    assert read[0] == "first@example.org" and read[-1] == "last@example.org", entries
+    problems = [e.problem for e in entries if e.problem is not None]
+    assert all(p.line == 3 for p in problems), problems
+
+
 def test_classify_duplicates_suppressed_and_already_sent(tmp_path: Path) -> None:
     path = tmp_path / "l.txt"
     path.write_text("a@example.org\nA@EXAMPLE.ORG\nb@example.org\nc@example.org\nd@example.org\nnope\n")

@@ -69,6 +69,8 @@ def test_a_new_week_is_one_announcement_and_nothing_else(tmp_path: Path) -> None
         ({"2030-01-17\n": "2030-01-17\n    location: Room 2\n"}, ["Location"]),
         ({"2030-01-17\n": "2030-01-23\n"}, ["Date"]),  # a move, recognised by speaker and title
         ({"2030-01-17\n": "2030-01-17\n    cancelled: true\n"}, ["Status"]),
+        ({"2030-01-17\n": "2030-01-17\n    duration: 90\n"}, ["Duration"]),  # (a mutant once mailed nobody)
+        ({"2030-01-17\n": "2030-01-17\n    zoom: https://rise.zoom.us/j/2\n"}, ["Zoom link"]),
     ],
 )
 def test_each_announced_field_edit_is_one_change_under_the_same_identity(
@@ -150,6 +152,25 @@ def test_a_removed_future_seminar_is_cancelled_and_a_past_one_is_left_alone(tmp_
     assert any("no longer in" in n for n in p.notes)
     later = dt.datetime(2030, 1, 18, 8, 0, tzinfo=TZ)  # after it would have started
     assert plan(schedule(tmp_path, other), announced(s0), now=later, today=later.date()).dues == ()
+
+
+def test_every_removed_future_seminar_is_cancelled_after_a_removed_past_one(tmp_path: Path) -> None:
+    """Clearing old seminars out of the file: the past ones are left alone, every future one is cancelled
+    (a `continue` turned `break` once stopped at the first past one)."""
+    past = "  - date: 2030-01-10\n    speaker: Ada Lovelace\n    title: Engines\n"
+    later = "  - date: 2030-01-24\n    speaker: Alan Turing\n    title: Machines\n"
+    s0 = schedule(tmp_path, past + THURSDAY + later)
+    memories = [announced(s0, i) for i in range(3)]
+    memory = Memory(
+        tuple(r for m in memories for r in m.remembered),
+        {k: v for m in memories for k, v in m.known.items()},
+        {k: v for m in memories for k, v in m.fields.items()},
+        {k: v for m in memories for k, v in m.first_told.items()},
+    )
+    other = "  - date: 2030-02-07\n    speaker: Someone Else\n"
+    p = plan(schedule(tmp_path, other), memory, now=MONDAY, today=MONDAY.date())
+    cancelled = sorted(d.seminars[0].seminar.speaker for d in p.dues if d.kind == CANCELLATION)
+    assert cancelled == ["Alan Turing", "Serge Belongie"]
 
 
 def test_nothing_is_sent_about_a_seminar_that_has_started(tmp_path: Path) -> None:
