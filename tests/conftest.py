@@ -22,7 +22,7 @@ SCHEDULE = ROOT / "data" / "seminars.yaml"
 FUTURE_DATE = "2030-01-14"  # a Monday; the week holds the 2030-01-18 seminar (the shipped 2024-01-18 one)
 FUTURE_NOW = "2030-01-14T08:00"  # local to the series (Europe/Stockholm)
 
-# A real send refuses --now (mailer/cli.py) unless this variable is set: a test-only way, named so,
+# A real send refuses --now (mailer/cli/delivery.py) unless this variable is set: a test-only way, named so,
 # set here for every test (and bench/, which imports this module) that drives the clock on purpose.
 TEST_CLOCK = "SEMINAR_MAILER_TEST_ONLY_SEND_NOW"
 os.environ.setdefault(TEST_CLOCK, "1")

@@ -1,2 +1,3 @@
 """What every group shares, importing nothing of the project: errors and exit codes, addresses, the one
-URL policy (links), the HMAC tokens, logs, terminal-safe text, private files, the crash handler."""
+URL policy (links), the HMAC tokens, logs, terminal-safe text, output files written without following
+links, the crash handler."""

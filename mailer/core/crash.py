@@ -1,7 +1,7 @@
 """What happens on a bug: the traceback goes to a private file, the terminal gets one line, exit 70.
 
-A cron mail full of Python frames helps no organiser, and exit 1 means "recipients failed" (README,
-exit codes). So an unexpected exception is written, with the command line and version, to
+A cron mail full of Python frames helps no organiser, and exit 1 means "recipients failed"
+(docs/exit-codes.md). So an unexpected exception is written, with the command line and version, to
 ``crash-<time>-<pid>.txt`` in the state folder (where the command has one) or the temp folder, and
 ``main`` exits with EX_SOFTWARE (70).
 """

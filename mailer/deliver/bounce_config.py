@@ -1,5 +1,5 @@
 """The bounce settings: the envelope (MAILER_VERP), the soft-bounce limit, and the bounce mailbox over IMAP
-(BOUNCES_IMAP_*), read by the same rules as config.py's; used by bounces, check and check --imap."""
+(BOUNCES_IMAP_*), read by the same rules as config.py's; used by bounces, send (VERP), check and check --imap."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Settings from the environment (never from the schedule): state folder, token key, SMTP."""
+"""Every setting, from the environment over .env (never from the schedule): the SETTINGS table (and the
+docs page made from it), the .env loader, the state folder, the token key, SMTP, the listen socket of
+serve, the ledger window and the daily limit. The bounce settings are in bounce_config.py."""
 
 from __future__ import annotations
 
@@ -456,8 +458,8 @@ def environment_page() -> str:
         "# Environment variables",
         "",
         "<!-- Generated from SETTINGS in mailer/deliver/config.py by",
-        "     `python -m mailer.deliver.config > docs/environment.md`; tests/deliver/test_config.py fails when this page",
-        "     is stale. Edit the table there, not here. -->",
+        "     `python -m mailer.deliver.config > docs/environment.md`; tests/deliver/test_config.py fails when",
+        "     this page is stale. Edit the table there, not here. -->",
         "",
         "Every setting comes from the process environment or from the project's `.env` file (another file with",
         "`MAILER_ENV_FILE`); the environment wins. Every command reads them through one loader, `serve` included.",

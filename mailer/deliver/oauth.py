@@ -1,6 +1,6 @@
 """OAuth2 access tokens for SMTP (XOAUTH2/OAUTHBEARER): fetched once per run, cached until near expiry.
 
-Where a token comes from, in this order (README, "Sending through Microsoft 365 / Google / ..."):
+Where a token comes from, in this order (docs/providers.md):
 1. ``SMTP_OAUTH2_TOKEN_COMMAND``: a command whose standard output is the token, as msmtp's
    ``passwordeval``. It runs through ``/bin/sh -c`` with seminar-mailer's environment (``.env``
    included), so secrets reach it in its environment, never in anyone's argv. Its standard error

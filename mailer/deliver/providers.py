@@ -2,7 +2,7 @@
 
 A preset only fills variables the organiser left unset, so ``SMTP_PROVIDER=microsoft365`` with
 ``MAILER_RATE=10`` sends at 10 a minute. The limits are the providers' published ones for a single
-mailbox (README, "Sending through Microsoft 365 / Google / your institution's relay").
+mailbox (docs/providers.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The programme as frozen values (Series, Seminar, Schedule, Week) and the week an announcement covers.
 
-schedule.py makes them from the YAML, reporting every problem; everything else only reads them."""
+schedule.py makes them from the YAML, reporting every problem (and the planner rebuilds a removed seminar
+from its remembered fields); everything else only reads them."""
 
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ from mailer.record.ledger import Ledger
 from mailer.record.rows import Remembered, Suppression, parse_time, utc_text
 from mailer.record.state import LEDGER_FILE, check_state
 from mailer.record.subscribers import StillWanted, Subscribers
-from mailer.run.audiences import Audiences, Roster, memory_of, roster_of
+from mailer.run.due_recipients import Audiences, RunRoster, memory_of, roster_of
 from mailer.run.plan import (
     ANNOUNCEMENT,
     REMINDER,
@@ -232,7 +232,7 @@ def _due_messages(
     schedule: Schedule,
     planned: Plan,
     ledger: Ledger | None,
-    roster: Roster,
+    roster: RunRoster,
     audiences: Audiences,
     warn: Callable[[Entry], None],
     *,

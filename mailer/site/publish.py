@@ -42,7 +42,7 @@ from mailer.programme.model import Schedule, Seminar, Week, week_of
 from mailer.programme.schedule import load_schedule
 from mailer.record.ledger import Ledger
 from mailer.record.state import LEDGER_FILE
-from mailer.run.audiences import memory_of
+from mailer.run.due_recipients import memory_of
 from mailer.run.plan import Memory, plan, seminar_from_fields
 
 CALENDAR = "seminars.ics"

@@ -1,5 +1,6 @@
-"""Who is on the list, and for each message who is due: the roster a run reads (list file, suppressions,
-store), what the ledger remembers of each seminar (memory_of), and who was told what (Audiences)."""
+"""Who is due each message of a run: the roster it reads (list file, suppressions, store: RunRoster), what
+the ledger remembers of each seminar (memory_of, the planner's Memory), and for every message who lacks it or
+was told an earlier revision (Audiences.wants, lacking). The planner decides what is due; this, to whom."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from mailer.run.request import Request
 
 
 @dataclass
-class Roster:
+class RunRoster:
     """Who is on the list: the organiser's list file and the store's confirmed subscribers, less
     everyone suppressed (recipients/unsubscribed.txt, the store's unsubscriptions, refused addresses)."""
 
@@ -41,13 +42,13 @@ class Roster:
                 yield entry.recipient
 
 
-def roster_of(request: Request, series_list: str, ledger: Ledger | None) -> Roster:
+def roster_of(request: Request, series_list: str, ledger: Ledger | None) -> RunRoster:
     from mailer.audience.recipients import suppressed_keys
 
     store = Subscribers(request.state, series_list, create=not request.dry_run)
     keys = suppressed_keys([request.recipients / UNSUBSCRIBED]) | store.unsubscribed_keys()
     keys |= ledger.suppressed_keys() if ledger else set()
-    return Roster(list_file(request.recipients, series_list), keys, store)
+    return RunRoster(list_file(request.recipients, series_list), keys, store)
 
 
 @dataclass
