@@ -152,7 +152,13 @@ def test_kill_9_at_random_moments_loses_nobody(server: Server, tmp_path: Path, c
             stderr=subprocess.DEVNULL,
             stdin=subprocess.DEVNULL,
         )
-        time.sleep(rng.uniform(0.6, 1.6))
+        # Kill mid-send, never by luck: once this process has delivered a random number more messages.
+        target = len(server.recorder.received) + rng.randint(20, 300)
+        deadline = time.monotonic() + 60
+        while len(server.recorder.received) < target and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert proc.poll() is None, "the send finished before the kill: the kill would prove nothing"
+        assert len({r.rcpt for r in server.recorder.received}) < 2000, "the kill came after the last recipient"
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         time.sleep(0.1)  # let the server finish a transaction it had already received
