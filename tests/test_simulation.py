@@ -103,6 +103,25 @@ REGRESSIONS = {
     "cancelled-before-announced": (False, [("edit", 0, "cancel", 1), ("send",)]),
     # issue 23 #4: a renamed list forgot the unsubscription and announced again under a new UID
     "unsubscribed-then-list-renamed": (False, [("unsubscribe", 1), ("rename",)]),
+    # found by the 10 000-history soak (seeds 20713, 21377, 21430): a copy of the announcement without a reply,
+    # then a change that surely reached them: while the change stayed due for someone deferred, it was sent to
+    # them again, relative to the superseded possible copy
+    "unanswered-copy-then-change-sent-twice": (
+        True, [("fault", 4, "drop"), ("edit", 2, "duration", 8), ("fault", 0, "452"), ("edit", 0, "speaker", 5)],
+    ),
+    "unanswered-copy-removed-moved": (
+        True, [("fault", 0, "drop"), ("edit", 2, "remove", 7), ("bounce", 3, False), ("edit", 4, "move", 10)],
+    ),
+    "unanswered-copy-removed-moved-swapped": (
+        False,
+        [("edit", 3, "remove", 2), ("fault", 0, "drop"), ("edit", 4, "move", 8), ("fault", 2, "421"), ("swap", 3, 1)],
+    ),
+    # seed 21013: a new talk on a removed seminar's free date revived the removed one (matched by date alone)
+    "removed-then-a-new-talk-on-its-date": (
+        False,
+        [("until", "start", 4), ("tick", 1440), ("tick", 1440), ("tick", 1440), ("edit", 2, "move", 3),
+         ("until", "monday", 5), ("send",), ("edit", 2, "remove", 3), ("new", 2)],
+    ),
 }  # fmt: skip
 
 

@@ -53,6 +53,9 @@ class Knowledge:
 
     @classmethod
     def of(cls, sure: dict[str, int], maybe: dict[str, tuple[int, str]]) -> Knowledge:
+        # A possible copy of a revision someone surely knows, or of an older one, is superseded: nothing
+        # follows up on it (else a change they surely had would be sent again relative to it).
+        maybe = {r: m for r, m in maybe.items() if m[0] > sure.get(r, -1)}
         latest = dict(sure)
         for recipient, (revision, _) in maybe.items():
             if revision > latest.get(recipient, -1):

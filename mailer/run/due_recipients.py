@@ -106,6 +106,8 @@ class Audiences:
             return self.lacking(due.seminars, key) == due.seminars
         if due.kind == REMINDER:
             return key not in done and key not in self.told_late(due)
+        if key in done:
+            return False  # this very message surely reached them
         seminar = due.seminars[0].key
         knowledge = self.knows(seminar)
         maybe = knowledge.maybe.get(key)

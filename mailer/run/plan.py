@@ -203,7 +203,15 @@ def identify(
         # A seminar already in the file at an earlier send can still be an announced one at its recorded
         # slot (step 3), but never another one's new date or speaker (steps 4 and 5).
         open_s = [i for i, _ in enumerate(seminars) if i not in matched and (step in _SLOT_STEPS or uid[i] not in seen)]
-        open_r = [r for r in remembered if free(r) and known[r.key] is not None]
+        # A seminar removed from the file comes back only as itself (its id, or its date and speaker): a new
+        # talk put on its free date, or at its time, is another seminar, not the removed one revived.
+        open_r = [
+            r
+            for r in remembered
+            if free(r)
+            and known[r.key] is not None
+            and (step == "date and speaker" or (known[r.key] or {}).get("cancelled") != REMOVED)
+        ]
         pairs = [
             (i, r)
             for i in open_s
