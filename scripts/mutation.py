@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = ROOT / ".venv" / "bin" / "python"
 OUT = ROOT / "build" / "mutation"
 EQUIVALENT = ROOT / "scripts" / "mutation_equivalent.txt"
-SIM = {"SIM_HISTORIES": "60", "SIM_KILL_HISTORIES": "0", "SIM_WORKERS": "1"}
+SIM = {"SIM_HISTORIES": "60", "SIM_KILL_HISTORIES": "4", "SIM_WORKERS": "1"}
 
 # Each module: its source files, and its tests, fastest first (the first failure stops the run).
 MODULES: dict[str, tuple[list[str], list[str]]] = {
@@ -64,7 +64,7 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
         ],
     ),
     "dispatch": (
-        ["mailer/run/dispatch.py", "mailer/run/audiences.py", "mailer/run/request.py"],
+        ["mailer/run/dispatch.py", "mailer/run/due_recipients.py", "mailer/run/request.py"],
         [
             "tests/test_seams.py",
             "tests/test_lifecycle.py",
@@ -152,7 +152,10 @@ def _points(tree: ast.AST) -> list[tuple[ast.AST, str, object]]:
 
 
 def _mutated(source: str, index: int) -> str:
+    """The source with mutation point ``index`` changed; -1: the source as ast.unparse writes it, unchanged."""
     tree = ast.parse(source)
+    if index < 0:
+        return ast.unparse(tree) + "\n"
     node, _, (kind, i) = _points(tree)[index]  # type: ignore[misc]
     if kind == "ops":
         node.ops[i] = _SWAP[type(node.ops[i])]()  # type: ignore[attr-defined]
@@ -191,7 +194,7 @@ def mutants(module: str) -> list[Mutant]:
     out = []
     for file in files:
         for index, (node, what, _) in enumerate(_points(ast.parse((ROOT / file).read_text()))):
-            out.append(Mutant(module, file, getattr(node, "lineno", 0), what, index))
+            out.append(Mutant(module, file, getattr(node, "lineno", 0), what, index))  # (one line, one key)
     return out
 
 
@@ -292,6 +295,12 @@ def main() -> int:
         for m in todo:
             if m.where in known:
                 m.outcome, m.killer = "equivalent", known[m.where]
+        files, _ = MODULES[module]
+        baseline = [Mutant(module, f, 0, "baseline: the source as unparsed, unchanged", -1) for f in files]
+        for m in _worker((baseline, args.timeout, str(OUT))):
+            if m.outcome != "survived":
+                print(f"error: the unmutated {m.file} fails its tests ({m.outcome}: {m.killer}); fix that first")
+                return 1
         run = [m for m in todo if m.outcome != "equivalent"]
         batches = [run[i :: args.jobs] for i in range(args.jobs)]
         with concurrent.futures.ProcessPoolExecutor(args.jobs) as pool:

@@ -104,8 +104,9 @@ class Audiences:
     def wants(self, due: Due, key: str, done: set[str]) -> bool:
         if due.kind == ANNOUNCEMENT:
             return self.lacking(due.seminars, key) == due.seminars
-        if due.kind == REMINDER:
-            return key not in done and key not in self.told_late(due)
+        if due.kind == REMINDER:  # only to those told of the seminar, and in time
+            told = key in self.knows(due.seminars[0].key).latest
+            return told and key not in done and key not in self.told_late(due)
         if key in done:
             return False  # this very message surely reached them
         seminar = due.seminars[0].key
