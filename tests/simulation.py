@@ -539,6 +539,12 @@ class World:
         for rcpt, data in dropped:
             calendar = re.findall(rb"UID:([^\r\n]+)", data)
             self.maybe.update((rcpt.lower(), u.decode()) for u in calendar)
+            # A copy that may have arrived announced its seminars under their UIDs too: learn them, so a later
+            # cancellation of a seminar removed meanwhile is still recognised as that seminar's.
+            for ev in parse_received(self.runs, Received(rcpt, "", data)).events:
+                owner = self.talk_at(ev.start)
+                if owner is not None and owner.uid is None and not any(t.uid == ev.uid for t in self.talks):
+                    owner.uid = ev.uid
         self.refused5 |= {a.lower() for a, code in refused if code.startswith("5")}
         # Who is suppressed is the sender's call (a 5xx to RCPT, or to a message the server took for others):
         # take it from the ledger, but only ever for an address the server refused permanently.

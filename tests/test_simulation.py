@@ -127,6 +127,13 @@ REGRESSIONS = {
     "late-joiner-reminded-of-a-seminar-never-told": (
         False, [("edit", 1, "speaker", 4), ("edit", 4, "move", 7), ("new", 4), ("until", "reminder", 5), ("add", 8)],
     ),
+    # seed 42492, a defect of the model, not of the mailer: the model did not learn the UID of a seminar whose only
+    # copy got no reply, so the cancellation of it, once removed, looked like news of a seminar that does not exist
+    "unanswered-copy-then-removed-and-cancelled": (
+        False,
+        [("until", "monday", 2), ("fault", 3, "drop"), ("fault", 2, "554"), ("until", "monday", 6), ("send",),
+         ("edit", 2, "remove", 2)],
+    ),
 }  # fmt: skip
 
 
