@@ -255,14 +255,17 @@ class Ledger:
         return int(count)
 
     def seen(self, list_name: str) -> frozenset[str]:
-        """Identities of every seminar the file held at earlier sends (see plan.identify)."""
+        """Identities of the seminars the file held at the last send (see plan.identify)."""
         try:
             return frozenset(u for (u,) in self._db.execute("SELECT uid FROM seen WHERE list = ?", (list_name,)))
         except sqlite3.OperationalError:  # a read-only ledger of this version from before the table existed
             return frozenset()
 
     def see(self, list_name: str, uids: Iterable[str]) -> None:
+        """The file as it is now replaces what was seen before: a seminar moved back to a slot it left is
+        recognised as moved, not as one that was there all along."""
         with self._write():
+            self._db.execute("DELETE FROM seen WHERE list = ?", (list_name,))
             self._db.executemany("INSERT OR IGNORE INTO seen VALUES (?, ?)", [(list_name, u) for u in uids])
 
     def fields_of(self, seminar: str, revision: int) -> dict[str, object] | None:

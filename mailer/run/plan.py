@@ -72,7 +72,7 @@ class Memory:
     known: Mapping[str, frozenset[int]] = field(default_factory=dict)  # seminar -> revisions someone was told
     fields: Mapping[tuple[str, int], Mapping[str, object] | None] = field(default_factory=dict)
     first_told: Mapping[str, str | None] = field(default_factory=dict)  # seminar -> ledger time text
-    seen: frozenset[str] = frozenset()  # derived identities of every seminar in the file at earlier sends
+    seen: frozenset[str] = frozenset()  # derived identities of the seminars in the file at the last send
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +173,7 @@ def identify(
 ) -> tuple[dict[int, Remembered], list[Problem]]:
     """Match the schedule's seminars (by index) to remembered ones; report what cannot be told apart.
 
-    ``seen``: the identities (date and speaker) of every seminar the file held at earlier sends. A
+    ``seen``: the identities (date and speaker) of the seminars the file held at the last send. A
     seminar that was in the file then is itself, never the edited or moved form of another."""
     seminars = schedule.seminars
     matched: dict[int, Remembered] = {}
