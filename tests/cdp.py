@@ -19,9 +19,30 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from websockets.sync.client import ClientConnection, connect
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+# Headless, and quiet on a machine without network: no background connections, updates, sync or QUIC.
+HEADLESS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# A module's pytestmark when its tests need Chromium: skipped loudly where it is missing.
+NEEDS_CHROMIUM = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        CHROMIUM is None,
+        reason="LOUD SKIP: no chromium on PATH; .ci/run installs Debian's chromium, "
+        "run it or `apt-get install chromium`",
+    ),
+]
 
 
 class Browser:
@@ -32,13 +53,7 @@ class Browser:
         self.process = subprocess.Popen(
             [
                 CHROMIUM,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
+                *HEADLESS,
                 "--remote-debugging-port=0",
                 f"--user-data-dir={profile}",
                 "--window-size=1400,1000",

@@ -13,7 +13,6 @@ import email.policy
 import json
 import os
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,27 +21,14 @@ from typing import Any
 
 import pytest
 
+from tests.cdp import CHROMIUM, HEADLESS, NEEDS_CHROMIUM
 from tests.conftest import ARTEFACTS, run_cli
 from tests.smtp_server import Server, start_server
 from tests.web_service import Service, start_service
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        CHROMIUM is None,
-        reason="LOUD SKIP: no chromium on PATH; .ci/run installs Debian's chromium, "
-        "run it or `apt-get install chromium`",
-    ),
-]
+pytestmark = NEEDS_CHROMIUM
 FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
+    *HEADLESS,
     "--remote-debugging-pipe",
     "--window-size=800,700",
 ]

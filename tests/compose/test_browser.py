@@ -10,7 +10,6 @@ import datetime as dt
 import json
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -19,18 +18,11 @@ import pytest
 from mailer.compose.render import render
 from mailer.programme.model import week_of
 from mailer.programme.schedule import load_schedule
+from tests.cdp import CHROMIUM, HEADLESS, NEEDS_CHROMIUM
 from tests.compose.test_render import NEW_ZOOM, corrections
 from tests.conftest import ARTEFACTS, ROOT, SCHEDULE
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        CHROMIUM is None,
-        reason="LOUD SKIP: no chromium on PATH; .ci/run installs Debian's "
-        "chromium, run it or `apt-get install chromium`",
-    ),
-]
+pytestmark = NEEDS_CHROMIUM
 
 ZOOM = "https://rise.zoom.us/j/208117140?pwd=c2U5RDR0WnpzU041dGNISVdhNUkyQT09"
 NEEDLES = {
@@ -94,14 +86,7 @@ def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
             CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
+            *HEADLESS,
             "--hide-scrollbars",
             f"--user-data-dir={profile}",
             *args,
