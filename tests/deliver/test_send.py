@@ -253,7 +253,8 @@ def test_two_concurrent_sends_one_delivers_the_other_exits_75(server: Server, tm
         stdin=subprocess.DEVNULL,
     )
     lock = tmp_path / "state" / "learning-machines.lock"
-    while not (lock.exists() and lock.read_text().strip() == str(first.pid)):
+    # the lock holds the holder's pid, then " ledger" once its ledger exists (state.mark_lock): wait for the pid
+    while not (lock.exists() and lock.read_text().split()[:1] == [str(first.pid)]):
         assert first.poll() is None, first.communicate()
         time.sleep(0.01)
     started = time.monotonic()
