@@ -55,6 +55,8 @@ def _value(key: Key) -> str:
             return "`true`, or the reason as one line of text"
         case "boolean":
             return "`true` or `false`"
+        case "site":
+            return "`html` or `jekyll`"
         case "series":
             return "a mapping: the keys under [`series`](#series)"
         case "seminars":

@@ -72,6 +72,9 @@ class Series:
     announce: Announce | None = None  # not before this moment of the week (cron may run send every 15 minutes)
     service_url: str | None = None  # where `seminar-mailer serve` is reachable (behind a proxy), no trailing /
     calendar_url: str | None = None  # where the seminars.ics that `seminar-mailer publish` writes is reachable
+    site: str = "html"  # what `publish` writes: "html" (a complete website) or "jekyll" (Markdown pages for Jekyll)
+    zoom_public: bool = True  # False: the Zoom link is in the mails only, in no published file
+    noindex: bool = False  # True: the published pages ask search engines not to index them
 
     @property
     def unsubscribe_address(self) -> Address:
@@ -108,6 +111,15 @@ class Seminar:
     line: int
     id: str | None = None  # pinned identity (``id:`` in the YAML); else remembered in the state folder
     notify: bool | None = None  # ``notify:``: True mails even a spelling fix, False mails no edit; None: decide
+    slides: str | None = None  # after the talk: links the published pages show (no message announces them)
+    video: str | None = None
+    paper: str | None = None
+
+    @property
+    def materials(self) -> tuple[tuple[str, str], ...]:
+        """The links added after the talk, as (label, url): slides, video, paper."""
+        links = (("Slides", self.slides), ("Video", self.video), ("Paper", self.paper))
+        return tuple((label, url) for label, url in links if url)
 
     @property
     def end(self) -> dt.datetime:

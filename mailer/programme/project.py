@@ -93,6 +93,7 @@ series:
   # reminder: "09:00"              # remind everyone on the day at 09:00 (or 2h / 90m before the start)
   # reply_to: Organisers <organisers@example.org>
   # unsubscribe_url: https://example.org/unsubscribe
+  # zoom_public: false             # keep the join link off the published website (the mails keep it)
 
 seminars:
   - date: {date}                   # YYYY-MM-DD; announced from Monday 08:00 of its week
@@ -104,6 +105,7 @@ seminars:
     # bio: |
     #   Also Markdown.
     # Per seminar, when not the series' own: time: "10:15", duration: 90, location: ..., zoom: ...
+    # After the talk: slides: URL, video: URL, paper: URL (on its web page and in the archive).
     # cancelled: true (or the reason): a cancellation to everyone told of it. Edits after the
     # announcement (date, time, place, speaker, title) are sent as a change to those told.
 """

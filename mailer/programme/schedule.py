@@ -191,7 +191,7 @@ class _Reader:
 class Key:
     """One key of seminars.yaml: what the validator reads it as; programme/schema.py builds the JSON Schema from it."""
 
-    kind: str  # text, markdown, url, address, zone, clock, date, number, list, cancelled
+    kind: str  # text, markdown, url, address, zone, clock, date, number, list, cancelled, boolean, site
     doc: str
     required: bool = False
     low: int = 0  # bounds of a number
@@ -218,6 +218,9 @@ SERIES_KEYS: dict[str, Key] = {
     "announce": Key("announce", 'Not before this time of the week: "Monday 08:00" (default: as the week begins).'),
     "service_url": Key("url", "The https address of `seminar-mailer serve` behind your proxy."),
     "calendar_url": Key("url", "Where seminars.ics from `seminar-mailer publish` is served; mails and pages link it."),
+    "site": Key("site", "What `publish` writes: html (a complete website, the default) or jekyll (pages for Jekyll)."),
+    "zoom_public": Key("boolean", "false keeps the Zoom link out of every published file; the mails keep it."),
+    "noindex": Key("boolean", "true asks search engines not to index the published pages (default: indexed)."),
 }
 SEMINAR_KEYS: dict[str, Key] = {
     "id": Key("id", "Optional: names this seminar for good, so any edit (even of the date) is a change of it."),
@@ -237,6 +240,9 @@ SEMINAR_KEYS: dict[str, Key] = {
         "Optional: true mails even a spelling fix of this seminar's speaker or title; false mails no edit of it "
         "(calendars and the next message still get them).",
     ),
+    "slides": Key("url", "After the talk: the slides; the published pages and the feed link them."),
+    "video": Key("url", "After the talk: the recording."),
+    "paper": Key("url", "The paper the talk presents."),
 }
 
 
@@ -317,6 +323,9 @@ def _series(r: _Reader, node: Node) -> Series | None:
         announce=_announce(r, v("announce")),
         service_url=_service_url(r, v("service_url")),
         calendar_url=r.url(v("calendar_url"), "calendar_url"),
+        site=_site(r, v("site")),
+        zoom_public=_flag(r, v("zoom_public"), "zoom_public", "keep the Zoom link out of the published files", True),
+        noindex=_flag(r, v("noindex"), "noindex", "ask search engines not to index the pages", False),
     )
     optional = {
         "zoom",
@@ -328,11 +337,41 @@ def _series(r: _Reader, node: Node) -> Series | None:
         "announce",
         "calendar_url",
     }
-    if False in (fields["reminder"], fields["announce"]) or any(
-        val is None for key, val in fields.items() if key not in optional
+    if (
+        False in (fields["reminder"], fields["announce"])
+        or "bad" in (fields["zoom_public"], fields["noindex"])
+        or any(val is None for key, val in fields.items() if key not in optional)
     ):
         return None
     return Series(**fields)  # type: ignore[arg-type]
+
+
+SITE_FORMATS = ("html", "jekyll")
+
+
+def _site(r: _Reader, node: Node | None) -> str | None:
+    """``site: html`` (the default) or ``site: jekyll``; None after a problem."""
+    if node is None:
+        return "html"
+    raw = node.value if isinstance(node, Scalar) else None
+    if isinstance(raw, str) and raw.strip().lower() in SITE_FORMATS:
+        return raw.strip().lower()
+    r.add(
+        node,
+        f"'site' is {describe(node)}; wanted html (publish writes a complete website) "
+        "or jekyll (Markdown pages with front matter, for a site Jekyll builds)",
+    )
+    return None
+
+
+def _flag(r: _Reader, node: Node | None, key: str, what: str, default: bool) -> bool | str:
+    """A true/false key; its default when absent; "bad" after a problem."""
+    if node is None:
+        return default
+    if isinstance(node, Scalar) and isinstance(node.value, bool):
+        return node.value
+    r.add(node, f"'{key}' should be true or false ({'true' if not default else 'false'}: {what}), got {describe(node)}")
+    return "bad"
 
 
 def _service_url(r: _Reader, node: Node | None) -> str | None:
@@ -397,7 +436,11 @@ def _seminar(r: _Reader, node: Node, series: Series | None) -> Seminar | None:
         "names this seminar for good; wanted letters, digits, '.', '_', '-', '@' or '+', such as 2024-01-belongie",
     )
     notify = _notify(r, v("notify"))
+    materials = {k: r.url(v(k), k) for k in ("slides", "video", "paper")}
+    bad_material = any(v(k) is not None and url is None for k, url in materials.items())
     if None in (day, time, duration, speaker, location) or series is None or cancelled is False or notify == "bad":
+        return None
+    if bad_material:
         return None
     assert day is not None and time is not None and duration is not None and speaker and location
     start = local_start(day, time, series.timezone)
@@ -419,6 +462,7 @@ def _seminar(r: _Reader, node: Node, series: Series | None) -> Seminar | None:
         line=m.line,
         id=pinned,
         notify=notify if isinstance(notify, bool) else None,
+        **materials,
     )
 
 

@@ -14,7 +14,16 @@ import zoneinfo
 from typing import Any
 
 from mailer.programme.model import WEEKDAYS
-from mailer.programme.schedule import CONTROL_RE, ID_RE, LIST_NAME_RE, SEMINAR_KEYS, SERIES_KEYS, TOP_KEYS, Key
+from mailer.programme.schedule import (
+    CONTROL_RE,
+    ID_RE,
+    LIST_NAME_RE,
+    SEMINAR_KEYS,
+    SERIES_KEYS,
+    SITE_FORMATS,
+    TOP_KEYS,
+    Key,
+)
 
 SCHEMA_FILE = "seminars.schema.json"
 MODELINE = f"# yaml-language-server: $schema={SCHEMA_FILE}"
@@ -67,6 +76,8 @@ def _fragment(key: Key) -> dict[str, Any]:
             fragment = {"type": "string", "pattern": rf"^\s*(?:(?:{days})\s+)?(?:[01]?[0-9]|2[0-3]):[0-5][0-9]\s*$"}
         case "cancelled":
             fragment = {"anyOf": [{"type": "boolean"}, text]}
+        case "site":
+            fragment = {"type": "string", "enum": list(SITE_FORMATS)}
         case "boolean":
             fragment = {"type": "boolean"}
         case "series":
