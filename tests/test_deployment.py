@@ -115,6 +115,8 @@ def test_the_wheel_carries_the_templates(deployment: Deployment) -> None:
     names = zipfile.ZipFile(deployment.wheel).namelist()
     shipped = sorted(n.removeprefix("mailer/templates/") for n in names if n.startswith("mailer/templates/"))
     assert shipped == sorted(p.name for p in (ROOT / "templates" / "email").glob("*.j2"))
+    site = sorted(n.removeprefix("mailer/site/templates/") for n in names if n.startswith("mailer/site/templates/"))
+    assert site == sorted(p.name for p in (ROOT / "templates" / "site").glob("*.j2"))
     assert not [n for n in names if n.startswith("templates/")]
 
 
@@ -168,6 +170,11 @@ def test_installed_wheel_works_from_an_unrelated_folder(deployment: Deployment, 
 
     schema = run([exe, "schema"], cwd=tmp_path)
     assert json.loads(schema.stdout) == json.loads((project / "data" / "seminars.schema.json").read_text())
+
+    site = tmp_path / "site"  # the website, from the wheel's own site templates
+    published = run([exe, "publish", "--out", site, "--date", "2031-03-02"], cwd=inside)
+    assert published.returncode == 0, published.stderr
+    assert "<h1" in (site / "index.html").read_text() and len(list(site.glob("2031-03-06-*.html"))) == 1
 
 
 def readme_block(language: str, first_line: str) -> str:

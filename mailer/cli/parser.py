@@ -84,8 +84,11 @@ examples:
   seminar-mailer schema > data/seminars.schema.json""",
     "publish": """\
 examples:
-  seminar-mailer publish --out ../site/seminars     pages, programme.md, seminars.ics, announcements.atom
-  seminar-mailer publish --out site --prune         also delete pages of seminars no longer in the file""",
+  seminar-mailer publish --out site                 a website: index.html, a page and an .ics per seminar,
+                                                    seminars.ics, announcements.atom (open site/index.html)
+  seminar-mailer publish --out site --prune         also delete pages of seminars no longer in the file
+  seminar-mailer publish --out ../jekyll/seminars --format jekyll
+                                                    Markdown pages and programme.md for a site Jekyll builds""",
 }
 
 
@@ -314,15 +317,22 @@ def build_parser() -> _Parser:
     publish = command(
         "publish",
         [_paths("schedule", "templates", "state"), _date()],
-        "write the programme for the web: a page per seminar, seminars.ics, an Atom feed",
-        "Write into --out a page per seminar (as preview writes it), programme.md, the calendar feed "
-        "seminars.ics (the same UID and SEQUENCE as the mails' invitations) and announcements.atom. "
-        "Only files whose content changed are rewritten. --now (or --date) sets the moment that "
-        "divides upcoming from past.",
+        "write the programme for the web: a website (or Jekyll pages), seminars.ics, an Atom feed",
+        "Write into --out a website (index.html, a page and an .ics per seminar) or, with the series' "
+        "'site: jekyll' or --format jekyll, a Markdown page per seminar (as preview writes it) and programme.md; "
+        "and always the calendar feed seminars.ics (the same UID and SEQUENCE as the mails' invitations) and "
+        "announcements.atom. Only files whose content changed are rewritten. --now (or --date) sets the "
+        "moment that divides upcoming from past.",
     )
     publish.add_argument("--out", dest="site", type=Path, required=True, metavar="DIR", help="the folder to write")
     publish.add_argument(
         "--prune", action="store_true", help="delete the pages of seminars no longer in the schedule (kept without it)"
+    )
+    publish.add_argument(
+        "--format",
+        dest="site_format",
+        choices=["html", "jekyll"],
+        help="html: a complete website; jekyll: Markdown pages for Jekyll (default: the series' 'site', else html)",
     )
     command(
         "schema",

@@ -196,7 +196,15 @@ def publish_command(args: argparse.Namespace) -> int:
 
     request = send_request(args, dry_run=True)
     now = request.now if request.clock_given or request.date is None else dt.datetime.combine(request.date, dt.time())
-    done = publish(args.schedule, out=args.site, state=args.state, templates=args.templates, now=now, prune=args.prune)
+    done = publish(
+        args.schedule,
+        out=args.site,
+        state=args.state,
+        templates=args.templates,
+        now=now,
+        prune=args.prune,
+        site_format=args.site_format,
+    )
     print(
         f"{args.site}: {_count_of(done.seminars, 'seminar')}, {_count_of(done.events, 'calendar event')}, "
         f"{_count_of(done.entries, 'announcement')} in the feed; {_count_of(len(done.written), 'file')} written, "

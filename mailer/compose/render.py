@@ -78,20 +78,20 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def make_environment(templates: Path | None, *, html: bool) -> jinja2.Environment:
-    """The Jinja environment: user templates first, built-ins second, StrictUndefined.
+def make_environment(templates: Path | None, *, html: bool, builtin: Path = BUILTIN_TEMPLATES) -> jinja2.Environment:
+    """The Jinja environment: user templates first, built-ins (``builtin``) second, StrictUndefined.
 
     ``html=True`` autoescapes everything (``select_autoescape()`` would miss ``.mjml``). Built once per
     folder and set of file names there (a template added to the folder is found at once; Jinja reloads an
     edited one by its mtime): compiling the templates again for every message cost more than MJML.
     """
     names = frozenset(os.listdir(templates)) if templates is not None and templates.is_dir() else frozenset()
-    return _environment(templates, names, html=html)
+    return _environment(templates, names, html=html, builtin=builtin)
 
 
 @functools.lru_cache(maxsize=32)
-def _environment(templates: Path | None, names: frozenset[str], *, html: bool) -> jinja2.Environment:
-    search = [str(p) for p in (templates, BUILTIN_TEMPLATES) if p is not None]
+def _environment(templates: Path | None, names: frozenset[str], *, html: bool, builtin: Path) -> jinja2.Environment:
+    search = [str(p) for p in (templates, builtin) if p is not None]
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(search),
         undefined=jinja2.StrictUndefined,
@@ -117,6 +117,11 @@ def _safe_seminar(seminar: Seminar, *, all_fields: bool) -> Seminar:
         n: sanitise(v) for n in names if isinstance(v := getattr(seminar, n), str) and sanitise(v) != v
     }
     return dataclasses.replace(seminar, **changes) if changes else seminar
+
+
+def safe_for_html(seminar: Seminar) -> Seminar:
+    """The seminar as an autoescaping HTML template needs it: its Markdown fields' links http(s)/mailto only."""
+    return _safe_seminar(seminar, all_fields=False)
 
 
 def _safe_series(series: Series) -> Series:
@@ -205,6 +210,11 @@ def _where(err: BaseException, name: str) -> str:
             where = f"{filename}:{tb.tb_lineno}"
         tb = tb.tb_next
     return where
+
+
+def render_template(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:
+    """Render one template of ``env``; every failure a TemplateError naming the template's file and line."""
+    return _render(env, name, context)
 
 
 def _render(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:

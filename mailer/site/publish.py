@@ -1,10 +1,17 @@
 """``publish``: the programme on the web and in calendars, from the schedule and what the ledger remembers.
 
-One folder receives:
+One folder receives, as a website (``site: html``, the default; website.py makes the pages):
+
+- ``index.html``, and per seminar ``YYYY-MM-DD-<slug>.html`` and ``.ics``;
+
+or, for a site Jekyll builds (``site: jekyll`` or ``--format jekyll``):
 
 - a page per seminar, ``YYYY-MM-DD-<slug>.md`` with Jekyll front matter: the announcement of its
   week with that seminar alone, exactly as ``preview`` writes it (a cancelled seminar's page says so);
 - ``programme.md``: the seminars not yet over, then the past ones by year, each linking its page;
+
+and in both formats:
+
 - ``seminars.ics``: the series' published calendar (RFC 5545 without METHOD), one VEVENT per seminar,
   built by ``invite.vevent`` with the UID and SEQUENCE its invitations carry (``plan.identities``); a
   seminar removed from the file after its announcement is there as STATUS:CANCELLED, as the mails say;
@@ -12,6 +19,10 @@ One folder receives:
   ``calendar_url`` (the address of this folder's seminars.ics) it has its ``rel="self"`` link and
   absolute entry links, which feed readers need once an entry leaves the feed's own page; without it
   the links stay relative to the feed.
+
+With ``zoom_public: false`` every output is made from ``public(schedule)``, which holds no Zoom link;
+the mails are made from the schedule itself. Slides, video and paper (added after the talk) appear on
+the pages, in the archive and in the feed's entries.
 
 A file is written only when its bytes change, so a site's history shows real changes only. For that
 the time stamps must not move either: an event's DTSTAMP and an entry's ``updated`` are the moment
@@ -44,6 +55,8 @@ from mailer.record.ledger import Ledger
 from mailer.record.state import LEDGER_FILE
 from mailer.run.due_recipients import memory_of
 from mailer.run.plan import Memory, plan, seminar_from_fields
+from mailer.site import website
+from mailer.site.website import INDEX
 
 CALENDAR = "seminars.ics"
 ATOM = "announcements.atom"
@@ -51,7 +64,7 @@ PROGRAMME = "programme.md"
 MANIFEST = ".seminar-mailer-published"
 REFRESH = dt.timedelta(hours=12)  # how often calendar apps should fetch the feed again
 _MAX_READ = 20 * 1024 * 1024  # a previous output larger than this is not ours: it is replaced
-_PAGE_NAME = re.compile(r"^\d{4}-\d{2}-\d{2}-[a-z0-9-]+\.md$")
+_PAGE_NAME = re.compile(r"^\d{4}-\d{2}-\d{2}-[a-z0-9-]+\.(?:md|html|ics)$")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
@@ -314,55 +327,104 @@ def _manifest(data: bytes | None) -> set[str]:
     if data is None:
         return set()
     names = set(data.decode("utf-8", "replace").splitlines())
-    return {n for n in names if _PAGE_NAME.match(n) or n in (CALENDAR, ATOM, PROGRAMME)}
+    return {n for n in names if _PAGE_NAME.match(n) or n in (CALENDAR, ATOM, PROGRAMME, INDEX)}
 
 
-def _unique(name: str, taken: set[str]) -> str:
-    """``name``, or ``name`` with -2, -3 ... when two seminars of one day have the same slug."""
-    stem, n, out = name.removesuffix(".md"), 2, name
+def _unique(stem: str, taken: set[str]) -> str:
+    """``stem``, or ``stem`` with -2, -3 ... when two seminars of one day have the same slug."""
+    n, out = 2, stem
     while out in taken:
-        out, n = f"{stem}-{n}.md", n + 1
+        out, n = f"{stem}-{n}", n + 1
     taken.add(out)
     return out
 
 
+def public(schedule: Schedule) -> Schedule:
+    """The schedule as published: without any Zoom link when the series keeps it private (``zoom_public:
+    false``); the mails are made from the schedule itself."""
+    if schedule.series.zoom_public:
+        return schedule
+    return replace(
+        schedule,
+        series=replace(schedule.series, zoom=None),
+        seminars=tuple(replace(s, zoom=None) for s in schedule.seminars),
+    )
+
+
+def _public_event(schedule: Schedule, event: Event) -> Event:
+    return event if schedule.series.zoom_public else replace(event, seminar=replace(event.seminar, zoom=None))
+
+
+def _by_year(past: list[tuple[Seminar, str]]) -> list[tuple[int, list[tuple[Seminar, str]]]]:
+    past = sorted(past, key=lambda p: p[0].start, reverse=True)
+    return [(year, list(group)) for year, group in groupby(past, key=lambda p: p[0].date.year)]
+
+
 def publish(
-    schedule_path: Path, *, out: Path, state: Path, templates: Path | None, now: dt.datetime, prune: bool = False
+    schedule_path: Path,
+    *,
+    out: Path,
+    state: Path,
+    templates: Path | None,
+    now: dt.datetime,
+    prune: bool = False,
+    site_format: str | None = None,
 ) -> Published:
-    """Write the pages, the programme, seminars.ics and the Atom feed into ``out``; rewrite only what changed."""
+    """Write the pages, the programme, seminars.ics and the Atom feed into ``out``; rewrite only what changed.
+    ``site_format`` (html or jekyll) overrides the series' ``site``."""
     schedule = load_schedule(schedule_path)
     tz = schedule.series.timezone
     now = now.astimezone(tz) if now.tzinfo else now.replace(tzinfo=tz)
-    events, removed = calendar_events(schedule, read_memory(state, schedule.series.list_name), now=now)
-
-    files: dict[str, bytes] = {}
-    taken: set[str] = set()
-    listed: list[tuple[Seminar, str]] = []
-    announcements: list[Announcement] = []
-    env = make_environment(templates, html=False)  # compiled once: 200 pages render in a fraction of a second
-    pages = [(e, True) for e in events] + ([] if prune else [(e, False) for e in removed])
-    for event, in_file in pages:
-        week = _week_alone(schedule, event.seminar)
-        text, page = render_page(schedule, week, env=env)
-        name = _unique(page_name(week), taken)
-        files[name] = page.encode()
-        if in_file:  # a removed seminar keeps its page (saying it is cancelled) until --prune, nothing else
-            listed.append((event.seminar, name.removesuffix(".md") + ".html"))
-            if (published := _announced(schedule, week)) <= now:
-                announcements.append(Announcement(event, HTML_MARKDOWN.render(text), name, published))
+    real_events, real_removed = calendar_events(schedule, read_memory(state, schedule.series.list_name), now=now)
+    schedule = public(schedule)  # from here on only what may be published
+    events = [_public_event(schedule, e) for e in real_events]
+    removed = [_public_event(schedule, e) for e in real_removed]
+    jekyll = (site_format or schedule.series.site) == "jekyll"
+    base = site_base(schedule)
 
     folder = _Folder.open(out)
     try:
+        files: dict[str, bytes] = {}
+        taken: set[str] = set()
+        listed: list[tuple[Seminar, str]] = []
+        announcements: list[Announcement] = []
+        env = make_environment(templates, html=False)  # compiled once: 200 pages render in a fraction of a second
+        site_env = None if jekyll else website.environment(templates)
+        pages = [(e, True) for e in events] + ([] if prune else [(e, False) for e in removed])
+        for event, in_file in pages:
+            week = _week_alone(schedule, event.seminar)
+            text, page = render_page(schedule, week, env=env)
+            stem = _unique(page_name(week).removesuffix(".md"), taken)
+            if site_env is None:
+                files[stem + ".md"] = page.encode()
+            else:
+                html_page = website.seminar_page(
+                    site_env, schedule, event, name=stem, base=base, calendar_file=CALENDAR, feed=ATOM
+                )
+                files[stem + ".html"] = html_page.encode()
+                previous = folder.read(stem + ".ics")
+                files[stem + ".ics"] = calendar_feed(schedule, [event], previous=previous, now=now)
+            if in_file:  # a removed seminar keeps its page (saying it is cancelled) until --prune, nothing else
+                listed.append((event.seminar, stem + ".html"))
+                if (published := _announced(schedule, week)) <= now:
+                    content = HTML_MARKDOWN.render(text + materials_markdown(event.seminar))
+                    announcements.append(Announcement(event, content, stem + ".md", published))
+
         upcoming = [(s, link) for s, link in listed if s.end > now]
-        past = sorted(((s, link) for s, link in listed if s.end <= now), key=lambda p: p[0].start, reverse=True)
-        files[PROGRAMME] = render_programme(
-            schedule,
-            upcoming=upcoming,
-            past_years=[(year, list(group)) for year, group in groupby(past, key=lambda p: p[0].date.year)],
-            calendar_url=schedule.series.calendar_url or CALENDAR,
-            feed_url=ATOM,
-            templates=templates,
-        ).encode()
+        past = _by_year([(s, link) for s, link in listed if s.end <= now])
+        if site_env is None:
+            files[PROGRAMME] = render_programme(
+                schedule,
+                upcoming=upcoming,
+                past_years=past,
+                calendar_url=schedule.series.calendar_url or CALENDAR,
+                feed_url=ATOM,
+                templates=templates,
+            ).encode()
+        else:
+            files[INDEX] = website.index_page(
+                site_env, schedule, upcoming=upcoming, past_years=past, calendar_file=CALENDAR, feed=ATOM
+            ).encode()
         files[CALENDAR] = calendar_feed(schedule, [*events, *removed], previous=folder.read(CALENDAR), now=now)
         files[ATOM], entries = atom_feed(schedule, announcements, previous=folder.read(ATOM), now=now)
 
@@ -390,3 +452,9 @@ def publish(
         removed=tuple(present if prune else ()),
         stale=tuple(kept),
     )
+
+
+def materials_markdown(seminar: Seminar) -> str:
+    """The links added after the talk, as Markdown lines for the feed's entry (and nothing without any)."""
+    lines = "".join(f"\n**{label}:** [{url}]({url})\n" for label, url in seminar.materials)
+    return lines

@@ -35,7 +35,8 @@ from tests.conftest import REFERENCE_PAGE, SCHEDULE, run_cli
 from tests.smtp_server import Server, start_server
 
 UTC = dt.UTC
-SERIES = conftest.SERIES + "{extra}seminars:\n"
+# These tests read the Jekyll pages and the feeds; tests/site/test_website.py reads the HTML site.
+SERIES = conftest.SERIES + "  site: jekyll\n{extra}seminars:\n"
 
 # Around the 2024 clock changes in Stockholm: 31 March 02:00 CET -> 03:00 CEST, 27 October 03:00 CEST -> 02:00 CET.
 CLOCK_CHANGES = (
@@ -308,7 +309,7 @@ def test_publish_reports_bad_input_at_its_line_without_a_traceback(tmp_path: Pat
     schedule.write_text(CLOCK_CHANGES.replace('time: "02:30"', 'time: "02:3O"'), encoding="utf-8")
     result = run_cli("publish", "--schedule", str(schedule), "--out", str(tmp_path / "site"))
     assert result.code == 2 and "Traceback" not in result.err
-    assert f"{schedule}:22:11: " in result.err
+    assert f"{schedule}:23:11: " in result.err  # (line 10 is site: jekyll)
     missing = run_cli("publish", "--schedule", str(schedule))
     assert missing.code == 2 and "--out" in missing.err
     assert not (tmp_path / "site").exists()
