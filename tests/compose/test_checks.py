@@ -27,7 +27,7 @@ def test_a_plausible_schedule_has_no_warnings(write_schedule) -> None:
 def test_a_programme_wholly_in_the_past_is_warned_about_at_check(tmp_path) -> None:
     result = run_cli("check", "--schedule", str(SCHEDULE), "--date", "2024-06-03")
     assert result.code == 0, result.err
-    assert f"warning: {SCHEDULE}:40: every seminar is in the past (the latest is 2024-03-07" in result.err
+    assert f"warning: {SCHEDULE}:41: every seminar is in the past (the latest is 2024-03-07" in result.err
     assert "Traceback" not in result.err
 
 
