@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write docs/reference/programme.md, every key of seminars.yaml, from the validator's own key tables.
 
-The tables are mailer/programme/schedule.py's TOP_KEYS, SERIES_KEYS and SEMINAR_KEYS, the ones `check` validates
+The tables are mailer/programme/keys.py's TOP_KEYS, SERIES_KEYS and SEMINAR_KEYS, the ones `check` validates
 with and mailer/programme/schema.py builds the JSON Schema from, so the page cannot disagree with either.
 tests/test_docs.py fails when the committed page is stale.
 
@@ -17,8 +17,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from mailer.programme.keys import SEMINAR_KEYS, SERIES_KEYS, TOP_KEYS, Key  # noqa: E402
 from mailer.programme.model import WEEKDAYS  # noqa: E402
-from mailer.programme.schedule import ID_RE, LIST_NAME_RE, SEMINAR_KEYS, SERIES_KEYS, TOP_KEYS, Key  # noqa: E402
+from mailer.programme.schedule import ID_RE, LIST_NAME_RE  # noqa: E402
 
 PAGE = ROOT / "docs" / "reference" / "programme.md"
 

@@ -1,13 +1,13 @@
 """The lifecycle simulation: whole histories of a seminar series, checked against invariants.
 
 A *history* is a list of operations drawn from a seed: organiser edits (time, room, Zoom, duration, title, a new
-speaker, a spelling fix, a move, cancel, uncancel, remove, re-add, a new seminar, swaps, ``id:`` added or renamed, the
-list renamed), audience changes (a line added to or removed from the list file, subscribe and confirm through the
-real web service, one-click unsubscribe through its real handler with the link a subscriber received, the CLI's
-``unsubscribe``, ``unsuppress``), SMTP behaviour for the next run per address (451, 452 and 421 to RCPT, 550 to
-RCPT, a hang-up after the message before the reply, 554 to the message itself), the clock moving (15 minutes, hours,
-to the next announcement, past a reminder time, past a seminar's start), and runs: ``send``, a dry run, and a second
-cron run while one holds the lock.
+speaker, a spelling fix, a move, cancel, uncancel, remove, re-add, a new seminar, swaps, ``id:`` added or renamed,
+the list renamed, slides and a video added or taken away), audience changes (a line added to or removed from the
+list file, subscribe and confirm through the real web service, one-click unsubscribe through its real handler with
+the link a subscriber received, the CLI's ``unsubscribe``, ``unsuppress``), SMTP behaviour for the next run per
+address (451, 452 and 421 to RCPT, 550 to RCPT, a hang-up after the message before the reply, 554 to the message
+itself), the clock moving (15 minutes, hours, to the next announcement, past a reminder time, past a seminar's start
+or end), and runs: ``send``, a dry run, and a second cron run while one holds the lock.
 
 Every run is the real ``dispatch.run`` against a real aiosmtpd server on 127.0.0.1 (STARTTLS, AUTH), with the real
 ledger and subscriber store in a temporary state folder; every message the server received is parsed back and its
@@ -23,9 +23,12 @@ address was told (per calendar UID: the latest SEQUENCE, start, end, location, s
 5. one seminar, one UID: a seminar first announced under a UID is never announced under another;
 6. the ledger's 'sent' deliveries are exactly what the server received;
 7. a dry run and a run refused by the lock send and record nothing;
+8. a follow-up (the series says ``followup: true``: slides and video after the talk) only about a seminar that has
+   ended, within 14 days of its end, is not cancelled and has a link, only to someone told of it, once;
 and once the history settles (faults cleared, runs until nothing is due):
-8. every active subscriber knows every seminar of an announced week that is still ahead, at its latest date, time,
-   duration, location and status; everyone told of a cancelled or removed seminar was told it is cancelled.
+9. every active subscriber knows every seminar of an announced week that is still ahead, at its latest date, time,
+   duration, location and status; everyone told of a cancelled or removed seminar was told it is cancelled;
+   every active subscriber told of a seminar that ended less than 14 days ago with a link had its follow-up.
 
 A failing history is shrunk (operations removed while it still fails) and printed as a Python list: paste it into
 ``tests/test_simulation.py`` as a regression test.
@@ -80,6 +83,8 @@ SPEAKERS = [
     "Frances Allen", "John McCarthy", "Leslie Lamport", "Margaret Hamilton", "Niklaus Wirth", "Radia Perlman",
 ]  # fmt: skip
 ROOMS = ["Room A", "Room B", "Room Q", "Aula", "Online only"]
+FOLLOWUP_WINDOW = dt.timedelta(days=14)  # (the mailer's plan.FOLLOWUP_WINDOW, restated: the model is independent)
+FOLLOWUP_SUBJECT = re.compile(r"^(?:Slides|Video)\b[^:]*: Learning Machines seminar (\d{4}-\d\d-\d\d \d\d:\d\d) ")
 TITLES = ["On Computation", "Deep Nets", "Proofs", None, "Graphs and Games"]
 
 
@@ -100,6 +105,9 @@ class Talk:
     present: bool = True
     uid: str | None = None
     spellings: set[str] = field(default_factory=set)  # earlier spellings a silent fix may leave in calendars
+    slides: str | None = None
+    video: str | None = None
+    edited_late: bool = False  # edited after its start: who the mailer takes it for may have changed
 
     @property
     def start(self) -> dt.datetime:
@@ -126,6 +134,10 @@ class Talk:
             lines.append(f"    cancelled: {json.dumps(self.cancelled) if self.cancelled else 'true'}")
         if self.id:
             lines.append(f"    id: {self.id}")
+        if self.slides:
+            lines.append(f"    slides: {self.slides}")
+        if self.video:
+            lines.append(f"    video: {self.video}")
         return "\n".join(lines) + "\n"
 
 
@@ -147,9 +159,10 @@ class Got:
     run: int
     rcpt: str
     message_id: str
-    kind: str  # announcement, follow-up, reminder, service (a confirmation: no invitation)
+    kind: str  # announcement, follow-up, reminder, materials (slides, video: no invitation), service (a confirmation)
     events: tuple[Event, ...]
     unsubscribe: str | None
+    start: dt.datetime | None = None  # materials: the start of the seminar, as its subject says
 
 
 class Violation(AssertionError):
@@ -209,7 +222,10 @@ def parse_received(run: int, received: Received) -> Got:
                 )
             break
     subject = str(email.header.make_header(email.header.decode_header(str(message.get("Subject", "")))))
-    if not events:
+    start = None
+    if not events and (m := FOLLOWUP_SUBJECT.match(subject)):
+        kind, start = "materials", dt.datetime.strptime(m[1], "%Y-%m-%d %H:%M").replace(tzinfo=TZ)
+    elif not events:
         kind = "service"
     elif subject.startswith("Reminder"):
         kind = "reminder"
@@ -221,7 +237,7 @@ def parse_received(run: int, received: Received) -> Got:
     for target in re.findall(r"<([^>]+)>", str(message.get("List-Unsubscribe", "")).replace("\r\n", "")):
         if target.startswith("https://"):
             link = target
-    return Got(run, received.rcpt.lower(), received.message_id, kind, tuple(events), link)
+    return Got(run, received.rcpt.lower(), received.message_id, kind, tuple(events), link, start)
 
 
 async def _asgi(app: Any, method: str, target: str, form: dict[str, str] | None = None) -> tuple[int, bytes]:
@@ -298,6 +314,7 @@ class World:
         self.runs = 0
         self.known: dict[tuple[str, str], Knowledge] = {}
         self.maybe: set[tuple[str, str]] = set()  # (address, uid): a copy went out but no reply came
+        self.followed: set[tuple[str, str]] = set()  # (address, uid): had the follow-up of that seminar
         self.faults: dict[str, str] = {}
         self.refused5: set[str] = set()
         self.kills = 0
@@ -332,6 +349,7 @@ class World:
             '  timezone: Europe/Stockholm\n  time: "15:00"\n  location: Room A\n'
             "  info_url: https://ri.se/lm-sem\n  sender: Learning Machines <learning-machines@ri.se>\n"
             f'  list: {self.list_name}\n  announce: "Monday 08:00"\n  reminder: 2h\n  service_url: {SERVICE}\n'
+            "  followup: true\n"
         )
         talks = [t for t in self.talks if t.present]
         text = series + "seminars:\n" + "".join(t.yaml() for t in sorted(talks, key=lambda t: t.start))
@@ -430,6 +448,8 @@ class World:
                 self.in_flight.discard((g.rcpt, g.message_id))
                 continue
             seen_ids.add((g.rcpt, g.message_id))
+            if g.kind == "materials":
+                self.check_followup(g)
             for ev in g.events:
                 if ev.start <= self.now:
                     self.fail(f"{g.rcpt} was sent a {g.kind} about {ev.uid}, which started at {ev.start}")
@@ -462,6 +482,23 @@ class World:
                 self.known[key] = Knowledge(ev.sequence, ev)
         self.got.extend(new)
 
+    def check_followup(self, g: Got) -> None:
+        """A follow-up: about a seminar that ended less than 14 days ago, is on, has a link; to one told of it, once."""
+        assert g.start is not None
+        t = self.talk_at(g.start)
+        if t is None or t.uid is None:
+            self.fail(f"{g.rcpt} had a follow-up of the seminar at {g.start}: none of the announced ones is then")
+        assert t is not None and t.uid is not None
+        if not t.end <= self.now < t.end + FOLLOWUP_WINDOW:
+            self.fail(f"{g.rcpt} had the follow-up of {t.name} ({t.start} to {t.end}) at {self.now}")
+        if t.cancelled is not None or not (t.slides or t.video):
+            self.fail(f"{g.rcpt} had the follow-up of {t.name}, cancelled {t.cancelled!r}, links {t.slides} {t.video}")
+        if (g.rcpt, t.uid) not in self.known and (g.rcpt, t.uid) not in self.maybe:
+            self.fail(f"{g.rcpt} had the follow-up of {t.name} ({t.uid}) without having been told of it")
+        if (g.rcpt, t.uid) in self.followed:
+            self.fail(f"{g.rcpt} had the follow-up of {t.name} ({t.uid}) a second time")
+        self.followed.add((g.rcpt, t.uid))
+
     def check_ledger(self) -> None:
         stored = {(g.rcpt, g.message_id) for g in self.got if g.kind != "service"}
         sent = self.ledger_sent()
@@ -474,6 +511,13 @@ class World:
     def check_settled(self) -> None:
         audience = self.audience()
         for t in self.talks:
+            if t.end <= self.now < t.end + FOLLOWUP_WINDOW and t.present and t.uid and not t.edited_late:
+                if t.cancelled is None and (t.slides or t.video):
+                    for a in sorted(audience):
+                        if (a, t.uid) in self.known and (a, t.uid) not in self.followed:
+                            self.fail(
+                                f"{a} was told of {t.name} ({t.uid}), which ended at {t.end}, and had no follow-up"
+                            )
             if t.start <= self.now:
                 continue
             monday = t.date - dt.timedelta(days=t.date.weekday())
@@ -680,7 +724,8 @@ class World:
             return
         else:
             t = talks[n % len(talks)]
-            moment = t.start - dt.timedelta(minutes=119) if what == "reminder" else t.start + dt.timedelta(minutes=1)
+            after = t.end if what == "end" else t.start
+            moment = t.start - dt.timedelta(minutes=119) if what == "reminder" else after + dt.timedelta(minutes=1)
         if moment > self.now:
             self.now = min(moment, END)
 
@@ -711,11 +756,17 @@ class World:
         if kind == "readd":
             if not t.present and t.date not in {x.date for x in self.talks if x.present}:
                 t.present = True
+                t.edited_late |= t.start <= self.now
             self.edited()
             return
         if not t.present:
             return
-        if kind == "time":
+        if t.start <= self.now and kind != "links":
+            t.edited_late = True
+        if kind == "links":  # after the talk (or before it): slides, a video, or both taken away again
+            t.slides = None if value % 4 == 3 else f"https://ri.se/lm/{t.name.lower()}-{value}.pdf"
+            t.video = f"https://video.example.org/{t.name.lower()}-{value}" if value % 2 else None
+        elif kind == "time":
             t.time = ["10:15", "13:00", "15:00", "16:15", "17:30"][value % 5]
         elif kind == "room":
             t.location = ROOMS[value % len(ROOMS)]
@@ -745,6 +796,8 @@ class World:
             t.id = t.id or f"pinned-{t.name.lower()}"
         elif kind == "repin" and t.id:
             t.id = f"{t.id}-x"
+        if kind != "links" and t.start <= self.now:  # (moved into the past)
+            t.edited_late = True
         self.edited()
 
     def op_new(self, value: int) -> None:
@@ -763,6 +816,9 @@ class World:
         x, y = live[a % len(live)], live[b % len(live)]
         if x is y:
             return
+        late = x.start <= self.now or y.start <= self.now
+        x.edited_late |= late
+        y.edited_late |= late
         if self.pinned:  # the ids follow the talks to their new dates
             x.date, y.date = y.date, x.date
             x.time, y.time = y.time, x.time
@@ -923,7 +979,7 @@ class World:
 # --- histories ----------------------------------------------------------------------------------------
 
 EDITS = ("time", "room", "zoom", "duration", "title", "speaker", "spelling", "cancel", "uncancel", "remove",
-         "readd", "move", "pin", "repin")  # fmt: skip
+         "readd", "move", "pin", "repin", "links")  # fmt: skip
 FAULTS = ("451", "452", "421", "550", "drop", "554")
 
 
@@ -939,7 +995,7 @@ def history(seed: int, *, length: int = 40, rename: bool = True, kills: bool = F
         elif r < 0.40:
             ops.append(rng.choice([("tick", 15), ("tick", 120), ("tick", 60 * 24)]))
         elif r < 0.48:
-            ops.append(("until", rng.choice(["monday", "reminder", "start"]), rng.randrange(8)))
+            ops.append(("until", rng.choice(["monday", "reminder", "start", "end"]), rng.randrange(8)))
         elif r < 0.66:
             ops.append(("edit", rng.randrange(6), rng.choice(EDITS), rng.randrange(12)))
         elif r < 0.69:
@@ -1001,6 +1057,7 @@ class Outcome:
     steps: int
     kills: int
     failure: str | None  # the violation and the shrunk history, ready to paste as a regression test
+    followups: int = 0  # follow-up copies received: that the histories reach that part at all
 
 
 def play(base: Path, server: Server, recorder: SimRecorder, seed: int, *, kills: bool = False) -> Outcome:
@@ -1026,7 +1083,7 @@ def play(base: Path, server: Server, recorder: SimRecorder, seed: int, *, kills:
         return Outcome(seed, len(ops), 0, f"seed {seed}: {first}\n{shown}")
     finally:
         shutil.rmtree(base / f"seed-{seed}", ignore_errors=True)
-    return Outcome(seed, len(ops), world.kills, None)
+    return Outcome(seed, len(ops), world.kills, None, len(world.followed))
 
 
 def play_many(

@@ -27,7 +27,8 @@ def _report(what: str, outcomes: list[Outcome], capsys: pytest.CaptureFixture[st
     with capsys.disabled():
         print(
             f"\n{what}: {len(outcomes)} histories, {sum(o.steps for o in outcomes)} steps, "
-            f"{sum(o.kills for o in outcomes)} kills, {seeds}: {len(failures)} violations"
+            f"{sum(o.kills for o in outcomes)} kills, {sum(o.followups for o in outcomes)} follow-ups, {seeds}: "
+            f"{len(failures)} violations"
         )
         for failure in failures:
             print(failure)
@@ -157,3 +158,14 @@ def test_regression_history(name: str, tmp_path: Path, sim_server) -> None:  # t
     pinned, ops = REGRESSIONS[name]
     server, recorder = sim_server
     run_history(tmp_path, server, recorder, ops, pinned=pinned, tag=name)
+
+
+def test_a_history_with_links_after_the_talk_checks_its_followups(tmp_path: Path, sim_server) -> None:  # type: ignore[no-untyped-def]
+    """The follow-up invariants are reached: told, deferred once, links after the end, one unsubscribed, one
+    joining late: the follow-up went to exactly the four still subscribed who were told."""
+    server, recorder = sim_server
+    ops = [("send",), ("until", "end", 0), ("unsubscribe", 2), ("add", 7), ("fault", 1, "451"),
+           ("edit", 0, "links", 1), ("tick", 15), ("send",)]  # fmt: skip
+    world = run_history(tmp_path, server, recorder, ops, pinned=False, tag="links")
+    t0 = world.talks[0].uid
+    assert world.followed == {(world.addr(n), t0) for n in (0, 1, 3, 4)}, world.log

@@ -284,7 +284,7 @@ def build_parser() -> _Parser:
         "status",
         [_paths("schedule", "recipients", "state")],
         "show what was sent about each seminar, and who gets no mail and why",
-        "Per announced seminar: the announcement, changes, cancellation and reminder, when each went "
+        "Per announced seminar: the announcement, changes, cancellation, reminder and follow-up, when each went "
         "out and to how many; then everyone suppressed (who gets no mail), each with the reason and the "
         "date: refused at RCPT, bounced, unsubscribed by the person, removed by the organiser.",
     )

@@ -76,12 +76,15 @@ class MessageTemplate:
 
     def personalise(self, recipient: Address) -> bytes:
         """Return the exact message ``recipient`` receives."""
-        return self.personal_head(recipient) + self.head + attendee_lines(recipient).join(self.body)
+        return self.personal_head(recipient) + self.head + self._attendee(recipient).join(self.body)
 
     def wire(self, recipient: Address) -> bytes:
         """The message as the DATA stream, prepared once: the personal lines never begin with a dot
         (header names, "ATTENDEE", a folded line's space), so only the shared part needed dot-stuffing."""
-        return self.personal_head(recipient) + attendee_lines(recipient).join(self.wire_rest)
+        return self.personal_head(recipient) + self._attendee(recipient).join(self.wire_rest)
+
+    def _attendee(self, recipient: Address) -> bytes:
+        return attendee_lines(recipient) if len(self.body) > 1 else b""  # (no invitation: nothing to put)
 
 
 def attendee_lines(recipient: Address) -> bytes:
@@ -107,10 +110,14 @@ def dot_stuff(message: bytes) -> bytes:
     return b"".join((b"." + line if line.startswith(b".") else line) + b"\r\n" for line in lines) + b".\r\n"
 
 
-def _mime(rendered: Rendered, invite: bytes, invite_method: str) -> EmailMessage:
+def _mime(rendered: Rendered, invite: bytes | None, invite_method: str) -> EmailMessage:
     message = EmailMessage(policy=_POLICY)
     message.set_content(rendered.email_text, subtype="plain", charset="utf-8", cte="quoted-printable")
     message.add_alternative(rendered.html, subtype="html", charset="utf-8", cte="quoted-printable")
+    digest = hashlib.sha256(f"{rendered.email_text}\0{rendered.html}\0{invite_method}".encode()).hexdigest()[:32]
+    if invite is None:  # (a follow-up: text and HTML alone)
+        message.set_boundary(f"=_alt_{digest}")
+        return message
     calendar = invite.decode("utf-8")
     params = {"method": invite_method}
     message.add_alternative(calendar, subtype="calendar", charset="utf-8", cte="quoted-printable", params=params)
@@ -124,7 +131,6 @@ def _mime(rendered: Rendered, invite: bytes, invite_method: str) -> EmailMessage
     message.attach(attachment)
     # Boundaries from the content, not at random: the same announcement gives the same bytes, so
     # preview's .eml is what send transmits. "=_" never occurs in quoted-printable or base64 text.
-    digest = hashlib.sha256(f"{rendered.email_text}\0{rendered.html}\0{invite_method}".encode()).hexdigest()[:32]
     message.set_boundary(f"=_mixed_{digest}")
     alternative = next(message.iter_parts())
     assert isinstance(alternative, EmailMessage)
@@ -142,10 +148,12 @@ def build_message(
     token_key: bytes,
     thread: str | None = None,
 ) -> MessageTemplate:
-    """Build the shared part of every recipient's message ``key`` about ``events``."""
+    """Build the shared part of every recipient's message ``key`` about ``events`` (none: a message
+    without an invitation, such as a follow-up)."""
     series = schedule.series
-    invite = build_invite(schedule, events, now=now)
-    mime = _mime(rendered, invite, method([e.seminar for e in events])).as_bytes(policy=_POLICY)
+    invite = build_invite(schedule, events, now=now) if events else None
+    invite_method = method([e.seminar for e in events]) if events else ""
+    mime = _mime(rendered, invite, invite_method).as_bytes(policy=_POLICY)
     mime_head, _, mime_body = mime.partition(b"\r\n\r\n")
     domain = series.sender.ascii_addr.rpartition("@")[2]
     lines = [
@@ -161,7 +169,8 @@ def build_message(
     head = ("\r\n".join(lines) + "\r\n").encode("ascii") + mime_head + b"\r\n"
     body = b"\r\n" + mime_body
     cut = ATTENDEE_PLACEHOLDER.encode()
-    assert body.count(b"\r\n" + cut + b"\r\n") == 2 * invite.count(cut) > 0  # both calendar parts, every event
+    if invite is not None:
+        assert body.count(b"\r\n" + cut + b"\r\n") == 2 * invite.count(cut) > 0  # both calendar parts, every event
     return MessageTemplate(
         announcement=key,
         head=head,

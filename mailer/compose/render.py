@@ -42,6 +42,9 @@ CHANGE_SUBJECT = "change_subject.txt.j2"
 CHANGE_TEXT = "change.txt.j2"
 CHANGE_MJML = "change.mjml.j2"
 PROGRAMME = "programme.md.j2"
+FOLLOWUP_SUBJECT = "followup_subject.txt.j2"
+FOLLOWUP_TEXT = "followup.txt.j2"
+FOLLOWUP_MJML = "followup.mjml.j2"
 
 # The link policy (mailer/core/links.py) is one for all outputs: the HTML renders Markdown with raw HTML
 # off and only http(s)/mailto targets, and every text that reaches Markdown (text part, web page)
@@ -405,14 +408,48 @@ def render_change(
     return Rendered(subject=subject, text=text, email_text=text + footer, html=html, page="", page_name="")
 
 
+def materials_label(seminar: Seminar) -> str:
+    """What a follow-up brings, in words: "Slides and video", "Paper", "Slides, video and paper"."""
+    names = [label.lower() for label, _ in seminar.materials]
+    text = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return text[:1].upper() + text[1:]
+
+
+def render_followup(schedule: Schedule, seminar: Seminar, *, templates: Path | None = None) -> Rendered:
+    """Render the follow-up of a seminar that has ended: its slides, video and paper (``followup: true``)."""
+    plain_context: dict[str, Any] = {
+        "series": schedule.series,
+        "seminar": seminar,
+        "materials": seminar.materials,
+        "what": materials_label(seminar),
+        "calendar": calendar_links(schedule.series),
+    }
+    context = {
+        **plain_context,
+        "series": _safe_series(schedule.series),
+        "seminar": _safe_seminar(seminar, all_fields=True),
+    }
+    text_env = make_environment(templates, html=False)
+    subject = _subject(text_env, FOLLOWUP_SUBJECT, plain_context)
+    text = _render(text_env, FOLLOWUP_TEXT, context)
+    footer = _render(text_env, FOOTER, context)
+    html = _html(templates, FOLLOWUP_MJML, {**plain_context, "subject": subject})
+    return Rendered(subject=subject, text=text, email_text=text + footer, html=html, page="", page_name="")
+
+
 def render_every_week(schedule: Schedule, *, templates: Path | None) -> int:
-    """Render each week that holds a seminar, as send will; return how many. Stop at the first error."""
+    """Render each week that holds a seminar, as send will (and, with ``followup: true``, the follow-up of
+    each seminar with slides, video or paper); return how many weeks. Stop at the first error."""
     mondays = sorted({s.date - dt.timedelta(days=s.date.weekday()) for s in schedule.seminars})
     for monday in mondays:
         week = week_of(schedule, monday)
         assert week is not None
         try:
             render(schedule, week, templates=templates)
+            if schedule.series.followup:
+                for seminar in week.seminars:
+                    if seminar.materials and not seminar.is_cancelled:
+                        render_followup(schedule, seminar, templates=templates)
         except TemplateError as err:
             raise TemplateError(f"{err} (rendering the week of {monday})") from err
     return len(mondays)

@@ -75,6 +75,7 @@ class Series:
     site: str = "html"  # what `publish` writes: "html" (a complete website) or "jekyll" (Markdown pages for Jekyll)
     zoom_public: bool = True  # False: the Zoom link is in the mails only, in no published file
     noindex: bool = False  # True: the published pages ask search engines not to index them
+    followup: bool = False  # True: the slides, video and paper are mailed once after the talk, to those told of it
 
     @property
     def unsubscribe_address(self) -> Address:
@@ -111,7 +112,7 @@ class Seminar:
     line: int
     id: str | None = None  # pinned identity (``id:`` in the YAML); else remembered in the state folder
     notify: bool | None = None  # ``notify:``: True mails even a spelling fix, False mails no edit; None: decide
-    slides: str | None = None  # after the talk: links the published pages show (no message announces them)
+    slides: str | None = None  # after the talk: links the published pages show (and the series' follow-up mail)
     video: str | None = None
     paper: str | None = None
 

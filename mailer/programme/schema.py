@@ -1,4 +1,4 @@
-"""A JSON Schema for seminars.yaml, built from the key tables the validator in schedule.py uses.
+"""A JSON Schema for seminars.yaml, built from the key tables (keys.py) the validator in schedule.py uses.
 
 Editors (VS Code's YAML extension and anything else on yaml-language-server) read it through the
 ``# yaml-language-server: $schema=...`` line that ``seminar-mailer init`` writes: they complete keys,
@@ -13,17 +13,9 @@ import json
 import zoneinfo
 from typing import Any
 
+from mailer.programme.keys import SEMINAR_KEYS, SERIES_KEYS, SITE_FORMATS, TOP_KEYS, Key
 from mailer.programme.model import WEEKDAYS
-from mailer.programme.schedule import (
-    CONTROL_RE,
-    ID_RE,
-    LIST_NAME_RE,
-    SEMINAR_KEYS,
-    SERIES_KEYS,
-    SITE_FORMATS,
-    TOP_KEYS,
-    Key,
-)
+from mailer.programme.schedule import CONTROL_RE, ID_RE, LIST_NAME_RE
 
 SCHEMA_FILE = "seminars.schema.json"
 MODELINE = f"# yaml-language-server: $schema={SCHEMA_FILE}"

@@ -22,7 +22,7 @@ import aiosmtplib
 from mailer.audience.recipients import DUE, INVALID, Entry, classify
 from mailer.compose.invite import Event
 from mailer.compose.message import MessageTemplate, build_message
-from mailer.compose.render import Rendered, render, render_change
+from mailer.compose.render import Rendered, render, render_change, render_followup
 from mailer.core.address import Address
 from mailer.core.errors import ConfigError, DeliveryError, LedgerError, MailerError, ScheduleError
 from mailer.deliver.bounce_config import verp as verp_envelopes
@@ -38,6 +38,7 @@ from mailer.record.subscribers import StillWanted, Subscribers
 from mailer.run.due_recipients import Audiences, RunRoster, memory_of, roster_of
 from mailer.run.plan import (
     ANNOUNCEMENT,
+    FOLLOWUP,
     REMINDER,
     Due,
     Plan,
@@ -76,11 +77,14 @@ def compose(
         rendered = render(schedule, _week_of(due, week), templates=templates, today=today)
     elif due.kind == REMINDER:
         rendered = render(schedule, _week_of(due, None), templates=templates, reminder=True)
+    elif due.kind == FOLLOWUP:
+        rendered = render_followup(schedule, due.seminars[0].seminar, templates=templates)
     else:
         rendered = render_change(schedule, due.seminars[0].seminar, due.changes, kind=due.kind, templates=templates)
     if test:
         rendered = dataclasses.replace(rendered, subject=f"[TEST] {rendered.subject}")
-    events = [Event(i.seminar, i.uid, i.revision) for i in due.seminars]
+    # A follow-up carries no invitation: the seminar is over, and nothing in a calendar is to change.
+    events = [Event(i.seminar, i.uid, i.revision) for i in due.seminars] if due.kind != FOLLOWUP else []
     template = build_message(schedule, events, rendered, key=due.key, now=now, token_key=key, thread=due.thread)
     return rendered, template
 
@@ -243,9 +247,11 @@ def _due_messages(
     subscriber with its count (announcements split by which of the week's seminars each one lacks),
     rendered and built once."""
     counts: dict[str, int] = {}
-    # A reminder goes once per seminar, whichever revision it carried.
+    # A reminder goes once per seminar, whichever revision it carried; a follow-up once per seminar.
     dones = {
-        d.key: ledger.done(reminder_key(d.seminars[0].key)) if ledger and d.kind == REMINDER else set()
+        d.key: ledger.done(reminder_key(d.seminars[0].key) if d.kind == REMINDER else d.key)
+        if ledger and d.kind in (REMINDER, FOLLOWUP)
+        else set()
         for d in planned.dues
     }
     week = next((d for d in planned.dues if d.kind == ANNOUNCEMENT), None)

@@ -16,6 +16,7 @@ from mailer.record.rows import Knowledge
 from mailer.record.subscribers import Subscribers
 from mailer.run.plan import (
     ANNOUNCEMENT,
+    FOLLOWUP,
     REMINDER,
     Due,
     Identity,
@@ -107,6 +108,8 @@ class Audiences:
         if due.kind == REMINDER:  # only to those told of the seminar, and in time
             told = key in self.knows(due.seminars[0].key).latest
             return told and key not in done and key not in self.told_late(due)
+        if due.kind == FOLLOWUP:  # only to those told of the seminar, once
+            return key in self.knows(due.seminars[0].key).latest and key not in done
         if key in done:
             return False  # this very message surely reached them
         seminar = due.seminars[0].key

@@ -21,7 +21,9 @@ treated as cancelled (and ``check`` and the dry run say so first).
 Then, in order: this week's announcement to whoever has not been told of one of the week's
 seminars; for every announced seminar whose announced fields changed, one change (or
 cancellation) per revision a subscriber was told, to exactly those subscribers; reminders. Nothing
-is ever sent about a seminar that has started.
+is ever sent about a seminar that has started, but its follow-up: when the series says
+``followup: true``, the slides, video and paper of a seminar that has ended, once, to those told of
+it, within ``FOLLOWUP_WINDOW`` of its end (links added later are on the website only).
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ from mailer.programme.revisions import (
 from mailer.record.rows import Remembered, parse_time
 
 ANNOUNCEMENT, CHANGE, CANCELLATION, REMINDER = "announcement", "change", "cancellation", "reminder"
+FOLLOWUP = "followup"
+FOLLOWUP_WINDOW = dt.timedelta(days=14)  # after a seminar's end: its materials are mailed, if added by then
 REMOVED = "It has been removed from the programme."
 
 
@@ -113,6 +117,11 @@ def announcement_key(identities: tuple[Identity, ...]) -> str:
 def reminder_key(seminar: str) -> str:
     """The reminder of a seminar (with ``;rN`` for the revision it carries: see ``Ledger.done``)."""
     return f"reminder:{seminar}"
+
+
+def followup_key(seminar: str) -> str:
+    """The follow-up of a seminar (slides, video, paper): one per seminar, whatever it says when it goes."""
+    return f"followup:{seminar}"
 
 
 def _revisions(identities: tuple[Identity, ...]) -> str:
@@ -405,4 +414,14 @@ def plan(schedule: Schedule, memory: Memory, *, now: dt.datetime, today: dt.date
             if _parse_ledger_time(first) >= when:
                 continue  # the announcement itself went out after the reminder time
             dues.append(Due(REMINDER, reminder_key(ident.key) + _revisions((ident,)), (ident,), since=when))
+
+    # 4. Follow-ups: a seminar's slides, video and paper, after it ended, to those told of it.
+    if schedule.series.followup:
+        for ident in ids:
+            s = ident.seminar
+            if s.is_cancelled or not s.materials or not s.end <= now < s.end + FOLLOWUP_WINDOW:
+                continue
+            if memory.first_told.get(ident.key) is None:
+                continue  # never announced to anyone: nobody to follow up
+            dues.append(Due(FOLLOWUP, followup_key(ident.key), (ident,)))
     return Plan(week, ids, tuple(dues), tuple(remember), tuple(notes), tuple(problems))

@@ -20,7 +20,13 @@ if TYPE_CHECKING:
     from mailer.run.dispatch import SeminarStatus
     from mailer.run.request import MessageReport, Result
 
-_KIND = {"announcement": "Announcement", "change": "Change", "cancellation": "Cancellation", "reminder": "Reminder"}
+_KIND = {
+    "announcement": "Announcement",
+    "change": "Change",
+    "cancellation": "Cancellation",
+    "reminder": "Reminder",
+    "followup": "Follow-up",
+}
 
 
 class Progress:
