@@ -6,6 +6,7 @@ Screenshots are kept in tests/artefacts/ for a person to look at (docs/img/ hold
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mailer.compose.render import render
+from mailer.compose.render import render, render_followup
 from mailer.programme.model import week_of
 from mailer.programme.schedule import load_schedule
 from tests.cdp import CHROMIUM, HEADLESS, NEEDS_CHROMIUM
@@ -24,6 +25,7 @@ from tests.conftest import ARTEFACTS, ROOT, SCHEDULE
 
 pytestmark = NEEDS_CHROMIUM
 
+SLIDES = "https://ri.se/lm/belongie-fgia.pdf"
 ZOOM = "https://rise.zoom.us/j/208117140?pwd=c2U5RDR0WnpzU041dGNISVdhNUkyQT09"
 NEEDLES = {
     "title": "Challenges in Fine-Grained Image Analysis",
@@ -173,11 +175,17 @@ def test_the_probe_catches_overflow_and_hidden_text(tmp_path: Path) -> None:
 
 
 def message_html(folder: Path) -> dict[str, str]:
-    """The shipped announcement, a change (time, room and Zoom link) and a cancellation, as HTML."""
+    """The shipped announcement, a change (time, room and Zoom link), a cancellation and a follow-up
+    (slides and video after the talk), as HTML."""
     schedule, rendered = corrections(folder)
     week = week_of(schedule, dt.date(2024, 1, 15))
     assert week is not None
-    return {"announcement": render(schedule, week).html, **{kind: r.html for kind, (_, r) in rendered.items()}}
+    after = dataclasses.replace(week.seminars[0], slides=SLIDES, video="https://video.example.org/watch?v=fgia")
+    return {
+        "announcement": render(schedule, week).html,
+        **{kind: r.html for kind, (_, r) in rendered.items()},
+        "followup": render_followup(schedule, after).html,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -191,12 +199,13 @@ def test_a_change_reads_new_then_was_and_shows_the_new_zoom_link_once(messages: 
     assert change.count(f'href="{NEW_ZOOM}"') == 1 and NEW_ZOOM + "<" not in change  # a link, not its URL as text
     assert ZOOM not in change  # the old link is gone, not struck through
     assert "is ill.</p>" in messages["cancellation"] and "ill.." not in messages["cancellation"]
+    assert re.search(rf'Slides:</span> <a href="{re.escape(SLIDES)}"[^>]*>{re.escape(SLIDES)}</a>', messages["followup"])
     for html in messages.values():
         assert 'href="webcal://seminars.example.org/lm/seminars.ics"' in html and ">add to Google Calendar</a>" in html
 
 
 @pytest.mark.parametrize("width", [375, 800])
-@pytest.mark.parametrize("kind", ["announcement", "change", "cancellation"])
+@pytest.mark.parametrize("kind", ["announcement", "change", "cancellation", "followup"])
 def test_screenshots_of_every_kind_fit(messages: dict[str, str], tmp_path: Path, kind: str, width: int) -> None:
     """Each kind fits the width (no horizontal scroll) and is shot for docs/invitations.md."""
     html = tmp_path / f"{kind}.html"
@@ -261,7 +270,7 @@ needs_axe = pytest.mark.skipif(
 
 @needs_axe
 @pytest.mark.parametrize("css", [True, False], ids=["with-css", "without-css"])
-@pytest.mark.parametrize("kind", ["announcement", "change", "cancellation"])
+@pytest.mark.parametrize("kind", ["announcement", "change", "cancellation", "followup"])
 def test_axe_core_finds_no_wcag_a_or_aa_violation(
     messages: dict[str, str], tmp_path: Path, kind: str, css: bool
 ) -> None:
