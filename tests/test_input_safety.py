@@ -218,6 +218,21 @@ def test_template_case_exits_2_at_its_line(tmp_path: Path, name: str, content: s
     assert wanted, f"expected line {line} with {words!r}, got:\n{result.err}"
 
 
+def test_a_broken_followup_template_fails_check_when_the_series_sends_followups(tmp_path: Path) -> None:
+    """`check` renders the follow-up too (series followup: true, a seminar with slides), so its template's
+    mistake shows before the talk, not in the first run after it."""
+    schedule = tmp_path / "seminars.yaml"
+    text = SCHEDULE.read_text().replace("series:\n", "series:\n  followup: true\n", 1)
+    schedule.write_text(
+        text.replace("  - date: 2024-01-18\n", "  - date: 2024-01-18\n    slides: https://ri.se/s.pdf\n", 1)
+    )
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "followup.txt.j2").write_text("Slides\n{{ slidez }}\n")
+    result = run_cli("check", "--schedule", str(schedule), "--date", "2024-01-15", "--templates", str(tmp_path / "t"))
+    assert result.code == 2 and f"error: {tmp_path / 't' / 'followup.txt.j2'}:2: 'slidez' is undefined" in result.err
+    assert "Traceback" not in result.err
+
+
 def test_bad_date_option_out_of_range_is_an_input_error() -> None:
     result = run_cli("preview", "--date", "9999-12-31")
     assert result.code == 2 and "--date '9999-12-31' is in the year 9999" in result.err

@@ -230,7 +230,7 @@ def _render(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:
         raise TemplateError(f"{_where(err, name)}: template {err.name} not found in {folders}") from err
     except jinja2.UndefinedError as err:
         raise TemplateError(
-            f"{_where(err, name)}: {err.message}; wanted only the names documented in the README's template section"
+            f"{_where(err, name)}: {err.message}; wanted only the names the manual's Templates page documents"
         ) from err
     except Exception as err:  # a template's own expression failed ({{ 1 / 0 }}, a wrong method call)
         raise TemplateError(
