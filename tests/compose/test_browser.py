@@ -199,7 +199,8 @@ def test_a_change_reads_new_then_was_and_shows_the_new_zoom_link_once(messages: 
     assert change.count(f'href="{NEW_ZOOM}"') == 1 and NEW_ZOOM + "<" not in change  # a link, not its URL as text
     assert ZOOM not in change  # the old link is gone, not struck through
     assert "is ill.</p>" in messages["cancellation"] and "ill.." not in messages["cancellation"]
-    assert re.search(rf'Slides:</span> <a href="{re.escape(SLIDES)}"[^>]*>{re.escape(SLIDES)}</a>', messages["followup"])
+    slides = re.escape(SLIDES)
+    assert re.search(rf'Slides:</span> <a href="{slides}"[^>]*>{slides}</a>', messages["followup"])
     for html in messages.values():
         assert 'href="webcal://seminars.example.org/lm/seminars.ics"' in html and ">add to Google Calendar</a>" in html
 
