@@ -108,6 +108,7 @@ class Talk:
     slides: str | None = None
     video: str | None = None
     edited_late: bool = False  # edited after its start: who the mailer takes it for may have changed
+    draft: bool = False  # ``draft: true`` (only ever on a talk nobody was told of): in no mail
 
     @property
     def start(self) -> dt.datetime:
@@ -138,6 +139,8 @@ class Talk:
             lines.append(f"    slides: {self.slides}")
         if self.video:
             lines.append(f"    video: {self.video}")
+        if self.draft:
+            lines.append("    draft: true")
         return "\n".join(lines) + "\n"
 
 
@@ -427,7 +430,7 @@ class World:
 
     def talk_at(self, start: dt.datetime) -> Talk | None:
         for t in self.talks:
-            if t.present and t.start == start:
+            if t.present and not t.draft and t.start == start:
                 return t
         return None
 
@@ -522,7 +525,7 @@ class World:
                 continue
             monday = t.date - dt.timedelta(days=t.date.weekday())
             week_open = self.now >= dt.datetime.combine(monday, dt.time(8, 0), tzinfo=TZ)
-            live = t.present and t.cancelled is None
+            live = t.present and t.cancelled is None and not t.draft
             if t.uid is None:
                 if live and week_open and audience:
                     self.fail(f"{t.name} ({t.speaker}, {t.start}) is this week's and was never announced")
@@ -763,7 +766,12 @@ class World:
             return
         if t.start <= self.now and kind != "links":
             t.edited_late = True
-        if kind == "links":  # after the talk (or before it): slides, a video, or both taken away again
+        if kind in ("draft", "undraft"):  # a draft: only of a talk nobody was told of (else check refuses it)
+            uids = {x.uid for x in self.talks}
+            unsure = any(u not in uids for _, u in self.maybe)  # a copy of some talk, unknown which, may be out
+            if kind == "undraft" or (t.uid is None and not unsure):
+                t.draft = kind == "draft"
+        elif kind == "links":  # after the talk (or before it): slides, a video, or both taken away again
             t.slides = None if value % 4 == 3 else f"https://ri.se/lm/{t.name.lower()}-{value}.pdf"
             t.video = f"https://video.example.org/{t.name.lower()}-{value}" if value % 2 else None
         elif kind == "time":
@@ -810,7 +818,7 @@ class World:
         self.edited()
 
     def op_swap(self, a: int, b: int) -> None:
-        live = [t for t in self.talks if t.present]
+        live = [t for t in self.talks if t.present and not t.draft]
         if len(live) < 2:
             return
         x, y = live[a % len(live)], live[b % len(live)]
@@ -979,7 +987,7 @@ class World:
 # --- histories ----------------------------------------------------------------------------------------
 
 EDITS = ("time", "room", "zoom", "duration", "title", "speaker", "spelling", "cancel", "uncancel", "remove",
-         "readd", "move", "pin", "repin", "links")  # fmt: skip
+         "readd", "move", "pin", "repin", "links", "draft", "undraft")  # fmt: skip
 FAULTS = ("451", "452", "421", "550", "drop", "554")
 
 

@@ -169,3 +169,17 @@ def test_a_history_with_links_after_the_talk_checks_its_followups(tmp_path: Path
     world = run_history(tmp_path, server, recorder, ops, pinned=False, tag="links")
     t0 = world.talks[0].uid
     assert world.followed == {(world.addr(n), t0) for n in (0, 1, 3, 4)}, world.log
+
+
+def test_a_history_with_a_draft_announces_it_only_once_it_is_no_longer_one(tmp_path: Path, sim_server) -> None:  # type: ignore[no-untyped-def]
+    """Drafts are reached: this week's talk made a draft before its announcement is told to nobody (the model
+    has no talk at that time, so a mail about it would be a violation), and told to all once undrafted."""
+    server, recorder = sim_server
+    held = run_history(
+        tmp_path / "a", server, recorder, [("edit", 0, "draft", 0), ("tick", 15)], pinned=False, tag="d1"
+    )
+    assert held.talks[0].draft and held.talks[0].uid is None, held.log
+    ops = [("edit", 0, "draft", 0), ("tick", 15), ("edit", 0, "undraft", 0)]
+    told = run_history(tmp_path / "b", server, recorder, ops, pinned=False, tag="d2")
+    t0 = told.talks[0].uid
+    assert t0 is not None and {a for a, u in told.known if u == t0} == told.audience(), told.log

@@ -20,7 +20,7 @@ from mailer.cli.context import environment, first_recipient, open_in_browser, se
 
 def check_command(args: argparse.Namespace) -> int:
     from mailer.audience.recipients import UNSUBSCRIBED, list_file, read_entries
-    from mailer.compose.checks import date_warnings
+    from mailer.compose.checks import date_warnings, drafts_due, missing_details
     from mailer.compose.render import render_every_week
     from mailer.core.errors import Problem
     from mailer.programme.schedule import load_schedule
@@ -28,9 +28,13 @@ def check_command(args: argparse.Namespace) -> int:
 
     schedule = load_schedule(args.schedule)
     today = today_from(args.date, schedule.series.timezone)
-    for warning in date_warnings(schedule, today):
+    for warning in [*date_warnings(schedule, today), *missing_details(schedule, today)]:
         print(f"warning: {printable(str(warning))}", file=sys.stderr)
-    print(printable(f"{args.schedule}: OK, {_count_of(len(schedule.seminars), 'seminar')} of {schedule.series.name}"))
+    for draft in drafts_due(schedule, today):
+        print(f"note: {printable(str(draft))}", file=sys.stderr)
+    drafts = f" (and {_count_of(len(schedule.drafts), 'draft')})" if schedule.drafts else ""
+    seminars = _count_of(len(schedule.seminars), "seminar")
+    print(printable(f"{args.schedule}: OK, {seminars} of {schedule.series.name}{drafts}"))
     for note in plan_notes(send_request(args, dry_run=True)):
         print(f"note: {printable(note)}", file=sys.stderr)
     _check_settings(environment())

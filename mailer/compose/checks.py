@@ -4,13 +4,15 @@ Passing ``check`` should mean the Monday cron job can render and build its messa
 from ``today`` on that holds a seminar is rendered with the organiser's templates and turned into a
 message whose header lines are measured. Warnings are for what is legal but probably a mistake: a
 programme that lies wholly in the past, dates out of order in the file, a date far from all the
-others (2025 typed for 2026), and a time that happens twice when the clocks go back.
+others (2025 typed for 2026), a time that happens twice when the clocks go back, and a seminar of
+this week or the next whose speaker, title, abstract or room is still missing or TBA.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import itertools
+import re
 from pathlib import Path
 
 from mailer.core.errors import Problem, TemplateError
@@ -75,6 +77,66 @@ def date_warnings(schedule: Schedule, today: dt.date) -> list[Problem]:
                 )
             )
     return sorted(warnings, key=lambda p: p.line or 0)
+
+
+PLACEHOLDER = re.compile(r"^\W*(?:tba|tbd|tbc|to be (?:announced|confirmed|decided|determined)|n/?a|\?+)\W*$", re.I)
+
+
+def is_placeholder(text: str | None) -> bool:
+    """Nothing yet: absent, blank, or a placeholder such as TBA, "To be announced", "?"."""
+    return text is None or not text.strip() or bool(PLACEHOLDER.match(text.strip()))
+
+
+def _due_next(seminars: tuple[Seminar, ...], today: dt.date) -> list[Seminar]:
+    """The seminars of this week (from today) and the next: those whose announcement is next."""
+    until = today - dt.timedelta(days=today.weekday()) + dt.timedelta(days=14)
+    return [s for s in seminars if today <= s.date < until and not s.is_cancelled]
+
+
+def drafts_due(schedule: Schedule, today: dt.date) -> list[Problem]:
+    """The drafts among the seminars of this week and the next: no mail or page shows them."""
+    return [
+        _warn(schedule, s, f"{s.date} ({s.speaker}) is a draft: no mail or page shows it until 'draft' is removed")
+        for s in _due_next(schedule.drafts, today)
+    ]
+
+
+def missing_details(schedule: Schedule, today: dt.date) -> list[Problem]:
+    """What the seminars of this week and the next still lack (speaker, title, abstract, room: absent or TBA),
+    each at its line, saying when its announcement goes out."""
+    series = schedule.series
+    out: list[Problem] = []
+    for seminar in _due_next(schedule.seminars, today):
+        week = seminar.date - dt.timedelta(days=seminar.date.weekday())
+        gate = series.announce.moment(week, series.timezone) if series.announce else None
+        if gate is not None and gate.date() >= today:
+            when = f"its announcement goes out {gate:%A %Y-%m-%d %H:%M}"
+        elif week > today:
+            when = f"its announcement goes out {week:%A %Y-%m-%d}"
+        else:
+            when = "it is this week's"
+        name = f"{seminar.date} ({seminar.speaker})"
+        lacking = [
+            what
+            for what, value in (
+                ("speaker", seminar.speaker),
+                ("title", seminar.title),
+                ("abstract", seminar.abstract),
+                ("location", seminar.location),
+            )
+            if is_placeholder(value)
+        ]
+        if lacking:
+            listed = lacking[0] if len(lacking) == 1 else ", ".join(lacking[:-1]) + " or " + lacking[-1]
+            out.append(
+                _warn(
+                    schedule,
+                    seminar,
+                    f"{name} has no {listed} yet (absent, or a placeholder such as TBA) and {when}; "
+                    "wanted it filled in, or 'draft: true' to hold the seminar back",
+                )
+            )
+    return out
 
 
 def _header_lines(message: bytes) -> list[bytes]:

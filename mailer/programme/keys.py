@@ -72,6 +72,11 @@ SEMINAR_KEYS: dict[str, Key] = {
     "slides": Key("url", "After the talk: the slides; the published pages and the feed link them."),
     "video": Key("url", "After the talk: the recording."),
     "paper": Key("url", "The paper the talk presents."),
+    "draft": Key(
+        "boolean",
+        "true keeps this seminar out of every mail and page until removed (check lists it); a seminar "
+        "already announced cannot become a draft: cancel it instead.",
+    ),
 }
 
 

@@ -115,6 +115,7 @@ class Seminar:
     slides: str | None = None  # after the talk: links the published pages show (and the series' follow-up mail)
     video: str | None = None
     paper: str | None = None
+    draft: bool = False  # ``draft: true``: in no mail and no page until removed (Schedule.drafts)
 
     @property
     def materials(self) -> tuple[tuple[str, str], ...]:
@@ -148,7 +149,8 @@ class Seminar:
 class Schedule:
     path: Path
     series: Series
-    seminars: tuple[Seminar, ...]  # sorted by start
+    seminars: tuple[Seminar, ...]  # sorted by start; drafts are not among them
+    drafts: tuple[Seminar, ...] = ()  # ``draft: true``: validated, matched to announced ones, never told
 
 
 @dataclass(frozen=True, slots=True)

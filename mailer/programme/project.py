@@ -106,6 +106,7 @@ seminars:
     #   Also Markdown.
     # Per seminar, when not the series' own: time: "10:15", duration: 90, location: ..., zoom: ...
     # After the talk: slides: URL, video: URL, paper: URL (on its web page and in the archive).
+    # draft: true keeps a seminar out of every mail and page until you remove the line.
     # cancelled: true (or the reason): a cancellation to everyone told of it. Edits after the
     # announcement (date, time, place, speaker, title) are sent as a change to those told.
 """

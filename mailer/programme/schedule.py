@@ -369,11 +369,12 @@ def _seminar(r: _Reader, node: Node, series: Series | None) -> Seminar | None:
         "names this seminar for good; wanted letters, digits, '.', '_', '-', '@' or '+', such as 2024-01-belongie",
     )
     notify = _notify(r, v("notify"))
+    draft = _flag(r, v("draft"), "draft", "keep it out of every mail and page until removed", False)
     materials = {k: r.url(v(k), k) for k in ("slides", "video", "paper")}
     bad_material = any(v(k) is not None and url is None for k, url in materials.items())
     if None in (day, time, duration, speaker, location) or series is None or cancelled is False or notify == "bad":
         return None
-    if bad_material:
+    if bad_material or draft == "bad":
         return None
     assert day is not None and time is not None and duration is not None and speaker and location
     start = local_start(day, time, series.timezone)
@@ -395,6 +396,7 @@ def _seminar(r: _Reader, node: Node, series: Series | None) -> Seminar | None:
         line=m.line,
         id=pinned,
         notify=notify if isinstance(notify, bool) else None,
+        draft=draft is True,
         **materials,
     )
 
@@ -480,4 +482,10 @@ def load_schedule(path: Path) -> Schedule:
         r.problems.sort(key=lambda p: (p.line or 0, p.column or 0))
         raise ScheduleError.from_problems(r.problems)
     assert series is not None
-    return Schedule(path=path, series=series, seminars=tuple(sorted(seminars, key=lambda s: s.start)))
+    ordered = sorted(seminars, key=lambda s: s.start)
+    return Schedule(
+        path=path,
+        series=series,
+        seminars=tuple(s for s in ordered if not s.draft),
+        drafts=tuple(s for s in ordered if s.draft),
+    )

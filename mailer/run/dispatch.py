@@ -20,6 +20,7 @@ from pathlib import Path
 import aiosmtplib
 
 from mailer.audience.recipients import DUE, INVALID, Entry, classify
+from mailer.compose.checks import drafts_due, missing_details
 from mailer.compose.invite import Event
 from mailer.compose.message import MessageTemplate, build_message
 from mailer.compose.render import Rendered, render, render_change, render_followup
@@ -226,6 +227,9 @@ def _count_only(
     reports = [report for _, report, _ in plans]
     _already(reports, planned, audiences, counts)
     notes = list(planned.notes)
+    today = request.moment(schedule)[1]  # (what is still TBA in the coming announcements: as check says it)
+    warnings = [*warnings, *(str(p) for p in missing_details(schedule, today))]
+    notes += [str(p) for p in drafts_due(schedule, today)]
     if settings is not None and (estimate := _estimate(sum(m.due for m in reports), settings, request.env)):
         notes.append(estimate)
     return Result(schedule, planned.week, True, reports, counts, notes, warnings, request.state, list_path=roster.path)

@@ -253,12 +253,29 @@ def identify(
 
 
 def identities(schedule: Schedule, memory: Memory) -> tuple[tuple[Identity, ...], list[Remembered], list[Problem]]:
-    """Every seminar with its identity and target revision; the remembered seminars left unmatched."""
-    matched, problems = identify(schedule, memory.remembered, memory.seen)
+    """Every seminar with its identity and target revision; the remembered seminars left unmatched.
+
+    Drafts are matched too, as if they were not drafts: one that is an announced seminar is a problem (a
+    draft cannot take back what subscribers were told, and it must not look removed, which would cancel it);
+    the others are left out."""
+    everything = replace(schedule, seminars=tuple(sorted((*schedule.seminars, *schedule.drafts), key=_start)))
+    matched, problems = identify(everything, memory.remembered, memory.seen)
     out: list[Identity] = []
     keys = {r.key for r in memory.remembered}
-    for i, s in enumerate(schedule.seminars):
+    for i, s in enumerate(everything.seminars):
         r = matched.get(i)
+        if s.draft:
+            if r is not None and memory.known.get(r.key):  # (remembered, but told nobody: it may wait)
+                problems.append(
+                    Problem(
+                        schedule.path,
+                        s.line,
+                        5,
+                        f"the seminar of {s.date} with {s.speaker} was announced (as {r.key}), so 'draft: true' "
+                        "cannot take it back; wanted 'draft' removed, or 'cancelled: <reason>' to call it off",
+                    )
+                )
+            continue
         if r is None:
             key = base = derived_uid(schedule, s)
             n = 2
@@ -278,6 +295,10 @@ def identities(schedule: Schedule, memory: Memory) -> tuple[tuple[Identity, ...]
         out.append(Identity(s, r.key, r.uid, revision, r))
     unmatched = [r for r in memory.remembered if r.key not in {m.key for m in matched.values()}]
     return tuple(out), unmatched, problems
+
+
+def _start(s: Seminar) -> dt.datetime:
+    return s.start
 
 
 def seminar_from_fields(schedule: Schedule, fields: Mapping[str, object], line: int = 0) -> Seminar:
