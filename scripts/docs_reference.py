@@ -58,6 +58,8 @@ def _value(key: Key) -> str:
             return "`true` or `false`"
         case "site":
             return "`html` or `jekyll`"
+        case "approval":
+            return "`required` or `none`"
         case "series":
             return "a mapping: the keys under [`series`](#series)"
         case "seminars":

@@ -25,6 +25,7 @@ address was told (per calendar UID: the latest SEQUENCE, start, end, location, s
 7. a dry run and a run refused by the lock send and record nothing;
 8. a follow-up (the series says ``followup: true``: slides and video after the talk) only about a seminar that has
    ended, within 14 days of its end, is not cancelled and has a link, only to someone told of it, once;
+   nothing about a draft; with ``approval: required``, nothing about a week unless it was approved as it now is;
 and once the history settles (faults cleared, runs until nothing is due):
 9. every active subscriber knows every seminar of an announced week that is still ahead, at its latest date, time,
    duration, location and status; everyone told of a cancelled or removed seminar was told it is cancelled;
@@ -318,6 +319,8 @@ class World:
         self.known: dict[tuple[str, str], Knowledge] = {}
         self.maybe: set[tuple[str, str]] = set()  # (address, uid): a copy went out but no reply came
         self.followed: set[tuple[str, str]] = set()  # (address, uid): had the follow-up of that seminar
+        self.approval = False  # the series says approval: required
+        self.approved: set[tuple[dt.date, tuple[Any, ...]]] = set()  # (week's Monday, its talks when approved)
         self.faults: dict[str, str] = {}
         self.refused5: set[str] = set()
         self.kills = 0
@@ -352,7 +355,7 @@ class World:
             '  timezone: Europe/Stockholm\n  time: "15:00"\n  location: Room A\n'
             "  info_url: https://ri.se/lm-sem\n  sender: Learning Machines <learning-machines@ri.se>\n"
             f'  list: {self.list_name}\n  announce: "Monday 08:00"\n  reminder: 2h\n  service_url: {SERVICE}\n'
-            "  followup: true\n"
+            "  followup: true\n" + ("  approval: required\n" if self.approval else "")
         )
         talks = [t for t in self.talks if t.present]
         text = series + "seminars:\n" + "".join(t.yaml() for t in sorted(talks, key=lambda t: t.start))
@@ -451,6 +454,10 @@ class World:
                 self.in_flight.discard((g.rcpt, g.message_id))
                 continue
             seen_ids.add((g.rcpt, g.message_id))
+            if self.approval and g.kind != "materials":
+                for week in {ev.start.date() - dt.timedelta(days=ev.start.weekday()) for ev in g.events}:
+                    if (week, self.week_as_now(week)) not in self.approved:
+                        self.fail(f"{g.rcpt} had a {g.kind} about the week of {week}, which is not approved as it is")
             if g.kind == "materials":
                 self.check_followup(g)
             for ev in g.events:
@@ -484,6 +491,34 @@ class World:
                         self.fail(f"{g.rcpt} was reminded of {ev.uid} at an older SEQUENCE {ev.sequence}")
                 self.known[key] = Knowledge(ev.sequence, ev)
         self.got.extend(new)
+
+    def week_as_now(self, monday: dt.date) -> tuple[Any, ...]:
+        """The week's talks as the file holds them (what an approval covers): every announced field."""
+        return tuple(
+            sorted(
+                (t.start, t.duration, t.location, t.zoom or "", t.speaker, t.title or "", t.cancelled)
+                for t in self.talks
+                if t.present and not t.draft and t.date - dt.timedelta(days=t.date.weekday()) == monday
+            )
+        )
+
+    def approve(self, weeks: int) -> None:
+        """The organiser approves this week and the ``weeks`` - 1 after it, as the file is now (``approve``)."""
+        monday = self.now.date() - dt.timedelta(days=self.now.weekday())
+        for k in range(weeks):
+            week = monday + dt.timedelta(days=7 * k)
+            code = self.cli("approve", "--date", week.isoformat(), "--by", "organiser")
+            if code != 0:
+                self.fail(f"approve --date {week} exited {code}")
+            self.approved.add((week, self.week_as_now(week)))
+
+    def op_approve(self) -> None:
+        if self.approval:
+            self.approve(2)
+
+    def op_require_approval(self) -> None:
+        self.approval = True
+        self.write()
 
     def check_followup(self, g: Got) -> None:
         """A follow-up: about a seminar that ended less than 14 days ago, is on, has a link; to one told of it, once."""
@@ -657,7 +692,9 @@ class World:
             self.disarm()
         with self.recorder.lock:
             new = [parse_received(self.runs, r) for r in self.recorder.received[before:]]
+            refused = list(self.recorder.refused)
             self.recorder.refused.clear()
+        self.refused5 |= {a.lower() for a, code in refused if code.startswith("5")}  # (a killed run's 550s too)
         copies, told = self.ledger_in_flight()
         self.maybe |= told
         self.in_flight |= copies
@@ -686,6 +723,8 @@ class World:
     def settle(self) -> None:
         self.faults.clear()
         self.refuse_message = False
+        if self.approval:  # (the organiser approves every week still ahead, as it now is)
+            self.approve(5)
         for _ in range(6):
             before = len(self.recorder.received)
             self.send()
@@ -995,7 +1034,7 @@ def history(seed: int, *, length: int = 40, rename: bool = True, kills: bool = F
     """A random history from ``seed``: (pinned, operations); ``kills``: some runs are killed mid-send."""
     rng = random.Random(seed)
     pinned = rng.random() < 0.3
-    ops: list[Op] = []
+    ops: list[Op] = [("require_approval",)] if rng.random() < 0.2 else []
     while len(ops) < length:
         r = rng.random()
         if r < 0.22:
@@ -1013,8 +1052,10 @@ def history(seed: int, *, length: int = 40, rename: bool = True, kills: bool = F
             ops.append((op, rng.randrange(9), rng.random() < 0.5) if op == "bounce" else (op, rng.randrange(9)))
         elif r < 0.93:
             ops.append(("fault", rng.randrange(9), rng.choice(FAULTS)))
-        elif r < 0.96:
+        elif r < 0.95:
             ops.append(("dry",))
+        elif r < 0.965:
+            ops.append(("approve",))
         elif r < 0.99 or not rename:
             ops.append(("locked",))
         else:

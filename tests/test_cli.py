@@ -155,7 +155,7 @@ def test_mistyped_command_or_option_gets_a_suggestion() -> None:
     assert option.code == 2 and "did you mean '--dry-run'?" in option.err
     nothing_close = run_cli("frobnicate")
     assert nothing_close.code == 2
-    assert "wanted one of: init, check, preview, send, status, unsuppress, rename-list, login," in nothing_close.err
+    assert "wanted one of: init, check, preview, send, status, unsuppress, approve, rename-list, login," in nothing_close.err
 
 
 def test_check_renders_your_templates_and_names_the_template_line(tmp_path: Path) -> None:

@@ -12,7 +12,14 @@ from pathlib import Path
 
 from mailer.cli.audience import SUBSCRIBER_COMMANDS
 from mailer.cli.context import located, resolve_defaults, series_zone
-from mailer.cli.delivery import login_command, rename_list_command, send_command, status_command, unsuppress_command
+from mailer.cli.delivery import (
+    approve_command,
+    login_command,
+    rename_list_command,
+    send_command,
+    status_command,
+    unsuppress_command,
+)
 from mailer.cli.parser import build_parser, parse
 from mailer.cli.programme import check_command, init_command, preview_or_serve_command, publish_command, schema_command
 from mailer.core.crash import write_crash_report
@@ -28,6 +35,7 @@ _COMMANDS = {
     "status": status_command,
     "unsuppress": unsuppress_command,
     "rename-list": rename_list_command,
+    "approve": approve_command,
     "login": login_command,
     "schema": schema_command,
     "publish": publish_command,

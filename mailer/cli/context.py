@@ -69,7 +69,7 @@ def send_request(args: argparse.Namespace, *, dry_run: bool) -> Request:
     return Request(
         schedule=args.schedule,
         templates=getattr(args, "templates", None),
-        recipients=args.recipients,
+        recipients=getattr(args, "recipients", Path("recipients")),
         state=args.state,
         now=now,
         date=date,

@@ -1,4 +1,4 @@
-"""The commands that send and report: send, status, unsuppress, rename-list, login."""
+"""The commands that send and report: send, approve, status, unsuppress, rename-list, login."""
 
 from __future__ import annotations
 
@@ -90,18 +90,41 @@ def _no_mail(args: argparse.Namespace, list_name: str) -> dict[str, NoMail]:
 
 def status_command(args: argparse.Namespace) -> int:
     from mailer.programme.schedule import load_schedule
-    from mailer.run.dispatch import status
+    from mailer.run.dispatch import approvals, status
     from mailer.run.report import print_status
 
     series = load_schedule(args.schedule).series
     seminars, _ = status(args.state, series.list_name)
     print_status(seminars, [], tz=series.timezone)
+    if series.approval and (approved := approvals(args.state, series.list_name)):
+        print("Approved (series 'approval: required'; a later edit of the week needs approving again):")
+        for week, fingerprint, by, at in approved:
+            print(printable(f"  the week of {week} by {by}, {at[:16].replace('T', ' ')} UTC (as {fingerprint})"))
     if nobody := sorted(_no_mail(args, series.list_name).values(), key=lambda n: (n.date, n.key)):
         print(f"Suppressed ({len(nobody)}; `seminar-mailer unsuppress ADDRESS` lets any of them receive mail again):")
         for n in nobody:
             print(printable(f"  {n.address}: {n.detail} ({n.reason}{f' on {n.date}' if n.date else ''})"))
     pending = any(counts.get("deferred") for s in seminars for _, _, counts, _, _ in s.messages)
     return EXIT_TEMPFAIL if pending else EXIT_OK
+
+
+def approve_command(args: argparse.Namespace) -> int:
+    from mailer.run.approval import approve, default_approver
+
+    done = approve(send_request(args, dry_run=False), by=args.by or default_approver())
+    again = " (approved as it is once before)" if done.already else ""
+    print(printable(f"Approved by {done.by}: the week of {done.monday}{again}, as the file is now:"))
+    if not done.seminars:
+        print("  no seminar: the cancellation of any seminar removed from that week may go")
+    for s in done.seminars:
+        state = " (cancelled)" if s.is_cancelled else ""
+        print(
+            printable(f"  {s.start:%Y-%m-%d %H:%M} {s.tz_label} {s.speaker}{f' – {s.title}' if s.title else ''}{state}")
+        )
+    print(
+        "The next send mails it; an edit of a date, time, place, speaker or title of that week needs approving again."
+    )
+    return EXIT_OK
 
 
 def rename_list_command(args: argparse.Namespace) -> int:

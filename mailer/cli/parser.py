@@ -69,6 +69,11 @@ examples:
   seminar-mailer bounces                          the IMAP mailbox of BOUNCES_IMAP_*
   seminar-mailer bounces --maildir ~/Maildir
   seminar-mailer check --imap                     try the IMAP settings first (moves nothing)""",
+    "approve": """\
+examples:
+  seminar-mailer send --dry-run                      what waits, and which week to approve
+  seminar-mailer approve --date 2030-01-14           the week of that day, as the file is now
+  seminar-mailer approve --by 'Ada Lovelace'""",
     "rename-list": """\
 examples:
   seminar-mailer rename-list learning-machines lm-seminar   # after changing list: in seminars.yaml""",
@@ -296,6 +301,16 @@ def build_parser() -> _Parser:
         "too), unsubscribed by the person or removed by the organiser. A line of "
         "recipients/unsubscribed.txt is yours to remove: the command says which.",
     ).add_argument("address", metavar="ADDRESS")
+    approve = command(
+        "approve",
+        [_paths("schedule", "state"), _date()],
+        "approve a week's mails as the file is now (series 'approval: required')",
+        "Record in the ledger that the seminars of the week holding --date (default: today) may be mailed about "
+        "as the file holds them now: the announcement, and any change, cancellation or reminder. The next send "
+        "(cron) sends them; an edit of a date, time, place, Zoom link, speaker, title or cancellation of that "
+        "week afterwards waits for another approve.",
+    )
+    approve.add_argument("--by", metavar="NAME", help="who approves (default: the user running the command)")
     renamed = command(
         "rename-list",
         [_paths("schedule", "state")],

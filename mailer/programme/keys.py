@@ -9,13 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SITE_FORMATS = ("html", "jekyll")  # what `publish` writes (series ``site:``)
+APPROVALS = ("none", "required")  # series ``approval:``
 
 
 @dataclass(frozen=True, slots=True)
 class Key:
     """One key of seminars.yaml: what the validator reads it as; programme/schema.py builds the JSON Schema from it."""
 
-    kind: str  # text, markdown, url, address, zone, clock, date, number, list, cancelled, boolean, site
+    kind: str  # text, markdown, url, address, zone, clock, date, number, list, cancelled, boolean, site, approval
     doc: str
     required: bool = False
     low: int = 0  # bounds of a number
@@ -45,6 +46,11 @@ SERIES_KEYS: dict[str, Key] = {
     "site": Key("site", "What `publish` writes: html (a complete website, the default) or jekyll (pages for Jekyll)."),
     "zoom_public": Key("boolean", "false keeps the Zoom link out of every published file; the mails keep it."),
     "noindex": Key("boolean", "true asks search engines not to index the published pages (default: indexed)."),
+    "approval": Key(
+        "approval",
+        "required: nothing about a week's seminars is mailed until an organiser runs `seminar-mailer approve` "
+        "for that week as the file is then (default: none).",
+    ),
     "followup": Key(
         "boolean",
         "true mails a seminar's slides, video and paper once, after the talk, to those told of it "

@@ -76,6 +76,7 @@ class Series:
     zoom_public: bool = True  # False: the Zoom link is in the mails only, in no published file
     noindex: bool = False  # True: the published pages ask search engines not to index them
     followup: bool = False  # True: the slides, video and paper are mailed once after the talk, to those told of it
+    approval: bool = False  # ``approval: required``: a week is mailed about only as an organiser approved it
 
     @property
     def unsubscribe_address(self) -> Address:

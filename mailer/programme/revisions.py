@@ -1,16 +1,18 @@
 """What a subscriber is told of a seminar, and how two versions of it differ.
 
 The announced fields (what a message states; edits to anything else mail nobody), the changes between two
-revisions as the reader sees them, which of those are only spelling fixes (silent), and the UID a seminar
-is given at its first announcement. Pure functions of the schedule: the planner decides with them, the
-messages show them.
+revisions as the reader sees them, which of those are only spelling fixes (silent), and the UID a seminar is
+given at its first announcement, and the fingerprint of a week an organiser approves. Pure functions of the
+schedule: the planner decides with them, the messages show them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from mailer.programme.model import Schedule, Seminar
@@ -41,6 +43,13 @@ def announced_fields(seminar: Seminar) -> dict[str, object]:
         "title": seminar.title,
         "cancelled": seminar.cancelled,
     }
+
+
+def week_fingerprint(seminars: Iterable[Seminar]) -> str:
+    """What an organiser approves (series ``approval: required``): the announced fields of a week's seminars,
+    as the file holds them then; any edit of one of them gives another fingerprint."""
+    told = sorted((announced_fields(s) for s in seminars), key=lambda f: (str(f["date"]), str(f["time"])))
+    return hashlib.sha256(json.dumps(told, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from mailer.core.address import Address, parse_address
 from mailer.core.errors import Problem, ScheduleError
 from mailer.core.links import normalise_url
 from mailer.programme import yamlfile
-from mailer.programme.keys import SEMINAR_KEYS, SERIES_KEYS, SITE_FORMATS, TOP_KEYS, Key
+from mailer.programme.keys import APPROVALS, SEMINAR_KEYS, SERIES_KEYS, SITE_FORMATS, TOP_KEYS, Key
 from mailer.programme.model import WEEKDAYS, Announce, Reminder, Schedule, Seminar, Series
 from mailer.programme.yamlfile import Mapping, Node, Scalar, Sequence, describe
 
@@ -262,6 +262,7 @@ def _series(r: _Reader, node: Node) -> Series | None:
         zoom_public=_flag(r, v("zoom_public"), "zoom_public", "keep the Zoom link out of the published files", True),
         noindex=_flag(r, v("noindex"), "noindex", "ask search engines not to index the pages", False),
         followup=_flag(r, v("followup"), "followup", "mail the slides and video after the talk", False),
+        approval=_approval(r, v("approval")),
     )
     optional = {
         "zoom",
@@ -275,7 +276,7 @@ def _series(r: _Reader, node: Node) -> Series | None:
     }
     if (
         False in (fields["reminder"], fields["announce"])
-        or "bad" in (fields["zoom_public"], fields["noindex"], fields["followup"])
+        or "bad" in (fields["zoom_public"], fields["noindex"], fields["followup"], fields["approval"])
         or any(val is None for key, val in fields.items() if key not in optional)
     ):
         return None
@@ -295,6 +296,20 @@ def _site(r: _Reader, node: Node | None) -> str | None:
         "or jekyll (Markdown pages with front matter, for a site Jekyll builds)",
     )
     return None
+
+
+def _approval(r: _Reader, node: Node | None) -> bool | str:
+    """``approval: required`` (True) or ``none`` (the default, False); "bad" after a problem."""
+    if node is None:
+        return False
+    raw = node.value if isinstance(node, Scalar) else None
+    if isinstance(raw, str) and raw.strip().lower() in APPROVALS:
+        return raw.strip().lower() == "required"
+    r.add(
+        node,
+        f"'approval' is {describe(node)}; wanted required (nothing goes out before `seminar-mailer approve`) or none",
+    )
+    return "bad"
 
 
 def _flag(r: _Reader, node: Node | None, key: str, what: str, default: bool) -> bool | str:

@@ -13,7 +13,7 @@ import json
 import zoneinfo
 from typing import Any
 
-from mailer.programme.keys import SEMINAR_KEYS, SERIES_KEYS, SITE_FORMATS, TOP_KEYS, Key
+from mailer.programme.keys import APPROVALS, SEMINAR_KEYS, SERIES_KEYS, SITE_FORMATS, TOP_KEYS, Key
 from mailer.programme.model import WEEKDAYS
 from mailer.programme.schedule import CONTROL_RE, ID_RE, LIST_NAME_RE
 
@@ -70,6 +70,8 @@ def _fragment(key: Key) -> dict[str, Any]:
             fragment = {"anyOf": [{"type": "boolean"}, text]}
         case "site":
             fragment = {"type": "string", "enum": list(SITE_FORMATS)}
+        case "approval":
+            fragment = {"type": "string", "enum": list(APPROVALS)}
         case "boolean":
             fragment = {"type": "boolean"}
         case "series":

@@ -11,7 +11,8 @@ Tables (schema version 2, ``PRAGMA user_version``):
   ``told``, which revision of which seminar it told;
 - ``deliveries``: one row per message and recipient: sent, failed (5xx to RCPT), deferred (4xx, try
   again) or uncertain (the message was transmitted but its final reply never came);
-- ``suppressed``: addresses never to be mailed again (a permanent refusal), with the reason.
+- ``suppressed``: addresses never to be mailed again (a permanent refusal), with the reason;
+- ``approvals``: (series ``approval: required``) each week an organiser approved, as the file then held it.
 
 Each result is committed as its reply arrives (WAL, ``synchronous=NORMAL``: a commit is a write to
 the WAL without fsync, which survives ``kill -9``); a synced checkpoint every ``window`` seconds
@@ -82,6 +83,14 @@ CREATE TABLE IF NOT EXISTS seen (
     list      TEXT NOT NULL,
     uid       TEXT NOT NULL,
     PRIMARY KEY (list, uid)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS approvals (
+    list        TEXT NOT NULL,
+    week        TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    by          TEXT NOT NULL,
+    at          TEXT NOT NULL,
+    PRIMARY KEY (list, week, fingerprint)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS suppressed (
     recipient TEXT PRIMARY KEY,
@@ -159,6 +168,7 @@ class Ledger:
     def _migrate(self, state: Path, *, keep_files: bool = False) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         self._db.execute("CREATE TABLE IF NOT EXISTS seen (list TEXT, uid TEXT, PRIMARY KEY (list, uid)) WITHOUT ROWID")
+        self._db.execute(_SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS approvals") :].split(";")[0])
         if version >= VERSION:
             return
         legacy = self._db.execute("SELECT name FROM sqlite_master WHERE name = 'deliveries'").fetchone()
@@ -245,6 +255,7 @@ class Ledger:
         with self._write():
             count = self._db.execute("UPDATE seminars SET list = ? WHERE list = ?", (new, old)).rowcount
             self._db.execute("UPDATE messages SET list = ? WHERE list = ?", (new, old))
+            self._db.execute("UPDATE OR IGNORE approvals SET list = ? WHERE list = ?", (new, old))
             # The identities the file showed: list-date-speaker@domain, under the new list's name.
             self._db.execute(
                 """UPDATE OR IGNORE seen SET list = ?, uid = ? || substr(uid, ?)
@@ -267,6 +278,23 @@ class Ledger:
         with self._write():
             self._db.execute("DELETE FROM seen WHERE list = ?", (list_name,))
             self._db.executemany("INSERT OR IGNORE INTO seen VALUES (?, ?)", [(list_name, u) for u in uids])
+
+    def approve(self, list_name: str, week: str, fingerprint: str, *, by: str, now: dt.datetime) -> None:
+        with self._write():
+            self._db.execute(
+                "INSERT OR IGNORE INTO approvals VALUES (?, ?, ?, ?, ?)",
+                (list_name, week, fingerprint, by, utc_text(now)),
+            )
+
+    def approvals(self, list_name: str) -> list[tuple[str, str, str, str]]:
+        """Every approval of the list: (week's Monday, fingerprint, by whom, when), oldest first."""
+        try:
+            rows = self._db.execute(
+                "SELECT week, fingerprint, by, at FROM approvals WHERE list = ? ORDER BY at", (list_name,)
+            )
+            return [(w, f, b, a) for w, f, b, a in rows]
+        except sqlite3.OperationalError:  # a read-only ledger of this version from before the table existed
+            return []
 
     def fields_of(self, seminar: str, revision: int) -> dict[str, object] | None:
         row = self._db.execute(

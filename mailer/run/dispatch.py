@@ -521,6 +521,12 @@ def status(state: Path, list_name: str) -> tuple[list[SeminarStatus], list[Suppr
     return out, ledger.suppressed()
 
 
+def approvals(state: Path, list_name: str) -> list[tuple[str, str, str, str]]:
+    """Every approval of the list (``approval: required``): week, fingerprint, by whom, when."""
+    ledger = read_ledger(state, list_name)
+    return ledger.approvals(list_name) if ledger is not None else []
+
+
 def unsuppress(state: Path, list_name: str, address: Address) -> bool:
     """Let a suppressed address receive mail again; False if it was not suppressed."""
     if not (state / LEDGER_FILE).exists():

@@ -136,4 +136,5 @@ def memory_of(ledger: Ledger | None, list_name: str) -> Memory:
     known = {k: frozenset(v.latest.values()) | frozenset(v.sure.values()) for k, v in knowledge.items()}
     fields = {(r.key, rev): ledger.fields_of(r.key, rev) for r in remembered for rev in known[r.key]}
     first = {r.key: ledger.first_told(r.key) for r in remembered}
-    return Memory(remembered, known, fields, first, ledger.seen(list_name))
+    approved = frozenset((week, fingerprint) for week, fingerprint, _, _ in ledger.approvals(list_name))
+    return Memory(remembered, known, fields, first, ledger.seen(list_name), approved)

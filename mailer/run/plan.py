@@ -44,6 +44,7 @@ from mailer.programme.revisions import (
     is_spelling_fix,
     silent,
     slug,
+    week_fingerprint,
 )
 from mailer.record.rows import Remembered, parse_time
 
@@ -77,6 +78,7 @@ class Memory:
     fields: Mapping[tuple[str, int], Mapping[str, object] | None] = field(default_factory=dict)
     first_told: Mapping[str, str | None] = field(default_factory=dict)  # seminar -> ledger time text
     seen: frozenset[str] = frozenset()  # derived identities of the seminars in the file at the last send
+    approved: frozenset[tuple[str, str]] = frozenset()  # (week's Monday, fingerprint) an organiser approved
 
 
 @dataclass(frozen=True, slots=True)
@@ -445,4 +447,34 @@ def plan(schedule: Schedule, memory: Memory, *, now: dt.datetime, today: dt.date
             if memory.first_told.get(ident.key) is None:
                 continue  # never announced to anyone: nobody to follow up
             dues.append(Due(FOLLOWUP, followup_key(ident.key), (ident,)))
+    if schedule.series.approval:
+        dues = _approved_only(schedule, memory, dues, notes)
     return Plan(week, ids, tuple(dues), tuple(remember), tuple(notes), tuple(problems))
+
+
+def monday_of(day: dt.date) -> dt.date:
+    return day - dt.timedelta(days=day.weekday())
+
+
+def _approved_only(schedule: Schedule, memory: Memory, dues: list[Due], notes: list[str]) -> list[Due]:
+    """With ``approval: required``: only what tells a week as an organiser approved it (``approve``), the file's
+    seminars of that week then and now alike; the rest waits, and the notes say which week to approve. A
+    follow-up goes after the talk, of links alone: it needs none."""
+
+    def approved(monday: dt.date) -> bool:
+        fingerprint = week_fingerprint(s for s in schedule.seminars if monday_of(s.date) == monday)
+        return (monday.isoformat(), fingerprint) in memory.approved
+
+    out, waiting = [], set()
+    for due in dues:
+        weeks = {monday_of(i.seminar.date) for i in due.seminars}
+        if due.kind == FOLLOWUP or all(approved(m) for m in weeks):
+            out.append(due)
+        else:
+            waiting |= {m for m in weeks if not approved(m)}
+    for monday in sorted(waiting):
+        notes.append(
+            f"the week of {monday} waits for approval (series 'approval: required'), as the file is now: "
+            f"seminar-mailer approve --date {monday}"
+        )
+    return out
