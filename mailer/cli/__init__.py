@@ -21,7 +21,15 @@ from mailer.cli.delivery import (
     unsuppress_command,
 )
 from mailer.cli.parser import build_parser, parse
-from mailer.cli.programme import check_command, init_command, preview_or_serve_command, publish_command, schema_command
+from mailer.cli.programme import (
+    add_command,
+    check_command,
+    init_command,
+    preview_or_serve_command,
+    publish_command,
+    schema_command,
+    shift_command,
+)
 from mailer.core.crash import write_crash_report
 from mailer.core.errors import EXIT_OK, EXIT_SOFTWARE, EXIT_TEMPFAIL, MailerError
 from mailer.core.terminal import printable
@@ -38,6 +46,8 @@ _COMMANDS = {
     "approve": approve_command,
     "login": login_command,
     "schema": schema_command,
+    "add": add_command,
+    "shift": shift_command,
     "publish": publish_command,
     **SUBSCRIBER_COMMANDS,
 }

@@ -349,6 +349,32 @@ def build_parser() -> _Parser:
         choices=["html", "jekyll"],
         help="html: a complete website; jekyll: Markdown pages for Jekyll (default: the series' 'site', else html)",
     )
+    add = command(
+        "add",
+        [_paths("schedule")],
+        "append a TBA seminar on every given weekday of a span (a term's slots)",
+        "Append to the programme a seminar (speaker TBA, or --speaker) on every --every weekday from --from to "
+        "--until that holds no seminar yet, less --skip; the rest of the file stays as written, comments "
+        "included. Fill the slots in later: check lists what is still TBA.",
+    )
+    add.add_argument("--every", required=True, metavar="WEEKDAY", help="monday ... sunday (or mon, tue, ...)")
+    add.add_argument("--from", dest="start", required=True, metavar="YYYY-MM-DD", help="the first day of the span")
+    add.add_argument("--until", required=True, metavar="YYYY-MM-DD", help="the last day of the span")
+    add.add_argument("--skip", default="", metavar="DATE,...", help="days to leave out (a holiday, a conference)")
+    add.add_argument("--speaker", default="TBA", help="the speaker of each new slot (default TBA)")
+    shift = command(
+        "shift",
+        [_paths("schedule", "state")],
+        "move the seminars from a date on by some days, or to another start time",
+        "Move every seminar from --from on (to --until) by --by days, or to the start --to-time, writing only "
+        "those values (and, for a seminar subscribers were told of, its id: so it keeps its identity). The next "
+        "send mails each announced seminar's change to those told of it, as for any edit.",
+    )
+    shift.add_argument("--from", dest="start", required=True, metavar="YYYY-MM-DD", help="the first seminar to move")
+    shift.add_argument("--until", metavar="YYYY-MM-DD", help="the last day whose seminars move (default: all later)")
+    how = shift.add_mutually_exclusive_group(required=True)
+    how.add_argument("--by", metavar="DAYS", help="days to move them by: 7d, 14d; earlier: --by=-7d")
+    how.add_argument("--to-time", metavar="HH:MM", help="the new start time, in the series' zone")
     command(
         "schema",
         [],

@@ -236,3 +236,70 @@ def preview_or_serve_command(args: argparse.Namespace) -> int:
         announce=lambda url: print(f"Live preview on {url} (Ctrl-C to stop)", file=sys.stderr, flush=True),
         open_browser=open_in_browser if args.open else None,
     )
+
+
+def _day(text: str, option: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text.strip())
+    except ValueError:
+        raise ConfigError(f"{option} {text!r} is not a date; wanted YYYY-MM-DD, such as 2030-01-17") from None
+
+
+def add_command(args: argparse.Namespace) -> int:
+    from mailer.programme.model import WEEKDAYS
+    from mailer.run.reschedule import add_slots
+
+    name = args.every.strip().lower()
+    days = [n for n, day in enumerate(WEEKDAYS) if len(name) >= 3 and day.startswith(name)]
+    if len(days) != 1:
+        raise ConfigError(f"--every {args.every!r} is not a weekday; wanted monday ... sunday, or mon ... sun")
+    skip = {_day(d, "--skip") for d in args.skip.split(",") if d.strip()}
+    if not args.speaker.strip() or any(not c.isprintable() for c in args.speaker):
+        raise ConfigError(f"--speaker {args.speaker!r}: wanted one line of printable text")
+    added, taken = add_slots(
+        send_request(args, dry_run=False),
+        weekday=days[0],
+        start=_day(args.start, "--from"),
+        until=_day(args.until, "--until"),
+        skip=skip,
+        speaker=args.speaker.strip(),
+    )
+    where = printable(str(args.schedule))
+    shown = ", ".join(d.isoformat() for d in added) or "none"
+    print(f"Added {_count_of(len(added), 'seminar')} to {where} (speaker {printable(args.speaker.strip())}): {shown}")
+    if taken:
+        print(f"Already held a seminar, left as they are: {', '.join(d.isoformat() for d in taken)}")
+    return EXIT_OK
+
+
+def shift_command(args: argparse.Namespace) -> int:
+    import re
+
+    from mailer.run.reschedule import shift
+
+    days = time = None
+    if args.by is not None:
+        if not (m := re.fullmatch(r"\s*([+-]?\d{1,3})\s*d?\s*", args.by)) or int(m[1]) == 0:
+            raise ConfigError(f"--by {args.by!r}: wanted a number of days such as 7d, 14d or -7d")
+        days = int(m[1])
+    else:
+        try:
+            time = dt.time.fromisoformat(args.to_time.strip())
+        except ValueError:
+            raise ConfigError(f"--to-time {args.to_time!r}: wanted a 24-hour time such as 14:00") from None
+    until = _day(args.until, "--until") if args.until else None
+    moved = shift(
+        send_request(args, dry_run=False), start=_day(args.start, "--from"), until=until, days=days, time=time
+    )
+    if not moved:
+        print(f"No seminar from {args.start} on: nothing moved.")
+        return EXIT_OK
+    for move in moved:
+        pinned = f"  (id: {move.pinned} written: subscribers were told of it)" if move.pinned else ""
+        was = f"{move.before.date} {move.before.start:%H:%M} {move.before.speaker}"
+        print(printable(f"{was} -> {move.after.strip(chr(34))}{pinned}"))
+    print(
+        f"Moved {_count_of(len(moved), 'seminar')} in {printable(str(args.schedule))}. "
+        "`seminar-mailer send --dry-run` shows the changes the announced ones get."
+    )
+    return EXIT_OK

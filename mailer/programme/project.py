@@ -94,6 +94,8 @@ series:
   # reply_to: Organisers <organisers@example.org>
   # unsubscribe_url: https://example.org/unsubscribe
   # zoom_public: false             # keep the join link off the published website (the mails keep it)
+  # approval: required            # nothing is mailed about a week before `seminar-mailer approve` for it
+  # followup: true                 # mail the slides and video once after the talk, to those told of it
 
 seminars:
   - date: {date}                   # YYYY-MM-DD; announced from Monday 08:00 of its week
