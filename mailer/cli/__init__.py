@@ -24,6 +24,7 @@ from mailer.cli.parser import build_parser, parse
 from mailer.cli.programme import (
     add_command,
     check_command,
+    import_command,
     init_command,
     preview_or_serve_command,
     publish_command,
@@ -47,6 +48,7 @@ _COMMANDS = {
     "login": login_command,
     "schema": schema_command,
     "add": add_command,
+    "import": import_command,
     "shift": shift_command,
     "publish": publish_command,
     **SUBSCRIBER_COMMANDS,

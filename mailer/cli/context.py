@@ -18,14 +18,17 @@ if TYPE_CHECKING:
     from mailer.run.request import Request
 
 
+STANDALONE = ("init", "schema", "import")  # commands that need no project around them
+
+
 def resolve_defaults(args: argparse.Namespace, project: Project) -> None:
     """Fill in the defaults: an option as given, else its setting (environment over .env), else the project's path."""
-    env = os.environ if args.command in ("init", "schema") else environment()  # (these two read no settings)
+    env = os.environ if args.command in STANDALONE else environment()  # (these read no settings)
     for name in DEFAULTS:
         if getattr(args, name, None) is None:
             setattr(args, name, project.default(name, env))
             if name == "schedule" and project.root is None and not env.get("MAILER_SCHEDULE"):
-                if args.command not in ("init", "schema"):
+                if args.command not in STANDALONE:
                     raise ConfigError(
                         f"no seminar-mailer project here: no {MARKER} in {project.cwd} or any folder above it; "
                         "wanted a project folder (`seminar-mailer init DIR` creates one) or --schedule PATH"

@@ -349,6 +349,23 @@ def build_parser() -> _Parser:
         choices=["html", "jekyll"],
         help="html: a complete website; jekyll: Markdown pages for Jekyll (default: the series' 'site', else html)",
     )
+    imported = command(
+        "import",
+        [],
+        "write a programme from announcement pages you already have (Jekyll Markdown)",
+        "Read announcement pages in the format preview writes (the Jekyll pages of an existing archive) and write "
+        "a commented programme from which preview writes each of them again, byte for byte: the series inferred "
+        "from them, each page's seminars in full and those its coming list names. It never overwrites a file.",
+    )
+    imported.add_argument("pages", nargs="+", type=Path, metavar="PAGE", help="announcement pages (.md)")
+    imported.add_argument("--timezone", required=True, help="the IANA zone the pages' times are in (Europe/Stockholm)")
+    imported.add_argument(
+        "--sender", metavar="ADDRESS", help="From: Name <address@example.org> (default: a placeholder)"
+    )
+    imported.add_argument("--list", dest="list_name", metavar="NAME", help="the list's name (default: from the series)")
+    imported.add_argument(
+        "--out", dest="target", type=Path, default=Path("data/seminars.yaml"), help="default data/seminars.yaml"
+    )
     add = command(
         "add",
         [_paths("schedule")],

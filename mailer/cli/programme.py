@@ -303,3 +303,43 @@ def shift_command(args: argparse.Namespace) -> int:
         "`seminar-mailer send --dry-run` shows the changes the announced ones get."
     )
     return EXIT_OK
+
+
+def import_command(args: argparse.Namespace) -> int:
+    import zoneinfo
+
+    from mailer.core.address import parse_address
+    from mailer.core.errors import ScheduleError
+    from mailer.programme.importer import Archive, programme_text, read_page
+    from mailer.programme.schedule import LIST_NAME_RE
+
+    try:
+        zoneinfo.ZoneInfo(args.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"--timezone {args.timezone!r} is not a time zone; wanted an IANA name such as Europe/Stockholm"
+        ) from None
+    if args.sender is not None and parse_address(args.sender) is None:
+        raise ConfigError(f"--sender {args.sender!r} is not an address; wanted Name <address@example.org>")
+    if args.list_name is not None and not LIST_NAME_RE.fullmatch(args.list_name):
+        raise ConfigError(f"--list {args.list_name!r}: wanted lower-case letters, digits, '.', '_' or '-'")
+    target: Path = args.target
+    if target.exists() or target.is_symlink():
+        raise ConfigError(f"{target} exists; import never overwrites a file: wanted --out a new file")
+    archive = Archive()
+    for page in args.pages:
+        try:
+            read_page(page, archive)
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{page}: cannot read the page: {err}") from None
+    if not archive.talks:
+        raise ScheduleError("no seminar found in the pages", problems=tuple(archive.problems))
+    text = programme_text(archive, timezone=args.timezone, sender=args.sender, list_name=args.list_name)
+    for problem in archive.problems:
+        print(f"warning: {printable(str(problem))}", file=sys.stderr)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("x", encoding="utf-8") as out:  # (exclusive: a file made meanwhile is not overwritten)
+        out.write(text)
+    print(printable(f"{target}: {_count_of(len(archive.talks), 'seminar')} from {_count_of(len(args.pages), 'page')}"))
+    print(f"Next: seminar-mailer check --schedule {printable(str(target))}")
+    return EXIT_OK

@@ -1,0 +1,120 @@
+"""``import``: announcement pages back into a programme, from which ``preview`` writes each page again, byte for
+byte: the reference page itself, and an archive of another series written by ``preview`` (several weeks, a
+seminar-level room, another time, a short coming list, a cancellation, slides, a two-paragraph abstract)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+REFERENCE = ROOT / "tests" / "reference" / "announcement-2024-01-18.md"
+
+ANOTHER = """\
+series:
+  name: Physics Colloquium
+  signature: The Colloquium Committee
+  timezone: Europe/Berlin
+  time: "16:15"
+  location: Lecture Hall 1
+  info_url: https://physics.example.org/colloquium
+  sender: Colloquium <colloquium@example.org>
+  list: colloquium
+  upcoming: 2
+  site: jekyll
+
+seminars:
+  - date: 2030-01-16
+    speaker: Lise Meitner
+    affiliation: Kaiser Wilhelm Institute
+    title: "Nuclear Fission: a Story"
+    abstract: |
+      First paragraph, with *emphasis* and a [link](https://example.org).
+
+      Second paragraph.
+    slides: https://physics.example.org/meitner.pdf
+  - date: 2030-01-23
+    speaker: Max Born
+    time: "10:15"
+    location: Room 2.14
+    title: Quantum Mechanics
+  - date: 2030-01-30
+    speaker: Emmy Noether
+    cancelled: The speaker is ill
+  - date: 2030-02-06
+    speaker: Otto Hahn
+    affiliation: KWI
+  - date: 2030-02-13
+    speaker: Marie Curie
+"""
+
+
+def mailer(cwd: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "mailer", *map(str, args)],
+        capture_output=True, text=True, check=False, cwd=cwd, stdin=subprocess.DEVNULL,
+        env={**os.environ, "MAILER_ENV_FILE": str(cwd / "none.env")},
+    )  # fmt: skip
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+def pages_of(tmp_path: Path, schedule: Path, mondays: list[str], out: str) -> dict[str, bytes]:
+    pages: dict[str, bytes] = {}
+    for monday in mondays:
+        folder = tmp_path / out / monday
+        proc = mailer(tmp_path, "preview", "--schedule", schedule, "--date", monday, "--out", folder,
+                      "--state", tmp_path / f"state-{out}")  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        (page,) = folder.glob("20*.md")
+        pages[page.name] = page.read_bytes()
+    return pages
+
+
+def test_the_reference_page_comes_back_byte_for_byte(tmp_path: Path) -> None:
+    made = mailer(tmp_path, "import", REFERENCE, "--timezone", "Europe/Stockholm", "--out", tmp_path / "lm.yaml",
+                  "--sender", "Learning Machines <learning-machines@ri.se>")  # fmt: skip
+    assert made.returncode == 0 and "5 seminars from 1 page" in made.stdout, made.stderr
+    assert made.stderr == ""  # nothing it could not read
+    checked = mailer(tmp_path, "check", "--schedule", tmp_path / "lm.yaml", "--recipients", tmp_path,
+                     "--date", "2024-01-15")  # fmt: skip
+    assert "OK, 5 seminars of Learning Machines" in checked.stdout
+    again = pages_of(tmp_path, tmp_path / "lm.yaml", ["2024-01-15"], "again")
+    assert again == {"2024-01-18-challenges-in-fine-grained-image-analysis.md": REFERENCE.read_bytes()}
+
+
+def test_an_archive_of_another_series_round_trips_page_for_page(tmp_path: Path) -> None:
+    source = tmp_path / "physics.yaml"
+    source.write_text(ANOTHER)
+    mondays = ["2030-01-14", "2030-01-21", "2030-01-28", "2030-02-04", "2030-02-11"]
+    archive = pages_of(tmp_path, source, mondays, "archive")
+    assert b"(cancelled: The speaker is ill)" in archive["2030-01-23-quantum-mechanics.md"]
+    files = []
+    for name, data in archive.items():
+        (tmp_path / name).write_bytes(data)
+        files.append(tmp_path / name)
+    made = mailer(tmp_path, "import", *files, "--timezone", "Europe/Berlin", "--out", tmp_path / "imported.yaml",
+                  "--sender", "Colloquium <colloquium@example.org>", "--list", "colloquium")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert made.stderr == "", made.stderr
+    imported = (tmp_path / "imported.yaml").read_text()
+    assert "  upcoming: 2\n" in imported and "    location: Room 2.14\n" in imported
+    assert pages_of(tmp_path, tmp_path / "imported.yaml", mondays, "again") == archive
+
+
+def test_import_never_overwrites_and_names_what_it_cannot_read(tmp_path: Path) -> None:
+    target = tmp_path / "seminars.yaml"
+    target.write_text("mine\n")
+    kept = mailer(tmp_path, "import", REFERENCE, "--timezone", "Europe/Stockholm", "--out", target)
+    assert kept.returncode == 2 and f"{target} exists; import never overwrites a file" in kept.stderr
+    assert target.read_text() == "mine\n"
+    odd = tmp_path / "odd.md"
+    odd.write_text(REFERENCE.read_text().replace("**Date:** 2024-01-18 15:00", "**Date:** next Thursday"))
+    made = mailer(tmp_path, "import", odd, "--timezone", "Europe/Stockholm", "--out", tmp_path / "new.yaml")
+    assert f"warning: {odd}:17: cannot read the date 'next Thursday'" in made.stderr
+    wrong_zone = mailer(tmp_path, "import", REFERENCE, "--timezone", "America/New_York", "--out", tmp_path / "ny.yaml")
+    assert "is EST in America/New_York, the page says CET: is --timezone right?" in wrong_zone.stderr
+    assert mailer(tmp_path, "import", REFERENCE, "--timezone", "Europe/Stokholm").returncode == 2
