@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -36,15 +37,15 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from mailer.compose.message import dot_stuff
 from mailer.core.address import Address, format_address, header_text, parse_address
 from mailer.core.tokens import CONFIRM_LIFETIME, check_confirm, check_unsubscribe, confirm_token
 from mailer.deliver.config import SmtpSettings
-from mailer.deliver.smtp import connect
+from mailer.deliver.smtp import send_one
 from mailer.programme.model import Series
 from mailer.record.subscribers import Subscribers
 
 MAX_BODY = 8 * 1024  # bytes: every form here is a few hundred
+MAX_SPEAKER_BODY = 64 * 1024  # bytes: the speaker's form (an abstract and a bio of 10 000 characters each)
 CLIENT_BURST, CLIENT_PER_HOUR = 5, 10  # subscribe requests a client may make at once, then per hour
 ADDRESS_BURST, ADDRESS_PER_DAY = 2, 3  # confirmation mails one address may get at once, then per day
 
@@ -97,6 +98,7 @@ class Service:
     token_key: bytes
     smtp: SmtpSettings
     clock: Callable[[], float] = time.time
+    schedule_path: Path | None = None  # the programme: the speaker's form shows its seminar (None: no form)
 
 
 def _page(series: Series, title: str, body: str, status: int = 200) -> HTMLResponse:
@@ -248,12 +250,89 @@ def build_app(service: Service) -> Starlette:
             return bad_link("This confirmation link has been used already, or is no longer valid.", 410)
         return _page(series, "You are subscribed", f"<p>You will receive the next {name} seminar announcement.</p>")
 
+    def speaker_form(
+        token: str, seminar: Any, values: dict[str, str], message: str = "", status: int = 200
+    ) -> Response:
+        from mailer.audience.speakers import FIELDS
+
+        rows = []
+        for field_name, label, kind, limit in FIELDS:
+            value = html.escape(values.get(field_name, "") or "")
+            if kind == "markdown":
+                rows.append(
+                    f'<label for="{field_name}">{label}</label><textarea id="{field_name}" name="{field_name}" '
+                    f'rows="8" maxlength="{limit}" style="width:100%">{value}</textarea>'
+                )
+            else:
+                rows.append(
+                    f'<label for="{field_name}">{label}</label><input id="{field_name}" name="{field_name}" '
+                    f'maxlength="{limit}" value="{value}"{" type=url" if kind == "url" else ""}>'
+                )
+        when = f"{seminar.start:%A %Y-%m-%d, %H:%M} {seminar.tz_label}"
+        return _page(
+            series,
+            "Your seminar",
+            f"{message}<p>The {name} seminar on {html.escape(when)}, {html.escape(seminar.speaker)}. What you send "
+            "reaches the organisers, who publish it.</p>"
+            f'<form method="post" action="speaker"><input type="hidden" name="t" value="{html.escape(token)}">'
+            + "".join(rows)
+            + "<button type=submit>Send to the organisers</button></form>",
+            status,
+        )
+
+    async def speaker(request: Request) -> Response:
+        from mailer.audience.speakers import check_fields, seminar_on
+        from mailer.core.tokens import check_speaker
+        from mailer.programme.schedule import load_schedule
+        from mailer.record.proposals import Proposals
+
+        if service.schedule_path is None:
+            return bad_link("This service has no speakers' form.", 404)
+        form = dict(await request.form(max_files=0, max_fields=16)) if request.method == "POST" else {}
+        token = request.query_params.get("t", "") if request.method == "GET" else str(form.get("t", ""))
+        found, why = check_speaker(service.token_key, series.list_name, token, now=service.clock())
+        if found is None:
+            return bad_link(
+                "This link has expired: ask the organisers for a new one."
+                if why == "expired"
+                else "This link is not valid (it may have been shortened or altered).",
+                410 if why == "expired" else 400,
+            )
+        date, who = found
+        seminar = seminar_on(await asyncio.to_thread(load_schedule, service.schedule_path), date)
+        if seminar is None:
+            return bad_link("The seminar of this link is no longer in the programme: ask the organisers.", 410)
+        if request.method == "GET":
+            return speaker_form(token, seminar, {f: getattr(seminar, f) or "" for f in ("title", "affiliation",
+                                "abstract", "bio", "slides", "video")})  # fmt: skip
+        client = request.client.host if request.client else "unknown"
+        if not per_client.allow("speaker:" + client):
+            return _page(series, "Too many requests", "<p>Please try again in an hour.</p>", 429)
+        values = {k: str(v) for k, v in form.items() if k != "t"}
+        fields, wrong = check_fields(values)
+        if wrong:
+            alert = '<p role="alert">' + html.escape("; ".join(wrong)) + ".</p>"
+            return speaker_form(token, seminar, values, alert, 400)
+
+        def keep() -> None:
+            with Proposals(service.store.path.parent, series.list_name) as proposals:
+                proposals.propose(date, who, fields, now=dt.datetime.fromtimestamp(service.clock(), dt.UTC))
+
+        await locked(keep)
+        return _page(
+            series,
+            "Thank you",
+            "<p>The organisers have your details; they publish them with the announcement. This link works for "
+            "changes until it expires.</p>",
+        )
+
     app = Starlette(
         routes=[
             Route("/", subscribe, methods=["GET"]),
             Route("/subscribe", subscribe, methods=["GET", "POST"]),
             Route("/confirm", confirm, methods=["GET", "POST"]),
             Route("/unsubscribe", unsubscribe, methods=["GET", "POST"]),
+            Route("/speaker", speaker, methods=["GET", "POST"]),
         ]
     )
     return app
@@ -284,15 +363,8 @@ async def send_confirmation(service: Service, address: Address, token: str) -> N
         f"-- {series.signature}\n"
     )
     message = ("\r\n".join(head) + "\r\n\r\n" + body.replace("\n", "\r\n")).encode("utf-8")
-    sender = (settings.envelope_from or series.sender.ascii_addr).encode()
-    rcpt = address.addr if address.needs_smtputf8 else address.ascii_addr
     try:
-        client = await connect(settings)
-        try:
-            options = b" SMTPUTF8" if address.needs_smtputf8 else b""
-            await client.send(sender, rcpt.encode(), dot_stuff(message), options)
-        finally:
-            await client.quit()
+        await send_one(settings, settings.envelope_from or series.sender.ascii_addr, address, message)
     except Exception as err:  # a background task: the answer went out; log it for the organiser
         log.warning("confirmation mail to %s not sent: %s", address.addr, err)
 
@@ -310,8 +382,9 @@ class LimitBody:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = MAX_SPEAKER_BODY if scope.get("path") == "/speaker" else self.limit
         length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
+        if length is not None and (not length.isdigit() or int(length) > limit):
             await self._refuse(send)
             return
         body = b""
@@ -320,7 +393,7 @@ class LimitBody:
             if message["type"] != "http.request":
                 return  # the client went away
             body += message.get("body", b"")
-            if len(body) > self.limit:
+            if len(body) > limit:
                 await self._refuse(send)
                 return
             if not message.get("more_body", False):

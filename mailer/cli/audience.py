@@ -1,4 +1,5 @@
-"""The commands about subscribers: serve, subscribe, unsubscribe, subscribers, bounces."""
+"""The commands about subscribers and speakers: serve, subscribe, unsubscribe, subscribers, bounces, invite-speaker,
+proposals, accept."""
 
 from __future__ import annotations
 
@@ -30,7 +31,9 @@ def serve_command(args: argparse.Namespace) -> int:
     env = environment()
     sock = listen_socket(args.listen, option="--listen")  # before anything is opened: a bad address is exit 2
     store = Subscribers(args.state, series.list_name)
-    service = Service(series, store, token_key(args.state, env), smtp_settings(env, state=args.state))
+    service = Service(
+        series, store, token_key(args.state, env), smtp_settings(env, state=args.state), schedule_path=args.schedule
+    )
     print(f"Serving {series.service_url} on http://{args.listen} (Ctrl-C stops)", file=sys.stderr, flush=True)
     serve(service, sock, forwarded_allow_ips=args.trusted_proxy)
     return EXIT_OK
@@ -121,7 +124,82 @@ def bounces_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def invite_speaker_command(args: argparse.Namespace) -> int:
+    import asyncio
+    import datetime as dt
+
+    from mailer.audience.speakers import invitation
+    from mailer.core.address import parse_address
+    from mailer.deliver.config import smtp_settings, token_key
+    from mailer.deliver.smtp import send_one
+    from mailer.programme.schedule import load_schedule
+
+    speaker = parse_address(args.speaker)
+    if speaker is None:
+        raise ConfigError(f"{args.speaker!r} is not an email address; wanted Name <name@example.org>")
+    try:
+        day = dt.date.fromisoformat(args.date)
+    except ValueError:
+        raise ConfigError(f"--date {args.date!r} is not a date; wanted YYYY-MM-DD") from None
+    env = environment()
+    settings = smtp_settings(env, state=args.state)
+    schedule = load_schedule(args.schedule)
+    mail = invitation(schedule, day, speaker, key=token_key(args.state, env), now=dt.datetime.now(dt.UTC))
+    asyncio.run(send_one(settings, settings.envelope_from or schedule.series.sender.ascii_addr, speaker, mail.message))
+    print(printable(f"Sent {speaker.addr} the link to the form for {mail.seminar.date} ({mail.seminar.speaker})."))
+    print("What they send waits for you: seminar-mailer proposals")
+    return EXIT_OK
+
+
+def proposals_command(args: argparse.Namespace) -> int:
+    from mailer.audience.speakers import differences, seminar_on
+    from mailer.programme.schedule import load_schedule
+    from mailer.record.proposals import Proposals
+
+    schedule = load_schedule(args.schedule)
+    with Proposals(args.state, schedule.series.list_name, create=False) as store:
+        pending = store.pending()
+    if not pending:
+        print("No proposal waits.")
+    for p in pending:
+        seminar = seminar_on(schedule, p.date)
+        print(printable(f"#{p.id} from {p.speaker}, {p.at[:16].replace('T', ' ')} UTC, for {p.date}:"))
+        changed = differences(seminar, p)
+        for name, now, new in changed:
+            was = (now or "(none)").strip().replace("\n", " ")
+            print(printable(f"  {name}: {was[:70]} -> {new.strip().replace(chr(10), ' ')[:70]}"))
+        if not changed:
+            print("  (nothing differs from the programme)")
+        print(f"  accept it: seminar-mailer accept {p.id}")
+    return EXIT_OK
+
+
+def accept_command(args: argparse.Namespace) -> int:
+    from mailer.audience.speakers import accept
+    from mailer.programme.schedule import load_schedule
+    from mailer.record.proposals import Proposals
+
+    schedule = load_schedule(args.schedule)
+    with Proposals(args.state, schedule.series.list_name) as store:
+        found = next((p for p in store.pending() if p.id == args.proposal), None)
+        if found is None:
+            raise ConfigError(
+                f"no pending proposal #{args.proposal}; wanted an ID that `seminar-mailer proposals` shows"
+            )
+        written = accept(args.schedule, found)
+        store.accepted(found.id)
+    where = printable(str(args.schedule))
+    print(
+        f"#{found.id} written into {where}: {', '.join(written) or 'nothing differed'}"
+        + ("; `seminar-mailer send --dry-run` shows what subscribers are told" if written else "")
+    )
+    return EXIT_OK
+
+
 SUBSCRIBER_COMMANDS = {
+    "invite-speaker": invite_speaker_command,
+    "proposals": proposals_command,
+    "accept": accept_command,
     "serve": serve_command,
     "subscribe": subscribe_command,
     "unsubscribe": subscribe_command,

@@ -446,6 +446,32 @@ def add_subscriber_commands(commands: argparse._SubParsersAction[_Parser]) -> No
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_paths(bounces, "schedule", "state")
+    invite = commands.add_parser(
+        "invite-speaker",
+        help="mail a speaker a link to give their title, abstract and bio themselves",
+        description="Mail SPEAKER (an address) a signed link, valid 30 days, to a form on the web service "
+        "(service_url) for the seminar on --date: title, affiliation, abstract, bio, and after the talk slides and "
+        "video. What they send is kept as a proposal: `proposals` shows it, `accept` writes it into the programme.",
+    )
+    _add_paths(invite, "schedule", "state")
+    invite.add_argument("--date", required=True, metavar="YYYY-MM-DD", help="the day of the speaker's seminar")
+    invite.add_argument("speaker", metavar="SPEAKER", help="the speaker's address: Name <name@example.org>")
+    proposals = commands.add_parser(
+        "proposals",
+        help="show what speakers proposed, each as its difference from the programme",
+        description="List the pending proposals speakers sent through their link, each field as it is in the "
+        "programme now and as proposed; `seminar-mailer accept ID` writes one into the programme.",
+    )
+    _add_paths(proposals, "schedule", "state")
+    accepted = commands.add_parser(
+        "accept",
+        help="write a speaker's proposal into the programme (comments and layout kept)",
+        description="Write proposal ID (see `proposals`) into the programme: only the fields it changes, every "
+        "other byte of the file as it was; the result is checked before it is saved. The next send tells "
+        "subscribers what changed, as for any edit.",
+    )
+    _add_paths(accepted, "schedule", "state")
+    accepted.add_argument("proposal", type=int, metavar="ID", help="the proposal's number, as `proposals` shows it")
     where = bounces.add_mutually_exclusive_group()
     where.add_argument("--maildir", type=Path, metavar="PATH", help="a local Maildir")
     where.add_argument("--mbox", type=Path, metavar="PATH", help="a local mbox file")

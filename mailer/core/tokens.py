@@ -9,6 +9,10 @@ subscription confirmations. One place, so the service verifies exactly what the 
   nonce is random and stored with the pending subscription, which confirming consumes: a link works
   once, until it expires.
 
+- Speaker: ``<expiry>.<base64url(date NUL address)>.<HMAC-SHA256("speaker" NUL list NUL date NUL address NUL
+  expiry)>``. It lets its holder propose details of that one seminar (stored as a proposal the organiser
+  accepts or not) until it expires; it changes nothing by itself.
+
 Every comparison of a MAC is constant-time (``hmac.compare_digest``).
 """
 
@@ -21,6 +25,7 @@ import hmac
 import secrets
 
 CONFIRM_LIFETIME = 48 * 3600  # seconds a confirmation link stays valid
+SPEAKER_LIFETIME = 30 * 86400  # seconds a speaker's link stays valid
 
 
 def _b64(data: bytes) -> str:
@@ -86,6 +91,35 @@ def check_confirm(key: bytes, list_name: str, token: str, *, now: float) -> tupl
     if now > expires:
         return None, "expired"
     return nonce, ""
+
+
+def _speaker_mac(key: bytes, list_name: str, date: str, address: str, expires: int) -> str:
+    data = f"speaker\0{list_name}\0{date}\0{address}\0{expires}".encode()
+    return _b64(hmac.new(key, data, hashlib.sha256).digest())
+
+
+def speaker_token(key: bytes, list_name: str, date: str, address: str, expires: int) -> str:
+    """The token of a speaker's link to propose the details of the seminar on ``date`` (ISO)."""
+    who = _b64(f"{date}\0{address}".encode())
+    return f"{expires}.{who}.{_speaker_mac(key, list_name, date, address, expires)}"
+
+
+def check_speaker(key: bytes, list_name: str, token: str, *, now: float) -> tuple[tuple[str, str] | None, str]:
+    """Return ((date, address), "") for a genuine, unexpired speaker token, else (None, "forged" or "expired")."""
+    parts = token.split(".")
+    if len(parts) != 3 or not (parts[0].isascii() and parts[0].isdigit()) or len(parts[0]) > 12:
+        return None, "forged"
+    raw = _unb64(parts[1])
+    try:
+        date, _, address = raw.decode("utf-8").partition("\0") if raw is not None and len(raw) < 400 else ("", "", "")
+    except UnicodeDecodeError:
+        return None, "forged"
+    expected = _speaker_mac(key, list_name, date, address, int(parts[0]))
+    if not date or not hmac.compare_digest(expected.encode(), parts[2].encode("ascii", "replace")):
+        return None, "forged"
+    if now > int(parts[0]):
+        return None, "expired"
+    return (date, address), ""
 
 
 # --- bounce tokens: VERP envelope senders and DSN ENVIDs (send.py makes them, bounces.py checks them) ---

@@ -33,6 +33,7 @@ from collections.abc import Callable
 import aiosmtplib
 from aiosmtplib import SMTPResponse
 
+from mailer.core.address import Address
 from mailer.core.errors import ConfigError, DeliveryError, MailerError
 from mailer.deliver.config import SmtpSettings, is_loopback
 from mailer.deliver.oauth import TokenSource
@@ -400,3 +401,17 @@ async def connect(settings: SmtpSettings, *, report: Report = lambda step, detai
         tokens=settings.oauth,
         token=token,
     )
+
+
+async def send_one(settings: SmtpSettings, sender: str, address: Address, message: bytes) -> None:
+    """One message (CRLF lines, not yet dot-stuffed) to one address on a connection of its own: the service's
+    confirmations and a speaker's invitation, which the ledger does not record."""
+    from mailer.compose.message import dot_stuff
+
+    rcpt = address.addr if address.needs_smtputf8 else address.ascii_addr
+    client = await connect(settings)
+    try:
+        options = b" SMTPUTF8" if address.needs_smtputf8 else b""
+        await client.send(sender.encode(), rcpt.encode(), dot_stuff(message), options)
+    finally:
+        await client.quit()

@@ -10,15 +10,35 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import os
+import re
 import tempfile
 from pathlib import Path
+
+import yaml
 
 from mailer.core.errors import ScheduleError
 from mailer.programme import yamlfile
 from mailer.programme.model import Schedule
 from mailer.programme.schedule import load_schedule
 from mailer.programme.yamlfile import Mapping, Scalar, Sequence
+
+
+def yaml_text(value: str) -> str:
+    """A one-line YAML value: plain when YAML reads it back as that very text, else double-quoted."""
+    try:
+        plain = yaml.safe_load(value) == value and not re.search(r"(^[\s'\"&*!|>%@`#{\[-])|(: )|( #)|(\s$)", value)
+    except yaml.YAMLError:
+        plain = False
+    return value if plain else json.dumps(value, ensure_ascii=False)
+
+
+def yaml_block(value: str, indent: str) -> str:
+    """Markdown of several lines as a literal block (``|``); the text as written, kept line for line."""
+    if value[:1].isspace():
+        return json.dumps(value, ensure_ascii=False)
+    return "|\n" + "".join(f"{indent}{line}\n" if line else "\n" for line in value.rstrip("\n").split("\n"))
 
 
 class Editor:
@@ -54,13 +74,32 @@ class Editor:
             )
         self.lines[node.line - 1] = line[:start] + text + line[start + len(written) :]
 
+    def set_value(self, item: Mapping, key: str, text: str) -> None:
+        """``key: text`` in a seminar: its value (one line, or a block of several) replaced, or the key added."""
+        if key not in item.keys:
+            self.add_key(item, key, text)
+            return
+        name = item.keys[key]
+        first = name.line - 1
+        last = first  # the value's last line: the lines after the key indented deeper (and blanks among them)
+        for n in range(first + 1, len(self.lines)):
+            line = self.lines[n]
+            if line.strip() and len(line) - len(line.lstrip(" ")) <= name.column - 1:
+                break
+            if line.strip():
+                last = n
+        line = self.lines[first]
+        colon = line.index(":", name.column - 1 + len(key))
+        newline = "\r\n" if line.endswith("\r\n") else "\n"
+        self.lines[first : last + 1] = [line[: colon + 1] + " " + text.rstrip("\n") + newline]
+
     def add_key(self, item: Mapping, key: str, text: str) -> None:
         """Add ``key: text`` to a seminar, on the line after its ``date:``, indented as its other keys."""
         date_key = item.keys["date"]
         indent = " " * (date_key.column - 1)  # (on the '- date:' line, the keys below align with 'date')
         first = self._line(date_key.line)
         newline = "\r\n" if first.endswith("\r\n") else "\n"
-        self.lines.insert(date_key.line, f"{indent}{key}: {text}{newline}")
+        self.lines.insert(date_key.line, f"{indent}{key}: {text.rstrip(chr(10))}{newline}")
 
     def append(self, entries: list[list[tuple[str, str]]]) -> None:
         """Append seminars (each a list of (key, text)) after the last one, in the file's own indentation."""

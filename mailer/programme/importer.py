@@ -12,16 +12,14 @@ seminar. What the pages cannot tell (the time zone's name, the sender, the list)
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 import zoneinfo
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from mailer.core.errors import Problem
+from mailer.programme.edit import yaml_block, yaml_text
 
 _LABEL = re.compile(r"^\*\*(Title|Speaker|Abstract|About the speaker|Location|Date|Zoom link|Cancelled):\*\* ?(.*)$")
 _WELCOME = re.compile(r"^Welcome to (?:this week's|next week's|the coming) (.+?) seminars?\.$")
@@ -190,22 +188,6 @@ def read_page(path: Path, archive: Archive) -> None:
 # --- writing the programme ----------------------------------------------------------------------------
 
 
-def _text(value: str) -> str:
-    """A one-line YAML value: plain when YAML reads it back as that very text, else double-quoted."""
-    try:
-        plain = yaml.safe_load(value) == value and not re.search(r"(^[\s'\"&*!|>%@`#{\[-])|(: )|( #)|(\s$)", value)
-    except yaml.YAMLError:
-        plain = False
-    return value if plain else json.dumps(value, ensure_ascii=False)
-
-
-def _block(value: str, indent: str) -> str:
-    """Markdown of several lines as a literal block (``|``); the text as written, kept line for line."""
-    if value[:1].isspace():
-        return json.dumps(value, ensure_ascii=False)
-    return "|\n" + "".join(f"{indent}{line}\n" if line else "\n" for line in value.rstrip("\n").split("\n"))
-
-
 def programme_text(archive: Archive, *, timezone: str, sender: str | None, list_name: str | None) -> str:
     """The programme file the archive's pages come from, commented; placeholders where the pages are silent."""
     zone = zoneinfo.ZoneInfo(timezone)
@@ -234,11 +216,11 @@ def programme_text(archive: Archive, *, timezone: str, sender: str | None, list_
         "#   seminar-mailer check        (and preview --date a week of the archive: the same page again)",
         '# Quote times ("15:00"): unquoted, YAML reads 15:00 as the number 900.',
         "series:",
-        f"  name: {_text(name)}",
-        f"  signature: {_text(archive.signature or 'The ' + name + ' Team')}",
+        f"  name: {yaml_text(name)}",
+        f"  signature: {yaml_text(archive.signature or 'The ' + name + ' Team')}",
         f"  timezone: {timezone}",
         f'  time: "{usual}"',
-        f"  location: {_text(series_location)}",
+        f"  location: {yaml_text(series_location)}",
     ]
     if series_zoom:
         out.append(f"  zoom: {series_zoom}")
@@ -246,35 +228,35 @@ def programme_text(archive: Archive, *, timezone: str, sender: str | None, list_
     if archive.calendar_url:
         out.append(f"  calendar_url: {archive.calendar_url}")
     if sender:
-        out.append(f"  sender: {_text(sender)}")
+        out.append(f"  sender: {yaml_text(sender)}")
     else:
-        out.append(f"  sender: {_text(name + ' <seminar@example.org>')}   # the pages do not say: check reports it")
+        out.append(f"  sender: {yaml_text(name + ' <seminar@example.org>')}   # the pages do not say: check reports it")
     out.append(f"  list: {list_name or slug}")
     out.append(f"  upcoming: {max(archive.listed, default=4)}")
     out.append("  site: jekyll               # the pages came from a Jekyll site: publish writes them the same way")
     out.append("")
     out.append("seminars:")
     for t in talks:
-        item = [f"  - date: {t.date.isoformat()}", f"    speaker: {_text(t.speaker)}"]
+        item = [f"  - date: {t.date.isoformat()}", f"    speaker: {yaml_text(t.speaker)}"]
         if t.affiliation:
-            item.append(f"    affiliation: {_text(t.affiliation)}")
+            item.append(f"    affiliation: {yaml_text(t.affiliation)}")
         if t.title:
-            item.append(f"    title: {_text(t.title)}")
+            item.append(f"    title: {yaml_text(t.title)}")
         if t.time and t.time != usual:
             item.append(f'    time: "{t.time}"')
         if t.full and t.location and t.location != series_location:
-            item.append(f"    location: {_text(t.location)}")
+            item.append(f"    location: {yaml_text(t.location)}")
         if t.full and t.cancelled is None and t.zoom != series_zoom and t.zoom:
             item.append(f"    zoom: {t.zoom}")
         if t.abstract:
-            item.append(f"    abstract: {_block(t.abstract, '      ')}".rstrip("\n"))
+            item.append(f"    abstract: {yaml_block(t.abstract, '      ')}".rstrip("\n"))
         if t.bio:
-            item.append(f"    bio: {_block(t.bio, '      ')}".rstrip("\n"))
+            item.append(f"    bio: {yaml_block(t.bio, '      ')}".rstrip("\n"))
         for key in ("slides", "video", "paper"):
             if key in t.materials:
                 item.append(f"    {key}: {t.materials[key]}")
         if t.cancelled is not None:
-            item.append(f"    cancelled: {_text(t.cancelled) if t.cancelled else 'true'}")
+            item.append(f"    cancelled: {yaml_text(t.cancelled) if t.cancelled else 'true'}")
         out.append("\n".join(item))
         out.append("")
     return "\n".join(out).rstrip("\n") + "\n"

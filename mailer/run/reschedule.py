@@ -11,12 +11,10 @@ seminars (a weekly series shifted by a week puts every seminar on the date of th
 from __future__ import annotations
 
 import datetime as dt
-import json
-import re
 from dataclasses import dataclass
 
 from mailer.core.errors import ConfigError
-from mailer.programme.edit import Editor, every
+from mailer.programme.edit import Editor, every, yaml_text
 from mailer.programme.model import Seminar
 from mailer.programme.schedule import load_schedule
 from mailer.programme.yamlfile import Mapping, Scalar
@@ -40,17 +38,9 @@ def add_slots(
     new = [d for d in days if d not in taken]
     if new:
         editor = Editor(request.schedule)
-        editor.append([[("date", d.isoformat()), ("speaker", plain_or_quoted(speaker))] for d in new])
+        editor.append([[("date", d.isoformat()), ("speaker", yaml_text(speaker))] for d in new])
         editor.save()
     return new, [d for d in days if d in taken]
-
-
-def plain_or_quoted(text: str) -> str:
-    """``text`` as a YAML value: plain when YAML reads it back as that very text (TBA), else double-quoted."""
-    import yaml
-
-    plain = re.fullmatch(r"[A-Za-z][\w .,'()-]*", text) and not text.endswith(" ")
-    return text if plain and yaml.safe_load(text) == text else json.dumps(text, ensure_ascii=False)
 
 
 @dataclass(frozen=True, slots=True)
