@@ -66,8 +66,10 @@ import icalendar
 from mailer import cli
 from mailer.audience.web import Service, build_app
 from mailer.core.errors import ConfigError, LockedError, MailerError
+from mailer.core.tokens import speaker_token
 from mailer.deliver.config import smtp_settings, token_key
 from mailer.programme.schedule import load_schedule
+from mailer.record.proposals import Proposals
 from mailer.record.state import run_lock
 from mailer.record.subscribers import Subscribers
 from mailer.run import dispatch
@@ -907,8 +909,9 @@ class World:
     def service(self) -> Any:
         schedule = load_schedule(self.schedule)
         store = Subscribers(self.state, schedule.series.list_name)
+        key = token_key(self.state, self.env())
         return build_app(
-            Service(schedule.series, store, token_key(self.state, self.env()), smtp_settings(self.env()))
+            Service(schedule.series, store, key, smtp_settings(self.env()), schedule_path=self.schedule)
         ), store
 
     def op_oneclick(self, n: int) -> None:
@@ -924,6 +927,34 @@ class World:
         if status != 200:
             self.fail(f"one-click unsubscribe of {a} with the link it received answered {status}")
         self.unsubscribed.add(a)
+
+    def op_propose(self, n: int, value: int) -> None:
+        """The speaker of talk n proposes another title through the real form; the organiser accepts it (the real
+        ``accept`` writes the YAML), and the cron run tells it as any title edit."""
+        t = self.talks[n % len(self.talks)]
+        if not t.present or t.draft:
+            return
+        title = TITLES[value % len(TITLES)] or "Untitled Thoughts"
+        token = speaker_token(token_key(self.state, self.env()), self.list_name, t.date.isoformat(),
+                              "speaker@example.org", int(time.time()) + 3600)  # fmt: skip
+        app, store = self.service()
+        try:
+            status, _ = asyncio.run(_asgi(app, "POST", "/speaker", {"t": token, "title": title}))
+        finally:
+            store.close()
+        if status != 200:
+            self.fail(f"the speaker's form for {t.name} answered {status}")
+        with contextlib.closing(Proposals(self.state, self.list_name, create=False)) as proposals:
+            (pending,) = proposals.pending()
+        if self.cli("accept", str(pending.id)) != 0:
+            self.fail(f"accept {pending.id} (a title for {t.name}) failed")
+        written = [s.title for s in load_schedule(self.schedule).seminars if s.date == t.date]
+        if written != [title]:
+            self.fail(f"accept {pending.id} wrote the title {written} for {t.name}, not {title!r}")
+        if t.start <= self.now:
+            t.edited_late = True
+        t.title = title
+        self.edited()
 
     def op_subscribe(self, n: int) -> None:
         a = self.addr(n)
@@ -1046,7 +1077,8 @@ def history(seed: int, *, length: int = 40, rename: bool = True, kills: bool = F
         elif r < 0.66:
             ops.append(("edit", rng.randrange(6), rng.choice(EDITS), rng.randrange(12)))
         elif r < 0.69:
-            ops.append(rng.choice([("new", rng.randrange(22)), ("swap", rng.randrange(6), rng.randrange(6))]))
+            ops.append(rng.choice([("new", rng.randrange(22)), ("swap", rng.randrange(6), rng.randrange(6)),
+                                   ("propose", rng.randrange(6), rng.randrange(12))]))  # fmt: skip
         elif r < 0.80:
             op = rng.choice(["add", "drop", "subscribe", "oneclick", "unsubscribe", "unsuppress", "bounce"])
             ops.append((op, rng.randrange(9), rng.random() < 0.5) if op == "bounce" else (op, rng.randrange(9)))

@@ -186,3 +186,13 @@ def test_a_history_with_a_draft_announces_it_only_once_it_is_no_longer_one(tmp_p
     told = run_history(tmp_path / "b", server, recorder, ops, pinned=False, tag="d2")
     t0 = told.talks[0].uid
     assert t0 is not None and {a for a, u in told.known if u == t0} == told.audience(), told.log
+
+
+def test_a_history_with_a_speakers_proposal_accepted_tells_the_new_title(tmp_path: Path, sim_server) -> None:  # type: ignore[no-untyped-def]
+    """Proposals are reached: this week's talk announced, its speaker's new title proposed through the form and
+    accepted into the YAML, then told to everyone as a change."""
+    server, recorder = sim_server
+    world = run_history(tmp_path, server, recorder, [("send",), ("propose", 0, 1)], pinned=False, tag="p1")
+    assert world.talks[0].title == "Deep Nets"
+    told = [k.event.summary for (_, u), k in world.known.items() if u == world.talks[0].uid]
+    assert len(told) == len(world.audience()) and all("Deep Nets" in summary for summary in told), (told, world.log)
