@@ -357,7 +357,15 @@ def build_parser() -> _Parser:
         "a commented programme from which preview writes each of them again, byte for byte: the series inferred "
         "from them, each page's seminars in full and those its coming list names. It never overwrites a file.",
     )
-    imported.add_argument("pages", nargs="+", type=Path, metavar="PAGE", help="announcement pages (.md)")
+    imported.add_argument("pages", nargs="*", type=Path, metavar="PAGE", help="announcement pages (.md)")
+    imported.add_argument(
+        "--ics",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="a calendar export (.ics), one seminar an event",
+    )
     imported.add_argument("--timezone", required=True, help="the IANA zone the pages' times are in (Europe/Stockholm)")
     imported.add_argument(
         "--sender", metavar="ADDRESS", help="From: Name <address@example.org> (default: a placeholder)"

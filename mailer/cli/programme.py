@@ -310,7 +310,7 @@ def import_command(args: argparse.Namespace) -> int:
 
     from mailer.core.address import parse_address
     from mailer.core.errors import ScheduleError
-    from mailer.programme.importer import Archive, programme_text, read_page
+    from mailer.programme.importer import Archive, programme_text, read_calendar, read_page
     from mailer.programme.schedule import LIST_NAME_RE
 
     try:
@@ -326,20 +326,30 @@ def import_command(args: argparse.Namespace) -> int:
     target: Path = args.target
     if target.exists() or target.is_symlink():
         raise ConfigError(f"{target} exists; import never overwrites a file: wanted --out a new file")
+    if not args.pages and not args.ics:
+        raise ConfigError("nothing to import: wanted announcement pages (PAGE...) or --ics FILE")
     archive = Archive()
     for page in args.pages:
         try:
             read_page(page, archive)
         except (OSError, UnicodeDecodeError) as err:
             raise ConfigError(f"{page}: cannot read the page: {err}") from None
+    for calendar in args.ics:
+        try:
+            read_calendar(calendar, archive, args.timezone)
+        except OSError as err:
+            raise ConfigError(f"{calendar}: cannot read the calendar: {err}") from None
     if not archive.talks:
         raise ScheduleError("no seminar found in the pages", problems=tuple(archive.problems))
-    text = programme_text(archive, timezone=args.timezone, sender=args.sender, list_name=args.list_name)
+    text = programme_text(
+        archive, timezone=args.timezone, sender=args.sender, list_name=args.list_name, jekyll=bool(args.pages)
+    )
     for problem in archive.problems:
         print(f"warning: {printable(str(problem))}", file=sys.stderr)
     target.parent.mkdir(parents=True, exist_ok=True)
     with target.open("x", encoding="utf-8") as out:  # (exclusive: a file made meanwhile is not overwritten)
         out.write(text)
-    print(printable(f"{target}: {_count_of(len(archive.talks), 'seminar')} from {_count_of(len(args.pages), 'page')}"))
+    files = _count_of(len(args.pages), "page") if args.pages else _count_of(len(args.ics), "calendar")
+    print(printable(f"{target}: {_count_of(len(archive.talks), 'seminar')} from {files}"))
     print(f"Next: seminar-mailer check --schedule {printable(str(target))}")
     return EXIT_OK

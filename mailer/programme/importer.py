@@ -1,5 +1,6 @@
-"""An archive of announcement pages (the Jekyll format ``preview`` and ``publish --format jekyll`` write) read back
-into a programme file, from which ``preview`` writes each of those pages again, byte for byte.
+"""An archive of announcement pages (the Jekyll format ``preview`` and ``publish --format jekyll`` write), or a
+calendar export, read back into a programme file; from the pages' one ``preview`` writes each page again, byte for
+byte.
 
 Each page gives its week's seminars in full (title, speaker and affiliation, abstract, bio, place, date and
 time, Zoom link, a cancellation, slides, video and paper) and the next ones in brief (date, speaker,
@@ -51,6 +52,7 @@ class Talk:
     materials: dict[str, str] = field(default_factory=dict)
     full: bool = False  # from its own page (else from a list of coming seminars)
     named: bool = False  # (while reading: its Speaker line was read)
+    duration: int | None = None  # minutes (a calendar says; a page does not)
     source: str = ""
 
 
@@ -185,10 +187,70 @@ def read_page(path: Path, archive: Archive) -> None:
     archive.listed.append(listed)
 
 
+# --- a calendar export (Indico, Google, Outlook, our own seminars.ics) ----------------------------------------
+
+
+_ZOOM = re.compile(r"https://[\w.-]*zoom\.us/\S+")
+_DESCRIPTION_LABELS = ("Speaker:", "Speakers:", "Cancelled.", "Zoom:", "More information:")
+
+
+def read_calendar(path: Path, archive: Archive, timezone: str) -> None:
+    """Add one seminar per timed event of an iCalendar file: speaker and title from the summary (and the
+    description's "Speaker:" line) where they can be told apart, else the summary as the title and TBA."""
+    import icalendar
+
+    zone = zoneinfo.ZoneInfo(timezone)
+    try:
+        calendar = icalendar.Calendar.from_ical(path.read_bytes())
+    except ValueError as err:
+        archive.problems.append(Problem(path, None, None, f"not an iCalendar file: {err}"))
+        return
+    prefix = f"{calendar.get('X-WR-CALNAME')}: " if calendar.get("X-WR-CALNAME") else ""
+    archive.name = archive.name or (str(calendar["X-WR-CALNAME"]) if prefix else None)
+    for n, event in enumerate(calendar.walk("VEVENT"), 1):
+        start = event.decoded("DTSTART", None)
+        if not isinstance(start, dt.datetime):
+            archive.problems.append(
+                Problem(path, None, None, f"event {n} ({event.get('SUMMARY')}): not timed, skipped")
+            )
+            continue
+        local = start.astimezone(zone) if start.tzinfo else start.replace(tzinfo=zone)
+        end = event.decoded("DTEND", None)
+        minutes = int((end - start).total_seconds() // 60) if isinstance(end, dt.datetime) else None
+        summary = str(event.get("SUMMARY", "")).strip().removeprefix(prefix)
+        description = str(event.get("DESCRIPTION", ""))
+        speaker, affiliation, title = "TBA", None, summary or None
+        if said := re.search(r"^Speakers?: (.+)$", description, re.M):
+            speaker, affiliation = _speaker(said[1].strip())
+            title = summary.removesuffix(f" ({speaker})") if summary not in (speaker, "") else None
+        elif m := re.fullmatch(r"(.+) \(([^()]+)\)", summary):
+            title, speaker = m[1], m[2]
+        elif m := re.fullmatch(r"([^:–]+?)(?::| –| -) (.+)", summary):
+            speaker, title = m[1].strip(), m[2].strip()
+        paragraphs = [p.strip() for p in description.split("\n\n") if p.strip()]
+        abstract = "\n\n".join(p for p in paragraphs if not p.startswith(_DESCRIPTION_LABELS)) or None
+        if info := re.search(r"^More information: (\S+)$", description, re.M):
+            archive.info_url = archive.info_url or info[1]
+        zoom = next((z for z in (str(event.get("URL", "")), description, str(event.get("LOCATION", "")))
+                     if _ZOOM.search(z)), None)  # fmt: skip
+        talk = Talk(local.date(), f"{local:%H:%M}", local.tzname(), speaker, affiliation, title, full=True)
+        talk.duration, talk.source = minutes, str(path)
+        talk.abstract = abstract + "\n" if abstract else None
+        talk.location = str(event.get("LOCATION", "")).strip() or None
+        talk.zoom = _ZOOM.search(zoom)[0] if zoom and _ZOOM.search(zoom) else None  # type: ignore[index]
+        if str(event.get("STATUS", "")).upper() == "CANCELLED":
+            reason = re.search(r"^Cancelled\.\s*(.*)$", description, re.M)
+            talk.cancelled = reason[1].strip() if reason else ""
+        archive.talks[talk.date] = talk
+    archive.listed.append(4)
+
+
 # --- writing the programme ----------------------------------------------------------------------------
 
 
-def programme_text(archive: Archive, *, timezone: str, sender: str | None, list_name: str | None) -> str:
+def programme_text(
+    archive: Archive, *, timezone: str, sender: str | None, list_name: str | None, jekyll: bool = True
+) -> str:
     """The programme file the archive's pages come from, commented; placeholders where the pages are silent."""
     zone = zoneinfo.ZoneInfo(timezone)
     talks = sorted(archive.talks.values(), key=lambda t: t.date)
@@ -201,6 +263,8 @@ def programme_text(archive: Archive, *, timezone: str, sender: str | None, list_
     location = Counter(t.location for t in full if t.location).most_common(1)
     zoom = Counter(t.zoom for t in full).most_common(1)
     series_location = location[0][0] if location else "TBA"
+    durations = Counter(t.duration for t in talks if t.duration)
+    usual_duration = durations.most_common(1)[0][0] if durations else 60
     series_zoom = zoom[0][0] if zoom else None
     name = archive.name or "Our seminar"
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "seminar"
@@ -211,8 +275,9 @@ def programme_text(archive: Archive, *, timezone: str, sender: str | None, list_
                 said = f"the page says {t.label}: is --timezone right?"
                 message = f"{t.date} {t.time} is {start.tzname()} in {timezone}, {said}"
                 archive.problems.append(Problem(t.source, None, None, message))
+    source = "announcement pages" if jekyll else "a calendar"
     out = [
-        "# The programme, imported from announcement pages by `seminar-mailer import`. Check it:",
+        f"# The programme, imported from {source} by `seminar-mailer import`. Check it:",
         "#   seminar-mailer check        (and preview --date a week of the archive: the same page again)",
         '# Quote times ("15:00"): unquoted, YAML reads 15:00 as the number 900.',
         "series:",
@@ -222,6 +287,8 @@ def programme_text(archive: Archive, *, timezone: str, sender: str | None, list_
         f'  time: "{usual}"',
         f"  location: {yaml_text(series_location)}",
     ]
+    if usual_duration != 60:
+        out.append(f"  duration: {usual_duration}")
     if series_zoom:
         out.append(f"  zoom: {series_zoom}")
     out.append(f"  info_url: {archive.info_url or 'https://example.org/seminars'}")
@@ -233,7 +300,8 @@ def programme_text(archive: Archive, *, timezone: str, sender: str | None, list_
         out.append(f"  sender: {yaml_text(name + ' <seminar@example.org>')}   # the pages do not say: check reports it")
     out.append(f"  list: {list_name or slug}")
     out.append(f"  upcoming: {max(archive.listed, default=4)}")
-    out.append("  site: jekyll               # the pages came from a Jekyll site: publish writes them the same way")
+    if jekyll:
+        out.append("  site: jekyll               # the pages came from a Jekyll site: publish writes them the same way")
     out.append("")
     out.append("seminars:")
     for t in talks:
@@ -244,6 +312,8 @@ def programme_text(archive: Archive, *, timezone: str, sender: str | None, list_
             item.append(f"    title: {yaml_text(t.title)}")
         if t.time and t.time != usual:
             item.append(f'    time: "{t.time}"')
+        if t.duration and t.duration != usual_duration:
+            item.append(f"    duration: {t.duration}")
         if t.full and t.location and t.location != series_location:
             item.append(f"    location: {yaml_text(t.location)}")
         if t.full and t.cancelled is None and t.zoom != series_zoom and t.zoom:

@@ -118,3 +118,44 @@ def test_import_never_overwrites_and_names_what_it_cannot_read(tmp_path: Path) -
     wrong_zone = mailer(tmp_path, "import", REFERENCE, "--timezone", "America/New_York", "--out", tmp_path / "ny.yaml")
     assert "is EST in America/New_York, the page says CET: is --timezone right?" in wrong_zone.stderr
     assert mailer(tmp_path, "import", REFERENCE, "--timezone", "Europe/Stokholm").returncode == 2
+
+
+def test_a_calendar_export_becomes_a_programme(tmp_path: Path) -> None:
+    """Our own published seminars.ics comes back as the same seminars; another tool's export (a title alone, or
+    "Speakers: name (affiliation)" in the description, an all-day event, a cancellation, 90 minutes) too."""
+    from mailer.programme.schedule import load_schedule
+
+    bundled = tmp_path / "bundled.yaml"
+    bundled.write_text((ROOT / "data" / "seminars.yaml").read_text().replace("  site: jekyll", "  site: html"))
+    assert mailer(tmp_path, "publish", "--schedule", bundled, "--state", tmp_path / "s", "--out", tmp_path / "site",
+                  "--now", "2024-01-01T00:00").returncode == 0  # fmt: skip
+    made = mailer(tmp_path, "import", "--ics", tmp_path / "site" / "seminars.ics", "--timezone", "Europe/Stockholm",
+                  "--out", tmp_path / "back.yaml", "--sender", "LM <lm@ri.se>")  # fmt: skip
+    assert made.returncode == 0 and "5 seminars from 1 calendar" in made.stdout, made.stderr
+    fields = ("date", "start", "duration", "speaker", "affiliation", "title", "location", "zoom", "cancelled")
+    want = [[getattr(s, f) for f in fields] for s in load_schedule(bundled).seminars]
+    assert [[getattr(s, f) for f in fields] for s in load_schedule(tmp_path / "back.yaml").seminars] == want
+
+    foreign = tmp_path / "indico.ics"
+    foreign.write_text(
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//CERN//INDICO//EN\r\n"
+        "BEGIN:VEVENT\r\nUID:1\r\nDTSTAMP:20300101T000000Z\r\nDTSTART:20300117T130000Z\r\nDTEND:20300117T143000Z\r\n"
+        "SUMMARY:Dark Matter Searches\r\nDESCRIPTION:Speakers: Vera Rubin, Carnegie\\n\\nWe look for it.\r\n"
+        "LOCATION:Main Auditorium\r\nEND:VEVENT\r\n"
+        "BEGIN:VEVENT\r\nUID:2\r\nDTSTAMP:20300101T000000Z\r\nDTSTART:20300124T130000Z\r\nDTEND:20300124T143000Z\r\n"
+        "SUMMARY:Open problems\r\nLOCATION:Main Auditorium\r\nSTATUS:CANCELLED\r\nEND:VEVENT\r\n"
+        "BEGIN:VEVENT\r\nUID:3\r\nDTSTAMP:20300101T000000Z\r\nDTSTART;VALUE=DATE:20300131\r\n"
+        "SUMMARY:Department retreat\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+    )
+    made = mailer(tmp_path, "import", "--ics", foreign, "--timezone", "Europe/Zurich", "--out", tmp_path / "i.yaml")
+    assert made.returncode == 0 and "event 3 (Department retreat): not timed, skipped" in made.stderr, made.stderr
+    text = (tmp_path / "i.yaml").read_text()
+    assert '  time: "14:00"\n  location: Main Auditorium\n  duration: 90\n' in text
+    first, second = load_schedule(tmp_path / "i.yaml").seminars
+    assert (first.speaker, first.affiliation, first.title, first.abstract) == (
+        "Vera Rubin",
+        "Carnegie",
+        "Dark Matter Searches",
+        "We look for it.\n",
+    )
+    assert (second.speaker, second.title, second.cancelled) == ("TBA", "Open problems", "")
