@@ -296,6 +296,22 @@ class Knowledge:
     event: Event
 
 
+@contextlib.contextmanager
+def ledger_copy(path: Path) -> Iterator[sqlite3.Connection]:
+    """The ledger as a killed run left it, read from a copy of its files (with its write-ahead log): a read-only
+    connection to the original cannot recover the log's index after a crash and may read the database without
+    the log's last commits; the copy recovers it like the next send does, and the original stays untouched."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        copy = Path(folder) / path.name
+        for suffix in ("", "-wal"):
+            if (source := path.with_name(path.name + suffix)).exists():
+                shutil.copyfile(source, Path(folder) / source.name)
+        with contextlib.closing(sqlite3.connect(copy)) as db:
+            yield db
+
+
 class World:
     """One history's programme, audience, server and state folder, and the invariants over them."""
 
@@ -398,7 +414,7 @@ class World:
         path = self.state / "ledger.sqlite3"
         if not path.exists():
             return set()
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        with ledger_copy(path) as db:
             rows = db.execute("SELECT recipient, message_id FROM deliveries WHERE state = 'sent'")
             return {(r.lower(), m) for r, m in rows}
 
@@ -407,7 +423,7 @@ class World:
         path = self.state / "ledger.sqlite3"
         if not path.exists():
             return set(), set()
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        with ledger_copy(path) as db:
             rows = list(
                 db.execute(
                     """SELECT d.recipient, d.message_id, s.uid FROM deliveries d JOIN told t ON t.message = d.message
@@ -420,14 +436,14 @@ class World:
         path = self.state / "ledger.sqlite3"
         if not path.exists():
             return set()
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        with ledger_copy(path) as db:
             return {r.lower() for (r,) in db.execute("SELECT recipient FROM suppressed")}
 
     def ledger_size(self) -> tuple[int, ...]:
         path = self.state / "ledger.sqlite3"
         if not path.exists():
             return (0,)
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        with ledger_copy(path) as db:
             return tuple(
                 db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
                 for table in ("deliveries", "messages", "seminars", "revisions", "suppressed")
