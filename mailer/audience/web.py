@@ -129,6 +129,10 @@ def build_app(service: Service) -> Starlette:
 
         return await asyncio.to_thread(run)
 
+    def refused(why: str, expired: str, forged: str) -> HTMLResponse:
+        """A link's token that is not (or no longer) good: 410 when it expired, else 400."""
+        return bad_link(expired if why == "expired" else forged, 410 if why == "expired" else 400)
+
     def bad_link(what: str, status: int = 400) -> HTMLResponse:
         return _page(
             series,
@@ -231,11 +235,10 @@ def build_app(service: Service) -> Starlette:
             token = str((await request.form(max_files=0, max_fields=8)).get("t", ""))
         nonce, why = check_confirm(service.token_key, series.list_name, token, now=service.clock())
         if nonce is None:
-            return bad_link(
-                "This confirmation link has expired: subscribe again for a new one."
-                if why == "expired"
-                else "This confirmation link is not valid (it may have been shortened or altered).",
-                410 if why == "expired" else 400,
+            return refused(
+                why,
+                "This confirmation link has expired: subscribe again for a new one.",
+                "This confirmation link is not valid (it may have been shortened or altered).",
             )
         if request.method == "GET":
             return _page(
@@ -292,11 +295,10 @@ def build_app(service: Service) -> Starlette:
         token = request.query_params.get("t", "") if request.method == "GET" else str(form.get("t", ""))
         found, why = check_speaker(service.token_key, series.list_name, token, now=service.clock())
         if found is None:
-            return bad_link(
-                "This link has expired: ask the organisers for a new one."
-                if why == "expired"
-                else "This link is not valid (it may have been shortened or altered).",
-                410 if why == "expired" else 400,
+            return refused(
+                why,
+                "This link has expired: ask the organisers for a new one.",
+                "This link is not valid (it may have been shortened or altered).",
             )
         date, who = found
         seminar = seminar_on(await asyncio.to_thread(load_schedule, service.schedule_path), date)

@@ -400,11 +400,20 @@ def render_change(
         "seminar": _safe_seminar(seminar, all_fields=True),
         "changes": safe,
     }
+    return _notice(templates, (CHANGE_SUBJECT, CHANGE_TEXT, CHANGE_MJML), plain_context, context)
+
+
+def _notice(
+    templates: Path | None, names: tuple[str, str, str], plain_context: dict[str, Any], context: dict[str, Any]
+) -> Rendered:
+    """A message about one seminar (a change, a cancellation, a follow-up) from its subject, text and MJML
+    templates (``names``): the plain context for the subject and the HTML, the link-safe one for the text."""
+    subject_name, text_name, mjml_name = names
     text_env = make_environment(templates, html=False)
-    subject = _subject(text_env, CHANGE_SUBJECT, plain_context)
-    text = _render(text_env, CHANGE_TEXT, context)
+    subject = _subject(text_env, subject_name, plain_context)
+    text = _render(text_env, text_name, context)
     footer = _render(text_env, FOOTER, context)
-    html = _html(templates, CHANGE_MJML, {**plain_context, "subject": subject})
+    html = _html(templates, mjml_name, {**plain_context, "subject": subject})
     return Rendered(subject=subject, text=text, email_text=text + footer, html=html, page="", page_name="")
 
 
@@ -429,12 +438,7 @@ def render_followup(schedule: Schedule, seminar: Seminar, *, templates: Path | N
         "series": _safe_series(schedule.series),
         "seminar": _safe_seminar(seminar, all_fields=True),
     }
-    text_env = make_environment(templates, html=False)
-    subject = _subject(text_env, FOLLOWUP_SUBJECT, plain_context)
-    text = _render(text_env, FOLLOWUP_TEXT, context)
-    footer = _render(text_env, FOOTER, context)
-    html = _html(templates, FOLLOWUP_MJML, {**plain_context, "subject": subject})
-    return Rendered(subject=subject, text=text, email_text=text + footer, html=html, page="", page_name="")
+    return _notice(templates, (FOLLOWUP_SUBJECT, FOLLOWUP_TEXT, FOLLOWUP_MJML), plain_context, context)
 
 
 def render_every_week(schedule: Schedule, *, templates: Path | None) -> int:

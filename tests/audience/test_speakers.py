@@ -9,26 +9,18 @@ import email
 import email.policy
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from mailer.core.tokens import speaker_token
 from tests.audience.test_subscribe_browser import Browser
+from tests.audience.test_web import smtp
 from tests.cdp import NEEDS_CHROMIUM
 from tests.conftest import ARTEFACTS, run_cli
-from tests.smtp_server import Server, start_server
+from tests.smtp_server import Server
 from tests.web_service import TOKEN_KEY, start_service
 
+__all__ = ["smtp"]  # (the aiosmtpd fixture)
 COMMENTED = "  - date: 2024-01-18   # our first speaker: keep this comment\n"
-
-
-@pytest.fixture
-def smtp(tmp_path: Path) -> Iterator[Server]:
-    server = start_server(tmp_path)
-    yield server
-    server.controller.stop()
 
 
 def the_link(smtp: Server) -> str:

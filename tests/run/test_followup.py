@@ -8,11 +8,10 @@ passed in with --now, the dates in 2030; every message is parsed back.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
+from tests.conftest import run_cli
 from tests.smtp_server import Server
 from tests.test_lifecycle import bodies, make_list, new_since, parse, send, server, write
 
@@ -72,24 +71,8 @@ def test_the_followup_goes_once_after_the_talk_to_those_told_and_still_subscribe
     for moment in ("2030-01-17T16:20", "2030-01-18T09:00"):
         assert send(tmp_path, server, moment).returncode == 0
     assert new_since(server, before) == []
-    status = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mailer",
-            "status",
-            "--schedule",
-            tmp_path / "seminars.yaml",
-            "--state",
-            tmp_path / "state",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert status.returncode == 0 and re.search(r"Follow-up +sent to 3 of 3, .*: Slides and video:", status.stdout), (
-        status.stdout
-    )
+    status = run_cli("status", "--schedule", str(tmp_path / "seminars.yaml"), "--state", str(tmp_path / "state"))
+    assert status.code == 0 and re.search(r"Follow-up +sent to 3 of 3, .*: Slides and video:", status.out), status.out
 
 
 def test_no_followup_without_the_key_without_links_or_after_two_weeks(tmp_path: Path, server: Server) -> None:
