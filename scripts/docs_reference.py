@@ -35,6 +35,8 @@ def _value(key: Key) -> str:
             return "an `http` or `https` URL, at most 500 characters once encoded"
         case "address":
             return "an address, `Name <name@example.org>` or bare; ASCII before the `@`"
+        case "addresses":
+            return "an address, or a list of them (`[a@example.org, b@example.org]`)"
         case "zone":
             return "an IANA time zone, e.g. `Europe/Stockholm`"
         case "clock":

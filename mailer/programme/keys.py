@@ -16,7 +16,8 @@ APPROVALS = ("none", "required")  # series ``approval:``
 class Key:
     """One key of seminars.yaml: what the validator reads it as; programme/schema.py builds the JSON Schema from it."""
 
-    kind: str  # text, markdown, url, address, zone, clock, date, number, list, cancelled, boolean, site, approval
+    kind: str  # text, markdown, url, address, zone, clock, date, number, list, cancelled, boolean, site, approval,
+    # addresses
     doc: str
     required: bool = False
     low: int = 0  # bounds of a number
@@ -50,6 +51,11 @@ SERIES_KEYS: dict[str, Key] = {
         "approval",
         "required: nothing about a week's seminars is mailed until an organiser runs `seminar-mailer approve` "
         "for that week as the file is then (default: none).",
+    ),
+    "organisers": Key(
+        "addresses",
+        "Who to remind, 24 hours before a week's announcement, of what its seminars still lack (title, abstract, "
+        "speaker, room: absent or TBA): an address or a list of them.",
     ),
     "followup": Key(
         "boolean",

@@ -77,6 +77,7 @@ class Series:
     noindex: bool = False  # True: the published pages ask search engines not to index them
     followup: bool = False  # True: the slides, video and paper are mailed once after the talk, to those told of it
     approval: bool = False  # ``approval: required``: a week is mailed about only as an organiser approved it
+    organisers: tuple[Address, ...] = ()  # reminded of what a week's seminars lack, 24 h before its announcement
 
     @property
     def unsubscribe_address(self) -> Address:

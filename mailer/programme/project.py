@@ -96,6 +96,7 @@ series:
   # zoom_public: false             # keep the join link off the published website (the mails keep it)
   # approval: required            # nothing is mailed about a week before `seminar-mailer approve` for it
   # followup: true                 # mail the slides and video once after the talk, to those told of it
+  # organisers: [you@example.org]  # 24 h before each announcement: what its seminars still lack (TBA)
 
 seminars:
   - date: {date}                   # YYYY-MM-DD; announced from Monday 08:00 of its week

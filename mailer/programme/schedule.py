@@ -263,6 +263,7 @@ def _series(r: _Reader, node: Node) -> Series | None:
         noindex=_flag(r, v("noindex"), "noindex", "ask search engines not to index the pages", False),
         followup=_flag(r, v("followup"), "followup", "mail the slides and video after the talk", False),
         approval=_approval(r, v("approval")),
+        organisers=_organisers(r, v("organisers")),
     )
     optional = {
         "zoom",
@@ -277,6 +278,7 @@ def _series(r: _Reader, node: Node) -> Series | None:
     if (
         False in (fields["reminder"], fields["announce"])
         or "bad" in (fields["zoom_public"], fields["noindex"], fields["followup"], fields["approval"])
+        or fields["organisers"] is None
         or any(val is None for key, val in fields.items() if key not in optional)
     ):
         return None
@@ -296,6 +298,18 @@ def _site(r: _Reader, node: Node | None) -> str | None:
         "or jekyll (Markdown pages with front matter, for a site Jekyll builds)",
     )
     return None
+
+
+def _organisers(r: _Reader, node: Node | None) -> tuple[Address, ...] | None:
+    """One address or a list of them; () when absent; None after a problem."""
+    if node is None:
+        return ()
+    items = node.items if isinstance(node, Sequence) else [node]
+    if not items:
+        r.add(node, "'organisers' is an empty list; wanted an address, or a list of them")
+        return None
+    found = [r.address(item, "organisers") for item in items]
+    return None if None in found else tuple(a for a in found if a is not None)
 
 
 def _approval(r: _Reader, node: Node | None) -> bool | str:

@@ -48,6 +48,9 @@ def _fragment(key: Key) -> dict[str, Any]:
             }
         case "address":
             fragment = {"type": "string", "pattern": rf"^\s*(?:[^<>{_CONTROL}]*<{_MAILBOX}>|{_MAILBOX})\s*$"}
+        case "addresses":
+            one = {"type": "string", "pattern": rf"^\s*(?:[^<>{_CONTROL}]*<{_MAILBOX}>|{_MAILBOX})\s*$"}
+            fragment = {"anyOf": [one, {"type": "array", "items": one, "minItems": 1}]}
         case "zone":
             fragment = {"type": "string", "enum": sorted(zoneinfo.available_timezones())}
         case "clock":

@@ -380,6 +380,9 @@ class Ledger:
         )
         return {r for (r,) in rows}
 
+    def has_message(self, key: str) -> bool:
+        return self._db.execute("SELECT 1 FROM messages WHERE key = ?", (key,)).fetchone() is not None
+
     def accepted(self, message: str) -> bool:
         """Whether the server took ``message`` for anyone yet."""
         row = self._db.execute("SELECT 1 FROM deliveries WHERE message = ? AND state = 'sent' LIMIT 1", (message,))

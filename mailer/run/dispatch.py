@@ -14,7 +14,7 @@ import datetime as dt
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import aiosmtplib
@@ -37,6 +37,7 @@ from mailer.record.rows import Remembered, Suppression, parse_time, utc_text
 from mailer.record.state import LEDGER_FILE, check_state
 from mailer.record.subscribers import StillWanted, Subscribers
 from mailer.run.due_recipients import Audiences, RunRoster, memory_of, roster_of
+from mailer.run.organisers import remind_organisers
 from mailer.run.plan import (
     ANNOUNCEMENT,
     FOLLOWUP,
@@ -188,7 +189,9 @@ def run(
             raise ConfigError(f"--state {request.state} is a file; wanted the state folder (ledger, lock, token key)")
         ledger = read_ledger(request.state, series.list_name)
         planned = prepare(request, schedule, ledger)
-        return _count_only(request, schedule, planned, ledger, warn, warnings, settings)
+        notes = [remind_organisers(schedule, ledger, settings, request.moment(schedule)[0], dry_run=True)]
+        return _count_only(request, schedule, replace(planned, notes=(*planned.notes, *filter(None, notes))), ledger,
+                           warn, warnings, settings)  # fmt: skip
     assert settings is not None
     verp_envelopes(request.env)  # (bounces) MAILER_VERP checked before anything is sent
     from mailer.record.state import run_lock
@@ -205,6 +208,8 @@ def run(
         )
         try:
             planned = prepare(request, schedule, ledger)
+            notes = [remind_organisers(schedule, ledger, settings, ledger.clock(), dry_run=False)]
+            planned = replace(planned, notes=(*planned.notes, *filter(None, notes)))
             return _send(request, schedule, planned, ledger, settings, confirm, progress, warn, warnings)
         finally:
             ledger.close()
