@@ -92,3 +92,25 @@ def test_a_list_is_read_as_a_stream(tmp_path: Path) -> None:
     first = next(entries)  # the generator yields before reading the rest
     assert first.recipient is not None and first.recipient.addr == "user0@example.org"
     assert sum(1 for _ in entries) == 49_999
+
+
+def test_each_problem_names_its_exact_place(tmp_path: Path) -> None:
+    """Every position in a message is the one to go to (mutation testing found these unchecked): the two list
+    files by name, the column of a byte that is not UTF-8, and column 1 of a CSV row that lacks its address or
+    holds a whole mailbox in the email column."""
+    import re
+
+    (tmp_path / "lm.txt").write_text("")
+    (tmp_path / "lm.csv").write_text("email\n")
+    both = f"{re.escape(str(tmp_path / 'lm.txt'))} and {re.escape(str(tmp_path / 'lm.csv'))} both exist"
+    with pytest.raises(ConfigError, match=both):
+        list_file(tmp_path, "lm")
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes(b"ada@example.org\nbj\xf6rn@example.org\n")
+    with pytest.raises(ConfigError, match=re.escape(f"{latin}:2:3: the file is not valid UTF-8")):
+        list(read_entries(latin))
+    odd = tmp_path / "odd.csv"
+    odd.write_text("name,email\nAda\nGrace,Grace Hopper <grace@example.org>\n")
+    entries = list(read_entries(odd))
+    assert str(entries[0].problem) == f"{odd}:2:1: missing the email column"
+    assert str(entries[1].problem).startswith(f"{odd}:3:1: 'Grace Hopper <grace@example.org>': wanted a bare address")
