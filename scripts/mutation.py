@@ -47,6 +47,7 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
     "ledger": (
         ["mailer/record/ledger.py", "mailer/record/state.py", "mailer/record/rows.py"],
         [
+            "tests/record/test_ledger.py",
             "tests/test_seams.py",
             "tests/test_lifecycle.py",
             "tests/deliver/test_send.py",

@@ -1,0 +1,45 @@
+"""The ledger on its own: what its file must be before it is trusted, and the schema it writes (mutation testing
+found both unguarded where the commands' own checks come first)."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from mailer.core.errors import ConfigError
+from mailer.record.ledger import Ledger
+from mailer.record.rows import Remembered
+from mailer.record.state import run_lock
+
+
+def test_the_ledger_itself_refuses_an_emptied_file(tmp_path: Path) -> None:
+    """Whoever opens it (not only send, whose state check runs first): a 0-byte ledger is an error naming the
+    file, never a fresh start that would announce everything again."""
+    state = tmp_path / "state"
+    with run_lock(state, "lm"):  # a send ran here: its lock file saw the ledger
+        Ledger(state, "lm").close()
+    (state / "ledger.sqlite3").write_bytes(b"")
+    with pytest.raises(ConfigError, match="ledger.sqlite3"):
+        Ledger(state, "lm")
+
+
+def test_a_ledger_is_written_as_schema_2_and_read_back_as_it_is(tmp_path: Path) -> None:
+    """The on-disk contract: schema 2 (PRAGMA user_version); a ledger of schema 2 opens as it is, its records kept
+    (another number would take it for an older format and migrate it)."""
+    state = tmp_path / "state"
+    now = dt.datetime(2030, 1, 14, 7, tzinfo=dt.UTC)
+    ledger = Ledger(state, "lm")
+    seminar = Remembered("k", "k@ri.se", None, "k", 0, {"date": "2030-01-17"}, "2030-01-14T07:00:00.000000Z")
+    ledger.remember([seminar], list_name="lm", now=now)
+    ledger.close()
+    with contextlib.closing(sqlite3.connect(state / "ledger.sqlite3")) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    again = Ledger(state, "lm")
+    try:
+        assert [r.key for r in again.remembered("lm")] == ["k"]
+    finally:
+        again.close()
