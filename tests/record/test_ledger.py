@@ -23,7 +23,7 @@ def test_the_ledger_itself_refuses_an_emptied_file(tmp_path: Path) -> None:
     with run_lock(state, "lm"):  # a send ran here: its lock file saw the ledger
         Ledger(state, "lm").close()
     (state / "ledger.sqlite3").write_bytes(b"")
-    with pytest.raises(ConfigError, match="ledger.sqlite3"):
+    with pytest.raises(ConfigError, match=r"ledger\.sqlite3 is empty"):
         Ledger(state, "lm")
 
 
@@ -43,3 +43,23 @@ def test_a_ledger_is_written_as_schema_2_and_read_back_as_it_is(tmp_path: Path) 
         assert [r.key for r in again.remembered("lm")] == ["k"]
     finally:
         again.close()
+
+
+def test_a_ledger_of_this_schema_from_before_its_newer_tables_gains_them(tmp_path: Path) -> None:
+    """Schema 2 ledgers written before the 'seen' and 'approvals' tables existed: opening one adds them, so a send
+    records what it saw and approve records its approval, instead of failing."""
+    state = tmp_path / "state"
+    Ledger(state, "lm").close()
+    with contextlib.closing(sqlite3.connect(state / "ledger.sqlite3")) as db:
+        db.execute("DROP TABLE seen")
+        db.execute("DROP TABLE approvals")
+        db.commit()
+    ledger = Ledger(state, "lm")
+    try:
+        now = dt.datetime(2030, 1, 14, 7, tzinfo=dt.UTC)
+        ledger.see("lm", ["lm-2030-01-17-ada@ri.se"])
+        ledger.approve("lm", "2030-01-14", "f1", by="Ada", now=now)
+        assert ledger.seen("lm") == {"lm-2030-01-17-ada@ri.se"}
+        assert ledger.approvals("lm") == [("2030-01-14", "f1", "Ada", "2030-01-14T07:00:00.000000Z")]
+    finally:
+        ledger.close()
