@@ -7,6 +7,7 @@ misbehave (tests/smtp_server.py); dates lie in 2030 and the clock is passed in w
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import os
@@ -151,6 +152,9 @@ def test_a_version_1_ledger_and_suppressed_txt_are_migrated_without_resending(tm
     assert [r.rcpt for r in server.recorder.received] == ["user3@example.org"]
     assert "user4@example.org: 550 5.1.1 no such user" in status(tmp_path)
     assert (state / "suppressed.txt.imported").exists() and not (state / "suppressed.txt").exists()
+    with contextlib.closing(sqlite3.connect(state / "ledger.sqlite3")) as db:  # the old table is gone, not kept
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "deliveries_v1" not in tables and {"deliveries", "messages", "told"} <= tables
     # And the migrated seminar is followed like any other: a change reaches all four who were told.
     write(tmp_path, first_extra='    time: "16:00"\n')
     before = len(server.recorder.received)
