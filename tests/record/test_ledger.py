@@ -63,3 +63,12 @@ def test_a_ledger_of_this_schema_from_before_its_newer_tables_gains_them(tmp_pat
         assert ledger.approvals("lm") == [("2030-01-14", "f1", "Ada", "2030-01-14T07:00:00.000000Z")]
     finally:
         ledger.close()
+
+
+def test_opening_a_ledger_makes_its_state_folder_private(tmp_path: Path) -> None:
+    """Whoever opens it first (send holds its lock, which makes the folder; approve or unsuppress may come first):
+    the folder is created 0700 and the ledger file 0600."""
+    state = tmp_path / "new" / "state"
+    Ledger(state, "lm").close()
+    assert state.stat().st_mode & 0o777 == 0o700
+    assert (state / "ledger.sqlite3").stat().st_mode & 0o777 == 0o600
