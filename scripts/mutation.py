@@ -294,8 +294,8 @@ def main() -> int:
             print("\n".join(m.where for m in todo))
             continue
         for m in todo:
-            if m.where in known:
-                m.outcome, m.killer = "equivalent", known[m.where]
+            if m.where.strip() in known:  # (a statement cut at 60 characters may end in a space)
+                m.outcome, m.killer = "equivalent", known[m.where.strip()]
         files, _ = MODULES[module]
         baseline = [Mutant(module, f, 0, "baseline: the source as unparsed, unchanged", -1) for f in files]
         for m in _worker((baseline, args.timeout, str(OUT))):

@@ -72,3 +72,16 @@ def test_opening_a_ledger_makes_its_state_folder_private(tmp_path: Path) -> None
     Ledger(state, "lm").close()
     assert state.stat().st_mode & 0o777 == 0o700
     assert (state / "ledger.sqlite3").stat().st_mode & 0o777 == 0o600
+
+
+def test_after_the_first_send_a_deleted_ledger_is_an_error(tmp_path: Path) -> None:
+    """The first send takes its lock before any ledger exists; the ledger, once made, marks the lock file, so a
+    ledger deleted after that very first send is an error, not a fresh start."""
+    from mailer.record.state import check_state
+
+    state = tmp_path / "state"
+    with run_lock(state, "lm"):
+        Ledger(state, "lm").close()
+    (state / "ledger.sqlite3").unlink()
+    with pytest.raises(ConfigError, match=r"a send ran here\) but no ledger\.sqlite3"):
+        check_state(state, "lm")
