@@ -150,7 +150,9 @@ def test_a_version_1_ledger_and_suppressed_txt_are_migrated_without_resending(tm
     result = send(tmp_path, server, MONDAY)
     assert result.returncode == 0, result.stdout + result.stderr
     assert [r.rcpt for r in server.recorder.received] == ["user3@example.org"]
-    assert "user4@example.org: 550 5.1.1 no such user" in status(tmp_path)
+    shown = status(tmp_path)
+    assert "user4@example.org: 550 5.1.1 no such user" in shown
+    assert "Announcement  sent to 4 of 4, 2030-01-14 08:00 to 2030-01-14 08:00: (migrated)" in shown, shown
     assert (state / "suppressed.txt.imported").exists() and not (state / "suppressed.txt").exists()
     with contextlib.closing(sqlite3.connect(state / "ledger.sqlite3")) as db:  # the old table is gone, not kept
         tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}

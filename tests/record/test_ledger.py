@@ -85,3 +85,15 @@ def test_after_the_first_send_a_deleted_ledger_is_an_error(tmp_path: Path) -> No
     (state / "ledger.sqlite3").unlink()
     with pytest.raises(ConfigError, match=r"a send ran here\) but no ledger\.sqlite3"):
         check_state(state, "lm")
+
+
+def test_rename_list_carries_what_the_file_showed_under_the_new_name(tmp_path: Path) -> None:
+    """The identities the file held at the last send move with the list, renamed (list-date-speaker@domain), so
+    the next send under the new name does not take the seminars for new ones."""
+    ledger = Ledger(tmp_path / "state", "old")
+    try:
+        ledger.see("old", ["old-2030-01-17-ada@ri.se", "pinned-id"])
+        ledger.rename_list("old", "new")
+        assert ledger.seen("new") == {"new-2030-01-17-ada@ri.se", "pinned-id"} and ledger.seen("old") == frozenset()
+    finally:
+        ledger.close()
