@@ -89,11 +89,13 @@ def test_after_the_first_send_a_deleted_ledger_is_an_error(tmp_path: Path) -> No
 
 def test_rename_list_carries_what_the_file_showed_under_the_new_name(tmp_path: Path) -> None:
     """The identities the file held at the last send move with the list, renamed (list-date-speaker@domain), so
-    the next send under the new name does not take the seminars for new ones."""
+    the next send under the new name does not take the seminars for new ones; and so do its approvals."""
     ledger = Ledger(tmp_path / "state", "old")
     try:
         ledger.see("old", ["old-2030-01-17-ada@ri.se", "pinned-id"])
+        ledger.approve("old", "2030-01-14", "f1", by="Ada", now=dt.datetime(2030, 1, 13, tzinfo=dt.UTC))
         ledger.rename_list("old", "new")
         assert ledger.seen("new") == {"new-2030-01-17-ada@ri.se", "pinned-id"} and ledger.seen("old") == frozenset()
+        assert [w for w, _, _, _ in ledger.approvals("new")] == ["2030-01-14"]  # an approval survives it too
     finally:
         ledger.close()
