@@ -99,3 +99,19 @@ def test_rename_list_carries_what_the_file_showed_under_the_new_name(tmp_path: P
         assert [w for w, _, _, _ in ledger.approvals("new")] == ["2030-01-14"]  # an approval survives it too
     finally:
         ledger.close()
+
+
+def test_what_the_ledger_answers_about_messages_and_suppressions(tmp_path: Path) -> None:
+    """A message is known once opened (the organisers' reminder relies on it: once a week); unsuppress says
+    whether there was anything to lift."""
+    now = dt.datetime(2030, 1, 14, 7, tzinfo=dt.UTC)
+    ledger = Ledger(tmp_path / "state", "lm")
+    try:
+        assert not ledger.has_message("organisers:2030-01-14")
+        ledger.open_message("organisers:2030-01-14", list_name="lm", kind="organisers", subject="s", told=[], now=now)
+        assert ledger.has_message("organisers:2030-01-14") and not ledger.has_message("organisers:2030-01-21")
+        ledger.suppress([("b@example.org", "b@example.org", "550 no such user", "k")], now=now)
+        assert ledger.unsuppress("b@example.org") is True
+        assert ledger.unsuppress("b@example.org") is False and ledger.unsuppress("nobody@example.org") is False
+    finally:
+        ledger.close()
