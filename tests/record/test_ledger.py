@@ -115,3 +115,20 @@ def test_what_the_ledger_answers_about_messages_and_suppressions(tmp_path: Path)
         assert ledger.unsuppress("b@example.org") is False and ledger.unsuppress("nobody@example.org") is False
     finally:
         ledger.close()
+
+
+def test_closing_the_ledger_commits_what_is_buffered(tmp_path: Path) -> None:
+    """A result marked and not yet flushed (the sender flushes once per event-loop tick) is committed by close:
+    the last replies of a run are never lost, so nobody gets that message again."""
+    from mailer.record.rows import Mark
+
+    now = dt.datetime(2030, 1, 14, 7, tzinfo=dt.UTC)
+    ledger = Ledger(tmp_path / "state", "lm")
+    ledger.open_message("m1", list_name="lm", kind="announcement", subject="s", told=[], now=now)
+    ledger.mark(Mark("m1", "ada@example.org", "sent", 1, "<id@ri.se>", "250 ok"))
+    ledger.close()
+    again = Ledger(tmp_path / "state", "lm")
+    try:
+        assert again.done("m1") == {"ada@example.org"}
+    finally:
+        again.close()
