@@ -132,3 +132,28 @@ def test_closing_the_ledger_commits_what_is_buffered(tmp_path: Path) -> None:
         assert again.done("m1") == {"ada@example.org"}
     finally:
         again.close()
+
+
+def test_a_version_1_ledger_is_remembered_seminar_by_seminar(tmp_path: Path) -> None:
+    """Version 1 kept deliveries by announcement (the week's UIDs joined by '+'): each UID becomes a remembered
+    seminar at revision 0, whose fields the next send adopts from the programme (never resent)."""
+    state = tmp_path / "state"
+    state.mkdir()
+    with contextlib.closing(sqlite3.connect(state / "ledger.sqlite3")) as db:
+        db.execute(
+            """CREATE TABLE deliveries (announcement TEXT NOT NULL, recipient TEXT NOT NULL, state TEXT NOT NULL,
+               attempts INTEGER NOT NULL, message_id TEXT NOT NULL, detail TEXT NOT NULL, at TEXT NOT NULL,
+               PRIMARY KEY (announcement, recipient)) WITHOUT ROWID"""
+        )
+        db.execute("INSERT INTO deliveries VALUES ('lm-a@ri.se+lm-b@ri.se', 'ada@example.org', 'sent', 1, '<x>', "
+                   "'250 ok', '2030-01-14T07:00:00+00:00')")  # fmt: skip
+        db.commit()
+    ledger = Ledger(state, "lm")
+    try:
+        assert [(r.key, r.revision, r.fields) for r in ledger.remembered("lm")] == [
+            ("lm-a@ri.se", 0, None),
+            ("lm-b@ri.se", 0, None),
+        ]
+        assert ledger.done("lm-a@ri.se+lm-b@ri.se") == {"ada@example.org"}
+    finally:
+        ledger.close()
