@@ -289,3 +289,30 @@ def test_a_seminar_migrated_from_version_1_is_matched_by_the_date_its_identity_h
     migrated = Remembered(key, key, None, key, 0, None, "2030-01-14T07:00:05.000000Z")
     p = plan(schedule(tmp_path), Memory((migrated,), {key: frozenset({0})}), now=MONDAY, today=MONDAY.date())
     assert p.identities[0].remembered == migrated and p.identities[0].uid == key
+
+
+def test_the_announce_time_holds_the_week_back_and_says_so_only_when_there_is_a_week(tmp_path: Path) -> None:
+    """Before the series' announce time nothing is due and the note says when it goes; a week without seminars has
+    no such note; an explicit --date (explicit=True) is not held. (Mutation testing found the default and the note
+    unchecked.)"""
+    s = schedule(tmp_path, series_extra='  announce: "Monday 08:00"\n')
+    early = MONDAY - dt.timedelta(hours=1)
+    held = plan(s, Memory(), now=early, today=early.date())
+    assert kinds(held) == [] and held.notes == (
+        "this week's announcement goes out from Monday 08:00 (series 'announce'), not before",
+    )
+    assert kinds(plan(s, Memory(), now=early, today=early.date(), explicit=True)) == [ANNOUNCEMENT]
+    empty_week = early + dt.timedelta(days=14)
+    assert plan(s, Memory(), now=empty_week, today=empty_week.date()).notes == ()
+
+
+def test_approval_holds_every_message_of_a_week_until_it_is_approved_as_it_is(tmp_path: Path) -> None:
+    from mailer.programme.revisions import week_fingerprint
+
+    s = schedule(tmp_path, series_extra="  approval: required\n")
+    waiting = plan(s, Memory(), now=MONDAY, today=MONDAY.date())
+    assert kinds(waiting) == [] and any("the week of 2030-01-14 waits for approval" in n for n in waiting.notes)
+    approved = Memory(approved=frozenset({("2030-01-14", week_fingerprint(s.seminars))}))
+    assert kinds(plan(s, approved, now=MONDAY, today=MONDAY.date())) == [ANNOUNCEMENT]
+    edited = schedule(tmp_path, THURSDAY.replace("Fine-Grained", "Coarse"), series_extra="  approval: required\n")
+    assert kinds(plan(edited, approved, now=MONDAY, today=MONDAY.date())) == []  # approved as it was, not as it is
