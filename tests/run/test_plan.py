@@ -316,3 +316,23 @@ def test_approval_holds_every_message_of_a_week_until_it_is_approved_as_it_is(tm
     assert kinds(plan(s, approved, now=MONDAY, today=MONDAY.date())) == [ANNOUNCEMENT]
     edited = schedule(tmp_path, THURSDAY.replace("Fine-Grained", "Coarse"), series_extra="  approval: required\n")
     assert kinds(plan(edited, approved, now=MONDAY, today=MONDAY.date())) == []  # approved as it was, not as it is
+
+
+def test_a_move_with_the_speakers_name_respelled_is_still_that_seminar(tmp_path: Path) -> None:
+    """Another date and "Serge Belongi" for "Serge Belongie", the same title: one change (date), not a removal
+    and a new seminar."""
+    s0 = schedule(tmp_path)
+    moved = schedule(tmp_path, THURSDAY.replace("2030-01-17", "2030-01-23").replace("Belongie", "Belongi"))
+    p = plan(moved, announced(s0), now=MONDAY + dt.timedelta(hours=2), today=MONDAY.date())
+    assert kinds(p) == [CHANGE] and [c.label for c in p.dues[0].changes] == ["Date", "Speaker"]
+
+
+def test_the_followup_window_is_fourteen_days_after_the_end(tmp_path: Path) -> None:
+    from mailer.run.plan import FOLLOWUP
+
+    linked = THURSDAY + "    slides: https://ri.se/s.pdf\n"
+    s = schedule(tmp_path, linked, series_extra="  followup: true\n")
+    memory = announced(s)
+    end = s.seminars[0].end
+    assert kinds(plan(s, memory, now=end + dt.timedelta(days=14, minutes=-1), today=end.date())) == [FOLLOWUP]
+    assert kinds(plan(s, memory, now=end + dt.timedelta(days=14), today=end.date())) == []
