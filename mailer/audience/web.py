@@ -38,6 +38,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from mailer.core.address import Address, format_address, header_text, parse_address
+from mailer.core.errors import MailerError
 from mailer.core.tokens import CONFIRM_LIFETIME, check_confirm, check_unsubscribe, confirm_token
 from mailer.deliver.config import SmtpSettings
 from mailer.deliver.smtp import send_one
@@ -301,7 +302,11 @@ def build_app(service: Service) -> Starlette:
                 "This link is not valid (it may have been shortened or altered).",
             )
         date, who = found
-        seminar = seminar_on(await asyncio.to_thread(load_schedule, service.schedule_path), date)
+        try:
+            seminar = seminar_on(await asyncio.to_thread(load_schedule, service.schedule_path), date)
+        except MailerError as err:  # the organiser is editing it: say so, keep the details for the log
+            log.warning("speaker form: the programme cannot be read: %s", err)
+            return _page(series, "Please try again later", "<p>The programme is being edited.</p>", 503)
         if seminar is None:
             return bad_link("The seminar of this link is no longer in the programme: ask the organisers.", 410)
         if request.method == "GET":

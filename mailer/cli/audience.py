@@ -128,8 +128,11 @@ def invite_speaker_command(args: argparse.Namespace) -> int:
     import asyncio
     import datetime as dt
 
+    import aiosmtplib
+
     from mailer.audience.speakers import invitation
     from mailer.core.address import parse_address
+    from mailer.core.errors import DeliveryError
     from mailer.deliver.config import smtp_settings, token_key
     from mailer.deliver.smtp import send_one
     from mailer.programme.schedule import load_schedule
@@ -145,7 +148,12 @@ def invite_speaker_command(args: argparse.Namespace) -> int:
     settings = smtp_settings(env, state=args.state)
     schedule = load_schedule(args.schedule)
     mail = invitation(schedule, day, speaker, key=token_key(args.state, env), now=dt.datetime.now(dt.UTC))
-    asyncio.run(send_one(settings, settings.envelope_from or schedule.series.sender.ascii_addr, speaker, mail.message))
+    try:
+        asyncio.run(
+            send_one(settings, settings.envelope_from or schedule.series.sender.ascii_addr, speaker, mail.message)
+        )
+    except (OSError, aiosmtplib.SMTPException) as err:
+        raise DeliveryError(f"the link to {speaker.addr} was not sent: {err}") from err
     print(printable(f"Sent {speaker.addr} the link to the form for {mail.seminar.date} ({mail.seminar.speaker})."))
     print("What they send waits for you: seminar-mailer proposals")
     return EXIT_OK

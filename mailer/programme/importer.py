@@ -68,6 +68,11 @@ class Archive:
     problems: list[Problem] = field(default_factory=list)
 
 
+def _day(text: str) -> dt.date:
+    """A page's date; one that does not exist (2024-02-30) raises ValueError, reported at its line."""
+    return dt.date.fromisoformat(text)
+
+
 def _unescape(text: str) -> str:
     """What the page's Markdown made of the YAML's text, undone (render.py's neutralise_html)."""
     return text.replace("&#123;", "{").replace("&lt;", "<")
@@ -105,84 +110,91 @@ def read_page(path: Path, archive: Archive) -> None:
     section = "body"
     for n in range(start, len(lines)):
         line = lines[n]
-        if m := _WELCOME.match(line):
-            archive.name = archive.name or _unescape(m[1])
-        elif m := _CANCELLED_ONLY.match(line):
-            archive.name = archive.name or _unescape(m[1])
-            name, affiliation = _speaker(_unescape(m[5]))
-            talk = Talk(dt.date.fromisoformat(m[2]), m[3], m[4], name, affiliation, m[6], full=True, source=str(path))
-            talk.cancelled = _unescape(m[7]).rstrip(".") if m[7] else ""
-            archive.talks[talk.date] = talk
-        elif m := _LABEL.match(line):
-            label, value = m[1], _unescape(m[2])
-            # A seminar's block opens with its title, or with its speaker when it has no title.
-            if current is None or label in ("Title", "Cancelled") or (label == "Speaker" and current.named):
+        try:
+            if m := _WELCOME.match(line):
+                archive.name = archive.name or _unescape(m[1])
+            elif m := _CANCELLED_ONLY.match(line):
+                archive.name = archive.name or _unescape(m[1])
+                name, affiliation = _speaker(_unescape(m[5]))
+                talk = Talk(_day(m[2]), m[3], m[4], name, affiliation, m[6], full=True, source=str(path))
+                talk.cancelled = _unescape(m[7]).rstrip(".") if m[7] else ""
+                archive.talks[talk.date] = talk
+            elif m := _LABEL.match(line):
+                label, value = m[1], _unescape(m[2])
+                # A seminar's block opens with its title, or with its speaker when it has no title.
+                if current is None or label in ("Title", "Cancelled") or (label == "Speaker" and current.named):
+                    finish()
+                    current = Talk(dt.date.min, full=True, source=str(path))
+                current.named = current.named or label == "Speaker"
+                field_name = None
+                if label == "Title":
+                    current.title = value
+                elif label == "Speaker":
+                    current.speaker, current.affiliation = _speaker(value)
+                elif label == "Abstract":
+                    current.abstract, field_name = value, "abstract"
+                elif label == "About the speaker":
+                    current.bio, field_name = value, "bio"
+                elif label == "Location":
+                    current.location = value
+                elif label == "Zoom link":
+                    if not (link := _LINK.match(value)):
+                        problem(n, f"a Zoom link that is not a [link](link): {value!r}")
+                    else:
+                        current.zoom = link[1]
+                elif label == "Cancelled":
+                    d = re.match(r"^(\d{4}-\d\d-\d\d) (\d\d:\d\d) (\S+) (.+?)(?:: (.*))?$", value)
+                    if not d:
+                        problem(
+                            n, f"cannot read the cancelled seminar {value!r}; wanted DATE TIME ZONE SPEAKER[: reason]"
+                        )
+                        current = None
+                        continue
+                    current.date, current.time, current.label = _day(d[1]), d[2], d[3]
+                    current.speaker, current.cancelled = d[4], (d[5] or "").rstrip(".")
+                    finish()
+                elif label == "Date":
+                    if not (d := _DATE.match(value)):
+                        problem(n, f"cannot read the date {value!r}; wanted YYYY-MM-DD HH:MM, with its zone or not")
+                    else:
+                        current.date, current.time, current.label = _day(d[1]), d[2], d[3]
+            elif line == "**Upcoming seminars:**":
                 finish()
-                current = Talk(dt.date.min, full=True, source=str(path))
-            current.named = current.named or label == "Speaker"
-            field_name = None
-            if label == "Title":
-                current.title = value
-            elif label == "Speaker":
-                current.speaker, current.affiliation = _speaker(value)
-            elif label == "Abstract":
-                current.abstract, field_name = value, "abstract"
-            elif label == "About the speaker":
-                current.bio, field_name = value, "bio"
-            elif label == "Location":
-                current.location = value
-            elif label == "Zoom link":
-                if not (link := _LINK.match(value)):
-                    problem(n, f"a Zoom link that is not a [link](link): {value!r}")
-                else:
-                    current.zoom = link[1]
-            elif label == "Cancelled":
-                d = re.match(r"^(\d{4}-\d\d-\d\d) (\d\d:\d\d) (\S+) (.+?)(?:: (.*))?$", value)
-                if not d:
-                    problem(n, f"cannot read the cancelled seminar {value!r}; wanted DATE TIME ZONE SPEAKER[: reason]")
-                    current = None
-                    continue
-                current.date, current.time, current.label = dt.date.fromisoformat(d[1]), d[2], d[3]
-                current.speaker, current.cancelled = d[4], (d[5] or "").rstrip(".")
+                section = "upcoming"
+            elif section == "upcoming" and (m := _COMMON.match(line)):
+                archive.common[(m[1], m[2])] += 1
+            elif section == "upcoming" and (m := _UPCOMING.match(line)):
+                listed += 1
+                rest = _unescape(m[4])
+                cancelled = None
+                if c := re.match(r"^(.*) \(cancelled(?:: (.*))?\)$", rest):
+                    rest, cancelled = c[1], c[2] or ""
+                name, affiliation = _speaker(rest)
+                day = _day(m[1])
+                if day not in archive.talks:
+                    archive.talks[day] = Talk(day, m[2], m[3], name, affiliation, cancelled=cancelled, source=str(path))
+            elif m := _INFO.match(line):
                 finish()
-            elif label == "Date":
-                if not (d := _DATE.match(value)):
-                    problem(n, f"cannot read the date {value!r}; wanted YYYY-MM-DD HH:MM, with its zone or not")
+                archive.info_url = archive.info_url or m[1]
+                section = "end"
+            elif line.startswith("-- ") and section == "end":
+                archive.signature = archive.signature or line[3:]
+            elif m := _MATERIAL.match(line):
+                talks = [t for t in archive.talks.values() if t.source == str(path) and t.full]
+                if len(talks) == 1:
+                    talks[0].materials[m[1].lower()] = m[2]
                 else:
-                    current.date, current.time, current.label = dt.date.fromisoformat(d[1]), d[2], d[3]
-        elif line == "**Upcoming seminars:**":
-            finish()
-            section = "upcoming"
-        elif section == "upcoming" and (m := _COMMON.match(line)):
-            archive.common[(m[1], m[2])] += 1
-        elif section == "upcoming" and (m := _UPCOMING.match(line)):
-            listed += 1
-            rest = _unescape(m[4])
-            cancelled = None
-            if c := re.match(r"^(.*) \(cancelled(?:: (.*))?\)$", rest):
-                rest, cancelled = c[1], c[2] or ""
-            name, affiliation = _speaker(rest)
-            day = dt.date.fromisoformat(m[1])
-            if day not in archive.talks:
-                archive.talks[day] = Talk(day, m[2], m[3], name, affiliation, cancelled=cancelled, source=str(path))
-        elif m := _INFO.match(line):
-            finish()
-            archive.info_url = archive.info_url or m[1]
-            section = "end"
-        elif line.startswith("-- ") and section == "end":
-            archive.signature = archive.signature or line[3:]
-        elif m := _MATERIAL.match(line):
-            talks = [t for t in archive.talks.values() if t.source == str(path) and t.full]
-            if len(talks) == 1:
-                talks[0].materials[m[1].lower()] = m[2]
-            else:
-                problem(n, f"a {m[1]} link on a page of {len(talks)} seminars: which one's? Add it to the programme")
-        elif m := _CALENDAR.match(line):
-            archive.calendar_url = archive.calendar_url or m[1]
-        elif field_name is not None and current is not None and section == "body":
-            setattr(current, field_name, getattr(current, field_name) + "\n" + _unescape(line))
-        elif line.strip():
-            problem(n, f"cannot read {line[:60]!r} here; it is left out of the programme")
+                    problem(
+                        n, f"a {m[1]} link on a page of {len(talks)} seminars: which one's? Add it to the programme"
+                    )
+            elif m := _CALENDAR.match(line):
+                archive.calendar_url = archive.calendar_url or m[1]
+            elif field_name is not None and current is not None and section == "body":
+                setattr(current, field_name, getattr(current, field_name) + "\n" + _unescape(line))
+            elif line.strip():
+                problem(n, f"cannot read {line[:60]!r} here; it is left out of the programme")
+        except ValueError as err:  # a date that does not exist (2024-02-30)
+            problem(n, f"cannot read {line[:60]!r}: {err}; it is left out of the programme")
     finish()
     archive.listed.append(listed)
 
@@ -270,7 +282,11 @@ def programme_text(
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "seminar"
     for t in talks:
         if t.time and t.label:
-            start = dt.datetime.combine(t.date, dt.time.fromisoformat(t.time), tzinfo=zone)
+            try:
+                start = dt.datetime.combine(t.date, dt.time.fromisoformat(t.time), tzinfo=zone)
+            except ValueError:
+                archive.problems.append(Problem(t.source, None, None, f"{t.date}: the time {t.time} does not exist"))
+                continue
             if start.tzname() != t.label:
                 said = f"the page says {t.label}: is --timezone right?"
                 message = f"{t.date} {t.time} is {start.tzname()} in {timezone}, {said}"
