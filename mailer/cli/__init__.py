@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mailer.cli.audience import SUBSCRIBER_COMMANDS
-from mailer.cli.context import located, resolve_defaults, series_zone
+from mailer.cli.context import STANDALONE, located, programme_targets, resolve_defaults, series_zone
 from mailer.cli.delivery import (
     approve_command,
     login_command,
@@ -31,6 +31,7 @@ from mailer.cli.programme import (
     schema_command,
     shift_command,
 )
+from mailer.cli.series import every_series
 from mailer.core.crash import write_crash_report
 from mailer.core.errors import EXIT_OK, EXIT_SOFTWARE, EXIT_TEMPFAIL, MailerError
 from mailer.core.terminal import printable
@@ -64,16 +65,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     args.templates_given = getattr(args, "templates", None) is not None or bool(os.environ.get("MAILER_TEMPLATES"))
     try:
-        resolve_defaults(args, Project.discover(Path.cwd()))
+        project = Project.discover(Path.cwd())
+        resolve_defaults(args, project)
+        targets = [args.schedule]
+        if args.command not in STANDALONE and hasattr(args, "schedule"):
+            targets = programme_targets(args, project, given=args.schedule_given)
+            args.schedule = targets[0]
         if args.command == "send":
             from mailer.core.logs import timestamp_unless_terminal
 
             timestamp_unless_terminal(zone=lambda: series_zone(args.schedule))
+        if len(targets) > 1:
+            return every_series(args, targets, _COMMANDS[args.command], report=_report)
         return _COMMANDS[args.command](args)
     except MailerError as err:
-        for line in located(err).lines():
-            print(f"error: {printable(line)}", file=sys.stderr)
-        return err.exit_code
+        return _report(err)
     except BrokenPipeError:  # before the bug handler: a reader that stops early is no bug
         return closed_pipe()
     except KeyboardInterrupt:
@@ -91,6 +97,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_SOFTWARE
+
+
+def _report(err: MailerError) -> int:
+    for line in located(err).lines():
+        print(f"error: {printable(line)}", file=sys.stderr)
+    return err.exit_code
 
 
 EXIT_PIPE = 141  # 128 + SIGPIPE: the reader of the output went away, as git and grep end then

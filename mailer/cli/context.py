@@ -24,6 +24,7 @@ STANDALONE = ("init", "schema", "import")  # commands that need no project aroun
 def resolve_defaults(args: argparse.Namespace, project: Project) -> None:
     """Fill in the defaults: an option as given, else its setting (environment over .env), else the project's path."""
     env = os.environ if args.command in STANDALONE else environment()  # (these read no settings)
+    args.schedule_given = getattr(args, "schedule", None) is not None or bool(env.get(DEFAULTS["schedule"][0]))
     for name in DEFAULTS:
         if getattr(args, name, None) is None:
             setattr(args, name, project.default(name, env))
@@ -41,6 +42,25 @@ def resolve_defaults(args: argparse.Namespace, project: Project) -> None:
         args.date = value
     elif getattr(args, "date", None) is None:
         args.date = None
+
+
+def programme_targets(args: argparse.Namespace, project: Project, *, given: bool) -> list[Path]:
+    """The programme files a command covers: --schedule (or MAILER_SCHEDULE) alone when ``given``, else every
+    programme of the project, narrowed by --series to the one whose ``list:`` it names."""
+    from mailer.programme.project import list_name_of, programme_files
+
+    wanted = getattr(args, "series", None)
+    files = [args.schedule] if given or project.root is None else programme_files(project.root)
+    if not given and project.root is not None and project.root == project.cwd.resolve():
+        files = [f.relative_to(project.root) for f in files]  # in the root, paths read as typed (as defaults do)
+    if wanted is None:
+        return files
+    names = {path: list_name_of(path) for path in files}
+    chosen = [path for path, name in names.items() if name == wanted]
+    if not chosen:
+        known = ", ".join(f"{n} ({p})" for p, n in names.items() if n) or "none that loads"
+        raise ConfigError(f"--series {wanted}: no programme here has list: {wanted}; wanted one of: {known}")
+    return chosen[:1]
 
 
 def today_from(arg: str | None, tz: dt.tzinfo) -> dt.date:

@@ -194,6 +194,13 @@ def _add_paths(parser: argparse.ArgumentParser, *names: str) -> None:
             metavar="PATH",
             help=f"{_PATH_HELP[name]} (env {env}; default {default} in the project)",
         )
+        if name == "schedule":
+            parser.add_argument(
+                "--series",
+                metavar="LIST",
+                default=argparse.SUPPRESS,
+                help="only the series (or digest) whose list: is LIST (default: every programme in data/)",
+            )
 
 
 def build_parser() -> _Parser:

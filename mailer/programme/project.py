@@ -21,7 +21,8 @@ from mailer.core.errors import ConfigError
 from mailer.programme.schedule import LIST_NAME_RE
 from mailer.programme.schema import MODELINE, SCHEMA_FILE, schema_text
 
-MARKER = Path("data") / "seminars.yaml"
+MARKER = Path("data") / "seminars.yaml"  # a project's first series; any data/*.yaml with a series: block is one
+_PROGRAMME = re.compile(r"^(?:series|digest):", re.M)  # the top-level block that makes a YAML file a programme
 
 # option: (environment variable, default relative to the project root)
 DEFAULTS: dict[str, tuple[str, str]] = {
@@ -34,11 +35,46 @@ DEFAULTS: dict[str, tuple[str, str]] = {
 }
 
 
+def programme_files(root: Path) -> list[Path]:
+    """Every programme of the project in ``root``: data/seminars.yaml, then every other data/*.yaml whose
+    top level has a ``series:`` (or ``digest:``) block, by name. Other YAML files in data/ are not programmes."""
+    found = []
+    for path in sorted((root / "data").glob("*.yaml")):
+        if path.name == MARKER.name:
+            continue
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        if _PROGRAMME.search(text):
+            found.append(path)
+    return ([root / MARKER] if (root / MARKER).is_file() else []) + found
+
+
+def list_name_of(path: Path) -> str | None:
+    """The ``list:`` a programme file names, read without validating the rest (None: none found)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    block = re.search(r"^(?:series|digest):[^\n]*\n((?:[ \t]+[^\n]*\n|[ \t]*\n)*)", text + "\n", re.M)
+    found = re.search(r"^[ \t]+list:[ \t]*[\"']?([^\s\"'#]+)", block.group(1), re.M) if block else None
+    return found.group(1) if found else None
+
+
+def project_lists(schedule: Path) -> set[str]:
+    """The lists named by the programmes beside ``schedule`` in its project's data/ (just its own outside one)."""
+    if schedule.parent.name != "data":
+        return set()
+    return {name for path in programme_files(schedule.parent.parent) if (name := list_name_of(path))}
+
+
 def find_root(start: Path) -> Path | None:
-    """The nearest folder at or above ``start`` that holds data/seminars.yaml."""
+    """The nearest folder at or above ``start`` that holds a programme: data/seminars.yaml or another
+    data/*.yaml with a series: block."""
     start = start.resolve()
     for folder in (start, *start.parents):
-        if (folder / MARKER).is_file():
+        if (folder / MARKER).is_file() or ((folder / "data").is_dir() and programme_files(folder)):
             return folder
     return None
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import fcntl
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from mailer.core.errors import ConfigError, LockedError
@@ -85,11 +85,20 @@ def check_file(state: Path, list_name: str) -> None:
         )
 
 
+PROJECT_LOCK = "_project"  # (list names start with a letter or digit: no list's lock can be this one)
+
+
+def project_lock(state: Path) -> AbstractContextManager[None]:
+    """Hold the project's lock for a send of several series: one run at a time plans and sends them all."""
+    return run_lock(state, PROJECT_LOCK, what="another send of this project's series")
+
+
 @contextmanager
-def run_lock(state: Path, list_name: str) -> Iterator[None]:
+def run_lock(state: Path, list_name: str, *, what: str | None = None) -> Iterator[None]:
     """Hold the list's lock for one send. The kernel drops it when the process dies, even by kill -9."""
     state_folder(state)
     path = state / f"{list_name}.lock"
+    what = what or f"another send for the list {list_name!r}"
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as err:
@@ -100,7 +109,7 @@ def run_lock(state: Path, list_name: str) -> Iterator[None]:
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").split(" ")[0].strip() or "another process"
             raise LockedError(
-                f"another send for the list {list_name!r} is running (pid {holder}, lock {path}); "
+                f"{what} is running (pid {holder}, lock {path}); "
                 "nothing was sent by this one: try again when it has finished"
             ) from None
         try:

@@ -103,14 +103,17 @@ def read_ledger(state: Path, list_name: str) -> Ledger | None:
 def check_list(state: Path, ledger: Ledger | None, schedule: Schedule) -> None:
     """A renamed ``list:`` must be carried over, never taken for a new series: that would announce everything
     again, under new calendar UIDs, to everyone, and forget who unsubscribed."""
+    from mailer.programme.project import project_lists
     from mailer.record.subscribers import STORE_FILE, known_lists
 
     names = ledger.lists() if ledger is not None else set()
     if (state / STORE_FILE).exists():
         names |= known_lists(state)
     new = schedule.series.list_name
-    if names and new not in names:
-        old = sorted(names)[0]
+    # A new list beside lists the project's other programmes still name is a new series, not a rename.
+    gone = names - project_lists(schedule.path) - {new}
+    if gone and new not in names:
+        old = sorted(gone)[0]
         raise ConfigError(
             f"{state} records the list {', '.join(repr(n) for n in sorted(names))}, which {schedule.path} "
             f"no longer names (it names {new!r}); if you renamed the list, run `seminar-mailer rename-list {old} "
