@@ -67,7 +67,7 @@ def subscribers_command(args: argparse.Namespace) -> int:
     from mailer.audience.roster import roster
     from mailer.programme.schedule import load_schedule
     from mailer.record.subscribers import Subscribers
-    from mailer.run.dispatch import status
+    from mailer.run.records import status
 
     list_name = load_schedule(args.schedule).series.list_name
     path = list_file(args.recipients, list_name)

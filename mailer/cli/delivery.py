@@ -30,6 +30,7 @@ def login_command(args: argparse.Namespace) -> int:
 
 
 def send_command(args: argparse.Namespace) -> int:
+    from mailer.programme.digest import is_digest
     from mailer.run.dispatch import run
     from mailer.run.report import Progress, print_result
     from mailer.run.request import MessageReport
@@ -62,6 +63,8 @@ def send_command(args: argparse.Namespace) -> int:
         for subject in send_test(send_request(args, dry_run=True), to):
             print(printable(f"Test copy sent to {to.addr}: {subject}"))
         return EXIT_OK
+    if is_digest(args.schedule):
+        from mailer.run.digests import run_digest as run
     result = run(send_request(args, dry_run=args.dry_run), confirm=confirm, progress=progress, warn=warn)
     if result.cancelled:
         print("Nothing sent.")
@@ -81,7 +84,7 @@ def _no_mail(args: argparse.Namespace, list_name: str) -> dict[str, NoMail]:
     from mailer.audience.recipients import UNSUBSCRIBED
     from mailer.audience.roster import no_mail
     from mailer.record.subscribers import Subscribers
-    from mailer.run.dispatch import status
+    from mailer.run.records import status
 
     refused = [(s.recipient, s.address, s.reason, s.at) for s in status(args.state, list_name)[1]]
     with Subscribers(args.state, list_name, create=False) as store:
@@ -90,7 +93,7 @@ def _no_mail(args: argparse.Namespace, list_name: str) -> dict[str, NoMail]:
 
 def status_command(args: argparse.Namespace) -> int:
     from mailer.programme.schedule import load_schedule
-    from mailer.run.dispatch import approvals, status
+    from mailer.run.records import approvals, status
     from mailer.run.report import print_status
 
     series = load_schedule(args.schedule).series
@@ -129,7 +132,7 @@ def approve_command(args: argparse.Namespace) -> int:
 
 def rename_list_command(args: argparse.Namespace) -> int:
     from mailer.programme.schedule import LIST_NAME_RE, load_schedule
-    from mailer.run.dispatch import rename_list
+    from mailer.run.records import rename_list
 
     for name in (args.old, args.new):
         if not LIST_NAME_RE.fullmatch(name):
@@ -148,7 +151,7 @@ def unsuppress_command(args: argparse.Namespace) -> int:
     from mailer.core.address import parse_address
     from mailer.programme.schedule import load_schedule
     from mailer.record.subscribers import Subscribers
-    from mailer.run.dispatch import unsuppress
+    from mailer.run.records import unsuppress
 
     address = parse_address(args.address)
     if address is None:

@@ -39,8 +39,10 @@ def every_series(
     report: Callable[[MailerError], int],
 ) -> int:
     """Run ``command`` for each programme in ``targets``, under a heading each; the worst exit code."""
+    from mailer.programme.digest import is_digest
     from mailer.programme.project import list_name_of
 
+    targets = sorted(targets, key=is_digest)  # every series before the digests that gather them
     names = {path: list_name_of(path) or path.stem for path in targets}
     if args.command in ONE_SERIES:
         listed = ", ".join(f"{name} ({printable(str(path))})" for path, name in names.items())
@@ -76,12 +78,17 @@ def every_series(
 
 def _all_valid(targets: list[Path], report: Callable[[MailerError], int]) -> bool:
     """Load every programme; report the problems of each that does not load. True when all load."""
+    from mailer.programme.digest import is_digest, load_digest
     from mailer.programme.schedule import load_schedule
+    from mailer.run.digests import gathered_schedules
 
     valid = True
     for path in targets:
         try:
-            load_schedule(path)
+            if is_digest(path):
+                gathered_schedules(load_digest(path))
+            else:
+                load_schedule(path)
         except MailerError as err:
             report(err)
             valid = False

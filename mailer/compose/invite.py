@@ -34,6 +34,7 @@ class Event:
     seminar: Seminar
     uid: str
     sequence: int
+    schedule: Schedule | None = None  # its own series, when the message is another's (a digest): its ORGANIZER
 
 
 # Stands for the recipient's ATTENDEE line until ``message.py`` writes it: no "=" and short, so
@@ -83,8 +84,9 @@ def build_invite(schedule: Schedule, events: Sequence[Event], *, now: dt.datetim
     calendar.add("method", kind)
     for ev in events:
         if kind == "CANCEL" or not ev.seminar.is_cancelled:
-            event = vevent(schedule, ev, stamp=now)
-            event.add("organizer", organizer(schedule))
+            own = ev.schedule or schedule  # a digest's events keep their series as ORGANIZER: updates then match
+            event = vevent(own, ev, stamp=now)
+            event.add("organizer", organizer(own))
             calendar.add_component(event)
     # icalendar sorts properties; the placeholder goes right after ORGANIZER, on a line of its own.
     text = bytes(calendar.to_ical())

@@ -45,6 +45,9 @@ PROGRAMME = "programme.md.j2"
 FOLLOWUP_SUBJECT = "followup_subject.txt.j2"
 FOLLOWUP_TEXT = "followup.txt.j2"
 FOLLOWUP_MJML = "followup.mjml.j2"
+DIGEST_SUBJECT = "digest_subject.txt.j2"
+DIGEST_TEXT = "digest.txt.j2"
+DIGEST_MJML = "digest.mjml.j2"
 
 # The link policy (mailer/core/links.py) is one for all outputs: the HTML renders Markdown with raw HTML
 # off and only http(s)/mailto targets, and every text that reaches Markdown (text part, web page)
@@ -439,6 +442,56 @@ def render_followup(schedule: Schedule, seminar: Seminar, *, templates: Path | N
         "seminar": _safe_seminar(seminar, all_fields=True),
     }
     return _notice(templates, (FOLLOWUP_SUBJECT, FOLLOWUP_TEXT, FOLLOWUP_MJML), plain_context, context)
+
+
+def reader_time(start: dt.datetime, zone: dt.tzinfo | None) -> str | None:
+    """A start in the reader's zone ("16:00 GMT your time", with the day when it differs); None without a zone
+    or where the wall clock reads the same."""
+    if zone is None:
+        return None
+    there = start.astimezone(zone)
+    if there.utcoffset() == start.utcoffset() and there.tzname() == start.tzname():
+        return None
+    day = f"{there:%A} " if there.date() != start.date() else ""
+    return f"{day}{there:%H:%M} {there.tzname() or ''} your time".replace("  ", " ")
+
+
+def render_digest(
+    digest: Series,
+    monday: dt.date,
+    items: Sequence[tuple[Series, Seminar]],
+    upcoming: Sequence[tuple[Series, Seminar]],
+    *,
+    templates: Path | None = None,
+    zone: dt.tzinfo | None = None,
+) -> Rendered:
+    """Render a weekly digest (``digest`` as the series it is sent from): the week's seminars of the series it
+    gathers, each with its series, and the next weeks in brief; with ``zone``, every time also in that zone."""
+
+    def listed(pairs: Sequence[tuple[Series, Seminar]], *, safe: bool) -> list[dict[str, Any]]:
+        return [
+            {
+                "series": _safe_series(series) if safe else series,
+                "seminar": _safe_seminar(seminar, all_fields=True) if safe else safe_for_html(seminar),
+                "local": reader_time(seminar.start, zone),
+            }
+            for series, seminar in pairs
+        ]
+
+    plain_context: dict[str, Any] = {
+        "series": digest,
+        "monday": monday,
+        "items": listed(items, safe=False),
+        "upcoming": listed(upcoming, safe=False),
+        "calendar": None,
+    }
+    context = {
+        **plain_context,
+        "series": _safe_series(digest),
+        "items": listed(items, safe=True),
+        "upcoming": listed(upcoming, safe=True),
+    }
+    return _notice(templates, (DIGEST_SUBJECT, DIGEST_TEXT, DIGEST_MJML), plain_context, context)
 
 
 def render_every_week(schedule: Schedule, *, templates: Path | None) -> int:

@@ -96,3 +96,27 @@ TOP_KEYS: dict[str, Key] = {
     "series": Key("series", "What every seminar shares.", required=True),
     "seminars": Key("seminars", "One entry per seminar, each starting with '- date:'.", required=True),
 }
+
+
+# A programme file with a top-level ``digest:`` block instead of ``series:``: one weekly mail of several series.
+DIGEST_KEYS: dict[str, Key] = {
+    "name": Key("text", 'The digest\'s name: the subject reads "<name>: the week of 2030-01-14".', required=True),
+    "sender": Key("address", "From address of the digest: Name <address@example.org>.", required=True),
+    "list": Key("list", "The digest's mailing list: recipients/<list>.txt or .csv.", required=True),
+    "include": Key("lists", "The list names of the series it gathers, e.g. [colloquium, ml-seminar].", required=True),
+    "send": Key(
+        "announce",
+        'When the week\'s digest goes out: "Monday 07:00" (default: with the earliest announcement of the week '
+        "among the series it gathers).",
+    ),
+    "timezone": Key("zone", "IANA time zone of the send time (default: that of the first series it gathers)."),
+    "signature": Key("text", "Who signs the digest (default: the digest's name)."),
+    "info_url": Key("url", "A web page of all the series (default: that of the first series it gathers)."),
+    "upcoming": Key("number", "How many later weeks the digest lists in brief, default 2.", low=0, high=12),
+    "reply_to": Key("address", "Reply-To address, if not the sender."),
+    "unsubscribe_url": Key("url", "Web page that unsubscribes (gets a signed token)."),
+    "service_url": Key("url", "The https address of `seminar-mailer serve` behind your proxy."),
+}
+DIGEST_TOP_KEYS: dict[str, Key] = {
+    "digest": Key("digest", "A weekly digest of several series of the project, instead of a series.", required=True),
+}

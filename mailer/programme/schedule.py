@@ -24,7 +24,7 @@ LIST_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]")
 
 
-class _Reader:
+class Reader:
     """Collects problems while reading typed values out of positioned nodes."""
 
     def __init__(self, path: Path) -> None:
@@ -190,7 +190,7 @@ class _Reader:
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}$")  # (@ and +: the ids status shows)
 
 
-def _announce(r: _Reader, node: Node | None) -> Announce | bool | None:
+def _announce(r: Reader, node: Node | None, key: str = "announce") -> Announce | bool | None:
     """``Monday 08:00`` (or ``mon 08:00``, or ``"08:00"`` for Monday); False after a problem."""
     if node is None:
         return None
@@ -202,13 +202,13 @@ def _announce(r: _Reader, node: Node | None) -> Announce | bool | None:
         return Announce(WEEKDAYS.index(days[0]), dt.time(int(match[2]), int(match[3])))
     r.add(
         node,
-        f"'announce' is {raw!r}; wanted a weekday and a 24-hour time, such as \"Monday 08:00\" "
-        "(the week's announcement goes out at the first send from then on)",
+        f"'{key}' is {raw!r}; wanted a weekday and a 24-hour time, such as \"Monday 08:00\" "
+        f"(the week's {'digest' if key == 'send' else 'announcement'} goes out at the first send from then on)",
     )
     return False
 
 
-def _reminder(r: _Reader, node: Node | None) -> Reminder | bool | None:
+def _reminder(r: Reader, node: Node | None) -> Reminder | bool | None:
     """``"09:00"`` (on the day) or ``2h``/``90m`` (before the start); False after a problem."""
     if node is None:
         return None
@@ -228,7 +228,7 @@ def _reminder(r: _Reader, node: Node | None) -> Reminder | bool | None:
     return False
 
 
-def _series(r: _Reader, node: Node) -> Series | None:
+def _series(r: Reader, node: Node) -> Series | None:
     m = r.mapping(node, "series", keys=SERIES_KEYS)
     if m is None:
         return None
@@ -285,7 +285,7 @@ def _series(r: _Reader, node: Node) -> Series | None:
     return Series(**fields)  # type: ignore[arg-type]
 
 
-def _site(r: _Reader, node: Node | None) -> str | None:
+def _site(r: Reader, node: Node | None) -> str | None:
     """``site: html`` (the default) or ``site: jekyll``; None after a problem."""
     if node is None:
         return "html"
@@ -300,7 +300,7 @@ def _site(r: _Reader, node: Node | None) -> str | None:
     return None
 
 
-def _organisers(r: _Reader, node: Node | None) -> tuple[Address, ...] | None:
+def _organisers(r: Reader, node: Node | None) -> tuple[Address, ...] | None:
     """One address or a list of them; () when absent; None after a problem."""
     if node is None:
         return ()
@@ -312,7 +312,7 @@ def _organisers(r: _Reader, node: Node | None) -> tuple[Address, ...] | None:
     return None if None in found else tuple(a for a in found if a is not None)
 
 
-def _approval(r: _Reader, node: Node | None) -> bool | str:
+def _approval(r: Reader, node: Node | None) -> bool | str:
     """``approval: required`` (True) or ``none`` (the default, False); "bad" after a problem."""
     if node is None:
         return False
@@ -326,7 +326,7 @@ def _approval(r: _Reader, node: Node | None) -> bool | str:
     return "bad"
 
 
-def _flag(r: _Reader, node: Node | None, key: str, what: str, default: bool) -> bool | str:
+def _flag(r: Reader, node: Node | None, key: str, what: str, default: bool) -> bool | str:
     """A true/false key; its default when absent; "bad" after a problem."""
     if node is None:
         return default
@@ -336,7 +336,7 @@ def _flag(r: _Reader, node: Node | None, key: str, what: str, default: bool) -> 
     return "bad"
 
 
-def _service_url(r: _Reader, node: Node | None) -> str | None:
+def _service_url(r: Reader, node: Node | None) -> str | None:
     """https (plain http only to this machine, for trying it out); no query or fragment."""
     url = r.url(node, "service_url")
     if url is None or node is None:
@@ -353,7 +353,7 @@ def _service_url(r: _Reader, node: Node | None) -> str | None:
     return url.rstrip("/")
 
 
-def _cancelled(r: _Reader, node: Node | None) -> str | bool | None:
+def _cancelled(r: Reader, node: Node | None) -> str | bool | None:
     """Return None (not cancelled), a reason ('' for plain true), or False after a problem."""
     if node is None or (isinstance(node, Scalar) and node.value is False):
         return None
@@ -363,7 +363,7 @@ def _cancelled(r: _Reader, node: Node | None) -> str | bool | None:
     return reason if reason is not None else False
 
 
-def _notify(r: _Reader, node: Node | None) -> bool | str | None:
+def _notify(r: Reader, node: Node | None) -> bool | str | None:
     """``notify: true|false`` as a bool; None when absent; "bad" after a problem."""
     if node is None:
         return None
@@ -373,7 +373,7 @@ def _notify(r: _Reader, node: Node | None) -> bool | str | None:
     return "bad"
 
 
-def _seminar(r: _Reader, node: Node, series: Series | None) -> Seminar | None:
+def _seminar(r: Reader, node: Node, series: Series | None) -> Seminar | None:
     m = r.mapping(node, "a seminar", keys=SEMINAR_KEYS)
     if m is None:
         return None
@@ -473,7 +473,7 @@ def local_start(day: dt.date, time: dt.time, zone: zoneinfo.ZoneInfo) -> dt.date
 def load_schedule(path: Path) -> Schedule:
     """Read and validate ``path``; raise ScheduleError listing every problem found."""
     tree, problems = yamlfile.load(path)
-    r = _Reader(path)
+    r = Reader(path)
     r.problems.extend(problems)
     root = r.mapping(tree, "the schedule", keys=TOP_KEYS)
     series = _series(r, root.values["series"]) if root and "series" in root.values else None

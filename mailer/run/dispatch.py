@@ -13,8 +13,8 @@ import dataclasses
 import datetime as dt
 import signal
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import aiosmtplib
@@ -33,18 +33,19 @@ from mailer.programme.model import Schedule, Week
 from mailer.programme.revisions import announced_fields, derived_uid
 from mailer.programme.schedule import load_schedule
 from mailer.record.ledger import Ledger
-from mailer.record.rows import Remembered, Suppression, parse_time, utc_text
+from mailer.record.rows import Remembered, parse_time, utc_text
 from mailer.record.state import LEDGER_FILE, check_state
-from mailer.record.subscribers import StillWanted, Subscribers
+from mailer.record.subscribers import StillWanted
 from mailer.run.due_recipients import Audiences, RunRoster, memory_of, roster_of
 from mailer.run.organisers import remind_organisers
 from mailer.run.plan import (
     ANNOUNCEMENT,
     FOLLOWUP,
     REMINDER,
+    WEEKLY,
     Due,
     Plan,
-    announcement_key,
+    narrowed,
     plan,
     reminder_key,
 )
@@ -74,6 +75,19 @@ def compose(
 ) -> tuple[Rendered, MessageTemplate]:
     """Render a due message once and build the MIME message every recipient shares (``test``: the
     subject says it is a test copy)."""
+    rendered = render_due(schedule, due, week, templates=templates, now=now)
+    if test:
+        rendered = dataclasses.replace(rendered, subject=f"[TEST] {rendered.subject}")
+    # A follow-up carries no invitation: the seminar is over, and nothing in a calendar is to change.
+    events = [Event(i.seminar, i.uid, i.revision) for i in due.seminars] if due.kind != FOLLOWUP else []
+    template = build_message(schedule, events, rendered, key=due.key, now=now, token_key=key, thread=due.thread)
+    return rendered, template
+
+
+def render_due(
+    schedule: Schedule, due: Due, week: Week | None, *, templates: Path | None, now: dt.datetime
+) -> Rendered:
+    """The subject, text and HTML of a due message of the series ``schedule``."""
     if due.kind == ANNOUNCEMENT:
         today = now.astimezone(schedule.series.timezone).date()  # sent the week before: "next week's"
         rendered = render(schedule, _week_of(due, week), templates=templates, today=today)
@@ -83,15 +97,13 @@ def compose(
         rendered = render_followup(schedule, due.seminars[0].seminar, templates=templates)
     else:
         rendered = render_change(schedule, due.seminars[0].seminar, due.changes, kind=due.kind, templates=templates)
-    if test:
-        rendered = dataclasses.replace(rendered, subject=f"[TEST] {rendered.subject}")
-    # A follow-up carries no invitation: the seminar is over, and nothing in a calendar is to change.
-    events = [Event(i.seminar, i.uid, i.revision) for i in due.seminars] if due.kind != FOLLOWUP else []
-    template = build_message(schedule, events, rendered, key=due.key, now=now, token_key=key, thread=due.thread)
-    return rendered, template
+    return rendered
 
 
 # --- the run -------------------------------------------------------------------------------------
+
+# Renders and builds a due message at a moment with a token key: a digest's run brings its own (run/digests.py).
+Composer = Callable[[Due, dt.datetime, bytes], tuple[Rendered, MessageTemplate]]
 
 
 def read_ledger(state: Path, list_name: str) -> Ledger | None:
@@ -122,23 +134,6 @@ def check_list(state: Path, ledger: Ledger | None, schedule: Schedule) -> None:
         )
 
 
-def rename_list(state: Path, old: str, new: str) -> tuple[int, int]:
-    """Carry list ``old``'s ledger and subscriptions over to ``new``: (seminars, subscriptions) moved."""
-    from mailer.record.state import run_lock
-
-    with run_lock(state, new):
-        ledger = Ledger(state, old)
-        try:
-            if new in ledger.lists() - {old}:
-                raise ConfigError(f"{ledger.path} already holds the list {new!r}; wanted a name not used yet")
-            seminars = ledger.rename_list(old, new)
-        finally:
-            ledger.close()
-        with Subscribers(state, old) as store:
-            subscriptions = store.rename_list(new)
-    return seminars, subscriptions
-
-
 def _check_week(request: Request, schedule: Schedule) -> None:
     """A real send never mails a week that is over: --date is for preview and dry runs of the past."""
     now, today = request.moment(schedule)
@@ -167,6 +162,18 @@ def prepare(request: Request, schedule: Schedule, ledger: Ledger | None, *, whol
     return planned
 
 
+def send_settings(request: Request) -> tuple[SmtpSettings | None, list[str]]:
+    """The SMTP settings of a send, and what a dry run warns of (None: a dry run without SMTP_HOST)."""
+    try:
+        return smtp_settings(request.env), []
+    except ConfigError as err:
+        if not request.dry_run or request.env.get("SMTP_HOST"):
+            raise
+        # A dry run without a server (the demo's) warns of the absent SMTP_HOST; every other setting still counts.
+        smtp_settings({**request.env, "SMTP_HOST": "localhost"})
+        return None, [f"{err} (a real send would stop here)"]
+
+
 def run(
     request: Request,
     *,
@@ -175,16 +182,7 @@ def run(
     warn: Callable[[Entry], None] = lambda _: None,
 ) -> Result:
     """Send (or, dry, count) every message that is due at ``request.now``."""
-    settings: SmtpSettings | None = None
-    warnings: list[str] = []
-    try:
-        settings = smtp_settings(request.env)
-    except ConfigError as err:
-        if not request.dry_run or request.env.get("SMTP_HOST"):
-            raise
-        # A dry run without a server (the demo's) warns of the absent SMTP_HOST; every other setting still counts.
-        smtp_settings({**request.env, "SMTP_HOST": "localhost"})
-        warnings.append(f"{err} (a real send would stop here)")
+    settings, warnings = send_settings(request)
     schedule = load_schedule(request.schedule)
     series = schedule.series
     if request.dry_run:
@@ -193,7 +191,7 @@ def run(
         ledger = read_ledger(request.state, series.list_name)
         planned = prepare(request, schedule, ledger)
         notes = [remind_organisers(schedule, ledger, settings, request.moment(schedule)[0], dry_run=True)]
-        return _count_only(request, schedule, replace(planned, notes=(*planned.notes, *filter(None, notes))), ledger,
+        return count_plan(request, schedule, replace(planned, notes=(*planned.notes, *filter(None, notes))), ledger,
                            warn, warnings, settings)  # fmt: skip
     assert settings is not None
     verp_envelopes(request.env)  # (bounces) MAILER_VERP checked before anything is sent
@@ -213,12 +211,12 @@ def run(
             planned = prepare(request, schedule, ledger)
             notes = [remind_organisers(schedule, ledger, settings, ledger.clock(), dry_run=False)]
             planned = replace(planned, notes=(*planned.notes, *filter(None, notes)))
-            return _send(request, schedule, planned, ledger, settings, confirm, progress, warn, warnings)
+            return deliver_plan(request, schedule, planned, ledger, settings, confirm, progress, warn, warnings)
         finally:
             ledger.close()
 
 
-def _count_only(
+def count_plan(
     request: Request,
     schedule: Schedule,
     planned: Plan,
@@ -226,12 +224,15 @@ def _count_only(
     warn: Callable[[Entry], None],
     warnings: list[str],
     settings: SmtpSettings | None,
+    composer: Composer | None = None,
 ) -> Result:
     roster = roster_of(request, schedule.series.list_name, ledger)
     audiences = Audiences(ledger, planned.dues)
     key = token_key(request.state, request.env, create=False)
     now = request.moment(schedule)[0]
-    counts, plans = _due_messages(request, schedule, planned, ledger, roster, audiences, warn, key=key, now=now)
+    counts, plans = _due_messages(
+        request, schedule, planned, ledger, roster, audiences, warn, key=key, now=now, composer=composer
+    )
     reports = [report for _, report, _ in plans]
     _already(reports, planned, audiences, counts)
     notes = list(planned.notes)
@@ -254,6 +255,7 @@ def _due_messages(
     *,
     key: bytes,
     now: dt.datetime,
+    composer: Composer | None = None,
 ) -> tuple[dict[str, int], list[tuple[Due, MessageReport, set[str]]]]:
     """One pass over the list: the figures of each kind of line, and each message due to at least one
     subscriber with its count (announcements split by which of the week's seminars each one lacks),
@@ -266,8 +268,8 @@ def _due_messages(
         else set()
         for d in planned.dues
     }
-    week = next((d for d in planned.dues if d.kind == ANNOUNCEMENT), None)
-    others = [d for d in planned.dues if d.kind != ANNOUNCEMENT]
+    week = next((d for d in planned.dues if d.kind in WEEKLY), None)
+    others = [d for d in planned.dues if d.kind not in WEEKLY]
     subsets: dict[str, Due] = {}  # subscribers told of some of the week's seminars get the others only
     tally: dict[str, int] = {}
     for kind, entry in classify(
@@ -280,9 +282,8 @@ def _due_messages(
             continue
         who = entry.recipient.key
         if week is not None and (lacking := audiences.lacking(week.seminars, who)):
-            subset = subsets.setdefault(
-                announcement_key(lacking), Due(ANNOUNCEMENT, announcement_key(lacking), lacking)
-            )
+            subset = narrowed(week, lacking)
+            subset = subsets.setdefault(subset.key, subset)
             tally[subset.key] = tally.get(subset.key, 0) + 1
         for due in others:
             if audiences.wants(due, who, dones[due.key]):
@@ -291,7 +292,10 @@ def _due_messages(
     for due in [*subsets.values(), *others]:
         if not tally.get(due.key):
             continue
-        rendered, template = compose(schedule, due, planned.week, templates=request.templates, now=now, key=key)
+        if composer is not None:  # (a digest's run: its own mail, and the series' messages as the digest sends them)
+            rendered, template = composer(due, now, key)
+        else:
+            rendered, template = compose(schedule, due, planned.week, templates=request.templates, now=now, key=key)
         report = MessageReport(
             due.kind,
             due.key,
@@ -322,19 +326,18 @@ def _estimate(total: int, settings: SmtpSettings, env: dict[str, str]) -> str | 
 
 def _already(reports: list[MessageReport], planned: Plan, audiences: Audiences, counts: dict[str, int]) -> None:
     """How many subscribers were told of every seminar of this week's announcement already."""
-    week = next((d.seminars for d in planned.dues if d.kind == ANNOUNCEMENT), ())
-    if not week:
+    week = next((d for d in planned.dues if d.kind in WEEKLY), None)
+    if week is None or not week.seminars:
         return
-    due = sum(m.due for m in reports if m.kind == ANNOUNCEMENT)
+    due = sum(m.due for m in reports if m.kind == week.kind)
     already = max(counts.get(DUE, 0) - due, 0)
-    if not any(m.kind == ANNOUNCEMENT for m in reports):
-        key = announcement_key(week)
-        reports.insert(0, MessageReport(ANNOUNCEMENT, key, "", 0, already=already))
+    if not any(m.kind == week.kind for m in reports):
+        reports.insert(0, MessageReport(week.kind, week.key, "", 0, already=already))
     else:
-        next(m for m in reports if m.kind == ANNOUNCEMENT).already = already
+        next(m for m in reports if m.kind == week.kind).already = already
 
 
-def _send(
+def deliver_plan(
     request: Request,
     schedule: Schedule,
     planned: Plan,
@@ -344,13 +347,19 @@ def _send(
     progress: Callable[[MessageReport, int], Callable[[Outcome], None]],
     warn: Callable[[Entry], None],
     warnings: list[str],
+    composer: Composer | None = None,
+    owners: Mapping[str, str] | None = None,
 ) -> Result:
+    """Deliver the plan's messages to the list; ``composer`` and ``owners`` (seminar key -> the list it is
+    remembered under) for a digest, whose seminars are its series'."""
     series = schedule.series
     now = ledger.clock()
     roster = roster_of(request, schedule.series.list_name, ledger)
     audiences = Audiences(ledger, planned.dues)
     key = token_key(request.state, request.env)
-    counts, plans = _due_messages(request, schedule, planned, ledger, roster, audiences, warn, key=key, now=now)
+    counts, plans = _due_messages(
+        request, schedule, planned, ledger, roster, audiences, warn, key=key, now=now, composer=composer
+    )
     reports = [report for _, report, _ in plans]
     result = Result(schedule, planned.week, False, reports, counts, list(planned.notes), warnings, request.state)
     result.list_path = roster.path
@@ -390,14 +399,15 @@ def _send(
                 if stop.reason is not None:
                     break
                 assert report.template is not None
-                new = [
-                    Remembered(
-                        i.key, i.uid, i.seminar.id, due.key, i.revision, announced_fields(i.seminar), utc_text(now)
-                    )
-                    for i in due.seminars
-                    if i.remembered is None
-                ]
-                ledger.remember(new, list_name=series.list_name, now=now)
+                for owner in {(owners or {}).get(i.key, series.list_name) for i in due.seminars}:
+                    new = [
+                        Remembered(
+                            i.key, i.uid, i.seminar.id, due.key, i.revision, announced_fields(i.seminar), utc_text(now)
+                        )
+                        for i in due.seminars
+                        if i.remembered is None and (owners or {}).get(i.key, series.list_name) == owner
+                    ]
+                    ledger.remember(new, list_name=owner, now=now)
                 ledger.open_message(
                     due.key,
                     list_name=series.list_name,
@@ -506,41 +516,3 @@ def send_test(request: Request, to: Address) -> list[str]:
     except (OSError, aiosmtplib.SMTPException) as err:
         raise DeliveryError(f"the test copy to {to.addr} was not sent: {err}") from err
     return [m.subject for m in messages]
-
-
-# --- status --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SeminarStatus:
-    remembered: Remembered
-    messages: list[tuple[str, str, dict[str, int], str | None, str | None]]  # kind, subject, counts, first, last
-
-
-def status(state: Path, list_name: str) -> tuple[list[SeminarStatus], list[Suppression]]:
-    """What was sent about each announced seminar, and who is suppressed: for ``status``."""
-    ledger = read_ledger(state, list_name)
-    if ledger is None:
-        return [], []
-    out = []
-    for r in ledger.remembered(list_name):
-        stats = ledger.messages_about(r.key)
-        out.append(SeminarStatus(r, [(m.kind, m.subject, m.counts, m.first, m.last) for m in stats]))
-    return out, ledger.suppressed()
-
-
-def approvals(state: Path, list_name: str) -> list[tuple[str, str, str, str]]:
-    """Every approval of the list (``approval: required``): week, fingerprint, by whom, when."""
-    ledger = read_ledger(state, list_name)
-    return ledger.approvals(list_name) if ledger is not None else []
-
-
-def unsuppress(state: Path, list_name: str, address: Address) -> bool:
-    """Let a suppressed address receive mail again; False if it was not suppressed."""
-    if not (state / LEDGER_FILE).exists():
-        return False
-    ledger = Ledger(state, list_name)
-    try:
-        return ledger.unsuppress(address.key)
-    finally:
-        ledger.close()

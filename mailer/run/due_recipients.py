@@ -15,9 +15,9 @@ from mailer.record.ledger import Ledger
 from mailer.record.rows import Knowledge
 from mailer.record.subscribers import Subscribers
 from mailer.run.plan import (
-    ANNOUNCEMENT,
     FOLLOWUP,
     REMINDER,
+    WEEKLY,
     Due,
     Identity,
     Memory,
@@ -103,7 +103,7 @@ class Audiences:
         return any(d.seminars[0].key == seminar and d.from_revision == revision for d in self.dues)
 
     def wants(self, due: Due, key: str, done: set[str]) -> bool:
-        if due.kind == ANNOUNCEMENT:
+        if due.kind in WEEKLY:
             return self.lacking(due.seminars, key) == due.seminars
         if due.kind == REMINDER:  # only to those told of the seminar, and in time
             told = key in self.knows(due.seminars[0].key).latest

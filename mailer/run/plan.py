@@ -50,6 +50,8 @@ from mailer.record.rows import Remembered, parse_time
 
 ANNOUNCEMENT, CHANGE, CANCELLATION, REMINDER = "announcement", "change", "cancellation", "reminder"
 FOLLOWUP = "followup"
+DIGEST = "digest"  # a weekly digest of several series (run/digest_plan.py): told as an announcement is
+WEEKLY = (ANNOUNCEMENT, DIGEST)  # what tells a week's seminars: each subscriber gets those they lack
 FOLLOWUP_WINDOW = dt.timedelta(days=14)  # after a seminar's end: its materials are mailed, if added by then
 REMOVED = "It has been removed from the programme."
 
@@ -96,7 +98,7 @@ class Due:
     @property
     def thread(self) -> str | None:
         """The announcement this message follows up (In-Reply-To), if any."""
-        return self.seminars[0].thread if self.kind != ANNOUNCEMENT else None
+        return self.seminars[0].thread if self.kind not in WEEKLY else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +116,18 @@ def announcement_key(identities: tuple[Identity, ...]) -> str:
     seminar), and the revisions when any is past the first (``;r1,0``). A message tells one revision of each
     seminar, so the ledger knows exactly what a subscriber who got it was told."""
     return "+".join(i.key for i in identities) + _revisions(identities)
+
+
+def digest_key(list_name: str, identities: tuple[Identity, ...]) -> str:
+    """The digest of list ``list_name`` telling these seminars at their revisions (never an announcement's key)."""
+    return f"{DIGEST}:{list_name}:{announcement_key(identities)}"
+
+
+def narrowed(due: Due, seminars: tuple[Identity, ...]) -> Due:
+    """The week's announcement or digest ``due`` of just these of its seminars: what one subscriber lacks."""
+    if due.kind == DIGEST:
+        return Due(DIGEST, digest_key(due.key.split(":")[1], seminars), seminars)
+    return Due(ANNOUNCEMENT, announcement_key(seminars), seminars)
 
 
 def reminder_key(seminar: str) -> str:

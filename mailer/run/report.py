@@ -14,10 +14,11 @@ from mailer.core.terminal import count_of, printable
 from mailer.deliver.send import Outcome
 from mailer.programme.project import DEFAULTS, Project
 from mailer.record.rows import parse_time
+from mailer.run.plan import WEEKLY
 
 if TYPE_CHECKING:
     from mailer.record.rows import Suppression
-    from mailer.run.dispatch import SeminarStatus
+    from mailer.run.records import SeminarStatus
     from mailer.run.request import MessageReport, Result
 
 _KIND = {
@@ -26,6 +27,7 @@ _KIND = {
     "cancellation": "Cancellation",
     "reminder": "Reminder",
     "followup": "Follow-up",
+    "digest": "Digest",
 }
 
 
@@ -100,7 +102,7 @@ def print_result(result: Result) -> None:
         print(printable(f"note: {note}"))
     due = [m for m in result.messages if m.due]
     if not due:
-        announcement = next((m for m in result.messages if m.kind == "announcement"), None)
+        announcement = next((m for m in result.messages if m.kind in WEEKLY), None)
         if announcement is not None:
             print(_nothing_due(result, announcement.already))
         elif result.week is None:
@@ -108,7 +110,7 @@ def print_result(result: Result) -> None:
         else:
             print("Nothing to do yet.")  # (a note above says when the announcement goes out)
     for message in result.messages:
-        if not message.due and message.kind == "announcement" and message.subject == "":
+        if not message.due and message.kind in WEEKLY and message.subject == "":
             continue
         print(_header(message))
         for change in message.changes:
@@ -116,12 +118,12 @@ def print_result(result: Result) -> None:
         if result.dry_run or message.outcome is None:
             verb = "Would send to" if result.dry_run else "Not sent to"
             print(f"  {verb} {count_of(message.due, 'recipient')}.")
-            if message.kind == "announcement":
+            if message.kind in WEEKLY:
                 print(f"  already sent       {message.already}")
             continue
         outcome = message.outcome
         print(f"  sent now           {outcome.sent}")
-        if message.kind == "announcement":
+        if message.kind in WEEKLY:
             print(f"  already sent       {message.already}")
         print(f"  deferred           {len(outcome.deferred)}  (run again later: they are retried)")
         print(f"  failed permanently {len(outcome.failed)}  (suppressed: {status})")

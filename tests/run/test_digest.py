@@ -1,0 +1,125 @@
+"""A weekly digest (a data/*.yaml with a digest: block) beside two series in one project: one mail a week of
+every seminar of the series it gathers, and afterwards every correction to exactly those told, once each,
+whichever list told them.
+
+seminar-mailer runs as its own process from the project folder against aiosmtpd on 127.0.0.1 (STARTTLS,
+AUTH), the clock passed in with --now, the dates in 2030; every message is parsed back and its invitation
+read with icalendar.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import icalendar
+
+from tests.run.test_series import ML, mailer
+from tests.smtp_server import Received, Server
+from tests.test_lifecycle import bodies, parse, server
+
+__all__ = ["server"]
+
+LM = """\
+series:
+  name: Learning Machines
+  signature: The Learning Machines Team
+  timezone: Europe/Stockholm
+  time: "15:00"
+  location: RISE Lund Office
+  info_url: https://ri.se/lm-sem
+  sender: Learning Machines <learning-machines@ri.se>
+  list: learning-machines
+  announce: "Monday 08:00"
+seminars:
+  - date: 2030-01-17
+    speaker: Serge Belongie
+    title: Fine-Grained Image Analysis
+  - date: 2030-01-24
+    speaker: Joakim Lindblad
+"""
+WEEK = """\
+digest:
+  name: This Week at the Department
+  sender: Department Seminars <seminars@example.org>
+  list: week
+  include: [learning-machines, ml]
+  send: "Monday 07:00"
+"""
+
+
+def project(tmp_path: Path, *, room: str = "Room 2") -> Path:
+    for folder in ("data", "recipients"):
+        (tmp_path / folder).mkdir(exist_ok=True)
+    (tmp_path / "data" / "seminars.yaml").write_text(LM, encoding="utf-8")
+    (tmp_path / "data" / "ml.yaml").write_text(ML.format(room=room, extra='  announce: "Monday 08:00"\n'))
+    (tmp_path / "data" / "week.yaml").write_text(WEEK, encoding="utf-8")
+    (tmp_path / "recipients" / "learning-machines.txt").write_text("a@example.org\nlm@example.org\n")
+    (tmp_path / "recipients" / "ml.txt").write_text("ml@example.org\n")
+    (tmp_path / "recipients" / "week.txt").write_text("d@example.org\na@example.org\n")
+    return tmp_path
+
+
+def events(message: Received) -> dict[str, icalendar.Event]:
+    """The invitation's VEVENTs by UID (the text/calendar part)."""
+    mail = parse(message)
+    part = next(p for p in mail.walk() if p.get_content_type() == "text/calendar")
+    calendar = icalendar.Calendar.from_ical(part.get_content())
+    return {str(e["UID"]): e for e in calendar.walk("VEVENT")}
+
+
+def test_the_digest_tells_each_reader_every_seminar_once_and_corrections_reach_all_told_once(
+    tmp_path: Path, server: Server
+) -> None:
+    folder = project(tmp_path)
+    early = mailer(folder, server, "send", "--now", "2030-01-14T07:00")  # the digest's time; the series' is 08:00
+    assert early.returncode == 0, early.stdout + early.stderr
+    got = server.recorder.received
+    assert Counter(r.rcpt for r in got) == Counter(["d@example.org", "a@example.org"]), early.stdout
+    digest = parse(got[0])
+    assert digest["Subject"] == "This Week at the Department, the week of 2030-01-14: 2 seminars"
+    assert "Department Seminars <seminars@example.org>" in digest["From"]
+    assert "week.example.org" in digest["List-Id"]
+    text, html = bodies(digest)
+    assert text.index("ML Reading Group: Compilers") < text.index("Learning Machines: Fine-Grained Image Analysis")
+    assert "Joakim Lindblad" in text and "Grace Hopper" in html  # the next week in brief, and the HTML part
+    invited = events(got[0])
+    assert len(invited) == 2
+    organizers = {str(e["ORGANIZER"]) for e in invited.values()}
+    assert organizers == {"mailto:learning-machines@ri.se", "mailto:ml@example.org"}  # each seminar's own series
+
+    later = mailer(folder, server, "send", "--now", "2030-01-14T08:00")
+    assert later.returncode == 0, later.stderr
+    announced = server.recorder.received[2:]
+    # a@ had the Learning Machines seminar in the digest: its series' announcement does not tell it again.
+    assert Counter(r.rcpt for r in announced) == Counter(["lm@example.org", "ml@example.org"]), later.stdout
+    assert {uid for r in announced for uid in events(r)} == set(invited)  # one UID per seminar, whoever told it
+
+    project(tmp_path, room="Room Q")  # the reading group moves
+    before = len(server.recorder.received)
+    moved = mailer(folder, server, "send", "--now", "2030-01-15T09:00")
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    changes = server.recorder.received[before:]
+    assert Counter(r.rcpt for r in changes) == Counter(["ml@example.org", "d@example.org", "a@example.org"])
+    for change in changes:
+        assert str(parse(change)["Subject"]).startswith("Changed: ML Reading Group seminar")
+        (event,) = events(change).values()
+        ml_uid = next(u for u, e in invited.items() if str(e["ORGANIZER"]) == "mailto:ml@example.org")
+        assert str(event["UID"]) == ml_uid and int(event["SEQUENCE"]) == 1 and "Room Q" in str(event["LOCATION"])
+    again = mailer(folder, server, "send", "--now", "2030-01-15T09:15")
+    assert again.returncode == 0 and len(server.recorder.received) == before + 3, again.stdout
+
+
+def test_a_reader_who_joins_the_digest_later_gets_the_week_once_and_no_week_without_seminars_is_mailed(
+    tmp_path: Path, server: Server
+) -> None:
+    folder = project(tmp_path)
+    assert mailer(folder, server, "send", "--now", "2030-01-14T08:00").returncode == 0
+    first = len(server.recorder.received)
+    (folder / "recipients" / "week.txt").write_text("d@example.org\na@example.org\nnew@example.org\n")
+    joined = mailer(folder, server, "send", "--now", "2030-01-15T08:00")
+    assert joined.returncode == 0, joined.stderr
+    assert [r.rcpt for r in server.recorder.received[first:]] == ["new@example.org"]
+    quiet = mailer(folder, server, "send", "--now", "2030-01-28T08:00")  # a week with no seminar of either series
+    assert quiet.returncode == 0 and "Digest:" not in quiet.stdout, quiet.stdout
+    assert len(server.recorder.received) == first + 1
