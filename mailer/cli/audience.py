@@ -13,7 +13,7 @@ from mailer.core.terminal import printable
 
 if TYPE_CHECKING:
     pass
-from mailer.cli.context import address_arg, environment
+from mailer.cli.context import address_arg, environment, programme_list
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -41,10 +41,9 @@ def serve_command(args: argparse.Namespace) -> int:
 
 def subscribe_command(args: argparse.Namespace) -> int:
     from mailer.audience.recipients import UNSUBSCRIBED, suppressed_keys
-    from mailer.programme.schedule import load_schedule
     from mailer.record.subscribers import Subscribers
 
-    list_name = load_schedule(args.schedule).series.list_name
+    list_name = programme_list(args.schedule)
     address = address_arg(args.address)
     with Subscribers(args.state, list_name) as store:
         if args.command == "subscribe":
@@ -65,11 +64,10 @@ def subscribe_command(args: argparse.Namespace) -> int:
 def subscribers_command(args: argparse.Namespace) -> int:
     from mailer.audience.recipients import UNSUBSCRIBED, list_file
     from mailer.audience.roster import roster
-    from mailer.programme.schedule import load_schedule
     from mailer.record.subscribers import Subscribers
     from mailer.run.records import status
 
-    list_name = load_schedule(args.schedule).series.list_name
+    list_name = programme_list(args.schedule)
     path = list_file(args.recipients, list_name)
     refused = [(s.recipient, s.address, s.reason, s.at) for s in status(args.state, list_name)[1]]
     with Subscribers(args.state, list_name, create=False) as store:
@@ -90,13 +88,12 @@ def bounces_command(args: argparse.Namespace) -> int:
     from mailer.audience.bounces import Judge, imap_source, maildir_source, mbox_source, process
     from mailer.deliver.bounce_config import imap_settings, processed_folder, soft_bounce_limit
     from mailer.deliver.config import token_key
-    from mailer.programme.schedule import load_schedule
     from mailer.record.ledger import Ledger
     from mailer.record.state import LEDGER_FILE
     from mailer.record.subscribers import Subscribers
 
     env = environment()
-    list_name = load_schedule(args.schedule).series.list_name
+    list_name = programme_list(args.schedule)
     limit = soft_bounce_limit(env)
     done = processed_folder(env)
     if args.maildir:

@@ -114,9 +114,18 @@ def first_recipient(folder: Path, list_name: str) -> Address:
 
 
 def week_name(args: argparse.Namespace) -> str:
+    from mailer.programme.digest import is_digest, load_digest
     from mailer.programme.schedule import load_schedule
 
-    return load_schedule(args.schedule).series.name
+    return load_digest(args.schedule).name if is_digest(args.schedule) else load_schedule(args.schedule).series.name
+
+
+def programme_list(schedule: Path) -> str:
+    """The list a programme mails: its series' (or its digest's) ``list:``, the file validated first."""
+    from mailer.programme.digest import is_digest, load_digest
+    from mailer.programme.schedule import load_schedule
+
+    return load_digest(schedule).list_name if is_digest(schedule) else load_schedule(schedule).series.list_name
 
 
 def open_in_browser(path_or_url: Path | str) -> None:

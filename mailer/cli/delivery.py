@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from mailer.core.errors import EXIT_FAILED, EXIT_OK, EXIT_TEMPFAIL, ConfigError
@@ -14,7 +15,7 @@ from mailer.core.terminal import printable
 if TYPE_CHECKING:
     from mailer.audience.recipients import Entry
     from mailer.audience.roster import NoMail
-from mailer.cli.context import TEST_CLOCK, environment, send_request
+from mailer.cli.context import TEST_CLOCK, environment, programme_list, send_request
 
 
 def login_command(args: argparse.Namespace) -> int:
@@ -92,10 +93,13 @@ def _no_mail(args: argparse.Namespace, list_name: str) -> dict[str, NoMail]:
 
 
 def status_command(args: argparse.Namespace) -> int:
+    from mailer.programme.digest import is_digest
     from mailer.programme.schedule import load_schedule
     from mailer.run.records import approvals, status
     from mailer.run.report import print_status
 
+    if is_digest(args.schedule):
+        return _digest_status(args)
     series = load_schedule(args.schedule).series
     seminars, _ = status(args.state, series.list_name)
     print_status(seminars, [], tz=series.timezone)
@@ -109,6 +113,26 @@ def status_command(args: argparse.Namespace) -> int:
             print(printable(f"  {n.address}: {n.detail} ({n.reason}{f' on {n.date}' if n.date else ''})"))
     pending = any(counts.get("deferred") for s in seminars for _, _, counts, _, _ in s.messages)
     return EXIT_TEMPFAIL if pending else EXIT_OK
+
+
+def _digest_status(args: argparse.Namespace) -> int:
+    """A digest's status: each digest it sent, with its figures (its seminars' other messages are in the
+    status of their series)."""
+    from mailer.programme.digest import load_digest
+    from mailer.run.digests import gathered_schedules
+    from mailer.run.records import status
+    from mailer.run.report import print_status
+
+    digest = load_digest(args.schedule)
+    print(printable(f"{digest.name}: a weekly digest of {', '.join(digest.lists)} to the list {digest.list_name}"))
+    schedules = gathered_schedules(digest)
+    seminars = [
+        replace(s, messages=[m for m in s.messages if m[0] == "digest"])
+        for schedule in schedules
+        for s in status(args.state, schedule.series.list_name)[0]
+    ]
+    print_status([s for s in seminars if s.messages], [], tz=digest.timezone or schedules[0].series.timezone)
+    return EXIT_OK
 
 
 def approve_command(args: argparse.Namespace) -> int:
@@ -149,14 +173,13 @@ def unsuppress_command(args: argparse.Namespace) -> int:
     from mailer.audience.recipients import UNSUBSCRIBED, list_file, read_entries
     from mailer.audience.roster import BY_ORGANISER, REFUSED
     from mailer.core.address import parse_address
-    from mailer.programme.schedule import load_schedule
     from mailer.record.subscribers import Subscribers
     from mailer.run.records import unsuppress
 
     address = parse_address(args.address)
     if address is None:
         raise ConfigError(f"{args.address!r} is not an email address; wanted name@example.org")
-    list_name = load_schedule(args.schedule).series.list_name
+    list_name = programme_list(args.schedule)
     found = _no_mail(args, list_name).get(address.key)
     if found is None:
         print(f"{address.addr} is not suppressed: it gets mail if it is subscribed (seminar-mailer subscribers).")

@@ -19,13 +19,14 @@ from mailer.cli.context import environment, first_recipient, open_in_browser, se
 
 
 def check_command(args: argparse.Namespace) -> int:
-    from mailer.audience.recipients import UNSUBSCRIBED, list_file, read_entries
     from mailer.compose.checks import date_warnings, drafts_due, missing_details
     from mailer.compose.render import render_every_week
-    from mailer.core.errors import Problem
+    from mailer.programme.digest import is_digest
     from mailer.programme.schedule import load_schedule
     from mailer.run.dispatch import plan_notes
 
+    if is_digest(args.schedule):
+        return _check_digest(args)
     schedule = load_schedule(args.schedule)
     today = today_from(args.date, schedule.series.timezone)
     for warning in [*date_warnings(schedule, today), *missing_details(schedule, today)]:
@@ -39,19 +40,7 @@ def check_command(args: argparse.Namespace) -> int:
         print(f"note: {printable(note)}", file=sys.stderr)
     _check_settings(environment())
     _check_bounces(environment())
-    problems: list[Problem] = []
-    path = list_file(args.recipients, schedule.series.list_name)
-    count = 0
-    for entry in read_entries(path):
-        if entry.problem is not None:
-            problems.append(entry.problem)
-        else:
-            count += 1
-    if (unsubscribed := args.recipients / UNSUBSCRIBED).exists():
-        problems += [e.problem for e in read_entries(unsubscribed) if e.problem is not None]
-    if problems:
-        raise MailerError(_count_of(len(problems), "invalid recipient line"), problems=tuple(problems))
-    print(printable(f"{path}: OK, {_count_of(count, 'recipient')}"))
+    _check_list(args, schedule.series.list_name)
     templates: Path = args.templates
     if not templates.is_dir():
         if args.templates_given:
@@ -66,6 +55,44 @@ def check_command(args: argparse.Namespace) -> int:
     if args.imap and code == EXIT_OK:
         code = _check_imap()
     return code
+
+
+def _check_list(args: argparse.Namespace, list_name: str) -> None:
+    """The list's file and recipients/unsubscribed.txt: every invalid line at its place, else how many."""
+    from mailer.audience.recipients import UNSUBSCRIBED, list_file, read_entries
+    from mailer.core.errors import Problem
+
+    problems: list[Problem] = []
+    path = list_file(args.recipients, list_name)
+    count = 0
+    for entry in read_entries(path):
+        if entry.problem is not None:
+            problems.append(entry.problem)
+        else:
+            count += 1
+    if (unsubscribed := args.recipients / UNSUBSCRIBED).exists():
+        problems += [e.problem for e in read_entries(unsubscribed) if e.problem is not None]
+    if problems:
+        raise MailerError(_count_of(len(problems), "invalid recipient line"), problems=tuple(problems))
+    print(printable(f"{path}: OK, {_count_of(count, 'recipient')}"))
+
+
+def _check_digest(args: argparse.Namespace) -> int:
+    """A digest: its file, the series it gathers, its list, and its templates rendered for a week of theirs."""
+    from mailer.programme.digest import load_digest
+    from mailer.run.digests import gathered_schedules, render_sample
+
+    digest = load_digest(args.schedule)
+    schedules = gathered_schedules(digest)
+    print(printable(f"{args.schedule}: OK, {digest.name}, a weekly digest of {', '.join(digest.lists)}"))
+    _check_settings(environment())
+    _check_list(args, digest.list_name)
+    templates = args.templates if args.templates.is_dir() else None
+    if args.templates_given and templates is None:
+        raise ConfigError(f"{args.templates}: no such template folder; wanted a folder of *.j2 templates")
+    weeks = render_sample(digest, schedules, templates=templates)
+    print(printable(f"{templates or 'built-in templates'}: OK, rendered the digest of {_count_of(weeks, 'week')}"))
+    return EXIT_OK
 
 
 def _check_bounces(env: dict[str, str]) -> None:
@@ -114,10 +141,16 @@ def _check_settings(env: Environment) -> None:
 
 def preview_command(args: argparse.Namespace) -> int:
     from mailer.core.outfiles import write_files
+    from mailer.programme.digest import is_digest
     from mailer.run.dispatch import preview
 
     request = send_request(args, dry_run=True)
-    week, messages = preview(request)
+    if is_digest(args.schedule):
+        from mailer.run.digests import preview_digest
+
+        week, messages = preview_digest(request)
+    else:
+        week, messages = preview(request)
     if week is None:
         monday = request.day - dt.timedelta(days=request.day.weekday())
         print(
@@ -132,7 +165,7 @@ def preview_command(args: argparse.Namespace) -> int:
     written: list[str] = []
     for n, message in enumerate(messages):
         assert message.rendered is not None and message.template is not None
-        stem = "announcement" if n == 0 and message.kind == "announcement" else f"{message.kind}-{n}"
+        stem = message.kind if n == 0 and message.kind in ("announcement", "digest") else f"{message.kind}-{n}"
         files[f"{stem}.html"] = message.rendered.html.encode()
         files[f"{stem}.txt"] = message.rendered.text.encode()
         written += [f"{out / stem}.html ({len(message.rendered.html.encode()) // 1024} KB)", f"{out / stem}.txt"]
@@ -148,7 +181,7 @@ def preview_command(args: argparse.Namespace) -> int:
     write_files(out, files)
     print(printable(f"Wrote {', '.join(written)}"), file=sys.stderr)
     if args.open:
-        open_in_browser(out / "announcement.html")
+        open_in_browser(out / f"{messages[0].kind if messages[0].kind == 'digest' else 'announcement'}.html")
     return EXIT_OK
 
 

@@ -18,10 +18,10 @@ from mailer.compose.invite import Event
 from mailer.compose.message import MessageTemplate, build_message
 from mailer.compose.render import Rendered, render_digest
 from mailer.core.errors import ScheduleError
-from mailer.deliver.config import ledger_window
+from mailer.deliver.config import ledger_window, token_key
 from mailer.deliver.send import Outcome
 from mailer.programme.digest import Digest, is_digest, load_digest, resolve
-from mailer.programme.model import Schedule
+from mailer.programme.model import Schedule, Seminar, Series, Week
 from mailer.programme.project import programme_files
 from mailer.programme.schedule import load_schedule
 from mailer.record.ledger import Ledger
@@ -138,3 +138,33 @@ def _as_plan(dp: DigestPlan) -> Plan:
     """The digest's plan in the shape delivery takes: its week first, then the series' other messages."""
     dues = ((dp.week,) if dp.week else ()) + dp.others
     return Plan(week=None, identities=(), dues=dues, remember=(), notes=dp.notes, problems=())
+
+
+def preview_digest(request: Request) -> tuple[Week | None, list[MessageReport]]:
+    """The digest of the week of ``request.day``, whether or not it went out, as its readers get it."""
+    digest = load_digest(request.schedule)
+    schedules = gathered_schedules(digest)
+    as_series = digest_schedule(digest, schedules)
+    now, today = request.moment(as_series)
+    ledger = read_ledger(request.state, digest.list_name)
+    dp = plan_digest(digest, _plans(schedules, ledger, now=now, today=today), now=now, today=today, explicit=True)
+    if dp.week is None:
+        return None, []
+    key = token_key(request.state, request.env)
+    rendered, template = composer(as_series, dp, request.templates)(dp.week, now, key)
+    week = Week(dp.monday, tuple(i.seminar for i in dp.week.seminars), tuple(s for _, s in dp.upcoming))
+    return week, [MessageReport(DIGEST, dp.week.key, rendered.subject, 0, rendered=rendered, template=template)]
+
+
+def render_sample(digest: Digest, schedules: list[Schedule], *, templates: Path | None) -> int:
+    """Render the digest of every week with a seminar of its series (what ``check`` proves); how many weeks."""
+    as_series = digest_schedule(digest, schedules).series
+    weeks: dict[dt.date, list[tuple[Series, Seminar]]] = {}
+    for schedule in schedules:
+        for seminar in schedule.seminars:
+            weeks.setdefault(seminar.date - dt.timedelta(days=seminar.date.weekday()), []).append(
+                (schedule.series, seminar)
+            )
+    for monday, items in sorted(weeks.items()):
+        render_digest(as_series, monday, sorted(items, key=lambda pair: pair[1].start), (), templates=templates)
+    return len(weeks)

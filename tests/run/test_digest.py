@@ -123,3 +123,32 @@ def test_a_reader_who_joins_the_digest_later_gets_the_week_once_and_no_week_with
     quiet = mailer(folder, server, "send", "--now", "2030-01-28T08:00")  # a week with no seminar of either series
     assert quiet.returncode == 0 and "Digest:" not in quiet.stdout, quiet.stdout
     assert len(server.recorder.received) == first + 1
+
+
+def test_check_status_preview_and_subscribers_cover_the_digest(tmp_path: Path, server: Server) -> None:
+    folder = project(tmp_path)
+    checked = mailer(folder, server, "check")
+    assert checked.returncode == 0, checked.stderr
+    assert "data/week.yaml: OK, This Week at the Department, a weekly digest of learning-machines, ml" in checked.stdout
+    assert "recipients/week.txt: OK, 2 recipients" in checked.stdout
+    assert mailer(folder, server, "send", "--now", "2030-01-14T07:00").returncode == 0
+    status = mailer(folder, server, "status", "--series", "week")
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.count("Digest        sent to 2 of 2") == 2, status.stdout  # listed under each seminar
+    shown = mailer(folder, server, "preview", "--date", "2030-01-14")
+    assert shown.returncode == 0, shown.stderr
+    assert (folder / "preview" / "week" / "digest.html").is_file()
+    assert (folder / "preview" / "ml" / "announcement.html").is_file()
+    listed = mailer(folder, server, "subscribers", "--series", "week", "--counts")
+    assert listed.returncode == 0 and "week: 2 receive" in listed.stdout, listed.stdout + listed.stderr
+
+
+def test_an_include_that_names_no_series_is_an_error_at_its_line_and_nothing_is_sent(
+    tmp_path: Path, server: Server
+) -> None:
+    folder = project(tmp_path)
+    (folder / "data" / "week.yaml").write_text(WEEK.replace("[learning-machines, ml]", "[learning-machines, mlx]"))
+    out = mailer(folder, server, "send", "--now", "2030-01-14T08:00")
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "data/week.yaml:5:" in out.stderr and "'mlx'" in out.stderr and "ml" in out.stderr, out.stderr
+    assert server.recorder.received == []
