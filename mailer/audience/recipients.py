@@ -28,6 +28,11 @@ class Entry:
     line: int
     recipient: Address | None
     problem: Problem | None
+    delivery: str | None = None  # a CSV list's ``delivery`` column: all, digest or none (None: not given)
+    zone: str | None = None  # a CSV list's ``timezone`` column: the reader's IANA zone (None: not given)
+
+
+DELIVERIES = ("all", "digest", "none")  # every message (default), the digests that gather the list only, nothing
 
 
 def list_file(folder: Path, list_name: str) -> Path:
@@ -108,6 +113,8 @@ def _csv_rows(path: Path, reader: Any) -> Iterator[Entry]:
     if "email" not in columns:
         raise ConfigError(f"{path}:1:1: the CSV header is {header!r}; wanted the header row email,name")
     email_at, name_at = columns.index("email"), columns.index("name") if "name" in columns else None
+    delivery_at = columns.index("delivery") if "delivery" in columns else None
+    zone_at = columns.index("timezone") if "timezone" in columns else None
     next_start = reader.line_num + 1  # a row is reported where it starts: a quoted field may span lines
     for row in reader:
         number, next_start = next_start, reader.line_num + 1
@@ -131,7 +138,32 @@ def _csv_rows(path: Path, reader: Any) -> Iterator[Entry]:
             )
             continue
         raw = f'"{name}" <{email}>' if name else email
-        yield _check(path, number, raw)
+        entry = _check(path, number, raw)
+        if entry.recipient is not None and (delivery_at is not None or zone_at is not None):
+            entry = _preferences(path, number, entry, _cell(row, delivery_at), _cell(row, zone_at))
+        yield entry
+
+
+def _cell(row: list[str], at: int | None) -> str:
+    return row[at].strip() if at is not None and len(row) > at else ""
+
+
+def _preferences(path: Path, number: int, entry: Entry, delivery: str, zone: str) -> Entry:
+    """The entry with its CSV ``delivery`` and ``timezone`` (empty cells: the defaults), or the problem with them."""
+    if delivery and delivery.lower() not in DELIVERIES:
+        wanted = "all (every message), digest (only the digests that gather this list) or none"
+        return Entry(number, None, Problem(path, number, 1, f"delivery {delivery!r}: wanted {wanted}"))
+    if zone:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(zone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            wanted = "an IANA time zone such as Europe/London, or an empty cell"
+            return Entry(
+                number, None, Problem(path, number, 1, f"timezone {zone!r} is not a time zone; wanted {wanted}")
+            )
+    return Entry(number, entry.recipient, None, delivery.lower() or None, zone or None)
 
 
 def suppressed_keys(paths: list[Path]) -> set[str]:
@@ -144,12 +176,18 @@ def suppressed_keys(paths: list[Path]) -> set[str]:
 
 
 INVALID, DUPLICATE, SUPPRESSED, ALREADY, DUE = "invalid", "duplicate", "suppressed", "already", "due"
+HELD = "held"  # on the list, but chose the digests only, or nothing (delivery: digest or none)
 
 
 def classify(
-    path: Path, *, suppressed: set[str], done: set[str], subscribers: Iterable[Address] = ()
+    path: Path,
+    *,
+    suppressed: set[str],
+    done: set[str],
+    subscribers: Iterable[Address] = (),
+    held: set[str] | frozenset[str] = frozenset(),
 ) -> Iterator[tuple[str, Entry]]:
-    """Sort every line of a list into invalid, duplicate, suppressed, already (done) or due; then the
+    """Sort every line of a list into invalid, duplicate, suppressed, held, already (done) or due; then the
     store's confirmed ``subscribers`` (as entries with line 0) that the file does not already hold."""
     seen: set[str] = set()
     from_store = (Entry(0, address, None) for address in subscribers)
@@ -165,6 +203,8 @@ def classify(
         seen.add(key)
         if key in suppressed:
             yield SUPPRESSED, entry
+        elif key in held:
+            yield HELD, entry
         elif key in done:
             yield ALREADY, entry
         else:

@@ -20,6 +20,7 @@ import datetime as dt
 import email.policy
 import email.utils
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
 
@@ -46,6 +47,16 @@ class MessageTemplate:
     unsubscribe_mailto: str
     unsubscribe_url: str | None
     thread: str | None = None  # the key of the announcement this message follows up
+    # The same message rendered for readers in other zones (its times also in theirs): zone -> template, and
+    # each reader's zone by address key. Built once per distinct zone of a run, never once per reader.
+    variants: Mapping[str, MessageTemplate] | None = None
+    zone_of: Mapping[str, str] | None = None
+
+    def variant(self, recipient: Address) -> MessageTemplate:
+        """The template for this recipient's zone (itself when it has none)."""
+        if self.variants and self.zone_of and (zone := self.zone_of.get(recipient.key)) is not None:
+            return self.variants.get(zone, self)
+        return self
 
     def message_id(self, recipient: Address, key: str | None = None) -> str:
         """Deterministic per (list, message, recipient): a resent copy has the same id."""
@@ -76,11 +87,15 @@ class MessageTemplate:
 
     def personalise(self, recipient: Address) -> bytes:
         """Return the exact message ``recipient`` receives."""
+        if (own := self.variant(recipient)) is not self:
+            return own.personalise(recipient)
         return self.personal_head(recipient) + self.head + self._attendee(recipient).join(self.body)
 
     def wire(self, recipient: Address) -> bytes:
         """The message as the DATA stream, prepared once: the personal lines never begin with a dot
         (header names, "ATTENDEE", a folded line's space), so only the shared part needed dot-stuffing."""
+        if (own := self.variant(recipient)) is not self:
+            return own.wire(recipient)
         return self.personal_head(recipient) + self._attendee(recipient).join(self.wire_rest)
 
     def _attendee(self, recipient: Address) -> bytes:

@@ -175,8 +175,10 @@ def _context(
     markdown_output: bool = True,
     reminder: bool = False,
     today: dt.date | None = None,
+    zone: dt.tzinfo | None = None,
 ) -> dict[str, Any]:
-    """What the templates see; for Markdown outputs (text, page, subject) every field link-safe."""
+    """What the templates see; for Markdown outputs (text, page, subject) every field link-safe. With the
+    reader's ``zone``, ``your_time(s)`` says when a seminar starts there (" (16:00 GMT your time)"), else ""."""
     week = dataclasses.replace(
         week,
         seminars=tuple(_safe_seminar(s, all_fields=markdown_output) for s in week.seminars),
@@ -197,6 +199,7 @@ def _context(
         "which_week": _which_week(week, today),
         "all_cancelled": all(s.is_cancelled for s in week.seminars),
         "calendar": calendar_links(series),
+        "your_time": lambda s: f" ({there})" if (there := reader_time(s.start, zone)) else "",
         # A reminder is the announcement of one seminar, opening with when it starts.
         "reminder": (
             f"on {week.seminars[0].start:%A %Y-%m-%d} at {week.seminars[0].start:%H:%M} {week.seminars[0].tz_label}"
@@ -328,12 +331,14 @@ def render(
     templates: Path | None = None,
     reminder: bool = False,
     today: dt.date | None = None,
+    zone: dt.tzinfo | None = None,
 ) -> Rendered:
     """Render the announcement for ``week`` (or, with ``reminder``, the reminder of its one seminar);
-    ``today``, the day it goes out, says "next week's" when that is before the week (default: in it)."""
+    ``today``, the day it goes out, says "next week's" when that is before the week (default: in it);
+    ``zone``, the readers' zone, adds each start there."""
     # every text field link-safe: it ends up in Markdown; the plain context's fields escape themselves
-    context = _context(schedule, week, reminder=reminder, today=today)
-    plain_context = _context(schedule, week, markdown_output=False, reminder=reminder, today=today)
+    context = _context(schedule, week, reminder=reminder, today=today, zone=zone)
+    plain_context = _context(schedule, week, markdown_output=False, reminder=reminder, today=today, zone=zone)
     text_env = make_environment(templates, html=False)
     subject = _subject(text_env, SUBJECT, plain_context)
     text, page = _text_and_page(text_env, context)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+import zoneinfo
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from mailer.programme.schedule import load_schedule
 from mailer.record.ledger import Ledger
 from mailer.record.state import check_state
 from mailer.run.digest_plan import DigestPlan, plan_digest
-from mailer.run.dispatch import count_plan, deliver_plan, read_ledger, render_due, send_settings
+from mailer.run.dispatch import Composer, count_plan, deliver_plan, read_ledger, render_due, send_settings
 from mailer.run.due_recipients import memory_of
 from mailer.run.plan import DIGEST, FOLLOWUP, Due, Plan, plan
 from mailer.run.request import MessageReport, Request, Result
@@ -67,18 +68,17 @@ def _plans(
     return out
 
 
-def composer(
-    digest_as: Schedule, dp: DigestPlan, templates: Path | None
-) -> Callable[[Due, dt.datetime, bytes], tuple[Rendered, MessageTemplate]]:
+def composer(digest_as: Schedule, dp: DigestPlan, templates: Path | None) -> Composer:
     """How the digest's run renders each due message: the digest itself, or a series' message as the digest
     sends it (from the digest, with the series' invitation)."""
 
-    def compose(due: Due, now: dt.datetime, key: bytes) -> tuple[Rendered, MessageTemplate]:
+    def compose(due: Due, now: dt.datetime, key: bytes, zone: str | None) -> tuple[Rendered, MessageTemplate]:
         if due.kind == DIGEST:
             items = [(dp.owner[i.key].series, i.seminar) for i in due.seminars]
-            rendered = render_digest(digest_as.series, dp.monday, items, dp.upcoming, templates=templates)
+            there = zoneinfo.ZoneInfo(zone) if zone else None
+            rendered = render_digest(digest_as.series, dp.monday, items, dp.upcoming, templates=templates, zone=there)
         else:
-            rendered = render_due(dp.owner[due.seminars[0].key], due, None, templates=templates, now=now)
+            rendered = render_due(dp.owner[due.seminars[0].key], due, None, templates=templates, now=now, zone=zone)
         events = [] if due.kind == FOLLOWUP else [
             Event(i.seminar, i.uid, i.revision, schedule=dp.owner[i.key]) for i in due.seminars
         ]  # fmt: skip
@@ -106,7 +106,7 @@ def run_digest(
         gathered = _plans(schedules, ledger, now=now, today=today)
         dp = plan_digest(digest, gathered, now=now, today=today, explicit=request.date is not None)
         return count_plan(request, as_series, _as_plan(dp), ledger, warn, warnings, settings, composer(as_series, dp,
-                          request.templates))  # fmt: skip
+                          request.templates), digest.lists)  # fmt: skip
     assert settings is not None
     from mailer.record.state import run_lock
 
@@ -128,7 +128,7 @@ def run_digest(
             owners = {key: schedule.series.list_name for key, schedule in dp.owner.items()}
             return deliver_plan(
                 request, as_series, _as_plan(dp), ledger, settings, confirm, progress, warn, warnings,
-                composer(as_series, dp, request.templates), owners,
+                composer(as_series, dp, request.templates), owners, digest.lists,
             )  # fmt: skip
         finally:
             ledger.close()
@@ -151,7 +151,7 @@ def preview_digest(request: Request) -> tuple[Week | None, list[MessageReport]]:
     if dp.week is None:
         return None, []
     key = token_key(request.state, request.env)
-    rendered, template = composer(as_series, dp, request.templates)(dp.week, now, key)
+    rendered, template = composer(as_series, dp, request.templates)(dp.week, now, key, None)
     week = Week(dp.monday, tuple(i.seminar for i in dp.week.seminars), tuple(s for _, s in dp.upcoming))
     return week, [MessageReport(DIGEST, dp.week.key, rendered.subject, 0, rendered=rendered, template=template)]
 

@@ -13,13 +13,14 @@ import dataclasses
 import datetime as dt
 import signal
 import time
+import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 
 import aiosmtplib
 
-from mailer.audience.recipients import DUE, INVALID, Entry, classify
+from mailer.audience.recipients import DUE, INVALID, Entry
 from mailer.compose.checks import drafts_due, missing_details
 from mailer.compose.invite import Event
 from mailer.compose.message import MessageTemplate, build_message
@@ -40,6 +41,7 @@ from mailer.run.due_recipients import Audiences, RunRoster, memory_of, roster_of
 from mailer.run.organisers import remind_organisers
 from mailer.run.plan import (
     ANNOUNCEMENT,
+    DIGEST,
     FOLLOWUP,
     REMINDER,
     WEEKLY,
@@ -72,10 +74,11 @@ def compose(
     now: dt.datetime,
     key: bytes,
     test: bool = False,
+    zone: str | None = None,
 ) -> tuple[Rendered, MessageTemplate]:
     """Render a due message once and build the MIME message every recipient shares (``test``: the
-    subject says it is a test copy)."""
-    rendered = render_due(schedule, due, week, templates=templates, now=now)
+    subject says it is a test copy; ``zone``: for readers in that zone)."""
+    rendered = render_due(schedule, due, week, templates=templates, now=now, zone=zone)
     if test:
         rendered = dataclasses.replace(rendered, subject=f"[TEST] {rendered.subject}")
     # A follow-up carries no invitation: the seminar is over, and nothing in a calendar is to change.
@@ -85,14 +88,22 @@ def compose(
 
 
 def render_due(
-    schedule: Schedule, due: Due, week: Week | None, *, templates: Path | None, now: dt.datetime
+    schedule: Schedule,
+    due: Due,
+    week: Week | None,
+    *,
+    templates: Path | None,
+    now: dt.datetime,
+    zone: str | None = None,
 ) -> Rendered:
-    """The subject, text and HTML of a due message of the series ``schedule``."""
+    """The subject, text and HTML of a due message of the series ``schedule`` (``zone``: the readers', for the
+    announcement and the reminder, which then also say when each seminar starts there)."""
+    there = zoneinfo.ZoneInfo(zone) if zone else None
     if due.kind == ANNOUNCEMENT:
         today = now.astimezone(schedule.series.timezone).date()  # sent the week before: "next week's"
-        rendered = render(schedule, _week_of(due, week), templates=templates, today=today)
+        rendered = render(schedule, _week_of(due, week), templates=templates, today=today, zone=there)
     elif due.kind == REMINDER:
-        rendered = render(schedule, _week_of(due, None), templates=templates, reminder=True)
+        rendered = render(schedule, _week_of(due, None), templates=templates, reminder=True, zone=there)
     elif due.kind == FOLLOWUP:
         rendered = render_followup(schedule, due.seminars[0].seminar, templates=templates)
     else:
@@ -102,8 +113,10 @@ def render_due(
 
 # --- the run -------------------------------------------------------------------------------------
 
-# Renders and builds a due message at a moment with a token key: a digest's run brings its own (run/digests.py).
-Composer = Callable[[Due, dt.datetime, bytes], tuple[Rendered, MessageTemplate]]
+# Renders and builds a due message at a moment with a token key, for readers in a zone (None: the series'):
+# a digest's run brings its own (run/digests.py).
+Composer = Callable[[Due, dt.datetime, bytes, str | None], tuple[Rendered, MessageTemplate]]
+ZONED = (ANNOUNCEMENT, REMINDER, DIGEST)  # the messages that also state each time in the reader's zone
 
 
 def read_ledger(state: Path, list_name: str) -> Ledger | None:
@@ -225,8 +238,9 @@ def count_plan(
     warnings: list[str],
     settings: SmtpSettings | None,
     composer: Composer | None = None,
+    gathers: tuple[str, ...] = (),
 ) -> Result:
-    roster = roster_of(request, schedule.series.list_name, ledger)
+    roster = roster_of(request, schedule.series.list_name, ledger, gathers=gathers)
     audiences = Audiences(ledger, planned.dues)
     key = token_key(request.state, request.env, create=False)
     now = request.moment(schedule)[0]
@@ -272,15 +286,16 @@ def _due_messages(
     others = [d for d in planned.dues if d.kind not in WEEKLY]
     subsets: dict[str, Due] = {}  # subscribers told of some of the week's seminars get the others only
     tally: dict[str, int] = {}
-    for kind, entry in classify(
-        roster.path, suppressed=roster.suppressed, done=set(), subscribers=roster.store.confirmed()
-    ):
+    zones: set[str] = set()  # the distinct zones of the readers due: one rendering each
+    for kind, entry in roster.entries():
         counts[kind] = counts.get(kind, 0) + 1
         if kind == INVALID:
             warn(entry)
         if kind != DUE or entry.recipient is None:
             continue
         who = entry.recipient.key
+        if (zone := roster.zones.get(who)) is not None:
+            zones.add(zone)
         if week is not None and (lacking := audiences.lacking(week.seminars, who)):
             subset = narrowed(week, lacking)
             subset = subsets.setdefault(subset.key, subset)
@@ -292,10 +307,15 @@ def _due_messages(
     for due in [*subsets.values(), *others]:
         if not tally.get(due.key):
             continue
-        if composer is not None:  # (a digest's run: its own mail, and the series' messages as the digest sends them)
-            rendered, template = composer(due, now, key)
-        else:
-            rendered, template = compose(schedule, due, planned.week, templates=request.templates, now=now, key=key)
+        if composer is None:
+
+            def composer(due: Due, now: dt.datetime, key: bytes, zone: str | None) -> tuple[Rendered, MessageTemplate]:
+                return compose(schedule, due, planned.week, templates=request.templates, now=now, key=key, zone=zone)
+
+        rendered, template = composer(due, now, key, None)
+        if due.kind in ZONED and zones:
+            variants = {zone: composer(due, now, key, zone)[1] for zone in sorted(zones)}
+            template = replace(template, variants=variants, zone_of=roster.zones)
         report = MessageReport(
             due.kind,
             due.key,
@@ -349,12 +369,13 @@ def deliver_plan(
     warnings: list[str],
     composer: Composer | None = None,
     owners: Mapping[str, str] | None = None,
+    gathers: tuple[str, ...] = (),
 ) -> Result:
-    """Deliver the plan's messages to the list; ``composer`` and ``owners`` (seminar key -> the list it is
-    remembered under) for a digest, whose seminars are its series'."""
+    """Deliver the plan's messages to the list; ``composer``, ``owners`` (seminar key -> the list it is
+    remembered under) and ``gathers`` (its series' lists) for a digest, whose seminars are its series'."""
     series = schedule.series
     now = ledger.clock()
-    roster = roster_of(request, schedule.series.list_name, ledger)
+    roster = roster_of(request, schedule.series.list_name, ledger, gathers=gathers)
     audiences = Audiences(ledger, planned.dues)
     key = token_key(request.state, request.env)
     counts, plans = _due_messages(

@@ -5,13 +5,15 @@ was told an earlier revision (Audiences.wants, lacking). The planner decides wha
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mailer.audience.recipients import DUE, UNSUBSCRIBED, classify, list_file
+from mailer.audience.recipients import DUE, HELD, UNSUBSCRIBED, Entry, classify, list_file, read_entries
 from mailer.core.address import Address
 from mailer.record.ledger import Ledger
+from mailer.record.preferences import DIGEST, NONE, Preferences
 from mailer.record.rows import Knowledge
 from mailer.record.subscribers import Subscribers
 from mailer.run.plan import (
@@ -33,23 +35,67 @@ class RunRoster:
     path: Path
     suppressed: set[str]
     store: Subscribers
+    held: set[str] = field(default_factory=set)  # chose the digests only, or nothing, for this list
+    extra: tuple[Address, ...] = ()  # a digest's: those who chose it over a list it gathers
+    zones: dict[str, str] = field(default_factory=dict)  # address key -> the reader's zone, where one is known
+    delivery: dict[str, str] = field(default_factory=dict)  # address key -> all, digest or none, where chosen
+
+    def entries(self) -> Iterator[tuple[str, Entry]]:
+        """Every line of the list and every other subscriber (the store's, a digest's extra), classified."""
+        return classify(
+            self.path,
+            suppressed=self.suppressed,
+            done=set(),
+            subscribers=itertools.chain(self.store.confirmed(), self.extra),
+            held=self.held,
+        )
 
     def subscribers(self) -> Iterator[Address]:
         """Valid, de-duplicated, not suppressed subscribers, streamed: memory stays flat."""
-        for kind, entry in classify(
-            self.path, suppressed=self.suppressed, done=set(), subscribers=self.store.confirmed()
-        ):
+        for kind, entry in self.entries():
             if kind == DUE and entry.recipient is not None:
                 yield entry.recipient
 
 
-def roster_of(request: Request, series_list: str, ledger: Ledger | None) -> RunRoster:
+def roster_of(request: Request, list_name: str, ledger: Ledger | None, *, gathers: tuple[str, ...] = ()) -> RunRoster:
+    """The list's roster for a run; a digest's (``gathers``: the lists it gathers) with those who chose the digest
+    over one of those lists. Delivery choices and zones: the subscriber's own (the manage page) over the CSV's."""
     from mailer.audience.recipients import suppressed_keys
 
-    store = Subscribers(request.state, series_list, create=not request.dry_run)
+    store = Subscribers(request.state, list_name, create=not request.dry_run)
     keys = suppressed_keys([request.recipients / UNSUBSCRIBED]) | store.unsubscribed_keys()
     keys |= ledger.suppressed_keys() if ledger else set()
-    return RunRoster(list_file(request.recipients, series_list), keys, store)
+    path = list_file(request.recipients, list_name)
+    with Preferences(request.state) as chosen:
+        deliveries, zones = _csv_choices(path)
+        deliveries.update(chosen.deliveries(list_name))
+        extra: list[Address] = []
+        for other in gathers:
+            mine = roster_of(request, other, ledger)
+            extra += [
+                e.recipient
+                for kind, e in mine.entries()
+                if kind == HELD and e.recipient is not None and mine.delivery.get(e.recipient.key) == DIGEST
+            ]
+            zones.update({k: z for k, z in mine.zones.items() if k not in zones})
+        zones.update(chosen.zones())
+    held = {key for key, delivery in deliveries.items() if delivery in (DIGEST, NONE)}
+    return RunRoster(path, keys, store, held, tuple(extra), zones, deliveries)
+
+
+def _csv_choices(path: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """A CSV list's ``delivery`` and ``timezone`` columns, by address key (a text list has neither)."""
+    deliveries: dict[str, str] = {}
+    zones: dict[str, str] = {}
+    if path.suffix != ".csv":
+        return deliveries, zones
+    for entry in read_entries(path):
+        if entry.recipient is not None:
+            if entry.delivery:
+                deliveries.setdefault(entry.recipient.key, entry.delivery)
+            if entry.zone:
+                zones.setdefault(entry.recipient.key, entry.zone)
+    return deliveries, zones
 
 
 @dataclass

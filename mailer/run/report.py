@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mailer.audience.recipients import DUE, DUPLICATE, INVALID, SUPPRESSED
+from mailer.audience.recipients import DUE, DUPLICATE, HELD, INVALID, SUPPRESSED
 from mailer.core.terminal import count_of, printable
 from mailer.deliver.send import Outcome
-from mailer.programme.project import DEFAULTS, Project
+from mailer.programme.project import DEFAULTS, MARKER, Project, list_name_of
 from mailer.record.rows import parse_time
 from mailer.run.plan import WEEKLY
 
@@ -86,6 +86,10 @@ def status_command(schedule: Path, state: Path, *, cwd: Path) -> str:
     words = ["seminar-mailer", "status"]
     for name, path in (("schedule", schedule), ("state", state)):
         default = root / DEFAULTS[name][1] if root is not None else None
+        if name == "schedule" and root is not None and (cwd / path).resolve().parent == (root / "data").resolve():
+            if (cwd / path).resolve() != (root / MARKER).resolve() and (listed := list_name_of(cwd / path)):
+                words += ["--series", listed]  # another series of the project: named by its list
+            continue
         if default is None or (cwd / path).resolve() != default.resolve():
             words += [f"--{name}", str(path)]
     return shlex.join(words)
@@ -136,6 +140,8 @@ def print_result(result: Result) -> None:
         if outcome.withdrawn:
             print(f"  unsubscribed       {outcome.withdrawn}  (while this send ran: not sent)")
     print(f"  suppressed         {result.counts.get(SUPPRESSED, 0)}  (unsubscribed or refused)")
+    if result.counts.get(HELD):  # (only when a subscriber chose: a project without choices reads as before)
+        print(f"  digest only or nothing  {result.counts[HELD]}  (their choice for this list)")
     print(f"  duplicates         {result.counts.get(DUPLICATE, 0)}")
     print(f"  invalid lines      {result.counts.get(INVALID, 0)}  (skipped; run check)")
     for message in result.messages:

@@ -98,6 +98,7 @@ def test_one_send_announces_each_series_to_its_own_list_once(tmp_path: Path, ser
     lm = first.stdout.index("== learning-machines (data/seminars.yaml) ==")
     ml = first.stdout.index("== ml (data/ml.yaml) ==")
     assert lm < first.stdout.index("sent now           2") < ml, first.stdout
+    assert "(suppressed: seminar-mailer status --series ml)" in first.stdout  # the command that works here
     again = mailer(folder, server, "send", "--now", "2030-01-14T08:15")
     assert again.returncode == 0 and len(server.recorder.received) == 4, again.stdout
 
