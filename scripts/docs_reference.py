@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mailer.programme.keys import SEMINAR_KEYS, SERIES_KEYS, TOP_KEYS, Key  # noqa: E402
+from mailer.programme.keys import DIGEST_KEYS, DIGEST_TOP_KEYS, SEMINAR_KEYS, SERIES_KEYS, TOP_KEYS, Key  # noqa: E402
 from mailer.programme.model import WEEKDAYS  # noqa: E402
 from mailer.programme.schedule import ID_RE, LIST_NAME_RE  # noqa: E402
 
@@ -64,6 +64,10 @@ def _value(key: Key) -> str:
             return "`required` or `none`"
         case "series":
             return "a mapping: the keys under [`series`](#series)"
+        case "lists":
+            return "a list of list names: `[colloquium, ml-seminar]`"
+        case "digest":
+            return "a mapping: the keys below"
         case "seminars":
             return "a list of mappings: the keys under [`seminars`](#seminars)"
         case _:
@@ -114,6 +118,18 @@ def reference_text() -> str:
         "Each entry of the list, one per seminar. A key also under `series` overrides it for that seminar.",
         "",
         *_table(SEMINAR_KEYS),
+        "",
+        "## A digest's file",
+        "",
+        "A programme file whose top level is a `digest:` block instead of `series:` and `seminars:` gathers the",
+        "seminars of several series of the project into one weekly mail to its own list:",
+        "[Several series and a digest](../department.md).",
+        "",
+        *_table(DIGEST_TOP_KEYS),
+        "",
+        "## `digest`",
+        "",
+        *_table(DIGEST_KEYS),
     ]
     return "\n".join(lines) + "\n"
 

@@ -37,6 +37,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from mailer.audience.manage import Listed, Manage, manage_page
 from mailer.core.address import Address, format_address, header_text, parse_address
 from mailer.core.errors import MailerError
 from mailer.core.tokens import CONFIRM_LIFETIME, check_confirm, check_unsubscribe, confirm_token
@@ -100,6 +101,7 @@ class Service:
     smtp: SmtpSettings
     clock: Callable[[], float] = time.time
     schedule_path: Path | None = None  # the programme: the speaker's form shows its seminar (None: no form)
+    lists: tuple[Listed, ...] = ()  # every list of the project, for the manage page (default: this series' alone)
 
 
 def _page(series: Series, title: str, body: str, status: int = 200) -> HTMLResponse:
@@ -333,6 +335,16 @@ def build_app(service: Service) -> Starlette:
             "changes until it expires.</p>",
         )
 
+    lists = service.lists or (Listed(series.list_name, series.name, False),)
+    settings = Manage(
+        lists, store.path.parent, service.token_key, lambda t, b, c: _page(series, t, b, c), service.clock
+    )
+
+    async def manage(request: Request) -> Response:
+        if not per_client.allow(request.client.host if request.client else "?"):
+            return _page(series, "Too many requests", "<p>Please try again in a while.</p>", 429)
+        return await manage_page(settings, request)
+
     app = Starlette(
         routes=[
             Route("/", subscribe, methods=["GET"]),
@@ -340,6 +352,7 @@ def build_app(service: Service) -> Starlette:
             Route("/confirm", confirm, methods=["GET", "POST"]),
             Route("/unsubscribe", unsubscribe, methods=["GET", "POST"]),
             Route("/speaker", speaker, methods=["GET", "POST"]),
+            Route("/manage", manage, methods=["GET", "POST"]),
         ]
     )
     return app
@@ -426,13 +439,23 @@ class LimitBody:
         await send({"type": "http.response.body", "body": body})
 
 
-def serve(service: Service, sock: socket.socket, *, forwarded_allow_ips: str = "127.0.0.1") -> None:
+def serve(
+    service: Service,
+    sock: socket.socket,
+    *,
+    forwarded_allow_ips: str = "127.0.0.1",
+    mounts: dict[str, Service] | None = None,
+) -> None:
     """Run on ``sock`` (bound by the caller) until interrupted. X-Forwarded-For is trusted only from
-    ``forwarded_allow_ips`` (the proxy)."""
+    ``forwarded_allow_ips`` (the proxy). ``mounts``: several series, each under its path prefix."""
     import uvicorn
+    from starlette.routing import Mount
 
+    app = (
+        build_app(service) if not mounts else Starlette(routes=[Mount(p, app=build_app(s)) for p, s in mounts.items()])
+    )
     config = uvicorn.Config(
-        LimitBody(build_app(service)),
+        LimitBody(app),
         proxy_headers=True,
         forwarded_allow_ips=forwarded_allow_ips,
         server_header=False,

@@ -12,31 +12,82 @@ from mailer.core.terminal import count_of as _count_of
 from mailer.core.terminal import printable
 
 if TYPE_CHECKING:
-    pass
+    from pathlib import Path
+
+    from mailer.audience.manage import Listed
+    from mailer.programme.model import Series
 from mailer.cli.context import address_arg, environment, programme_list
 
 
 def serve_command(args: argparse.Namespace) -> int:
+    """Serve one series at the root, as always; several (every programme with a service_url), each under the
+    last part of its service_url's path (/lm for https://seminars.example.org/lm)."""
+    from urllib.parse import urlsplit
+
     from mailer.audience.web import Service, serve
     from mailer.deliver.config import listen_socket, smtp_settings, token_key
-    from mailer.programme.schedule import load_schedule
+    from mailer.programme.digest import is_digest
     from mailer.record.subscribers import Subscribers
 
-    series = load_schedule(args.schedule).series
-    if series.service_url is None:
+    programmes = getattr(args, "programmes", None) or [args.schedule]
+    senders = [(path, _served_series(path)) for path in programmes]
+    lists = _listed(senders)
+    missing = [path for path, series in senders if series.service_url is None]
+    if len(senders) == 1 and missing:
         raise ConfigError(
             f"{args.schedule}: the series has no service_url; wanted the public https address at which "
             "serve is reached, e.g. service_url: https://seminars.example.org/lm"
         )
+    for path in missing if len(senders) > 1 else ():
+        print(printable(f"warning: {path} has no service_url: not served"), file=sys.stderr)
     env = environment()
     sock = listen_socket(args.listen, option="--listen")  # before anything is opened: a bad address is exit 2
-    store = Subscribers(args.state, series.list_name)
-    service = Service(
-        series, store, token_key(args.state, env), smtp_settings(env, state=args.state), schedule_path=args.schedule
-    )
-    print(f"Serving {series.service_url} on http://{args.listen} (Ctrl-C stops)", file=sys.stderr, flush=True)
-    serve(service, sock, forwarded_allow_ips=args.trusted_proxy)
+    key, smtp = token_key(args.state, env), smtp_settings(env, state=args.state)
+    services = []
+    for path, series in senders:
+        if series.service_url is not None:
+            store = Subscribers(args.state, series.list_name)
+            schedule_path = None if is_digest(path) else path  # (a digest has no seminars of its own for the form)
+            services.append(Service(series, store, key, smtp, schedule_path=schedule_path, lists=lists))
+    if len(services) == 1:
+        print(f"Serving {services[0].series.service_url} on http://{args.listen} (Ctrl-C stops)", file=sys.stderr)
+        serve(services[0], sock, forwarded_allow_ips=args.trusted_proxy)
+        return EXIT_OK
+    mounts = {}
+    for service in services:
+        assert service.series.service_url is not None
+        prefix = "/" + urlsplit(service.series.service_url).path.rstrip("/").rpartition("/")[2]
+        if prefix == "/" or prefix in mounts:
+            raise ConfigError(
+                f"{service.series.service_url}: with several series each service_url must end in a path of its "
+                f"own (e.g. https://seminars.example.org/{service.series.list_name}); serve mounts each there"
+            )
+        mounts[prefix] = service
+        print(f"Serving {service.series.service_url} on http://{args.listen}{prefix}", file=sys.stderr)
+    print("(Ctrl-C stops)", file=sys.stderr, flush=True)
+    serve(services[0], sock, forwarded_allow_ips=args.trusted_proxy, mounts=mounts)
     return EXIT_OK
+
+
+def _served_series(path: Path) -> Series:
+    """The series a programme's pages and mails come from (a digest's: its own name, sender and list)."""
+    from mailer.programme.digest import is_digest, load_digest
+    from mailer.programme.schedule import load_schedule
+    from mailer.run.digests import digest_schedule, gathered_schedules
+
+    if is_digest(path):
+        digest = load_digest(path)
+        return digest_schedule(digest, gathered_schedules(digest)).series
+    return load_schedule(path).series
+
+
+def _listed(senders: list[tuple[Path, Series]]) -> tuple[Listed, ...]:
+    """Every list of the project for the manage page, each saying whether a digest gathers it."""
+    from mailer.audience.manage import Listed
+    from mailer.programme.digest import is_digest, load_digest
+
+    gathered = {name for path, _ in senders if is_digest(path) for name in load_digest(path).lists}
+    return tuple(Listed(s.list_name, s.name, s.list_name in gathered) for _, s in senders)
 
 
 def subscribe_command(args: argparse.Namespace) -> int:

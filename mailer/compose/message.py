@@ -18,16 +18,18 @@ from __future__ import annotations
 
 import datetime as dt
 import email.policy
+import email.quoprimime
 import email.utils
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
 
 from mailer.compose.invite import ATTENDEE_PLACEHOLDER, Event, attendee_property, build_invite, method
-from mailer.compose.render import Rendered
+from mailer.compose.render import MANAGE_LINK, Rendered
 from mailer.core.address import Address, format_address, header_text
-from mailer.core.tokens import unsubscribe_query, unsubscribe_token
+from mailer.core.tokens import manage_token, unsubscribe_query, unsubscribe_token
 from mailer.programme.model import Schedule, Week
 
 _POLICY = email.policy.SMTP  # CRLF line ends, as transmitted
@@ -51,6 +53,29 @@ class MessageTemplate:
     # each reader's zone by address key. Built once per distinct zone of a run, never once per reader.
     variants: Mapping[str, MessageTemplate] | None = None
     zone_of: Mapping[str, str] | None = None
+    slots: tuple[bytes, ...] = ()  # what goes between the body's pieces, when not only ATTENDEE lines
+    manage_url: str | None = None  # the manage page (the series' service_url): each footer links it with a token
+
+    def manage_link(self, recipient: Address) -> str | None:
+        """The recipient's own link to the manage page (all lists of the project, their zone)."""
+        if self.manage_url is None:
+            return None
+        return f"{self.manage_url}?t={manage_token(self.token_key, recipient.key)}"
+
+    def _join(self, pieces: tuple[bytes, ...], recipient: Address) -> bytes:
+        """The pieces with the recipient's own lines between them."""
+        if not self.slots:
+            return self._attendee(recipient).join(pieces)
+        link = self.manage_link(recipient) or ""
+        fills = {
+            ATTENDEE_PLACEHOLDER.encode(): self._attendee(recipient),
+            MANAGE_LINK.encode(): _qp(link),
+            b'href=3D"' + MANAGE_LINK.encode() + b'"': _qp(f'href="{link}"'),
+        }
+        out = [pieces[0]]
+        for slot, piece in zip(self.slots, pieces[1:], strict=True):
+            out += [fills[slot], piece]
+        return b"".join(out)
 
     def variant(self, recipient: Address) -> MessageTemplate:
         """The template for this recipient's zone (itself when it has none)."""
@@ -89,17 +114,22 @@ class MessageTemplate:
         """Return the exact message ``recipient`` receives."""
         if (own := self.variant(recipient)) is not self:
             return own.personalise(recipient)
-        return self.personal_head(recipient) + self.head + self._attendee(recipient).join(self.body)
+        return self.personal_head(recipient) + self.head + self._join(self.body, recipient)
 
     def wire(self, recipient: Address) -> bytes:
         """The message as the DATA stream, prepared once: the personal lines never begin with a dot
         (header names, "ATTENDEE", a folded line's space), so only the shared part needed dot-stuffing."""
         if (own := self.variant(recipient)) is not self:
             return own.wire(recipient)
-        return self.personal_head(recipient) + self._attendee(recipient).join(self.wire_rest)
+        return self.personal_head(recipient) + self._join(self.wire_rest, recipient)
 
     def _attendee(self, recipient: Address) -> bytes:
         return attendee_lines(recipient) if len(self.body) > 1 else b""  # (no invitation: nothing to put)
+
+
+def _qp(text: str) -> bytes:
+    """One line as quoted-printable, soft-wrapped at 76 (a URL's "=" becomes =3D), without its line end."""
+    return email.quoprimime.body_encode(text, maxlinelen=76).encode("ascii")
 
 
 def attendee_lines(recipient: Address) -> bytes:
@@ -186,18 +216,34 @@ def build_message(
     cut = ATTENDEE_PLACEHOLDER.encode()
     if invite is not None:
         assert body.count(b"\r\n" + cut + b"\r\n") == 2 * invite.count(cut) > 0  # both calendar parts, every event
+    slots: tuple[bytes, ...] = ()
+    if series.service_url:  # every place a recipient's own line goes, in order: the footers' manage links too
+        slots = tuple(m[0] for m in _SLOT.finditer(body))
+    splitter = _SLOT if slots else re.compile(re.escape(cut))
     return MessageTemplate(
         announcement=key,
         head=head,
-        body=tuple(body.split(cut)),
-        wire_rest=tuple(dot_stuff(head + body).split(cut)),
+        body=tuple(splitter.split(body)),
+        wire_rest=tuple(splitter.split(dot_stuff(head + body))),
         list_name=series.list_name,
         id_domain=domain,
         token_key=token_key,
         unsubscribe_mailto=f"mailto:{series.unsubscribe_address.ascii_addr}?subject=unsubscribe",
         unsubscribe_url=series.unsubscribe_page,
         thread=thread,
+        slots=slots,
+        manage_url=f"{series.service_url}/manage" if series.service_url else None,
     )
+
+
+# The lines a recipient's own text replaces: ATTENDEE, and (quoted-printable) the manage link in each footer.
+_SLOT = re.compile(
+    re.escape(ATTENDEE_PLACEHOLDER.encode())
+    + b"|"
+    + re.escape(MANAGE_LINK.encode())
+    + b"|"
+    + re.escape(b'href=3D"' + MANAGE_LINK.encode() + b'"')
+)
 
 
 def first_events(schedule: Schedule, week: Week) -> list[Event]:

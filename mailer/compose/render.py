@@ -110,7 +110,13 @@ def _environment(templates: Path | None, names: frozenset[str], *, html: bool, b
     env.filters["neutralise_html"] = _neutralise_html
     env.filters["one_line"] = _one_line
     env.filters["sentence"] = sentence
+    env.globals["manage_link"] = MANAGE_LINK
     return env
+
+
+# Where each subscriber's own link to the manage page goes (the footer, with the series' service_url): a URL of a
+# reserved domain (RFC 2606) that message.py replaces per recipient, as it puts each one's ATTENDEE line.
+MANAGE_LINK = "https://manage.invalid/seminar-mailer"
 
 
 _SEMINAR_TEXT = ("speaker", "affiliation", "title", "location", "cancelled")
@@ -312,7 +318,9 @@ def _no_bgcolor(html: str) -> str:
 
 def _html(templates: Path | None, name: str, context: dict[str, Any]) -> str:
     mjml = _render(make_environment(templates, html=True), name, context)
-    return _no_bgcolor(inline_css(_hidden_preview(compile_mjml(mjml, name=name))))
+    html = _no_bgcolor(inline_css(_hidden_preview(compile_mjml(mjml, name=name))))
+    # On a line of its own (whitespace inside a tag), so that quoted-printable leaves it whole to be replaced.
+    return html.replace(f'href="{MANAGE_LINK}"', f'\nhref="{MANAGE_LINK}"\n')
 
 
 def _subject(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:

@@ -138,3 +138,25 @@ def bounce_token(key: bytes, list_name: str, message_id: str) -> str:
 def check_bounce_token(key: bytes, list_name: str, token: str, message_id: str) -> bool:
     """Whether ``token`` is the bounce token of ``message_id`` (constant-time)."""
     return hmac.compare_digest(bounce_token(key, list_name, message_id).encode(), token.lower().encode())
+
+
+def manage_token(key: bytes, address_key: str) -> str:
+    """The manage page's token for one address (every list of the project): ``who.mac``, no expiry, like the
+    unsubscribe link in the same footer; only the subscriber's own mail carries it."""
+    who = _b64(address_key.encode())
+    mac = _b64(hmac.new(key, f"manage\0{address_key}".encode(), hashlib.sha256).digest()[:18])
+    return f"{who}.{mac}"
+
+
+def check_manage(key: bytes, token: str) -> str | None:
+    """The address key a manage token stands for, or None when it is not ours."""
+    who, _, mac = token.partition(".")
+    raw = _unb64(who) if who and len(who) <= 440 else None
+    if raw is None:
+        return None
+    try:
+        address_key = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    expected = manage_token(key, address_key).partition(".")[2]
+    return address_key if hmac.compare_digest(expected.encode(), mac.encode("ascii", "replace")) else None
