@@ -222,10 +222,11 @@ def read_bounce(raw: bytes) -> Reading | None:
 class Judge:
     """Ties what a bounce says to the ledger's deliveries (see the module's docstring)."""
 
-    def __init__(self, ledger: Ledger | None, key: bytes, list_name: str) -> None:
+    def __init__(self, ledger: Ledger | None, key: bytes, list_name: str, *, others: tuple[str, ...] = ()) -> None:
         self.ledger = ledger
         self.key = key
         self.list_name = list_name
+        self.lists = (list_name, *others)  # a project of several series: a token of any of its lists is ours
 
     def _origin(self, message: str, recipient: str) -> Origin:
         assert self.ledger is not None
@@ -235,7 +236,7 @@ class Judge:
         if self.ledger is None:
             return None
         for message, recipient, message_id in self.ledger.deliveries_with_id(f"<{token[:20]}"):
-            if check_bounce_token(self.key, self.list_name, token, message_id):
+            if any(check_bounce_token(self.key, name, token, message_id) for name in self.lists):
                 return self._origin(message, recipient)
         return None
 
@@ -428,8 +429,18 @@ class Report:
     quarantined: list[tuple[str, str]] = field(default_factory=list)  # (mail, why)
 
 
-def process(source: Iterator[Mail], store: Subscribers, judge: Judge, *, soft_limit: int, now: float) -> Report:
-    """Record every bounce of ours in ``source``, unsubscribe dead addresses, move what was read."""
+def process(
+    source: Iterator[Mail],
+    store: Subscribers,
+    judge: Judge,
+    *,
+    soft_limit: int,
+    now: float,
+    others: tuple[Subscribers, ...] = (),
+) -> Report:
+    """Record every bounce of ours in ``source``, unsubscribe dead addresses, move what was read. ``others``: the
+    stores of the project's other lists: an address that bounces is dead (or full) for every list, so each
+    bounce is counted, and an address unsubscribed, in all of them."""
     report = Report()
     for mail in source:
         digest = hashlib.sha256(mail.raw).hexdigest()
@@ -458,26 +469,36 @@ def process(source: Iterator[Mail], store: Subscribers, judge: Judge, *, soft_li
         for failure, origin in ours:
             if failure is None:
                 continue
-            _record(failure, origin, store, report, soft_limit=soft_limit, now=now)
+            _record(failure, origin, (store, *others), report, soft_limit=soft_limit, now=now)
         mail.done()
     return report
 
 
 def _record(
-    failure: Failure, origin: Origin, store: Subscribers, report: Report, *, soft_limit: int, now: float
+    failure: Failure,
+    origin: Origin,
+    stores: tuple[Subscribers, ...],
+    report: Report,
+    *,
+    soft_limit: int,
+    now: float,
 ) -> None:
     who = origin.recipient
     if failure.kind == HARD:
         report.hard += 1
-        store.record_bounce(who, f"message {origin.message}", HARD, f"hard {failure.status}".rstrip(), now=now)
+        for store in stores:
+            store.record_bounce(who, f"message {origin.message}", HARD, f"hard {failure.status}".rstrip(), now=now)
         why = f"bounced: hard {failure.status or 'failure'}"
     else:
         report.soft += 1
         count = 0
-        for seminar in origin.seminars or (origin.message,):
-            count = store.record_bounce(who, f"seminar {seminar}", SOFT, f"soft {failure.status}".rstrip(), now=now)
+        for store in stores:
+            for seminar in origin.seminars or (origin.message,):
+                status = f"soft {failure.status}".rstrip()
+                count = max(count, store.record_bounce(who, f"seminar {seminar}", SOFT, status, now=now))
         if count < soft_limit:
             return
         why = f"bounced: soft about {count} seminars, the last {failure.status or 'failure'}"
-    if store.unsubscribe(who, why, now=now):
+    changed = [store.unsubscribe(who, why, now=now) for store in stores]  # (every one: no short cut)
+    if any(changed):
         report.unsubscribed.append((who, why))

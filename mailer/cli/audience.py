@@ -144,7 +144,8 @@ def bounces_command(args: argparse.Namespace) -> int:
     from mailer.record.subscribers import Subscribers
 
     env = environment()
-    list_name = programme_list(args.schedule)
+    lists = [programme_list(path) for path in getattr(args, "programmes", None) or [args.schedule]]
+    list_name = lists[0]
     limit = soft_bounce_limit(env)
     done = processed_folder(env)
     if args.maildir:
@@ -154,9 +155,14 @@ def bounces_command(args: argparse.Namespace) -> int:
     else:
         source = imap_source(imap_settings(env))
     ledger = Ledger(args.state, list_name, readonly=True) if (args.state / LEDGER_FILE).exists() else None
-    judge = Judge(ledger, token_key(args.state, env, create=False), list_name)
-    with Subscribers(args.state, list_name) as store:
-        report = process(source, store, judge, soft_limit=limit, now=time.time())
+    judge = Judge(ledger, token_key(args.state, env, create=False), list_name, others=tuple(lists[1:]))
+    others = [Subscribers(args.state, name) for name in lists[1:]]  # every list of the project: one mailbox
+    try:
+        with Subscribers(args.state, list_name) as store:
+            report = process(source, store, judge, soft_limit=limit, now=time.time(), others=tuple(others))
+    finally:
+        for other in others:
+            other.close()
     earlier = f"; {report.earlier} left in place by earlier runs (not read again)" if report.earlier else ""
     print(
         f"Read {_count_of(report.read, 'new message')}: {report.hard} hard bounces, {report.soft} soft, "

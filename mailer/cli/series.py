@@ -17,7 +17,7 @@ from mailer.core.terminal import printable
 # Commands about one series only (an edit of its file, its form, its proposals): --series says which.
 ONE_SERIES = frozenset({"add", "shift", "approve", "invite-speaker", "proposals", "accept", "rename-list", "subscribe"})
 # Commands run once for all the series together.
-ONCE = frozenset({"serve"})
+ONCE = frozenset({"serve", "bounces"})  # (bounces: one mailbox for every list: read it once)
 # Commands whose output folder gets a sub-folder per series (named by its list).
 OWN_FOLDER = frozenset({"preview"})
 
@@ -46,7 +46,7 @@ def every_series(
 
     targets = sorted(targets, key=is_digest)  # every series before the digests that gather them
     names = {path: list_name_of(path) or path.stem for path in targets}
-    if args.command in ONCE:  # one process for every series: serve mounts each at its path
+    if args.command in ONCE:  # one run for every series: serve mounts each at its path, bounces reads once
         args.programmes = targets
         return command(args)
     if args.command in ONE_SERIES:

@@ -100,7 +100,9 @@ TOP_KEYS: dict[str, Key] = {
 
 # A programme file with a top-level ``digest:`` block instead of ``series:``: one weekly mail of several series.
 DIGEST_KEYS: dict[str, Key] = {
-    "name": Key("text", 'The digest\'s name: the subject reads "<name>, the week of 2030-01-14: 2 seminars".', required=True),
+    "name": Key(
+        "text", 'The digest\'s name: the subject reads "<name>, the week of 2030-01-14: 2 seminars".', required=True
+    ),
     "sender": Key("address", "From address of the digest: Name <address@example.org>.", required=True),
     "list": Key("list", "The digest's mailing list: recipients/<list>.txt or .csv.", required=True),
     "include": Key("lists", "The list names of the series it gathers, e.g. [colloquium, ml-seminar].", required=True),

@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import icalendar
+import pytest
 
 from tests.run.test_series import ML, mailer
 from tests.smtp_server import Received, Server
@@ -152,3 +153,30 @@ def test_an_include_that_names_no_series_is_an_error_at_its_line_and_nothing_is_
     assert out.returncode == 2, out.stdout + out.stderr
     assert "data/week.yaml:5:" in out.stderr and "'mlx'" in out.stderr and "ml" in out.stderr, out.stderr
     assert server.recorder.received == []
+
+
+def test_a_hard_bounce_of_the_digest_unsubscribes_the_address_from_every_list_and_one_run_reads_the_box(
+    tmp_path: Path, server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mailer.core.tokens import bounce_token
+    from tests.audience.test_bounces import _dsn, maildir
+
+    monkeypatch.setenv("MAILER_TOKEN_KEY", "k" * 32)
+    folder = project(tmp_path)
+    assert mailer(folder, server, "send", "--now", "2030-01-14T07:00").returncode == 0
+    digest_to_a = next(r for r in server.recorder.received if r.rcpt == "a@example.org")
+    token = bounce_token(("k" * 32).encode(), "week", digest_to_a.message_id)  # signed for the digest's list
+    box = maildir(
+        folder / "Maildir",
+        {
+            "a.eml": _dsn(["a@example.org"], to=f"bounces+{token}@example.org"),
+            "forged.eml": _dsn(["lm@example.org"], to="bounces+0123456789abcdef@example.org"),
+        },
+    )
+    read = mailer(folder, server, "bounces", "--maildir", str(box))
+    assert read.returncode == 0, read.stdout + read.stderr
+    assert "1 hard bounces" in read.stdout and "1 not ours" in read.stdout and "==" not in read.stdout, read.stdout
+    for series in ("learning-machines", "week"):
+        listing = mailer(folder, server, "subscribers", "--series", series).stdout
+        assert "a@example.org\tunsubscribed" in listing, listing
+    assert "lm@example.org\tsubscribed" in mailer(folder, server, "subscribers", "--series", "learning-machines").stdout
