@@ -227,14 +227,21 @@ def build_parser() -> _Parser:
         )
         return sub
 
-    command(
+    init = command(
         "init",
         [_date()],
         "create a starter project: schedule, list, .env.example, cron line",
         "Create a starter project in DIR (default: here): a commented data/seminars.yaml with one "
         "example seminar in the week after --date, its JSON Schema for editors, recipients/<list>.txt, "
-        ".env.example, .gitignore and crontab.example. Never overwrites a file.",
-    ).add_argument("dir", nargs="?", type=Path, default=Path("."), metavar="DIR")
+        ".env.example, .gitignore and crontab.example. Never overwrites a file. With --add-series LIST inside "
+        "a project: another series of it, data/LIST.yaml and recipients/LIST.txt.",
+    )
+    init.add_argument("dir", nargs="?", type=Path, default=Path("."), metavar="DIR")
+    init.add_argument(
+        "--add-series",
+        metavar="LIST",
+        help="add a series with this list name to the project DIR is in (data/LIST.yaml, recipients/LIST.txt)",
+    )
 
     check = command(
         "check",

@@ -188,9 +188,17 @@ def preview_command(args: argparse.Namespace) -> int:
 def init_command(args: argparse.Namespace) -> int:
     import shutil
 
-    from mailer.programme.project import init, installed_command, local_timezone
+    from mailer.programme.project import add_series, init, installed_command, local_timezone
 
     today = today_from(args.date, dt.datetime.now().astimezone().tzinfo or dt.UTC)
+    if args.add_series:
+        added = add_series(args.dir, args.add_series, today=today, timezone=local_timezone())
+        print(f"Added the series {args.add_series} to the project {added.folder}:")
+        for path in added.files:
+            print(f"  {path.relative_to(added.folder)}")
+        print("Every command covers it from now on (--series " + args.add_series + " for it alone); check it: "
+              "seminar-mailer check --series " + args.add_series)  # fmt: skip
+        return EXIT_OK
     command = installed_command()
     created = init(args.dir, today=today, timezone=local_timezone(), command=command)
     here = Path.cwd().resolve()

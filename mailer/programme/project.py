@@ -296,3 +296,33 @@ def init(folder: Path, *, today: dt.date, timezone: str, command: str) -> Create
     except OSError as err:
         raise ConfigError(f"{err.filename}: cannot create the project: {err.strerror}") from err
     return Created(folder, tuple(folder / p for p in files), seminar_date, crontab)
+
+
+def add_series(folder: Path, list_name: str, *, today: dt.date, timezone: str) -> Created:
+    """Add a starter series to the project ``folder`` is in: data/<list>.yaml and recipients/<list>.txt."""
+    root = find_root(folder.resolve())
+    if root is None:
+        raise ConfigError(f"{folder.resolve()} is in no seminar-mailer project; wanted a project (init DIR makes one)")
+    if not LIST_NAME_RE.match(list_name) or list_name == MARKER.stem:
+        raise ConfigError(
+            f"--add-series {list_name!r} is not a list name; wanted lower-case letters, digits, '.', '_' or '-' "
+            f"(and not {MARKER.stem!r}, the first series' file)"
+        )
+    if list_name in {list_name_of(p) for p in programme_files(root)}:
+        raise ConfigError(f"{root}: a programme already has list: {list_name}; wanted a list name of its own")
+    name = re.sub(r"[^A-Za-z0-9]+", " ", list_name).strip().title() or "Research"
+    monday = today + dt.timedelta(days=7 - today.weekday())
+    seminar_date = monday + dt.timedelta(days=3)
+    files = {
+        Path("data") / f"{list_name}.yaml": _SCHEDULE.format(
+            modeline=MODELINE, schema=SCHEMA_FILE, name=name, timezone=timezone, list_name=list_name, date=seminar_date
+        ),
+        Path("recipients") / f"{list_name}.txt": _RECIPIENTS.format(list_name=list_name),
+    }
+    for path in files:
+        if (root / path).exists():
+            raise ConfigError(f"{root / path} already exists; wanted a new list name (init never overwrites a file)")
+    for path, text in files.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text, encoding="utf-8")
+    return Created(root, tuple(root / p for p in files), seminar_date, "")

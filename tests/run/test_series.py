@@ -142,3 +142,21 @@ def test_series_narrows_to_one_and_a_one_series_command_asks_for_it(tmp_path: Pa
     (folder / "recipients" / "sub").mkdir()
     below = mailer(folder / "recipients" / "sub", server, "status", "--series", "ml")
     assert below.returncode == 0 and "Grace Hopper" in below.stdout, below.stdout + below.stderr
+
+
+def test_init_adds_a_series_to_a_project_and_every_command_covers_it(tmp_path: Path, server: Server) -> None:
+    made = mailer(tmp_path, server, "init", "--date", "2030-01-07", "dept")
+    assert made.returncode == 0, made.stderr
+    folder = tmp_path / "dept"
+    added = mailer(folder / "recipients", server, "init", "--add-series", "reading-group", "--date", "2030-01-07")
+    assert added.returncode == 0, added.stderr
+    assert (folder / "data" / "reading-group.yaml").is_file()
+    assert (folder / "recipients" / "reading-group.txt").is_file()
+    checked = mailer(folder, server, "check")
+    assert checked.returncode == 0, checked.stderr
+    assert "== reading-group (data/reading-group.yaml) ==" in checked.stdout
+    assert "data/reading-group.yaml: OK, 1 seminar of Reading Group" in checked.stdout
+    again = mailer(folder, server, "init", "--add-series", "reading-group")
+    assert again.returncode == 2 and "already has list: reading-group" in again.stderr, again.stderr
+    outside = mailer(tmp_path, server, "init", "--add-series", "other")
+    assert outside.returncode == 2 and "in no seminar-mailer project" in outside.stderr
