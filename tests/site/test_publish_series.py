@@ -264,6 +264,10 @@ def test_an_invalid_programme_stops_every_series_before_anything_is_written(tmp_
     folder = project(tmp_path, ml=ML.format(extra="  upcoming: many\n"))
     done = publish_cli(folder, "--out", "site")
     assert done.code == 2 and "data/ml.yaml:12:" in done.err, done
+    assert not (folder / "site").exists()  # not even the valid series before it
+    (folder / "data" / "seminars.yaml").write_text(LM.replace("2030-01-24", "2030-01-32"), encoding="utf-8")
+    both = publish_cli(folder, "--out", "site")  # the problems of every programme at once
+    assert both.code == 2 and "data/seminars.yaml:" in both.err and "data/ml.yaml:12:" in both.err, both
     assert not (folder / "site").exists()
 
 
