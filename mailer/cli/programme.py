@@ -262,6 +262,8 @@ def publish_every_series(args: argparse.Namespace, targets: list[Path]) -> int:
     if digests:
         shown = ", ".join(f"{list_name_of(p) or p.stem} ({p})" for p in digests)
         print(printable(f"Skipped {_count_of(len(digests), 'digest')}, {shown}: a digest has no pages of its own."))
+    if not series:
+        raise ConfigError("nothing to publish: the project's programmes are all digests; wanted a series: block")
     if len(series) == 1:  # one series and its digest: published as a project of one series is
         args.schedule = series[0]
         return publish_command(args)

@@ -260,6 +260,15 @@ def test_one_series_and_its_digest_publish_as_one_series_does(tmp_path: Path) ->
     assert same_folders(folder / "site", alone(folder, "seminars.yaml", tmp_path / "lm"))
 
 
+def test_a_project_of_digests_alone_has_nothing_to_publish(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "week.yaml").write_text(WEEK, encoding="utf-8")
+    (tmp_path / "data" / "two.yaml").write_text(WEEK.replace("list: week", "list: two"), encoding="utf-8")
+    done = publish_cli(tmp_path, "--out", "site")
+    assert done.code == 2 and "nothing to publish: the project's programmes are all digests" in done.err, done
+    assert not (tmp_path / "site").exists()
+
+
 def test_an_invalid_programme_stops_every_series_before_anything_is_written(tmp_path: Path) -> None:
     folder = project(tmp_path, ml=ML.format(extra="  upcoming: many\n"))
     done = publish_cli(folder, "--out", "site")
