@@ -241,11 +241,7 @@ def publish_command(args: argparse.Namespace) -> int:
         prune=args.prune,
         site_format=args.site_format,
     )
-    print(
-        f"{args.site}: {_count_of(done.seminars, 'seminar')}, {_count_of(done.events, 'calendar event')}, "
-        f"{_count_of(done.entries, 'announcement')} in the feed; {_files(done)}"
-    )
-    _published_files(args.site, done)
+    _published(args.site, done)
     return EXIT_OK
 
 
@@ -281,11 +277,7 @@ def publish_every_series(args: argparse.Namespace, targets: list[Path]) -> int:
         assert one.series is not None
         heading = f"== {one.series.list_name} ({path}) =="
         print(printable(heading if number == 0 else f"\n{heading}"))
-        print(
-            f"{one.out}: {_count_of(one.seminars, 'seminar')}, {_count_of(one.events, 'calendar event')}, "
-            f"{_count_of(one.entries, 'announcement')} in the feed; {_files(one)}"
-        )
-        _published_files(one.out, one)
+        _published(one.out, one)
     index = done.index
     print(f"\n== every series ({_count_of(len(series), 'series', 'series')}) ==")
     print(f"{args.site}: an index of them, {_count_of(index.events, 'calendar event')} in {CALENDAR}; {_files(index)}")
@@ -297,6 +289,15 @@ def _publish_now(args: argparse.Namespace) -> dt.datetime:
     """The moment that divides upcoming from past: --now, else the start of --date, else the clock."""
     request = send_request(args, dry_run=True)
     return request.now if request.clock_given or request.date is None else dt.datetime.combine(request.date, dt.time())
+
+
+def _published(folder: Path, done: Published) -> None:
+    """What publish wrote of one series into ``folder``."""
+    print(
+        f"{folder}: {_count_of(done.seminars, 'seminar')}, {_count_of(done.events, 'calendar event')}, "
+        f"{_count_of(done.entries, 'announcement')} in the feed; {_files(done)}"
+    )
+    _published_files(folder, done)
 
 
 def _files(done: Published) -> str:
