@@ -93,7 +93,8 @@ examples:
                                                     seminars.ics, announcements.atom (open site/index.html)
   seminar-mailer publish --out site --prune         also delete pages of seminars no longer in the file
   seminar-mailer publish --out ../jekyll/seminars --format jekyll
-                                                    Markdown pages and programme.md for a site Jekyll builds""",
+                                                    Markdown pages and programme.md for a site Jekyll builds
+  (several series: each into site/<list>/, and site/index.html and site/seminars.ics of them all)""",
 }
 
 

@@ -15,6 +15,7 @@ from mailer.core.terminal import printable
 
 if TYPE_CHECKING:
     from mailer.deliver.config import Environment
+    from mailer.site.publish import Published
 from mailer.cli.context import environment, first_recipient, open_in_browser, send_request, today_from, week_name
 
 
@@ -239,29 +240,85 @@ def schema_command(args: argparse.Namespace) -> int:
 def publish_command(args: argparse.Namespace) -> int:
     from mailer.site.publish import publish
 
-    request = send_request(args, dry_run=True)
-    now = request.now if request.clock_given or request.date is None else dt.datetime.combine(request.date, dt.time())
     done = publish(
         args.schedule,
         out=args.site,
         state=args.state,
         templates=args.templates,
-        now=now,
+        now=_publish_now(args),
         prune=args.prune,
         site_format=args.site_format,
     )
-    print(
-        f"{args.site}: {_count_of(done.seminars, 'seminar')}, {_count_of(done.events, 'calendar event')}, "
-        f"{_count_of(done.entries, 'announcement')} in the feed; {_count_of(len(done.written), 'file')} written, "
-        f"{len(done.unchanged)} unchanged"
-    )
-    for name in done.written:
-        print(printable(f"  wrote   {args.site / name}"))
-    for name in done.removed:
-        print(printable(f"  removed {args.site / name}"))
-    for name in done.stale:
-        print(printable(f"  kept    {args.site / name} (its seminar is no longer in the schedule; --prune deletes it)"))
+    _published(args.site, done)
     return EXIT_OK
+
+
+def publish_every_series(args: argparse.Namespace, targets: list[Path]) -> int:
+    """publish in a project of several programmes: each series into DIR/<list>/ as it alone is published,
+    and DIR/index.html and DIR/seminars.ics of them all. Digests have no pages: they are skipped."""
+    from mailer.programme.digest import is_digest
+    from mailer.programme.project import list_name_of
+    from mailer.site.all_series import department, publish_all
+    from mailer.site.publish import CALENDAR
+
+    series = [path for path in targets if not is_digest(path)]
+    digests = [path for path in targets if is_digest(path)]
+    if digests:
+        shown = ", ".join(f"{list_name_of(p) or p.stem} ({p})" for p in digests)
+        print(printable(f"Skipped {_count_of(len(digests), 'digest')}, {shown}: a digest has no pages of its own."))
+    if not series:
+        raise ConfigError("nothing to publish: the project's programmes are all digests; wanted a series: block")
+    if len(series) == 1:  # one series and its digest: published as a project of one series is
+        args.schedule = series[0]
+        return publish_command(args)
+    done = publish_all(
+        series,
+        out=args.site,
+        state=args.state,
+        templates=args.templates,
+        now=_publish_now(args),
+        prune=args.prune,
+        site_format=args.site_format,
+        name=department(digests),
+    )
+    for number, (path, one) in enumerate(zip(series, done.series, strict=True)):
+        assert one.series is not None
+        heading = f"== {one.series.list_name} ({path}) =="
+        print(printable(heading if number == 0 else f"\n{heading}"))
+        _published(one.out, one)
+    index = done.index
+    print(f"\n== every series ({_count_of(len(series), 'series', 'series')}) ==")
+    print(f"{args.site}: an index of them, {_count_of(index.events, 'calendar event')} in {CALENDAR}; {_files(index)}")
+    _published_files(args.site, index, why="publish no longer writes it here")
+    return EXIT_OK
+
+
+def _publish_now(args: argparse.Namespace) -> dt.datetime:
+    """The moment that divides upcoming from past: --now, else the start of --date, else the clock."""
+    request = send_request(args, dry_run=True)
+    return request.now if request.clock_given or request.date is None else dt.datetime.combine(request.date, dt.time())
+
+
+def _published(folder: Path, done: Published) -> None:
+    """What publish wrote of one series into ``folder``."""
+    print(
+        f"{folder}: {_count_of(done.seminars, 'seminar')}, {_count_of(done.events, 'calendar event')}, "
+        f"{_count_of(done.entries, 'announcement')} in the feed; {_files(done)}"
+    )
+    _published_files(folder, done)
+
+
+def _files(done: Published) -> str:
+    return f"{_count_of(len(done.written), 'file')} written, {len(done.unchanged)} unchanged"
+
+
+def _published_files(folder: Path, done: Published, *, why: str = "its seminar is no longer in the schedule") -> None:
+    for name in done.written:
+        print(printable(f"  wrote   {folder / name}"))
+    for name in done.removed:
+        print(printable(f"  removed {folder / name}"))
+    for name in done.stale:
+        print(printable(f"  kept    {folder / name} ({why}; --prune deletes it)"))
 
 
 def preview_or_serve_command(args: argparse.Namespace) -> int:

@@ -20,6 +20,9 @@ ONE_SERIES = frozenset({"add", "shift", "approve", "invite-speaker", "proposals"
 ONCE = frozenset({"serve", "bounces"})  # (bounces: one mailbox for every list: read it once)
 # Commands whose output folder gets a sub-folder per series (named by its list).
 OWN_FOLDER = frozenset({"preview"})
+# Commands that take every programme at once, for what they write of the whole project (publish: a folder
+# per series, and beside them an index and a calendar of all); not run once per programme.
+TOGETHER = frozenset({"publish"})
 
 
 def worst(codes: list[int]) -> int:
@@ -55,6 +58,10 @@ def every_series(
             f"`{args.command}` is about one series, and this project has {len(targets)}: {listed}; "
             f"wanted --series LIST to say which"
         )
+    if args.command in TOGETHER:
+        from mailer.cli.programme import publish_every_series
+
+        return publish_every_series(args, targets)
     lock: AbstractContextManager[None] = nullcontext()
     if args.command == "send":
         if not _all_valid(targets, report):

@@ -98,13 +98,20 @@ def build_invite(schedule: Schedule, events: Sequence[Event], *, now: dt.datetim
 def build_feed(schedule: Schedule, events: Sequence[tuple[Event, dt.datetime]], *, refresh: dt.timedelta) -> bytes:
     """Return the series' published calendar (RFC 5545 without METHOD; RFC 7986 refresh): one VEVENT
     per ``(event, stamp)``, the same VEVENT as the invitations carry, ``stamp`` as its DTSTAMP."""
-    calendar = _calendar()
-    calendar.add("x-wr-calname", schedule.series.name)
-    calendar.add("refresh-interval", refresh, parameters={"VALUE": "DURATION"})
-    calendar.add("x-published-ttl", icalendar.vDuration(refresh))  # Outlook's and Apple's name for it
+    calendar = feed_calendar(schedule.series.name, refresh=refresh)
     for ev, stamp in events:
         calendar.add_component(vevent(schedule, ev, stamp=stamp))
     return bytes(calendar.to_ical())
+
+
+def feed_calendar(name: str, *, refresh: dt.timedelta) -> icalendar.Calendar:
+    """A published calendar named ``name`` (X-WR-CALNAME) that asks to be fetched again every ``refresh``,
+    without events yet."""
+    calendar = _calendar()
+    calendar.add("x-wr-calname", name)
+    calendar.add("refresh-interval", refresh, parameters={"VALUE": "DURATION"})
+    calendar.add("x-published-ttl", icalendar.vDuration(refresh))  # Outlook's and Apple's name for it
+    return calendar
 
 
 def vevent(schedule: Schedule, ev: Event, *, stamp: dt.datetime) -> icalendar.Event:

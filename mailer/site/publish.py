@@ -49,7 +49,7 @@ from mailer.compose.render import make_environment, page_name, render_page, rend
 from mailer.core.errors import ConfigError, ScheduleError
 from mailer.core.links import HTML_MARKDOWN
 from mailer.core.outfiles import write_files
-from mailer.programme.model import Schedule, Seminar, Week, week_of
+from mailer.programme.model import Schedule, Seminar, Series, Week, week_of
 from mailer.programme.schedule import load_schedule
 from mailer.record.ledger import Ledger
 from mailer.record.state import LEDGER_FILE
@@ -80,6 +80,11 @@ class Published:
     unchanged: tuple[str, ...]
     removed: tuple[str, ...]  # --prune: pages of seminars no longer in the schedule
     stale: tuple[str, ...]  # such pages left in place (without --prune)
+    # What an index of several series shows of this one (all_series.py):
+    series: Series | None = None  # as published (public)
+    jekyll: bool = False
+    upcoming: tuple[tuple[Seminar, str], ...] = ()  # (seminar, its page) not yet over, soonest first
+    calendar: bytes = b""  # its seminars.ics as written
 
 
 # --- which seminars, under which identity ---------------------------------------------------------
@@ -293,14 +298,14 @@ def atom_feed(
 
 
 @dataclass
-class _Folder:
+class Folder:
     """The output folder, opened once: reads, writes by rename (``outfiles``), removals, never via links."""
 
     path: Path
     fd: int
 
     @classmethod
-    def open(cls, path: Path) -> _Folder:
+    def open(cls, path: Path) -> Folder:
         try:
             path.mkdir(parents=True, exist_ok=True)
             return cls(path, os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
@@ -361,7 +366,7 @@ def _by_year(past: list[tuple[Seminar, str]]) -> list[tuple[int, list[tuple[Semi
 
 
 def publish(
-    schedule_path: Path,
+    source: Path | Schedule,
     *,
     out: Path,
     state: Path,
@@ -371,8 +376,9 @@ def publish(
     site_format: str | None = None,
 ) -> Published:
     """Write the pages, the programme, seminars.ics and the Atom feed into ``out``; rewrite only what changed.
-    ``site_format`` (html or jekyll) overrides the series' ``site``."""
-    schedule = load_schedule(schedule_path)
+    ``site_format`` (html or jekyll) overrides the series' ``site``. ``source``: the programme's file, or the
+    programme already loaded from it."""
+    schedule = load_schedule(source) if isinstance(source, Path) else source
     tz = schedule.series.timezone
     now = now.astimezone(tz) if now.tzinfo else now.replace(tzinfo=tz)
     real_events, real_removed = calendar_events(schedule, read_memory(state, schedule.series.list_name), now=now)
@@ -382,7 +388,7 @@ def publish(
     jekyll = (site_format or schedule.series.site) == "jekyll"
     base = site_base(schedule)
 
-    folder = _Folder.open(out)
+    folder = Folder.open(out)
     try:
         files: dict[str, bytes] = {}
         taken: set[str] = set()
@@ -428,18 +434,7 @@ def publish(
         files[CALENDAR] = calendar_feed(schedule, [*events, *removed], previous=folder.read(CALENDAR), now=now)
         files[ATOM], entries = atom_feed(schedule, announcements, previous=folder.read(ATOM), now=now)
 
-        before = _manifest(folder.read(MANIFEST))
-        gone = sorted(before - files.keys())
-        present = [n for n in gone if folder.read(n) is not None]
-        kept = [] if prune else present
-        manifest = "".join(f"{n}\n" for n in sorted({*files, *kept})).encode()
-        changed = {n: data for n, data in files.items() if folder.read(n) != data}
-        if folder.read(MANIFEST) != manifest:
-            changed[MANIFEST] = manifest
-        write_files(out, changed, what="the published files")
-        if prune:
-            for name in present:
-                folder.remove(name)
+        written, unchanged, present = settle(folder, files, prune=prune)
     finally:
         folder.close()
     return Published(
@@ -447,11 +442,38 @@ def publish(
         seminars=len(schedule.seminars),
         events=len(events) + len(removed),
         entries=entries,
-        written=tuple(sorted(n for n in changed if n != MANIFEST)),
-        unchanged=tuple(sorted(n for n in files if n not in changed)),
-        removed=tuple(present if prune else ()),
-        stale=tuple(kept),
+        written=written,
+        unchanged=unchanged,
+        removed=present if prune else (),
+        stale=() if prune else present,
+        series=schedule.series,
+        jekyll=jekyll,
+        upcoming=tuple(upcoming),
+        calendar=files[CALENDAR],
     )
+
+
+Names = tuple[str, ...]
+
+
+def settle(folder: Folder, files: dict[str, bytes], *, prune: bool) -> tuple[Names, Names, Names]:
+    """Write into ``folder`` those of ``files`` whose bytes changed, and its manifest; the files publish wrote
+    before and no longer makes are deleted with ``prune``, else kept (and still listed). Return the names
+    written, those unchanged, and those no longer made that are still there (or were, until ``prune``)."""
+    before = _manifest(folder.read(MANIFEST))
+    gone = sorted(before - files.keys())
+    present = [n for n in gone if folder.read(n) is not None]
+    kept = [] if prune else present
+    manifest = "".join(f"{n}\n" for n in sorted({*files, *kept})).encode()
+    changed = {n: data for n, data in files.items() if folder.read(n) != data}
+    if folder.read(MANIFEST) != manifest:
+        changed[MANIFEST] = manifest
+    write_files(folder.path, changed, what="the published files")
+    if prune:
+        for name in present:
+            folder.remove(name)
+    written = tuple(sorted(n for n in changed if n != MANIFEST))
+    return written, tuple(sorted(n for n in files if n not in changed)), tuple(present)
 
 
 def materials_markdown(seminar: Seminar) -> str:
