@@ -54,6 +54,11 @@ def send_command(args: argparse.Namespace) -> int:
             "ledger's times); wanted --dry-run with --now, or no --now (--now is for preview, --dry-run, "
             f"status and publish; {TEST_CLOCK}=1 lets the tests drive the clock)"
         )
+    if args.to and is_digest(args.schedule):
+        raise ConfigError(
+            f"{args.schedule} is a digest: --to sends a test copy of a series' messages; wanted --series with a "
+            "series' list, or `seminar-mailer preview` of the digest (its .eml is what a reader gets)"
+        )
     if args.to:
         from mailer.core.address import parse_address
         from mailer.run.dispatch import send_test

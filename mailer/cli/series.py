@@ -52,7 +52,7 @@ def every_series(
     if args.command in ONCE:  # one run for every series: serve mounts each at its path, bounces reads once
         args.programmes = targets
         return command(args)
-    if args.command in ONE_SERIES:
+    if args.command in ONE_SERIES or (args.command == "preview" and getattr(args, "serve", False)):
         listed = ", ".join(f"{name} ({printable(str(path))})" for path, name in names.items())
         raise ConfigError(
             f"`{args.command}` is about one series, and this project has {len(targets)}: {listed}; "
