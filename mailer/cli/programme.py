@@ -15,6 +15,7 @@ from mailer.core.terminal import printable
 
 if TYPE_CHECKING:
     from mailer.deliver.config import Environment
+    from mailer.programme.model import Schedule
     from mailer.site.publish import Published
 from mailer.cli.context import environment, first_recipient, open_in_browser, send_request, today_from, week_name
 
@@ -42,6 +43,7 @@ def check_command(args: argparse.Namespace) -> int:
     _check_settings(environment())
     _check_bounces(environment())
     _check_list(args, schedule.series.list_name)
+    _check_digested(args, schedule)
     templates: Path = args.templates
     if not templates.is_dir():
         if args.templates_given:
@@ -76,6 +78,29 @@ def _check_list(args: argparse.Namespace, list_name: str) -> None:
     if problems:
         raise MailerError(_count_of(len(problems), "invalid recipient line"), problems=tuple(problems))
     print(printable(f"{path}: OK, {_count_of(count, 'recipient')}"))
+
+
+def _check_digested(args: argparse.Namespace, schedule: Schedule) -> None:
+    """Warn of a CSV list's ``delivery: digest`` where no digest of the project gathers the list."""
+    from mailer.audience.recipients import list_file
+    from mailer.programme.digest import is_digest, load_digest
+    from mailer.programme.project import programme_files
+    from mailer.run.due_recipients import csv_choices
+
+    deliveries, _ = csv_choices(list_file(args.recipients, schedule.series.list_name))
+    wanting = sum(1 for d in deliveries.values() if d == "digest")
+    if not wanting:
+        return
+    root = schedule.path.parent.parent if schedule.path.parent.name == "data" else None
+    digests = [p for p in programme_files(root) if is_digest(p)] if root else []
+    if not any(schedule.series.list_name in load_digest(p).lists for p in digests):
+        print(
+            printable(
+                f"warning: {_count_of(wanting, 'address', 'addresses')} on {schedule.series.list_name} chose delivery "
+                "digest, but no digest of the project gathers this list: they receive nothing from it"
+            ),
+            file=sys.stderr,
+        )
 
 
 def _check_digest(args: argparse.Namespace) -> int:

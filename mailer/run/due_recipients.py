@@ -67,7 +67,7 @@ def roster_of(request: Request, list_name: str, ledger: Ledger | None, *, gather
     keys |= ledger.suppressed_keys() if ledger else set()
     path = list_file(request.recipients, list_name)
     with Preferences(request.state) as chosen:
-        deliveries, zones = _csv_choices(path)
+        deliveries, zones = csv_choices(path)
         deliveries.update(chosen.deliveries(list_name))
         extra: list[Address] = []
         for other in gathers:
@@ -83,7 +83,7 @@ def roster_of(request: Request, list_name: str, ledger: Ledger | None, *, gather
     return RunRoster(path, keys, store, held, tuple(extra), zones, deliveries)
 
 
-def _csv_choices(path: Path) -> tuple[dict[str, str], dict[str, str]]:
+def csv_choices(path: Path) -> tuple[dict[str, str], dict[str, str]]:
     """A CSV list's ``delivery`` and ``timezone`` columns, by address key (a text list has neither)."""
     deliveries: dict[str, str] = {}
     zones: dict[str, str] = {}

@@ -88,3 +88,13 @@ def test_a_bad_delivery_or_zone_is_reported_at_its_line(tmp_path: Path, server: 
     folder = csv_project(tmp_path, CSV.replace("America/New_York", "America/Gotham"))
     checked = mailer(folder, server, "check", "--series", "learning-machines")
     assert checked.returncode == 2 and "learning-machines.csv:5:1: timezone 'America/Gotham'" in checked.stderr
+
+
+def test_check_warns_of_a_digest_choice_no_digest_can_serve(tmp_path: Path, server: Server) -> None:
+    folder = csv_project(tmp_path)
+    fine = mailer(folder, server, "check", "--series", "learning-machines")
+    assert fine.returncode == 0 and "chose delivery digest" not in fine.stderr, fine.stderr
+    (folder / "data" / "week.yaml").unlink()
+    warned = mailer(folder, server, "check", "--series", "learning-machines")
+    assert warned.returncode == 0, warned.stderr
+    assert "1 address on learning-machines chose delivery digest, but no digest" in warned.stderr, warned.stderr
