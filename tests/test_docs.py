@@ -14,6 +14,7 @@ from types import ModuleType
 
 import pytest
 
+from mailer.programme.keys import DIGEST_KEYS, DIGEST_TOP_KEYS
 from mailer.programme.schedule import SEMINAR_KEYS, SERIES_KEYS, TOP_KEYS
 from tests.conftest import ROOT, run_cli
 
@@ -111,7 +112,7 @@ def test_the_key_reference_is_current_and_names_every_key() -> None:
         "docs/reference/programme.md is stale: run python scripts/docs_reference.py and commit it"
     )
     rows = set(re.findall(r"^\| `(\w+)` \|", committed, re.M))
-    assert rows == {*TOP_KEYS, *SERIES_KEYS, *SEMINAR_KEYS}
+    assert rows == {*TOP_KEYS, *SERIES_KEYS, *SEMINAR_KEYS, *DIGEST_TOP_KEYS, *DIGEST_KEYS}
 
 
 def test_the_readme_is_one_page_and_points_at_the_manual() -> None:
