@@ -158,7 +158,14 @@ def sim_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-unt
 
 
 # Found in a project of two series and a digest: (pinned, ops, (the second series' announce, the digest's send)).
-PROJECT_REGRESSIONS: dict[str, tuple[bool, list[Op], tuple[str, str | None]]] = {}
+PROJECT_REGRESSIONS: dict[str, tuple[bool, list[Op], tuple[str, str | None]]] = {
+    # seed 178: an announced seminar removed from its series' file: its cancellation, due to the digest's readers
+    # told of it, crashed the digest's run (KeyError in the composer: the seminar's series was looked up among the
+    # file's seminars only), and at every send after it, so they were never told it is cancelled
+    "removed-seminar-cancelled-to-digest-readers": (
+        False, [("tick", 1440), ("send",), ("edit", 0, "remove", 2)], ("Tuesday 08:00", "Monday 08:30"),
+    ),
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", sorted(REGRESSIONS))
