@@ -460,7 +460,12 @@ class World:
     def must_know(self, address: str, t: Talk) -> bool:
         """Whether reader ``address`` must have been told of ``t`` by now: its week was announced to them."""
         monday = t.date - dt.timedelta(days=t.date.weekday())
-        return self.now >= dt.datetime.combine(monday, dt.time(8, 0), tzinfo=TZ)
+        return not self.waits(t) and self.now >= dt.datetime.combine(monday, dt.time(8, 0), tzinfo=TZ)
+
+    def waits(self, t: Talk) -> bool:
+        """Whether ``t``'s week waits for an approval as it now is (the first series' ``approval: required``)."""
+        monday = t.date - dt.timedelta(days=t.date.weekday())
+        return self.approval and t.series == 0 and (monday, self.week_as_now(monday)) not in self.approved
 
     def followup_on(self, t: Talk) -> bool:
         """Whether ``t``'s series says ``followup: true``."""
@@ -660,6 +665,21 @@ class World:
                 f"'sent' but never received {sorted(sent - stored)[:3]}"
             )
 
+    def check_told(self) -> None:
+        """After a run without faults (nothing deferred, refused or unanswered): every reader knows every seminar
+        of a week their lists told, as it now is, at once (not only once the history settles)."""
+        for t in self.talks:
+            if t.start <= self.now or t.edited_late or not t.present or t.draft or t.cancelled is not None:
+                continue
+            for a in sorted(self.readers(t)):
+                if not self.must_know(a, t) or (a, t.uid) in self.maybe:
+                    continue
+                k = self.known.get((a, t.uid)) if t.uid else None
+                if k is None:
+                    self.fail(f"{a} was not told of {t.name} ({t.uid}) by a run without faults, due this week")
+                elif wrong := self.wrongly(k.event, t):
+                    self.fail(f"{a} knows {t.name} ({t.uid}) wrongly after a run without faults: {'; '.join(wrong)}")
+
     def check_settled(self) -> None:
         for t in self.talks:
             readers = self.readers(t)
@@ -688,19 +708,24 @@ class World:
                     if not ev.cancelled:
                         self.fail(f"{a} was not told that {t.name} ({t.uid}) is cancelled")
                     continue
-                wrong = []
-                if ev.cancelled:
-                    wrong.append("cancelled")
-                if ev.start != t.start:
-                    wrong.append(f"start {ev.start} for {t.start}")
-                if ev.end != t.end:
-                    wrong.append(f"end {ev.end} for {t.end}")
-                if ev.location != t.location:
-                    wrong.append(f"location {ev.location!r} for {t.location!r}")
-                if not any(name in ev.summary for name in {t.speaker, *t.spellings}):
-                    wrong.append(f"summary {ev.summary!r} without {t.speaker!r}")
-                if wrong:
+                if wrong := self.wrongly(ev, t):
                     self.fail(f"{a} knows {t.name} ({t.uid}) wrongly: {'; '.join(wrong)}")
+
+    @staticmethod
+    def wrongly(ev: Event, t: Talk) -> list[str]:
+        """How what a reader knows of a live talk differs from the talk as it now is."""
+        wrong = []
+        if ev.cancelled:
+            wrong.append("cancelled")
+        if ev.start != t.start:
+            wrong.append(f"start {ev.start} for {t.start}")
+        if ev.end != t.end:
+            wrong.append(f"end {ev.end} for {t.end}")
+        if ev.location != t.location:
+            wrong.append(f"location {ev.location!r} for {t.location!r}")
+        if not any(name in ev.summary for name in {t.speaker, *t.spellings}):
+            wrong.append(f"summary {ev.summary!r} without {t.speaker!r}")
+        return wrong
 
     # --- runs ------------------------------------------------------------------------------------
 
@@ -709,13 +734,16 @@ class World:
         active_before = self.active_lists()
         before = len(self.recorder.received)
         dropped_before = len(self.recorder.dropped)
+        clean = not self.faults and not self.refuse_message
         self.arm()
         self.runs += 1
         result: Result | None = None
+        results: list[Result] = []
         programmes = self.programmes()
         try:
             for path, list_name, runner in programmes:
                 result = runner(self.request(path))
+                results.append(result)
                 self.log.append(
                     f"  run {self.runs}{f' of {list_name}' if len(programmes) > 1 else ''} at {self.now:%m-%d %H:%M}: "
                     + "; ".join(f"{m.kind} {m.key} to {m.due}" for m in result.messages if m.due)
@@ -726,6 +754,7 @@ class World:
             if "rename-list" not in str(err):
                 raise
             self.log.append(f"refused: {err}")
+            clean = False
         finally:
             self.disarm()
         with self.recorder.lock:
@@ -751,6 +780,8 @@ class World:
         self.suppressed |= suppressed
         self.absorb(new, active_before=active_before)
         self.check_ledger()
+        if clean and not any(r.error or r.stopped for r in results):
+            self.check_told()
         return result
 
     def arm(self) -> None:

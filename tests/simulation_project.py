@@ -216,12 +216,14 @@ class ProjectWorld(World):
             self.gate(t.series, monday)
             for t in self.talks
             if t.present and not t.draft and monday_of(t.date) == monday and t.start > self.now
-            and (t.cancelled is None or not latest)
+            and (t.cancelled is None or not latest) and not (latest and self.waits(t))
         ]  # fmt: skip
         return min(gates, default=None)
 
     def must_know(self, address: str, t: Talk) -> bool:
         monday = monday_of(t.date)
+        if self.waits(t):
+            return False
         if self.active_on(address, self.own_list(t)) and self.now >= self.gate(t.series, monday):
             return True
         if not self.active_on(address, DIGEST) or monday != monday_of(self.now.date()):

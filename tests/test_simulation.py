@@ -220,8 +220,8 @@ def test_a_history_with_a_speakers_proposal_accepted_tells_the_new_title(tmp_pat
 def test_a_project_history_tells_each_reader_each_seminar_once_whichever_list_goes_first(  # type: ignore[no-untyped-def]
     tmp_path: Path, sim_server
 ) -> None:
-    """The project's invariants are reached: the digest goes at 07:00, before both series; at 08:00 the first
-    series announces and the digest tells its readers the rest; at 09:00 the second series announces to whoever
+    """The project's invariants are reached: at 08:00 the first series announces and the digest (with the
+    earliest series) tells each of its readers, in one mail, what they lack of the week; at 09:00 the second series announces to whoever
     lacks it; a room change of the second series' seminar reaches each of them once, its digest readers through
     the digest's run."""
     server, recorder = sim_server
@@ -239,3 +239,5 @@ def test_a_project_history_tells_each_reader_each_seminar_once_whichever_list_go
         (u(6), "ml.example.org", "follow-up"),
         (u(1), "week.example.org", "follow-up"), (u(7), "week.example.org", "follow-up"),
     }, (sorted(told), world.log)  # fmt: skip
+    digests = sorted((g.rcpt, len(g.events)) for g in world.got if g.kind == "digest")
+    assert digests == [(u(1), 1), (u(3), 1), (u(5), 2), (u(7), 2)], (digests, world.log)  # one each, what it lacked
