@@ -165,6 +165,11 @@ PROJECT_REGRESSIONS: dict[str, tuple[bool, list[Op], tuple[str, str | None]]] = 
     "removed-seminar-cancelled-to-digest-readers": (
         False, [("tick", 1440), ("send",), ("edit", 0, "remove", 2)], ("Tuesday 08:00", "Monday 08:30"),
     ),
+    # seed 8 (and at once in most projects): at the first digest, a reader on the first series' list lacks the
+    # second's seminar only, a reader on the digest alone lacks both; whichever part went first went to both
+    # (a reader was due a part when they lacked it, not when it was what they lacked), and the rest of the week
+    # came in a second digest at the next run, or never (the same for a series' week of two seminars)
+    "digest-of-the-part-another-lacked": (False, [("send",)], ("Monday 09:00", None)),
 }  # fmt: skip
 
 
