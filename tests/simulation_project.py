@@ -57,7 +57,18 @@ FIRST = "learning-machines"
 SECOND, SECOND_SENDER = "ml", "ml@example.org"
 DIGEST, DIGEST_SENDER, DIGEST_NAME = "week", "seminars@example.org", "This Week at the Department"
 SECOND_ANNOUNCE = ("Monday 08:00", "Monday 09:00", "Tuesday 08:00")
-DIGEST_SEND = (None, "Monday 07:00", "Monday 08:00", "Monday 08:30", "Monday 09:00", "Monday 12:00", "Tuesday 07:00")
+# The digest's send time: by default (None, twice as likely) with the earliest series, else before, at, between and
+# after the series' times.
+DIGEST_SEND = (
+    None,
+    None,
+    "Monday 07:00",
+    "Monday 08:00",
+    "Monday 08:30",
+    "Monday 09:00",
+    "Monday 12:00",
+    "Tuesday 07:00",
+)
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 LISTS = (FIRST, SECOND, DIGEST)
 
@@ -349,7 +360,7 @@ class ProjectWorld(World):
             return
         monday = monday_of(self.now.date())
         for week in (monday, monday + dt.timedelta(days=7)):
-            spec = ("Monday 08:00", self.second_announce, self.digest_send or "Monday 07:00")[n % 3]
+            spec = ("Monday 08:00", self.second_announce, self.digest_send or "Monday 08:00")[n % 3]
             if (at := moment(spec, week)) > self.now:
                 self.now = min(at, END)
                 return
