@@ -63,7 +63,7 @@ def test_soak(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 # --- regression histories: each found by the simulation on the code before its fix -----------------------------
 
-REGRESSIONS = {
+REGRESSIONS: dict[str, tuple[bool, list[Op]]] = {
     # issue 23 #2: b deferred, then an edit: b was sent the announcement as it now is and the change too
     "deferred-then-edited": (False, [("fault", 2, "451"), ("send",), ("edit", 0, "time", 10)]),
     # a removed seminar 'moved' onto another talk sharing its title (step 5 matched titles alone)
@@ -226,9 +226,9 @@ def test_a_project_history_tells_each_reader_each_seminar_once_whichever_list_go
     tmp_path: Path, sim_server
 ) -> None:
     """The project's invariants are reached: at 08:00 the first series announces and the digest (with the
-    earliest series) tells each of its readers, in one mail, what they lack of the week; at 09:00 the second series announces to whoever
-    lacks it; a room change of the second series' seminar reaches each of them once, its digest readers through
-    the digest's run."""
+    earliest series) tells each of its readers, in one mail, what they lack of the week; at 09:00 the second
+    series announces to whoever lacks it; a room change of the second series' seminar reaches each of them once,
+    its digest readers through the digest's run."""
     server, recorder = sim_server
     ops = [("send",), ("until", "gate", 1), ("send",), ("edit", 4, "room", 1)]
     world = run_history(tmp_path, server, recorder, ops, pinned=False, tag="pr1", project=("Monday 09:00", None))
