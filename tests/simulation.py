@@ -31,6 +31,14 @@ and once the history settles (faults cleared, runs until nothing is due):
    duration, location and status; everyone told of a cancelled or removed seminar was told it is cancelled;
    every active subscriber told of a seminar that ended less than 14 days ago with a link had its follow-up.
 
+Every mail is told apart by its List-Id (the list it came through): nothing through a list to someone not active on
+it, each from its list's sender, every invitation's ORGANIZER its seminar's series' sender, a reminder of a seminar
+once. After every run without faults (nothing deferred, refused or unanswered) 9's first part holds at once: every
+active reader knows every seminar of a week their list told, as it now is. A crash of the mailer is a violation too.
+
+Half the seeds (``tests.simulation_project.is_project``) play a project of two series and a weekly digest of both
+instead, with its own operations and invariants: see tests/simulation_project.py.
+
 A failing history is shrunk (operations removed while it still fails) and printed as a Python list: paste it into
 ``tests/test_simulation.py`` as a regression test.
 """

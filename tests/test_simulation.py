@@ -2,8 +2,9 @@
 
 ``make test`` plays SIM_HISTORIES histories (default 200) and SIM_KILL_HISTORIES with kills (default 12) from
 SIM_SEED (default 1) over SIM_WORKERS processes (default 2), and prints the counts and seeds. ``make soak`` plays as
-many as SIM_SECONDS allows. A failure is shrunk to a minimal history and printed with its seed: add it below as a
-regression test.
+many as SIM_SECONDS allows. Half the seeds are projects of two series and a digest (tests/simulation_project.py):
+the counts say how many, and how many digest copies they received. A failure is shrunk to a minimal history and
+printed with its seed (and for a project its times): add it below as a regression test.
 """
 
 from __future__ import annotations
