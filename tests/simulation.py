@@ -31,6 +31,14 @@ and once the history settles (faults cleared, runs until nothing is due):
    duration, location and status; everyone told of a cancelled or removed seminar was told it is cancelled;
    every active subscriber told of a seminar that ended less than 14 days ago with a link had its follow-up.
 
+Every mail is told apart by its List-Id (the list it came through): nothing through a list to someone not active on
+it, each from its list's sender, every invitation's ORGANIZER its seminar's series' sender, a reminder of a seminar
+once. After every run without faults (nothing deferred, refused or unanswered) 9's first part holds at once: every
+active reader knows every seminar of a week their list told, as it now is. A crash of the mailer is a violation too.
+
+Half the seeds (``tests.simulation_project.is_project``) play a project of two series and a weekly digest of both
+instead, with its own operations and invariants: see tests/simulation_project.py.
+
 A failing history is shrunk (operations removed while it still fails) and printed as a Python list: paste it into
 ``tests/test_simulation.py`` as a regression test.
 """
@@ -43,6 +51,7 @@ import datetime as dt
 import email
 import email.header
 import email.policy
+import email.utils
 import io
 import json
 import os
@@ -87,7 +96,9 @@ SPEAKERS = [
 ]  # fmt: skip
 ROOMS = ["Room A", "Room B", "Room Q", "Aula", "Online only"]
 FOLLOWUP_WINDOW = dt.timedelta(days=14)  # (the mailer's plan.FOLLOWUP_WINDOW, restated: the model is independent)
-FOLLOWUP_SUBJECT = re.compile(r"^(?:Slides|Video)\b[^:]*: Learning Machines seminar (\d{4}-\d\d-\d\d \d\d:\d\d) ")
+FOLLOWUP_SUBJECT = re.compile(r"^(?:Slides|Video)\b[^:]*: (.+?) seminar (\d{4}-\d\d-\d\d \d\d:\d\d) ")
+DIGEST_SUBJECT = re.compile(r"^(.+), the week of (\d{4}-\d\d-\d\d): (\d+) seminars?$")  # a weekly digest's
+SENDER = "learning-machines@ri.se"  # the first series' sender (its ORGANIZER, its List-Id's domain)
 TITLES = ["On Computation", "Deep Nets", "Proofs", None, "Graphs and Games"]
 
 
@@ -112,6 +123,7 @@ class Talk:
     video: str | None = None
     edited_late: bool = False  # edited after its start: who the mailer takes it for may have changed
     draft: bool = False  # ``draft: true`` (only ever on a talk nobody was told of): in no mail
+    series: int = 0  # which series of the project it is of (tests/simulation_project.py): 0, the first
 
     @property
     def start(self) -> dt.datetime:
@@ -122,15 +134,16 @@ class Talk:
     def end(self) -> dt.datetime:
         return self.start + dt.timedelta(minutes=self.duration)
 
-    def yaml(self) -> str:
+    def yaml(self, time: str = "15:00", location: str = "Room A") -> str:
+        """The talk as its series' file lists it (``time`` and ``location``: the series' defaults)."""
         lines = [f"  - date: {self.date.isoformat()}", f"    speaker: {json.dumps(self.speaker)}"]
         if self.title:
             lines.append(f"    title: {json.dumps(self.title)}")
-        if self.time != "15:00":
+        if self.time != time:
             lines.append(f'    time: "{self.time}"')
         if self.duration != 60:
             lines.append(f"    duration: {self.duration}")
-        if self.location != "Room A":
+        if self.location != location:
             lines.append(f"    location: {json.dumps(self.location)}")
         if self.zoom:
             lines.append(f"    zoom: {self.zoom}")
@@ -156,6 +169,7 @@ class Event:
     location: str
     cancelled: bool
     summary: str
+    organizer: str = ""  # the address of its ORGANIZER
 
 
 @dataclass(frozen=True)
@@ -169,6 +183,9 @@ class Got:
     events: tuple[Event, ...]
     unsubscribe: str | None
     start: dt.datetime | None = None  # materials: the start of the seminar, as its subject says
+    list_id: str = ""  # the list it came through, as its List-Id says: <list>.<domain of the sender>
+    sender: str = ""  # the address of From
+    subject: str = ""
 
 
 class Violation(AssertionError):
@@ -224,13 +241,16 @@ def parse_received(run: int, received: Received) -> Got:
                         location=str(vevent.get("LOCATION", "")),
                         cancelled=str(vevent.get("STATUS", "")).upper() == "CANCELLED",
                         summary=str(vevent.get("SUMMARY", "")),
+                        organizer=str(vevent.get("ORGANIZER", "")).removeprefix("mailto:").lower(),
                     )
                 )
             break
     subject = str(email.header.make_header(email.header.decode_header(str(message.get("Subject", "")))))
     start = None
     if not events and (m := FOLLOWUP_SUBJECT.match(subject)):
-        kind, start = "materials", dt.datetime.strptime(m[1], "%Y-%m-%d %H:%M").replace(tzinfo=TZ)
+        kind, start = "materials", dt.datetime.strptime(m[2], "%Y-%m-%d %H:%M").replace(tzinfo=TZ)
+    elif DIGEST_SUBJECT.match(subject):
+        kind = "digest"
     elif not events:
         kind = "service"
     elif subject.startswith("Reminder"):
@@ -243,7 +263,10 @@ def parse_received(run: int, received: Received) -> Got:
     for target in re.findall(r"<([^>]+)>", str(message.get("List-Unsubscribe", "")).replace("\r\n", "")):
         if target.startswith("https://"):
             link = target
-    return Got(run, received.rcpt.lower(), received.message_id, kind, tuple(events), link, start)
+    list_id = re.search(r"<([^>]+)>\s*$", str(message.get("List-Id", "")).replace("\r\n", ""))
+    sender = email.utils.parseaddr(str(message.get("From", "")))[1].lower()
+    return Got(run, received.rcpt.lower(), received.message_id, kind, tuple(events), link, start,
+               list_id[1] if list_id else "", sender, subject)  # fmt: skip
 
 
 async def _asgi(app: Any, method: str, target: str, form: dict[str, str] | None = None) -> tuple[int, bytes]:
@@ -345,6 +368,8 @@ class World:
         self.bounces = 0
         self.duplicates = 0
         self.in_flight: set[tuple[str, str]] = set()  # copies a killed run sent whose reply it never read
+        self.doubted: set[tuple[str, str]] = set()  # every copy that was ever in flight so
+        self.reminded: dict[tuple[str, str], str] = {}  # (address, uid): the Message-ID of its reminder
         self.refuse_message = False
         self.log: list[str] = []
         (folder / "recipients").mkdir(parents=True, exist_ok=True)
@@ -368,6 +393,7 @@ class World:
         return self.folder / "recipients"
 
     def write(self) -> None:
+        """The first series' file and list (a project's other files: ``write_more``)."""
         series = (
             "series:\n  name: Learning Machines\n  signature: The Learning Machines Team\n"
             '  timezone: Europe/Stockholm\n  time: "15:00"\n  location: Room A\n'
@@ -375,19 +401,20 @@ class World:
             f'  list: {self.list_name}\n  announce: "Monday 08:00"\n  reminder: 2h\n  service_url: {SERVICE}\n'
             "  followup: true\n" + ("  approval: required\n" if self.approval else "")
         )
-        talks = [t for t in self.talks if t.present]
+        talks = [t for t in self.talks if t.present and t.series == 0]
         text = series + "seminars:\n" + "".join(t.yaml() for t in sorted(talks, key=lambda t: t.start))
         if not talks:
             text = series + "seminars: []\n"
         self.schedule.write_text(text, encoding="utf-8")
         (self.recipients / f"{self.list_name}.txt").write_text("".join(f"{a}\n" for a in self.file))
+        self.write_more()
 
     def env(self) -> dict[str, str]:
         return self.server.env(MAILER_ATTEMPTS="2", MAILER_BACKOFF="0.01", MAILER_TIMEOUT="5")
 
-    def request(self, *, dry_run: bool = False) -> Request:
+    def request(self, schedule: Path | None = None, *, dry_run: bool = False) -> Request:
         return Request(
-            schedule=self.schedule,
+            schedule=schedule or self.schedule,
             templates=None,
             recipients=self.recipients,
             state=self.state,
@@ -404,6 +431,66 @@ class World:
 
     def audience(self) -> set[str]:
         return {a for a in (*self.file, *self.store_confirmed) if self.active(a)}
+
+    # --- the project: one series here; tests/simulation_project.py adds a second and a digest ---------
+
+    def write_more(self) -> None:
+        """The project's other programmes and lists."""
+
+    def programmes(self) -> list[tuple[Path, str, Callable[[Request], Result]]]:
+        """Each programme as ``send`` runs it, in its order: file, list, run."""
+        return [(self.schedule, self.list_name, dispatch.run)]
+
+    def lists(self) -> dict[str, str]:
+        """Each list of the project and the List-Id its mail carries: the list, a dot, its sender's domain."""
+        return {self.list_name: f"{self.list_name}.{SENDER.partition('@')[2]}"}
+
+    def list_sender(self, list_name: str) -> str:
+        """The From of whatever comes through ``list_name``."""
+        return SENDER
+
+    def active_lists(self) -> dict[str, set[str]]:
+        """Who may be sent what through each list: the active subscribers of each."""
+        return {self.list_name: self.audience()}
+
+    def telling(self, t: Talk) -> set[str]:
+        """The lists through which mail about ``t`` may come: its series', and a digest's that includes it."""
+        return {self.list_name}
+
+    def series_sender(self, t: Talk) -> str:
+        """The ORGANIZER of ``t``'s invitations: its series' sender, whoever sends the mail."""
+        return SENDER
+
+    def readers(self, t: Talk) -> set[str]:
+        """Whoever is to hear what changes of ``t`` once told of it: the active readers of a list telling it."""
+        return self.audience()
+
+    def must_know(self, address: str, t: Talk) -> bool:
+        """Whether reader ``address`` must have been told of ``t`` by now: its week was announced to them."""
+        monday = t.date - dt.timedelta(days=t.date.weekday())
+        return not self.waits(t) and self.now >= dt.datetime.combine(monday, dt.time(8, 0), tzinfo=TZ)
+
+    def waits(self, t: Talk) -> bool:
+        """Whether ``t``'s week waits for an approval as it now is (the first series' ``approval: required``)."""
+        monday = t.date - dt.timedelta(days=t.date.weekday())
+        return self.approval and t.series == 0 and (monday, self.week_as_now(monday)) not in self.approved
+
+    def followup_on(self, t: Talk) -> bool:
+        """Whether ``t``'s series says ``followup: true``."""
+        return True
+
+    def reminder_lead(self, t: Talk) -> dt.timedelta:
+        """How long before ``t``'s start its series' reminder is due."""
+        return dt.timedelta(hours=2)
+
+    def talk_defaults(self, series: int) -> tuple[str, str]:
+        """A new talk's time and location: its series' defaults."""
+        return "15:00", "Room A"
+
+    def check_mail(self, g: Got, via: str) -> None:
+        """What is particular to one kind of list: a digest (tests/simulation_project.py)."""
+        if g.kind == "digest":
+            self.fail(f"{g.rcpt} was sent a digest ({g.subject!r}) through {via}, a series' list")
 
     # --- checks ----------------------------------------------------------------------------------
 
@@ -455,14 +542,21 @@ class World:
                 return t
         return None
 
-    def absorb(self, new: list[Got], *, active_before: set[str]) -> None:
+    def absorb(self, new: list[Got], *, active_before: dict[str, set[str]]) -> None:
         """Check the messages one run delivered and learn what each recipient now knows."""
         seen_ids = {(g.rcpt, g.message_id) for g in self.got}
+        by_id = {list_id: name for name, list_id in self.lists().items()}
         for g in new:
             if g.kind == "service":
                 continue
-            if g.rcpt not in active_before:
-                self.fail(f"{g.rcpt} received {g.kind} {g.message_id} while unsubscribed or suppressed")
+            via = by_id.get(g.list_id)
+            if via is None:
+                self.fail(f"{g.rcpt} received {g.kind} {g.message_id} with the List-Id {g.list_id!r}: no list's")
+            assert via is not None
+            if g.rcpt not in active_before.get(via, set()):
+                self.fail(f"{g.rcpt} received {g.kind} {g.message_id} while unsubscribed or suppressed (from {via})")
+            if g.sender != self.list_sender(via):
+                self.fail(f"{g.rcpt} received {g.kind} {g.message_id} through {via} from {g.sender!r}")
             if (g.rcpt, g.message_id) in seen_ids:
                 if (g.rcpt, g.message_id) not in self.in_flight:
                     self.fail(f"{g.rcpt} received {g.message_id} twice")
@@ -472,12 +566,9 @@ class World:
                 self.in_flight.discard((g.rcpt, g.message_id))
                 continue
             seen_ids.add((g.rcpt, g.message_id))
-            if self.approval and g.kind != "materials":
-                for week in {ev.start.date() - dt.timedelta(days=ev.start.weekday()) for ev in g.events}:
-                    if (week, self.week_as_now(week)) not in self.approved:
-                        self.fail(f"{g.rcpt} had a {g.kind} about the week of {week}, which is not approved as it is")
+            self.check_mail(g, via)
             if g.kind == "materials":
-                self.check_followup(g)
+                self.check_followup(g, via)
             for ev in g.events:
                 if ev.start <= self.now:
                     self.fail(f"{g.rcpt} was sent a {g.kind} about {ev.uid}, which started at {ev.start}")
@@ -490,13 +581,21 @@ class World:
                     if owner.uid is not None and owner.uid != ev.uid:
                         self.fail(f"{owner.name} ({owner.speaker}) was announced as {owner.uid}, now also as {ev.uid}")
                     owner.uid = ev.uid
+                if self.approval and owner.series == 0:
+                    week = ev.start.date() - dt.timedelta(days=ev.start.weekday())
+                    if (week, self.week_as_now(week)) not in self.approved:
+                        self.fail(f"{g.rcpt} had a {g.kind} about the week of {week}, which is not approved as it is")
+                if via not in self.telling(owner):
+                    self.fail(f"{g.rcpt} had a {g.kind} about {owner.name} ({ev.uid}) through {via}, not its series'")
+                if ev.organizer != self.series_sender(owner):
+                    self.fail(f"{g.rcpt} had {ev.uid} with the ORGANIZER {ev.organizer!r}, not its series' sender")
                 key = (g.rcpt, ev.uid)
                 before = self.known.get(key)
-                if g.kind == "announcement":
+                if g.kind in ("announcement", "digest"):
                     if before is not None:
-                        self.fail(f"{g.rcpt} was announced {ev.uid} again (knew SEQUENCE {before.sequence})")
+                        self.fail(f"{g.rcpt} was sent the {g.kind} of {ev.uid} again (knew SEQUENCE {before.sequence})")
                     if ev.cancelled:
-                        self.fail(f"{g.rcpt} was announced {ev.uid} as cancelled, never having been told of it")
+                        self.fail(f"{g.rcpt} was sent the {g.kind} of {ev.uid} as cancelled, never told of it")
                 else:
                     if before is None and key not in self.maybe:
                         self.fail(f"{g.rcpt} was sent a {g.kind} about {ev.uid} without having been told of it")
@@ -507,6 +606,11 @@ class World:
                         )
                     if before is not None and g.kind == "reminder" and ev.sequence < before.sequence:
                         self.fail(f"{g.rcpt} was reminded of {ev.uid} at an older SEQUENCE {ev.sequence}")
+                if g.kind == "reminder":
+                    earlier = self.reminded.get(key)
+                    if earlier is not None and (g.rcpt, earlier) not in self.doubted:
+                        self.fail(f"{g.rcpt} was reminded of {ev.uid} a second time (through {via})")
+                    self.reminded[key] = g.message_id
                 self.known[key] = Knowledge(ev.sequence, ev)
         self.got.extend(new)
 
@@ -516,7 +620,10 @@ class World:
             sorted(
                 (t.start, t.duration, t.location, t.zoom or "", t.speaker, t.title or "", t.cancelled)
                 for t in self.talks
-                if t.present and not t.draft and t.date - dt.timedelta(days=t.date.weekday()) == monday
+                if t.present
+                and not t.draft
+                and t.series == 0
+                and t.date - dt.timedelta(days=t.date.weekday()) == monday
             )
         )
 
@@ -538,7 +645,7 @@ class World:
         self.approval = True
         self.write()
 
-    def check_followup(self, g: Got) -> None:
+    def check_followup(self, g: Got, via: str) -> None:
         """A follow-up: about a seminar that ended less than 14 days ago, is on, has a link; to one told of it, once."""
         assert g.start is not None
         t = self.talk_at(g.start)
@@ -547,6 +654,8 @@ class World:
         assert t is not None and t.uid is not None
         if not t.end <= self.now < t.end + FOLLOWUP_WINDOW:
             self.fail(f"{g.rcpt} had the follow-up of {t.name} ({t.start} to {t.end}) at {self.now}")
+        if via not in self.telling(t) or not self.followup_on(t):
+            self.fail(f"{g.rcpt} had the follow-up of {t.name} through {via} (followup: {self.followup_on(t)})")
         if t.cancelled is not None or not (t.slides or t.video):
             self.fail(f"{g.rcpt} had the follow-up of {t.name}, cancelled {t.cancelled!r}, links {t.slides} {t.video}")
         if (g.rcpt, t.uid) not in self.known and (g.rcpt, t.uid) not in self.maybe:
@@ -564,29 +673,42 @@ class World:
                 f"'sent' but never received {sorted(sent - stored)[:3]}"
             )
 
-    def check_settled(self) -> None:
-        audience = self.audience()
+    def check_told(self) -> None:
+        """After a run without faults (nothing deferred, refused or unanswered): every reader knows every seminar
+        of a week their lists told, as it now is, at once (not only once the history settles)."""
         for t in self.talks:
+            if t.start <= self.now or t.edited_late or not t.present or t.draft or t.cancelled is not None:
+                continue
+            for a in sorted(self.readers(t)):
+                if not self.must_know(a, t) or (a, t.uid) in self.maybe:
+                    continue
+                k = self.known.get((a, t.uid)) if t.uid else None
+                if k is None:
+                    self.fail(f"{a} was not told of {t.name} ({t.uid}) by a run without faults, due this week")
+                elif wrong := self.wrongly(k.event, t):
+                    self.fail(f"{a} knows {t.name} ({t.uid}) wrongly after a run without faults: {'; '.join(wrong)}")
+
+    def check_settled(self) -> None:
+        for t in self.talks:
+            readers = self.readers(t)
             if t.end <= self.now < t.end + FOLLOWUP_WINDOW and t.present and t.uid and not t.edited_late:
-                if t.cancelled is None and (t.slides or t.video):
-                    for a in sorted(audience):
+                if t.cancelled is None and (t.slides or t.video) and self.followup_on(t):
+                    for a in sorted(readers):
                         if (a, t.uid) in self.known and (a, t.uid) not in self.followed:
                             self.fail(
                                 f"{a} was told of {t.name} ({t.uid}), which ended at {t.end}, and had no follow-up"
                             )
             if t.start <= self.now:
                 continue
-            monday = t.date - dt.timedelta(days=t.date.weekday())
-            week_open = self.now >= dt.datetime.combine(monday, dt.time(8, 0), tzinfo=TZ)
             live = t.present and t.cancelled is None and not t.draft
             if t.uid is None:
-                if live and week_open and audience:
+                if live and any(self.must_know(a, t) for a in readers):
                     self.fail(f"{t.name} ({t.speaker}, {t.start}) is this week's and was never announced")
                 continue
-            for a in sorted(audience):
+            for a in sorted(readers):
                 k = self.known.get((a, t.uid))
                 if k is None:
-                    if live and week_open:
+                    if live and self.must_know(a, t):
                         self.fail(f"{a} was never told of {t.name} ({t.uid}), due this week")
                     continue
                 ev = k.event
@@ -594,41 +716,53 @@ class World:
                     if not ev.cancelled:
                         self.fail(f"{a} was not told that {t.name} ({t.uid}) is cancelled")
                     continue
-                wrong = []
-                if ev.cancelled:
-                    wrong.append("cancelled")
-                if ev.start != t.start:
-                    wrong.append(f"start {ev.start} for {t.start}")
-                if ev.end != t.end:
-                    wrong.append(f"end {ev.end} for {t.end}")
-                if ev.location != t.location:
-                    wrong.append(f"location {ev.location!r} for {t.location!r}")
-                if not any(name in ev.summary for name in {t.speaker, *t.spellings}):
-                    wrong.append(f"summary {ev.summary!r} without {t.speaker!r}")
-                if wrong:
+                if wrong := self.wrongly(ev, t):
                     self.fail(f"{a} knows {t.name} ({t.uid}) wrongly: {'; '.join(wrong)}")
+
+    @staticmethod
+    def wrongly(ev: Event, t: Talk) -> list[str]:
+        """How what a reader knows of a live talk differs from the talk as it now is."""
+        wrong = []
+        if ev.cancelled:
+            wrong.append("cancelled")
+        if ev.start != t.start:
+            wrong.append(f"start {ev.start} for {t.start}")
+        if ev.end != t.end:
+            wrong.append(f"end {ev.end} for {t.end}")
+        if ev.location != t.location:
+            wrong.append(f"location {ev.location!r} for {t.location!r}")
+        if not any(name in ev.summary for name in {t.speaker, *t.spellings}):
+            wrong.append(f"summary {ev.summary!r} without {t.speaker!r}")
+        return wrong
 
     # --- runs ------------------------------------------------------------------------------------
 
     def send(self) -> Result | None:
-        active_before = self.audience()
+        """One ``send``: every programme of the project in its order (as the CLI runs them), then the checks."""
+        active_before = self.active_lists()
         before = len(self.recorder.received)
         dropped_before = len(self.recorder.dropped)
+        clean = not self.faults and not self.refuse_message
         self.arm()
         self.runs += 1
         result: Result | None = None
+        results: list[Result] = []
+        programmes = self.programmes()
         try:
-            result = dispatch.run(self.request())
-            self.log.append(
-                f"  run {self.runs} at {self.now:%m-%d %H:%M}: "
-                + "; ".join(f"{m.kind} {m.key} to {m.due}" for m in result.messages if m.due)
-                + (f" [{result.error}]" if result.error else "")
-                + (f" notes: {result.notes}" if result.notes else "")
-            )
+            for path, list_name, runner in programmes:
+                result = runner(self.request(path))
+                results.append(result)
+                self.log.append(
+                    f"  run {self.runs}{f' of {list_name}' if len(programmes) > 1 else ''} at {self.now:%m-%d %H:%M}: "
+                    + "; ".join(f"{m.kind} {m.key} to {m.due}" for m in result.messages if m.due)
+                    + (f" [{result.error}]" if result.error else "")
+                    + (f" notes: {result.notes}" if result.notes else "")
+                )
         except ConfigError as err:
             if "rename-list" not in str(err):
                 raise
             self.log.append(f"refused: {err}")
+            clean = False
         finally:
             self.disarm()
         with self.recorder.lock:
@@ -654,6 +788,8 @@ class World:
         self.suppressed |= suppressed
         self.absorb(new, active_before=active_before)
         self.check_ledger()
+        if clean and not any(r.error or r.stopped for r in results):
+            self.check_told()
         return result
 
     def arm(self) -> None:
@@ -679,21 +815,25 @@ class World:
         self.faults.clear()
         self.refuse_message = False
 
+    def send_command(self) -> tuple[list[str], Path | None]:
+        """The command line of a real ``send`` at the world's moment, and the folder it runs in."""
+        return [
+            sys.executable, "-m", "mailer", "send", "--now", self.now.isoformat(), "--schedule", str(self.schedule),
+            "--recipients", str(self.recipients), "--state", str(self.state),
+        ], None  # fmt: skip
+
     def kill(self, wait_ms: int) -> None:
         """A real ``send`` process, killed with SIGKILL ``wait_ms`` after its first copy reached the server."""
-        active_before = self.audience()
+        active_before = self.active_lists()
         before = len(self.recorder.received)
         self.arm()
         self.recorder.delay = 0.03  # slow enough for the kill to land mid-send
         self.runs += 1
-        command = [
-            sys.executable, "-m", "mailer", "send", "--now", self.now.isoformat(), "--schedule", str(self.schedule),
-            "--recipients", str(self.recipients), "--state", str(self.state),
-        ]  # fmt: skip
+        command, cwd = self.send_command()
         environment = {**os.environ, **self.env(), TEST_CLOCK: "1"}
         try:
             proc = subprocess.Popen(
-                command, env=environment, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                command, env=environment, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )  # fmt: skip
             deadline = time.monotonic() + 60
@@ -716,21 +856,26 @@ class World:
         copies, told = self.ledger_in_flight()
         self.maybe |= told
         self.in_flight |= copies
+        self.doubted |= copies
         self.absorb(new, active_before=active_before)
         self.check_ledger()
 
     def dry_run(self) -> None:
         before, size = len(self.recorder.received), self.ledger_size()
-        dispatch.run(self.request(dry_run=True))
+        for path, _, runner in self.programmes():
+            runner(self.request(path, dry_run=True))
         if len(self.recorder.received) != before or self.ledger_size() != size:
             self.fail("a dry run sent or recorded something")
 
-    def locked_run(self) -> None:
-        """A second cron run while another holds the lock: it must send and record nothing."""
+    def locked_run(self, which: int = 0) -> None:
+        """A second cron run while another holds the lock (of programme ``which``): it must send and record
+        nothing."""
         before, size = len(self.recorder.received), self.ledger_size()
-        with run_lock(self.state, self.list_name):
+        programmes = self.programmes()
+        path, list_name, runner = programmes[which % len(programmes)]
+        with run_lock(self.state, list_name):
             try:
-                dispatch.run(self.request())
+                runner(self.request(path))
             except LockedError:
                 pass
             else:
@@ -768,8 +913,8 @@ class World:
     def op_dry(self) -> None:
         self.dry_run()
 
-    def op_locked(self) -> None:
-        self.locked_run()
+    def op_locked(self, which: int = 0) -> None:
+        self.locked_run(which)
 
     def op_tick(self, minutes: int) -> None:
         self.now = min(self.now + dt.timedelta(minutes=minutes), END)
@@ -785,7 +930,8 @@ class World:
         else:
             t = talks[n % len(talks)]
             after = t.end if what == "end" else t.start
-            moment = t.start - dt.timedelta(minutes=119) if what == "reminder" else after + dt.timedelta(minutes=1)
+            lead = self.reminder_lead(t) - dt.timedelta(minutes=1)
+            moment = t.start - lead if what == "reminder" else after + dt.timedelta(minutes=1)
         if moment > self.now:
             self.now = min(moment, END)
 
@@ -865,20 +1011,24 @@ class World:
             t.edited_late = True
         self.edited()
 
-    def op_new(self, value: int) -> None:
+    def op_new(self, value: int, series: int = 0) -> None:
         day = self.free_date(value)
         if day is None:
             return
         speaker = self.new_speaker()
         name = f"T{len(self.talks)}"
-        self.talks.append(Talk(name, day, speaker, id=f"talk-{name}" if self.pinned else None))
+        time, location = self.talk_defaults(series)
+        self.talks.append(Talk(name, day, speaker, time=time, location=location, series=series,
+                               id=f"talk-{name}" if self.pinned else None))  # fmt: skip
         self.edited()
 
     def op_swap(self, a: int, b: int) -> None:
         live = [t for t in self.talks if t.present and not t.draft]
         if len(live) < 2:
             return
-        x, y = live[a % len(live)], live[b % len(live)]
+        x = live[a % len(live)]
+        same = [t for t in live if t.series == x.series]  # (across series a swap is a remove and a new talk)
+        y = same[b % len(same)]
         if x is y:
             return
         late = x.start <= self.now or y.start <= self.now
@@ -947,7 +1097,8 @@ class World:
     def op_propose(self, n: int, value: int) -> None:
         """The speaker of talk n proposes another title through the real form; the organiser accepts it (the real
         ``accept`` writes the YAML), and the cron run tells it as any title edit."""
-        t = self.talks[n % len(self.talks)]
+        talks = [t for t in self.talks if t.series == 0]  # (the first series' form; a project's others have none)
+        t = talks[n % len(talks)]
         if not t.present or t.draft:
             return
         title = TITLES[value % len(TITLES)] or "Untitled Thoughts"
@@ -1013,7 +1164,11 @@ class World:
         """A hard bounce arrives: a genuine one for a copy this address really received, or a forged one
         naming it with a Message-ID sent to someone else, beside a malformed message; the real ``bounces``."""
         a = self.addr(n)
-        own = [g.message_id for g in self.got if g.rcpt == a and g.kind != "service"]
+        own = [
+            g.message_id
+            for g in self.got
+            if g.rcpt == a and g.kind != "service" and g.list_id == self.lists()[self.list_name]
+        ]  # (the first series' bounces: its own copies)
         other = [g.message_id for g in self.got if g.rcpt != a and g.kind != "service"]
         returned = (other if forged else own)[-1:] or [f"<never-sent-{n}@ri.se>"]
         box = self.folder / "bounces"
@@ -1111,15 +1266,35 @@ def history(seed: int, *, length: int = 40, rename: bool = True, kills: bool = F
     return pinned, ops
 
 
-def run_history(folder: Path, server: Server, recorder: SimRecorder, ops: list[Op], *, pinned: bool, tag: str) -> World:
-    """Play ``ops`` and settle; raise Violation (with the world's log) at the first broken invariant."""
-    world = World(folder, server, recorder, tag=tag, pinned=pinned)
+def run_history(
+    folder: Path,
+    server: Server,
+    recorder: SimRecorder,
+    ops: list[Op],
+    *,
+    pinned: bool,
+    tag: str,
+    project: tuple[str, str | None] | None = None,
+) -> World:
+    """Play ``ops`` and settle; raise Violation (with the world's log) at the first broken invariant.
+    ``project``: a project of two series and a digest (tests/simulation_project.py), with the second series'
+    announce time and the digest's send time (None: with the series)."""
+    if project is None:
+        world = World(folder, server, recorder, tag=tag, pinned=pinned)
+    else:
+        from tests.simulation_project import ProjectWorld
+
+        world = ProjectWorld(folder, server, recorder, tag=tag, pinned=pinned, times=project)
     try:
         for op in ops:
             world.apply(op)
         world.settle()
     except MailerError as err:  # every input the simulation writes is valid: an error is a finding too
         raise Violation(f"{type(err).__name__}: {err}") from err
+    except Violation:
+        raise
+    except Exception as err:  # a crash of the mailer (exit 70 from the command line): a finding, shrunk as any
+        raise Violation(f"internal error {type(err).__name__}: {err}") from err
     return world
 
 
@@ -1155,14 +1330,23 @@ class Outcome:
     kills: int
     failure: str | None  # the violation and the shrunk history, ready to paste as a regression test
     followups: int = 0  # follow-up copies received: that the histories reach that part at all
+    project: bool = False  # a project of two series and a digest
+    digests: int = 0  # digest copies received
 
 
 def play(base: Path, server: Server, recorder: SimRecorder, seed: int, *, kills: bool = False) -> Outcome:
-    """Play one history from ``seed``; on a violation shrink it to a minimal one with the same violation."""
-    pinned, ops = history(seed, kills=kills)
+    """Play one history from ``seed``; on a violation shrink it to a minimal one with the same violation.
+    Some seeds (``tests.simulation_project.PROJECT_SHARE``) play a project of two series and a digest."""
+    from tests.simulation_project import is_project, project_history
+
+    project: tuple[str, str | None] | None = None
+    if is_project(seed):
+        pinned, ops, project = project_history(seed, kills=kills)
+    else:
+        pinned, ops = history(seed, kills=kills)
     fresh = folders(base / f"seed-{seed}")
     try:
-        world = run_history(next(fresh), server, recorder, ops, pinned=pinned, tag=f"s{seed}")
+        world = run_history(next(fresh), server, recorder, ops, pinned=pinned, tag=f"s{seed}", project=project)
     except Violation as first:
         attempt, signature = 0, first.signature
 
@@ -1170,17 +1354,19 @@ def play(base: Path, server: Server, recorder: SimRecorder, seed: int, *, kills:
             nonlocal attempt
             attempt += 1
             try:
-                run_history(next(fresh), server, recorder, candidate, pinned=pinned, tag=f"s{seed}m{attempt}")
+                run_history(next(fresh), server, recorder, candidate, pinned=pinned, tag=f"s{seed}m{attempt}",
+                            project=project)  # fmt: skip
             except Violation as err:
                 return err.signature == signature
             return False
 
         minimal = shrink(fails, ops)
-        shown = f"minimal history ({len(minimal)} of {len(ops)}, pinned={pinned}): {minimal!r}"
-        return Outcome(seed, len(ops), 0, f"seed {seed}: {first}\n{shown}")
+        shown = f"minimal history ({len(minimal)} of {len(ops)}, pinned={pinned}, project={project!r}): {minimal!r}"
+        return Outcome(seed, len(ops), 0, f"seed {seed}: {first}\n{shown}", project=project is not None)
     finally:
         shutil.rmtree(base / f"seed-{seed}", ignore_errors=True)
-    return Outcome(seed, len(ops), world.kills, None, len(world.followed))
+    digests = sum(g.kind == "digest" for g in world.got)
+    return Outcome(seed, len(ops), world.kills, None, len(world.followed), project is not None, digests)
 
 
 def play_many(

@@ -44,7 +44,10 @@ def plan_digest(
     named the week (--date), so the digest's send time does not hold it back."""
     zone = digest.timezone or gathered[0][0].series.timezone
     monday = today - dt.timedelta(days=today.weekday())
-    owner = {i.key: schedule for schedule, p in gathered for i in p.identities}
+    # (a seminar removed from its file is in no identity, only in its cancellation's due: its series all the same)
+    owner = {
+        i.key: schedule for schedule, p in gathered for i in (*p.identities, *(j for d in p.dues for j in d.seminars))
+    }
     week: list[Identity] = []
     gates = []
     for schedule, p in gathered:

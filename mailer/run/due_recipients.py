@@ -149,8 +149,9 @@ class Audiences:
         return any(d.seminars[0].key == seminar and d.from_revision == revision for d in self.dues)
 
     def wants(self, due: Due, key: str, done: set[str]) -> bool:
-        if due.kind in WEEKLY:
-            return self.lacking(due.seminars, key) == due.seminars
+        if due.kind in WEEKLY:  # the part of the week this one lacks (not just of this part: one mail a week)
+            week = next((d for d in self.dues if d.kind == due.kind), due)
+            return self.lacking(week.seminars, key) == due.seminars
         if due.kind == REMINDER:  # only to those told of the seminar, and in time
             told = key in self.knows(due.seminars[0].key).latest
             return told and key not in done and key not in self.told_late(due)
