@@ -19,7 +19,7 @@ from pathlib import Path
 
 import aiosmtplib
 
-from mailer.audience.recipients import DUE, INVALID, Entry, classify
+from mailer.audience.recipients import DUE, INVALID, Entry
 from mailer.compose.checks import drafts_due, missing_details
 from mailer.compose.invite import Event
 from mailer.compose.message import MessageTemplate, build_message
@@ -267,9 +267,7 @@ def _due_messages(
     others = [d for d in planned.dues if d.kind != ANNOUNCEMENT]
     subsets: dict[str, Due] = {}  # subscribers told of some of the week's seminars get the others only
     tally: dict[str, int] = {}
-    for kind, entry in classify(
-        roster.path, suppressed=roster.suppressed, done=set(), subscribers=roster.store.confirmed()
-    ):
+    for kind, entry in roster.classified():
         counts[kind] = counts.get(kind, 0) + 1
         if kind == INVALID:
             warn(entry)

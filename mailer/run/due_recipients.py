@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mailer.audience.recipients import DUE, UNSUBSCRIBED, classify, list_file
+from mailer.audience.recipients import DUE, UNSUBSCRIBED, Entry, classify, list_file
 from mailer.core.address import Address
 from mailer.record.ledger import Ledger
 from mailer.record.rows import Knowledge
@@ -24,6 +24,8 @@ from mailer.run.plan import (
 )
 from mailer.run.request import Request
 
+KEPT = 50_000  # subscribers the counting pass keeps for the send (about 14 MiB); a longer list is read again
+
 
 @dataclass
 class RunRoster:
@@ -33,14 +35,43 @@ class RunRoster:
     path: Path
     suppressed: set[str]
     store: Subscribers
+    # The subscribers that ``classified`` found due, and the list file's (mtime, size) then: a list of up to
+    # KEPT is parsed once a run, not once to count and again to send.
+    kept: list[Address] | None = None
+    stamp: tuple[int, int] | None = None
+
+    def classified(self) -> Iterator[tuple[str, Entry]]:
+        """Every line of the list and the store's subscribers, classified (recipients.classify), keeping the due."""
+        kept: list[Address] | None = []
+        stamp = self._stamp()
+        for kind, entry in classify(
+            self.path, suppressed=self.suppressed, done=set(), subscribers=self.store.confirmed()
+        ):
+            if kept is not None and kind == DUE and entry.recipient is not None:
+                kept.append(entry.recipient)
+                if len(kept) > KEPT:
+                    kept = None
+            yield kind, entry
+        self.kept, self.stamp = kept, stamp
 
     def subscribers(self) -> Iterator[Address]:
-        """Valid, de-duplicated, not suppressed subscribers, streamed: memory stays flat."""
+        """Valid, de-duplicated, not suppressed subscribers, streamed: memory stays flat. Those ``classified``
+        kept, unless the list file changed since."""
+        if self.kept is not None and self.stamp is not None and self.stamp == self._stamp():
+            yield from (a for a in self.kept if a.key not in self.suppressed)
+            return
         for kind, entry in classify(
             self.path, suppressed=self.suppressed, done=set(), subscribers=self.store.confirmed()
         ):
             if kind == DUE and entry.recipient is not None:
                 yield entry.recipient
+
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            info = self.path.stat()
+        except OSError:
+            return None  # (reading it says why)
+        return info.st_mtime_ns, info.st_size
 
 
 def roster_of(request: Request, series_list: str, ledger: Ledger | None) -> RunRoster:
