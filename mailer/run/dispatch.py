@@ -275,10 +275,10 @@ def _due_messages(
             continue
         who = entry.recipient.key
         if week is not None and (lacking := audiences.lacking(week.seminars, who)):
-            subset = subsets.setdefault(
-                announcement_key(lacking), Due(ANNOUNCEMENT, announcement_key(lacking), lacking)
-            )
-            tally[subset.key] = tally.get(subset.key, 0) + 1
+            subset = announcement_key(lacking)
+            if subset not in subsets:  # (a Due made once per subset, not once per subscriber)
+                subsets[subset] = Due(ANNOUNCEMENT, subset, lacking)
+            tally[subset] = tally.get(subset, 0) + 1
         for due in others:
             if audiences.wants(due, who, dones[due.key]):
                 tally[due.key] = tally.get(due.key, 0) + 1
