@@ -216,6 +216,7 @@ class Delivery:
         self.ledger_error: LedgerError | None = None
         self.fatal: MailerError | None = None  # stops the run once the messages in flight are done
         self.retries: dict[asyncio.TimerHandle, tuple[Address, int]] = {}
+        self.ids: dict[str, str] = {}  # Message-IDs of the recipients taken and not finished
 
     # --- recording ----------------------------------------------------------------------------
 
@@ -233,13 +234,19 @@ class Delivery:
         for then in waiting:
             then(self.ledger_error is None)
 
+    def _message_id(self, recipient: Address) -> str:
+        """The recipient's Message-ID, made once for the four uses of a message (kept until ``finish``)."""
+        if (known := self.ids.get(recipient.key)) is None:
+            known = self.ids[recipient.key] = self.template.message_id(recipient)
+        return known
+
     def _schedule_flush(self) -> None:
         if self.flush_scheduled is None:  # one commit per loop tick, for every reply that arrived in it
             self.flush_scheduled = asyncio.get_running_loop().call_soon(self._flush)
 
     def _not_sent(self, recipient: Address, detail: str) -> None:
         """Take back an in-flight mark: the server refused before the message was taken (still due)."""
-        mark = Mark(self.template.announcement, recipient.key, DEFERRED, 0, self.template.message_id(recipient), detail)
+        mark = Mark(self.template.announcement, recipient.key, DEFERRED, 0, self._message_id(recipient), detail)
         self.ledger.mark(mark)
         self._schedule_flush()
 
@@ -254,7 +261,7 @@ class Delivery:
                 recipient.key,
                 UNCERTAIN,
                 0,
-                self.template.message_id(recipient),
+                self._message_id(recipient),
                 "in flight: no reply yet",
             )
         )
@@ -277,7 +284,7 @@ class Delivery:
                 recipient.key,
                 state,
                 attempts,
-                self.template.message_id(recipient),
+                self.ids.pop(recipient.key, "") or self.template.message_id(recipient),  # (its last use)
                 detail,
                 doubt,
             )
@@ -310,7 +317,7 @@ class Delivery:
         sender with VERP, and as the DSN ENVID (RFC 3461) when the server offers DSN, which also gets
         RET=HDRS: a bounce returns the headers, not the whole announcement."""
         template = self.template
-        token = bounce_token(template.token_key, template.list_name, template.message_id(recipient)).encode()
+        token = bounce_token(template.token_key, template.list_name, self._message_id(recipient)).encode()
         sender = self.sender
         if self.verp:
             local, _, domain = sender.rpartition(b"@")
@@ -361,7 +368,7 @@ class Delivery:
             return await client.send(
                 sender,
                 rcpt,
-                self.template.wire(recipient),
+                self.template.wire(recipient, self._message_id(recipient)),
                 options,
                 ready=self.committed,
                 ahead=lambda: self._ahead(client, held),
