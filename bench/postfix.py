@@ -29,6 +29,9 @@ def peers(
     }
     pools: dict[int, list[float]] = {p: [] for p in POOLS}
     postfix_variants: dict[str, list[float]] = {k: [] for k in variants if k != NOW}
+    # Variants that take today's arguments (a recent commit) also run at the default pool, against smtp-source.
+    default_pool: dict[str, list[float]] = {k: [] for k in postfix_variants if variants[k].get("current_args")}
+    default_pool_ratios: dict[str, list[float]] = {k: [] for k in default_pool}
     source_sessions: dict[int, list[float]] = {s: [] for s in (1, 2, 4, 8, 16, 32)}  # as POOLS, and fewer
     ratios: dict[str, list[float]] = {
         "vs mailmerge": [],
@@ -52,6 +55,10 @@ def peers(
             options["extra"] = {**options.get("extra", {}), "MAILER_CONCURRENCY": "8"}  # type: ignore[dict-item]
             label = f"run {run + 1}, {name}, pool 8"
             postfix_variants[name].append(verified_send(server, work, n, label, verified, **options))  # type: ignore[arg-type]
+        for name in default_pool:
+            label = f"run {run + 1}, {name}, pool 4"
+            options = {**variants[name], "extra": {"MAILER_CONCURRENCY": "4"}}
+            default_pool[name].append(verified_send(server, work, n, label, verified, **options))  # type: ignore[arg-type]
 
         mm_conf = work / "mailmerge_server.conf"
         mm_conf.write_text(f"[smtp_server]\nhost = 127.0.0.1\nport = {server.port}\nsecurity = Never\nratelimit = 0\n")
@@ -96,6 +103,8 @@ def peers(
         ratios["vs smtplib"].append(throughput["seminar-mailer"][-1] / throughput["smtplib"][-1])
         ratios["vs smtp-source"].append(throughput["seminar-mailer"][-1] / best)
         ratios["default pool vs smtp-source"].append(pools[4][-1] / best)
+        for name in default_pool:
+            default_pool_ratios[name].append(default_pool[name][-1] / best)
 
     return {
         "throughput": {k: stats(v) for k, v in throughput.items()},
@@ -106,6 +115,8 @@ def peers(
             **{f"{k}, pool 8": stats(v) for k, v in postfix_variants.items()},
         },
         "ratios": {k: stats(v) for k, v in ratios.items()},
+        "default_pool_variants": {k: stats(v) for k, v in default_pool.items()},
+        "default_pool_variants_vs_smtp_source": {k: stats(v) for k, v in default_pool_ratios.items()},
         "verification": verified,
     }
 

@@ -85,6 +85,18 @@ def report(r: dict) -> str:  # type: ignore[type-arg]
     pv = r["postfix_variants"]
     for name, sink_stats in r["smtp_sink"]["variants"].items():
         lines.append(f"| {name} | {_fmt(sink_stats)} | {_fmt(pv[name + ', pool 8'])} |")
+    lines += ["", "At the default pool of 4, pair by pair in this run:", ""]
+    sink_vs = r["smtp_sink"].get("variant_vs_smtp_source_4", {})
+    for name, vs in r["smtp_sink"].get("now_vs_variant", {}).items():
+        lines.append(
+            f"- now ÷ {name}, against smtp-sink: {_fmt(vs, '×', 2)}; it reached {_fmt(sink_vs[name], '×', 2)} "
+            "of smtp-source at 4 sessions"
+        )
+    for name, vs in r.get("default_pool_variants_vs_smtp_source", {}).items():
+        lines.append(
+            f"- {name}, against Postfix at pool 4: {_fmt(r['default_pool_variants'][name])} msg/s, "
+            f"{_fmt(vs, '×', 2)} of smtp-source's best (now: {_fmt(ratios['default pool vs smtp-source'], '×', 2)})"
+        )
     lines += [
         "",
         "What the profiles showed (cProfile and py-spy, 10 000 messages to smtp-sink): before, aiosmtplib's "

@@ -40,6 +40,7 @@ from bench.versions import (
     LEDGER_BEFORE_COMMIT,
     LEDGER_NOW,
     NOW,
+    ONE_WRITE_BEFORE_COMMIT,
     before_tree,
     preview_message,
 )
@@ -93,9 +94,20 @@ def classic(work: Path, args: argparse.Namespace, stages: set[str]) -> None:
         save(results, name)
 
     before = before_tree(work)
+    one_write_before = before_tree(work, ONE_WRITE_BEFORE_COMMIT)
     variants: dict[str, dict[str, object]] = {
         NOW: {},
         "prepared bytes, no pipelining": {"extra": {"MAILER_PIPELINING": "off"}},
+        **(
+            {
+                f"before ({ONE_WRITE_BEFORE_COMMIT[:7]}: two writes a message, a commit most messages)": {
+                    "code_from": one_write_before,
+                    "current_args": True,
+                }
+            }
+            if one_write_before
+            else {}
+        ),
         **({f"before ({BEFORE_COMMIT[:7]}: aiosmtplib sendmail)": {"code_from": before}} if before else {}),
     }
     if "sink" in stages:

@@ -21,6 +21,8 @@ def sink_stage(
     sink_rates: dict[str, list[float]] = {k: [] for k in variants}
     source: dict[int, list[float]] = {s: [] for s in SOURCE_SESSIONS}
     ratio_same, ratio_best = [], []
+    now_vs: dict[str, list[float]] = {k: [] for k in variants if k != NOW}  # NOW ÷ each variant, pair by pair
+    vs_source: dict[str, list[float]] = {k: [] for k in variants}  # each variant ÷ smtp-source at 4 sessions
     with SmtpSink(work) as sink:
         for _ in range(runs):
             for label, options in variants.items():
@@ -31,10 +33,16 @@ def sink_stage(
             for sessions in SOURCE_SESSIONS:
                 source[sessions].append(smtp_source(work, sink.port, sessions=sessions, n=n, size=size))
             ratio_same.append(sink_rates[NOW][-1] / source[4][-1])
+            for label in variants:
+                vs_source[label].append(sink_rates[label][-1] / source[4][-1])
+                if label != NOW:
+                    now_vs[label].append(sink_rates[NOW][-1] / sink_rates[label][-1])
             ratio_best.append(sink_rates[NOW][-1] / max(source[s][-1] for s in SOURCE_SESSIONS))
     return {
         "msgs_per_s": stats(sink_rates[NOW]),
         "variants": {k: stats(v) for k, v in sink_rates.items()},
+        "now_vs_variant": {k: stats(v) for k, v in now_vs.items()},
+        "variant_vs_smtp_source_4": {k: stats(v) for k, v in vs_source.items()},
         "smtp_source": {str(k): stats(v) for k, v in source.items()},
         "default_pool_vs_smtp_source_4": stats(ratio_same),
         "default_pool_vs_smtp_source_best": stats(ratio_best),

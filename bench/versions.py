@@ -18,6 +18,9 @@ from tests.conftest import FUTURE_DATE, FUTURE_NOW, future_schedule
 BEFORE_COMMIT = "c981ae4fd892dfbcf13e6a7d91a0ab2b8f8f6eab"
 # The last commit before ledger v2 (issue 10): group commits every 0.1 s, each synced (synchronous=FULL).
 LEDGER_BEFORE_COMMIT = "fcbe067a578003a0ff68e33aae906a2853515120"
+# The last commit before issue 20's remaining fixes (one write a message, a commit a tick, the list parsed once).
+# It takes today's arguments (the 2030 programme and --now): run with current_args.
+ONE_WRITE_BEFORE_COMMIT = "d549c17adcf5cd0d538e5ff5c3c89642bf4e21ec"
 POOLS = (4, 8, 16, 32)  # MAILER_CONCURRENCY values tried; 4 is the default
 NOW = "now: prepared bytes, pipelined"
 LEDGER_NOW, LEDGER_BEFORE = "now", f"before ({LEDGER_BEFORE_COMMIT[:7]})"
@@ -55,17 +58,19 @@ def send_command(
     extra: dict[str, str] | None = None,
     dry: bool = False,
     code_from: Path | None = None,
+    current_args: bool = False,
     recipients: str = "recipients",
 ) -> tuple[list[str], dict[str, str]]:
     """The `seminar-mailer send` command line and environment for one run.
 
     ``code_from``: run the mailer package found there (an older commit), with the input and the
     arguments it understands: its own programme, the 2024 week and no --now (older versions have no
-    --now and accept past weeks). The current code's real sends use the 2030 programme and --now;
+    --now and accept past weeks); with ``current_args`` (a recent commit), the current code's arguments.
+    The current code's real sends use the 2030 programme and --now;
     its dry runs keep 2024.
     """
     exe = [PY, "-m", "mailer"] if code_from else [str(ROOT / ".venv/bin/seminar-mailer")]
-    if code_from:
+    if code_from and not current_args:
         when = ["--date", DATE, "--schedule", str(code_from / "data" / "seminars.yaml")]
     elif dry:
         when = ["--date", DATE, "--schedule", str(SCHEDULE)]
@@ -95,9 +100,10 @@ def ours(
     extra: dict[str, str] | None = None,
     dry: bool = False,
     code_from: Path | None = None,
+    current_args: bool = False,
 ) -> tuple[float, int, int]:
     """One whole `seminar-mailer send` process, from an empty state folder; see send_command."""
-    wall, code, mib, _ = ours_measured(work, port, extra=extra, dry=dry, code_from=code_from)
+    wall, code, mib, _ = ours_measured(work, port, extra=extra, dry=dry, code_from=code_from, current_args=current_args)
     return wall, code, mib
 
 
@@ -108,10 +114,11 @@ def ours_measured(
     extra: dict[str, str] | None = None,
     dry: bool = False,
     code_from: Path | None = None,
+    current_args: bool = False,
 ) -> tuple[float, int, int, float]:
     """As ours, and the process's CPU seconds."""
     shutil.rmtree(work / "state", ignore_errors=True)
-    cmd, env = send_command(work, port, extra=extra, dry=dry, code_from=code_from)
+    cmd, env = send_command(work, port, extra=extra, dry=dry, code_from=code_from, current_args=current_args)
     return measure(cmd, env=env, cwd=work)
 
 

@@ -98,13 +98,15 @@ class MessageTemplate:
         join = "&" if "?" in self.unsubscribe_url else "?"
         return f"{self.unsubscribe_url}{join}{unsubscribe_query(self.token_key, self.list_name, recipient.key)}"
 
-    def personal_head(self, recipient: Address) -> bytes:
-        """The recipient's own header lines."""
+    def personal_head(self, recipient: Address, message_id: str | None = None) -> bytes:
+        """The recipient's own header lines (``message_id``: theirs, when the caller has it already)."""
         unsubscribe = f"<{self.unsubscribe_mailto}>"
         if (link := self.unsubscribe_link(recipient)) is not None:
             unsubscribe += f",\r\n <{link}>"
         to = format_address(recipient, smtputf8=recipient.needs_smtputf8)
-        text = f"To: {to}\r\nMessage-ID: {self.message_id(recipient)}\r\nList-Unsubscribe: {unsubscribe}\r\n"
+        text = (
+            f"To: {to}\r\nMessage-ID: {message_id or self.message_id(recipient)}\r\nList-Unsubscribe: {unsubscribe}\r\n"
+        )
         if self.thread is not None:  # threads under the announcement this subscriber received
             parent = self.message_id(recipient, self.thread)
             text += f"In-Reply-To: {parent}\r\nReferences: {parent}\r\n"
@@ -116,12 +118,12 @@ class MessageTemplate:
             return own.personalise(recipient)
         return self.personal_head(recipient) + self.head + self._join(self.body, recipient)
 
-    def wire(self, recipient: Address) -> bytes:
+    def wire(self, recipient: Address, message_id: str | None = None) -> bytes:
         """The message as the DATA stream, prepared once: the personal lines never begin with a dot
         (header names, "ATTENDEE", a folded line's space), so only the shared part needed dot-stuffing."""
         if (own := self.variant(recipient)) is not self:
-            return own.wire(recipient)
-        return self.personal_head(recipient) + self._join(self.wire_rest, recipient)
+            return own.wire(recipient, message_id)
+        return self.personal_head(recipient, message_id) + self._join(self.wire_rest, recipient)
 
     def _attendee(self, recipient: Address) -> bytes:
         return attendee_lines(recipient) if len(self.body) > 1 else b""  # (no invitation: nothing to put)

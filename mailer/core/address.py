@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 _LOCAL_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]")
 _ATOM_TEXT = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~ .-]*$")  # needs no quoting in a display name
+_MAILBOX_RE = re.compile(r"\s*(?:(?P<name>[^<>]*?)\s*<(?P<a1>[^<>\s]+)>|(?P<a2>[^<>\s]+))\s*")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DOMAIN_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})+")  # two labels or more (compiled once: a list parses each line)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +78,7 @@ def parse_address(raw: str) -> Address | None:
     """Parse ``addr`` or ``Name <addr>`` strictly; None when it is not exactly one plain mailbox."""
     if _CONTROL_RE.search(raw):
         return None
-    match = re.fullmatch(r"\s*(?:(?P<name>[^<>]*?)\s*<(?P<a1>[^<>\s]+)>|(?P<a2>[^<>\s]+))\s*", raw)
+    match = _MAILBOX_RE.fullmatch(raw)
     if not match:
         return None
     addr = match["a1"] or match["a2"]
@@ -85,10 +88,9 @@ def parse_address(raw: str) -> Address | None:
     if not (_LOCAL_RE.match(local) or (not local.isascii() and "\\" not in local and '"' not in local)):
         return None
     try:
-        labels = ascii_domain(domain).split(".")
+        if not _DOMAIN_RE.fullmatch(ascii_domain(domain)):
+            return None
     except ValueError:
-        return None
-    if len(labels) < 2 or not all(re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?", x) for x in labels):
         return None
     name = (match["name"] or "").strip()
     if len(name) >= 2 and name[0] == name[-1] == '"':

@@ -12,7 +12,9 @@ many messages: providers throttle one login per message. A token bucket caps the
 - no reply after the whole message went out: ``uncertain`` (the server may have it), retried at
   most once and only by a later run, and counted as a possible duplicate.
 
-Every result is committed to the ledger in the event-loop tick its reply arrived in. A stop request
+Every result is committed to the ledger in the event-loop tick its reply arrived in, and each copy's
+in-flight mark before the copy's first byte (while its MAIL, RCPT and DATA are on the wire). With
+PIPELINING, each message goes out in one write with the next recipient's MAIL, RCPT and DATA. A stop request
 (SIGTERM, SIGINT, a daily limit) stops taking recipients and lets the messages in flight finish.
 Errors that doom every recipient (no STARTTLS, a bad certificate, rejected credentials or sender, a
 server that cannot be reached) stop the run with a DeliveryError or ConfigError.
@@ -33,7 +35,7 @@ from mailer.core.address import Address
 from mailer.core.errors import ConfigError, DeliveryError, LedgerError, MailerError, MessageRefusedError
 from mailer.core.tokens import bounce_token
 from mailer.deliver.config import SmtpSettings
-from mailer.deliver.smtp import Connection, EndOfDataRefused, ReplyUncertain, connect, login_refusal
+from mailer.deliver.smtp import Connection, EndOfDataRefused, Envelope, ReplyUncertain, Withheld, connect, login_refusal
 from mailer.record.ledger import DEFERRED, FAILED, SENT, UNCERTAIN, Ledger
 from mailer.record.rows import Mark
 
@@ -97,6 +99,21 @@ def _classify(err: Exception, *, accepted: bool = False) -> Exception:
     if isinstance(err, aiosmtplib.SMTPServerDisconnected | aiosmtplib.SMTPConnectError | OSError):
         return _Transient(f"connection lost: {err}", reconnect=True)
     return err
+
+
+@dataclass(slots=True)
+class _Held:
+    """A queue item a worker holds: ``admitted`` (and marked in flight) or not yet, and the ``envelope`` of
+    the transaction its connection opened for it (PIPELINING), if one did."""
+
+    recipient: Address
+    attempts: int
+    admitted: bool = False
+    envelope: Envelope | None = None
+
+    @staticmethod
+    def of(item: tuple[Address, int] | None) -> _Held | None:
+        return None if item is None else _Held(*item)
 
 
 class RateLimit:
@@ -194,57 +211,70 @@ class Delivery:
         self.reading = True
         self.all_done = asyncio.Event()
         self.unreachable = 0  # connection attempts failed in a row, across workers
-        self.flush_scheduled = False
-        self.flushed: list[asyncio.Future[None]] = []  # workers waiting for their in-flight mark to be committed
+        self.flush_scheduled: asyncio.Handle | None = None
+        self.after_commit: list[Callable[[bool], None]] = []  # messages that go once the tick's marks are committed
         self.ledger_error: LedgerError | None = None
         self.fatal: MailerError | None = None  # stops the run once the messages in flight are done
         self.retries: dict[asyncio.TimerHandle, tuple[Address, int]] = {}
+        self.ids: dict[str, str] = {}  # Message-IDs of the recipients taken and not finished
 
     # --- recording ----------------------------------------------------------------------------
 
     def _flush(self) -> None:
-        self.flush_scheduled = False
-        waiting, self.flushed = self.flushed, []
+        if self.flush_scheduled is not None:
+            self.flush_scheduled.cancel()  # (when called before its turn: once is enough)
+            self.flush_scheduled = None
         try:
             self.ledger.flush()
         except LedgerError as err:
             if self.ledger_error is None:
                 self.ledger_error = err
             self.stop.request("results can no longer be recorded")
-        for future in waiting:
-            if not future.done():
-                future.set_result(None)
+        waiting, self.after_commit = self.after_commit, []
+        for then in waiting:
+            then(self.ledger_error is None)
+
+    def _message_id(self, recipient: Address) -> str:
+        """The recipient's Message-ID, made once for the four uses of a message (kept until ``finish``)."""
+        if (known := self.ids.get(recipient.key)) is None:
+            known = self.ids[recipient.key] = self.template.message_id(recipient)
+        return known
 
     def _schedule_flush(self) -> None:
-        if not self.flush_scheduled:  # one commit per loop tick, for every reply that arrived in it
-            self.flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        if self.flush_scheduled is None:  # one commit per loop tick, for every reply that arrived in it
+            self.flush_scheduled = asyncio.get_running_loop().call_soon(self._flush)
 
     def _not_sent(self, recipient: Address, detail: str) -> None:
         """Take back an in-flight mark: the server refused before the message was taken (still due)."""
-        mark = Mark(self.template.announcement, recipient.key, DEFERRED, 0, self.template.message_id(recipient), detail)
+        mark = Mark(self.template.announcement, recipient.key, DEFERRED, 0, self._message_id(recipient), detail)
         self.ledger.mark(mark)
         self._schedule_flush()
 
-    async def in_flight(self, recipient: Address) -> bool:
-        """Record that a copy to ``recipient`` is about to go out, committed before its first byte: if the run
-        dies before the reply, the ledger knows this copy may have arrived (so a later revision is told
-        relative to it, and the copy is retried once, as a possible duplicate). False: it cannot be recorded."""
+    def in_flight(self, recipient: Address) -> None:
+        """Record that a copy to ``recipient`` is about to go out, committed before its first byte (the connection
+        sends the message through ``committed``): if the run dies before the reply, the ledger knows this copy may
+        have arrived (so a later revision is told relative to it, and the copy is
+        retried once, as a possible duplicate)."""
         self.ledger.mark(
             Mark(
                 self.template.announcement,
                 recipient.key,
                 UNCERTAIN,
                 0,
-                self.template.message_id(recipient),
+                self._message_id(recipient),
                 "in flight: no reply yet",
             )
         )
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.flushed.append(future)
         self._schedule_flush()
-        await future
-        return self.ledger_error is None
+
+    def committed(self, then: Callable[[bool], None]) -> None:
+        """Call ``then`` (it sends a message) once what is marked is committed: its in-flight mark and the replies
+        that came before it, so a kill never finds more than one copy a connection unrecorded; at once when all
+        is, else after this tick's one commit. With False: it cannot be recorded."""
+        if self.flush_scheduled is None:
+            then(self.ledger_error is None)
+        else:
+            self.after_commit.append(then)
 
     def finish(self, recipient: Address, state: str, attempts: int, detail: str) -> None:
         doubt = state == UNCERTAIN
@@ -254,7 +284,7 @@ class Delivery:
                 recipient.key,
                 state,
                 attempts,
-                self.template.message_id(recipient),
+                self.ids.pop(recipient.key, "") or self.template.message_id(recipient),  # (its last use)
                 detail,
                 doubt,
             )
@@ -287,22 +317,62 @@ class Delivery:
         sender with VERP, and as the DSN ENVID (RFC 3461) when the server offers DSN, which also gets
         RET=HDRS: a bounce returns the headers, not the whole announcement."""
         template = self.template
-        token = bounce_token(template.token_key, template.list_name, template.message_id(recipient)).encode()
+        token = bounce_token(template.token_key, template.list_name, self._message_id(recipient)).encode()
         sender = self.sender
         if self.verp:
             local, _, domain = sender.rpartition(b"@")
             sender = local + b"+" + token + b"@" + domain
         return sender, b" RET=HDRS ENVID=" + token if dsn else b""
 
-    async def _send_one(self, client: Connection, recipient: Address) -> str:
+    def _transaction(self, client: Connection, recipient: Address) -> Envelope:
+        """MAIL FROM's address, RCPT TO's and MAIL FROM's options for ``recipient`` on ``client``."""
         sender, options = self.envelope(recipient, dsn=client.supports("dsn"))
         if recipient.needs_smtputf8:
             if not client.supports("smtputf8"):
                 raise _Permanent("the address needs SMTPUTF8, which the server does not offer")
             options += b" SMTPUTF8"
         rcpt = recipient.addr if recipient.needs_smtputf8 else recipient.ascii_addr
+        return sender, rcpt.encode(), options
+
+    def _ahead(self, client: Connection, held: list[_Held | None]) -> Envelope | None:
+        """The next recipient's envelope, to open its transaction in the write of this message (PIPELINING):
+        taken from the queue if one is waiting, admitted, marked in flight and held for the worker's next turn."""
+        if held or self.limiter.interval or self.stop.reason is not None:
+            return None  # (with a rate limit the messages are spaced anyway)
+        while not self.queue.empty():
+            item = self.queue.get_nowait()
+            if item is None:
+                held.append(None)
+                return None
+            recipient, attempts = item
+            if recipient.needs_smtputf8 and not client.supports("smtputf8"):
+                held.append(_Held(recipient, attempts))  # (refused on its own turn)
+                return None
+            if not self._admit(recipient):
+                continue
+            envelope = self._transaction(client, recipient)
+            self.in_flight(recipient)
+            held.append(_Held(recipient, attempts, True, envelope))
+            return envelope
+        return None
+
+    async def _send_one(
+        self,
+        client: Connection,
+        recipient: Address,
+        envelope: Envelope | None,
+        held: list[_Held | None],
+    ) -> str:
+        sender, rcpt, options = envelope or self._transaction(client, recipient)
         try:
-            return await client.send(sender, rcpt.encode(), self.template.wire(recipient), options)
+            return await client.send(
+                sender,
+                rcpt,
+                self.template.wire(recipient, self._message_id(recipient)),
+                options,
+                ready=self.committed,
+                ahead=lambda: self._ahead(client, held),
+            )
         except Exception as err:  # classified below; anything unknown is re-raised
             classified = _classify(err, accepted=self.accepted_before or self.outcome.sent > 0)
             if self.verp and isinstance(err, aiosmtplib.SMTPSenderRefused) and isinstance(classified, ConfigError):
@@ -337,28 +407,44 @@ class Delivery:
         handle = asyncio.get_running_loop().call_later(delay, due)
         self.retries[handle] = (recipient, attempts)
 
+    def _admit(self, recipient: Address) -> bool:
+        """Whether ``recipient`` is to be sent now; if not, they are let go (withdrawn, or the run is stopping)."""
+        if not self.wanted(recipient.key):  # unsubscribed while this send runs: honoured at once
+            self.outcome.withdrawn += 1
+            self._release()
+            self.progress(self.outcome)
+            return False
+        if not self.stop.take():
+            self._release()  # not taken: the run is stopping, nothing recorded, still due
+            return False
+        return True
+
     async def worker(self) -> None:
         client: Connection | None = None
+        held: list[_Held | None] = []  # what this worker's last message took from the queue to pipeline (one at most)
         try:
-            while (item := await self.queue.get()) is not None:
-                recipient, attempts = item
-                if not self.wanted(recipient.key):  # unsubscribed while this send runs: honoured at once
-                    self.outcome.withdrawn += 1
-                    self._release()
-                    self.progress(self.outcome)
-                    continue
-                if not self.stop.take():
-                    self._release()  # not taken: the run is stopping, nothing recorded, still due
+            while True:
+                entry = held.pop() if held else _Held.of(await self.queue.get())
+                if entry is None:
+                    break
+                recipient, attempts, admitted = entry.recipient, entry.attempts, entry.admitted
+                if not admitted and not self._admit(recipient):
                     continue
                 attempts += 1
+                envelope = entry.envelope
                 try:
                     if client is None:
                         client = await self._connect()
-                    await self.limiter.wait()
-                    if not await self.in_flight(recipient):
-                        self._release()  # not sent: the ledger cannot record it (the run is stopping)
-                        continue
-                    self.finish(recipient, SENT, attempts, await self._send_one(client, recipient))
+                    if not admitted:
+                        await self.limiter.wait()
+                        self.in_flight(recipient)
+                    elif client.opened != envelope:
+                        envelope = None  # (another connection now: its MAIL, RCPT and DATA go afresh)
+                    reply = await self._send_one(client, recipient, envelope, held)
+                    self.finish(recipient, SENT, attempts, reply)
+                except Withheld:
+                    client = None  # (closed) not sent: the ledger cannot record it (the run is stopping)
+                    self._release()
                 except _Permanent as err:
                     self.finish(recipient, FAILED, attempts, str(err))
                     if client is not None and not client.usable:
@@ -389,6 +475,9 @@ class Delivery:
                 except asyncio.CancelledError:
                     if client is not None and client.awaiting_final:
                         self.finish(recipient, UNCERTAIN, attempts, "abandoned before the server's final reply")
+                    for other in held:  # its MAIL, RCPT and DATA went out, never the message: still due
+                        if other is not None and other.admitted:
+                            self._not_sent(other.recipient, "abandoned before it was sent")
                     raise
         finally:
             if client is not None:

@@ -12,6 +12,12 @@ per recipient, and that part is ours, for speed:
   message instead of four, and fewer wake-ups on both sides. aiosmtplib reads one reply per command
   it writes (it drops replies that arrive early), so after set-up the transport is handed to a
   small protocol here that queues replies in order (``asyncio.Transport.set_protocol``).
+- With PIPELINING the message itself and the next transaction's MAIL, RCPT and DATA go out in one
+  write (RFC 2920 3.1: message content may be the first "command" of a group): one write and one
+  read a message. The caller names that next transaction (``ahead``) just before the message goes.
+- After the server said 354 the message waits for the caller's ``ready`` before its first byte goes:
+  the sender's ledger commits its in-flight mark (and the replies that came before) in the same
+  commit as the other connections' marks of that event-loop tick.
 
 Errors are aiosmtplib's exception types, so callers classify one family of errors.
 
@@ -48,6 +54,14 @@ _NOT_SENT = SMTPResponse(-1, "not sent: an earlier command of the transaction fa
 class EndOfDataRefused(aiosmtplib.SMTPDataError):
     """The server refused at the end of the message (not at DATA): the message itself, or this
     recipient (a full mailbox, a per-recipient policy), as the caller decides."""
+
+
+class Withheld(aiosmtplib.SMTPException):
+    """The caller withheld the message after the server said 354 (``ready`` was False): the connection was
+    closed with the message unfinished, so the server took nothing."""
+
+
+Envelope = tuple[bytes, bytes, bytes]  # MAIL FROM's address, RCPT TO's address, MAIL FROM's options
 
 
 class ReplyUncertain(aiosmtplib.SMTPException):
@@ -143,6 +157,9 @@ class Connection:
         self.data_timeout = data_timeout  # RFC 5321 4.5.3.2.6: 10 minutes for the reply to the final dot
         self.usable = True  # False once a reply was lost or malformed: the caller must reconnect
         self.awaiting_final = False  # the message is out; its final reply has not come yet
+        self.pending: bytes | None = None  # the message (and what follows it) waiting for ``ready``
+        self.withheld = False  # ``ready`` said no: the message never went out
+        self.opened: Envelope | None = None  # a transaction whose MAIL, RCPT and DATA went out with the last message
         self.replies = _Replies()
         transport.set_protocol(self.replies)
 
@@ -155,14 +172,17 @@ class Connection:
             if replies.error is not None:
                 self.usable = False
                 raise replies.error
-            replies.waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            waiter = replies.waiter = loop.create_future()
+            # (a timer on the future, not asyncio.timeout: a reply is awaited twice a message, and this is cheaper)
+            timer = loop.call_later(timeout or self.timeout, _expire, waiter)
             try:
-                async with asyncio.timeout(timeout or self.timeout):
-                    await replies.waiter
+                await waiter
             except TimeoutError:
                 self.usable = False
                 raise aiosmtplib.SMTPReadTimeoutError("timed out waiting for the server's reply") from None
             finally:
+                timer.cancel()
                 replies.waiter = None
         return replies.ready.popleft()
 
@@ -181,19 +201,39 @@ class Connection:
         except aiosmtplib.SMTPException:
             self.usable = False
 
-    async def send(self, sender: bytes, recipient: bytes, wire: bytes, options: bytes = b"") -> str:
+    async def send(
+        self,
+        sender: bytes,
+        recipient: bytes,
+        wire: bytes,
+        options: bytes = b"",
+        *,
+        ready: Callable[[Callable[[bool], None]], None] | None = None,
+        ahead: Callable[[], Envelope | None] | None = None,
+    ) -> str:
         """One MAIL/RCPT/DATA transaction; ``wire`` is dot-stuffed and ends with CRLF.CRLF.
+
+        Once the server said 354, ``ready`` is handed the function that sends the message, to call it when the
+        message may go (with False: withheld, Withheld raised, the connection closed). With PIPELINING, ``ahead`` is
+        asked just before the message
+        goes out for the next transaction's envelope: its MAIL, RCPT and DATA go in the same write, and the
+        next ``send`` of that very envelope reads their replies.
 
         Returns the server's final reply; raises aiosmtplib's SMTPSenderRefused,
         SMTPRecipientsRefused or SMTPDataError for a refusal (the connection stays usable), and
         SMTPServerDisconnected or SMTPTimeoutError when the connection is gone.
         """
-        mail = b"MAIL FROM:<" + sender + b">" + options + b"\r\n"
-        rcpt = b"RCPT TO:<" + recipient + b">\r\n"
         if self.pipelining:
-            self._write(mail + rcpt + b"DATA\r\n")
+            opened, self.opened = self.opened, None
+            if opened is not None and opened != (sender, recipient, options):
+                self.close()  # (the replies on the way are another transaction's: never read them as this one's)
+                raise aiosmtplib.SMTPServerDisconnected("another transaction was opened on this connection")
+            if opened is None:
+                self._write(_commands(sender, recipient, options) + b"DATA\r\n")
             mail_reply, rcpt_reply, data_reply = await self._reply(), await self._reply(), await self._reply()
         else:
+            mail = b"MAIL FROM:<" + sender + b">" + options + b"\r\n"
+            rcpt = b"RCPT TO:<" + recipient + b">\r\n"
             rcpt_reply = data_reply = _NOT_SENT
             self._write(mail)
             mail_reply = await self._reply()
@@ -216,15 +256,21 @@ class Connection:
                 refused = aiosmtplib.SMTPRecipientRefused(rcpt_reply.code, rcpt_reply.message, recipient.decode())
                 raise self._refused(aiosmtplib.SMTPRecipientsRefused([refused]))
             raise self._refused(aiosmtplib.SMTPDataError(data_reply.code, data_reply.message))
-        self._write(wire)
-        self.awaiting_final = True
+        following = ahead() if ahead is not None and self.pipelining else None  # (before ready: one commit holds both)
+        if following is not None:
+            wire += _commands(*following) + b"DATA\r\n"
+        self.opened, self.pending, self.withheld = following, wire, False
+        if ready is None:
+            self._transmit(True)
+        else:
+            ready(self._transmit)
         try:
             final = await self._reply(self.data_timeout)
         except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError) as err:
-            self.awaiting_final = False
+            self._unsent(err)
             raise ReplyUncertain(f"no reply after the message was sent ({err})") from err
         except aiosmtplib.SMTPResponseException as err:  # a malformed or oversized reply: it may have been taken
-            self.awaiting_final = False
+            self._unsent(err)
             raise ReplyUncertain(f"no readable reply after the message was sent ({err.message})") from err
         self.awaiting_final = False  # (stays True if cancelled while waiting: the caller records that)
         if 200 <= final.code < 300:  # 250, or another positive completion: the server has taken it
@@ -233,6 +279,30 @@ class Connection:
             self.usable = False
             raise ReplyUncertain(f"an unexpected reply after the message was sent: {final.code} {final.message}")
         raise self._refused(EndOfDataRefused(final.code, final.message))
+
+    def _transmit(self, go: bool) -> None:
+        """Send the pending message (``go``), or withhold it: close in the middle of DATA, so the server discards it."""
+        data, self.pending = self.pending, None
+        if data is None:
+            return  # (closed meanwhile)
+        if not go:
+            self.withheld = True
+            self.close()
+            return
+        try:
+            self._write(data)
+        except aiosmtplib.SMTPServerDisconnected:
+            return  # the message did not go: waiting for its reply says the connection is lost
+        self.awaiting_final = True
+
+    def _unsent(self, err: aiosmtplib.SMTPException) -> None:
+        """After the final reply failed: raise ``err`` as it is (or Withheld) when the message never went out."""
+        sent, self.awaiting_final, self.pending = self.awaiting_final, False, None
+        if self.withheld:
+            raise Withheld("the message was withheld after DATA") from err
+        if not sent:
+            self.usable = False
+            raise err
 
     def _refused(self, err: aiosmtplib.SMTPException) -> aiosmtplib.SMTPException:
         """When the refusal is of the login itself, retire the connection and the token it used."""
@@ -252,7 +322,7 @@ class Connection:
     async def quit(self) -> None:
         """Say goodbye politely if the connection still works; close it in any case."""
         try:
-            if self.usable:
+            if self.usable and self.opened is None and self.pending is None:  # (else QUIT would be message text)
                 self._write(b"QUIT\r\n")
                 await self._reply()
         except aiosmtplib.SMTPException:
@@ -261,8 +331,17 @@ class Connection:
             self.close()
 
     def close(self) -> None:
-        self.usable = False
+        self.usable, self.pending = False, None
         self.transport.close()
+
+
+def _commands(sender: bytes, recipient: bytes, options: bytes) -> bytes:
+    return b"MAIL FROM:<" + sender + b">" + options + b"\r\nRCPT TO:<" + recipient + b">\r\n"
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
 
 
 def _saslname(username: str) -> str:

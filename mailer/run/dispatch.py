@@ -47,6 +47,7 @@ from mailer.run.plan import (
     WEEKLY,
     Due,
     Plan,
+    announcement_key,
     narrowed,
     plan,
     reminder_key,
@@ -287,7 +288,7 @@ def _due_messages(
     subsets: dict[str, Due] = {}  # subscribers told of some of the week's seminars get the others only
     tally: dict[str, int] = {}
     zones: set[str] = set()  # the distinct zones of the readers due: one rendering each
-    for kind, entry in roster.entries():
+    for kind, entry in roster.classified():
         counts[kind] = counts.get(kind, 0) + 1
         if kind == INVALID:
             warn(entry)
@@ -297,9 +298,10 @@ def _due_messages(
         if (zone := roster.zones.get(who)) is not None:
             zones.add(zone)
         if week is not None and (lacking := audiences.lacking(week.seminars, who)):
-            subset = narrowed(week, lacking)
-            subset = subsets.setdefault(subset.key, subset)
-            tally[subset.key] = tally.get(subset.key, 0) + 1
+            subset = announcement_key(lacking)
+            if subset not in subsets:  # (a Due made once per subset, not once per subscriber)
+                subsets[subset] = narrowed(week, lacking)
+            tally[subsets[subset].key] = tally.get(subsets[subset].key, 0) + 1
         for due in others:
             if audiences.wants(due, who, dones[due.key]):
                 tally[due.key] = tally.get(due.key, 0) + 1

@@ -26,6 +26,8 @@ from mailer.run.plan import (
 )
 from mailer.run.request import Request
 
+KEPT = 50_000  # subscribers the counting pass keeps for the send (about 14 MiB); a longer list is read again
+
 
 @dataclass
 class RunRoster:
@@ -39,6 +41,10 @@ class RunRoster:
     extra: tuple[Address, ...] = ()  # a digest's: those who chose it over a list it gathers
     zones: dict[str, str] = field(default_factory=dict)  # address key -> the reader's zone, where one is known
     delivery: dict[str, str] = field(default_factory=dict)  # address key -> all, digest or none, where chosen
+    # The subscribers that ``classified`` found due, and the list file's (mtime, size) then: a list of up to
+    # KEPT is parsed once a run, not once to count and again to send.
+    kept: list[Address] | None = None
+    stamp: tuple[int, int] | None = None
 
     def entries(self) -> Iterator[tuple[str, Entry]]:
         """Every line of the list and every other subscriber (the store's, a digest's extra), classified."""
@@ -50,11 +56,34 @@ class RunRoster:
             held=self.held,
         )
 
+    def classified(self) -> Iterator[tuple[str, Entry]]:
+        """As ``entries``, keeping the due ones for the send."""
+        kept: list[Address] | None = []
+        stamp = self._stamp()
+        for kind, entry in self.entries():
+            if kept is not None and kind == DUE and entry.recipient is not None:
+                kept.append(entry.recipient)
+                if len(kept) > KEPT:
+                    kept = None
+            yield kind, entry
+        self.kept, self.stamp = kept, stamp
+
     def subscribers(self) -> Iterator[Address]:
-        """Valid, de-duplicated, not suppressed subscribers, streamed: memory stays flat."""
+        """Valid, de-duplicated, not suppressed subscribers, streamed: memory stays flat. Those ``classified``
+        kept, unless the list file changed since."""
+        if self.kept is not None and self.stamp is not None and self.stamp == self._stamp():
+            yield from (a for a in self.kept if a.key not in self.suppressed)
+            return
         for kind, entry in self.entries():
             if kind == DUE and entry.recipient is not None:
                 yield entry.recipient
+
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            info = self.path.stat()
+        except OSError:
+            return None  # (reading it says why)
+        return info.st_mtime_ns, info.st_size
 
 
 def roster_of(request: Request, list_name: str, ledger: Ledger | None, *, gathers: tuple[str, ...] = ()) -> RunRoster:

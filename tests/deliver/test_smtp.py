@@ -15,7 +15,7 @@ import aiosmtplib
 import pytest
 
 from mailer.deliver.config import smtp_settings
-from mailer.deliver.smtp import Connection, ReplyUncertain, connect
+from mailer.deliver.smtp import Connection, ReplyUncertain, Withheld, connect
 
 WIRE = b"Subject: hi\r\n\r\nbody\r\n..dot\r\n.\r\n"  # as MessageTemplate.wire makes it: stuffed, ended
 
@@ -119,6 +119,74 @@ def test_pipelining_sends_mail_rcpt_data_in_one_write_and_the_message_intact() -
     ]
     assert script.messages == [WIRE[:-3]] * 3  # the stuffed body, byte for byte, up to the final dot
     assert script.commands[-1] == b"QUIT"
+
+
+def test_each_message_goes_in_one_write_with_the_next_transactions_commands() -> None:
+    """RFC 2920 3.1: message content may be the first "command" of a group. The next send of the envelope
+    named by ``ahead`` reads the replies to the commands that went with the message before; nothing twice."""
+    script = Script()
+    rcpts = [f"to{i}@example.org".encode() for i in range(3)]
+
+    async def body(conn: Connection) -> None:
+        for i, rcpt in enumerate(rcpts):
+            following = (b"from@example.org", rcpts[i + 1], b"") if i + 1 < len(rcpts) else None
+            reply = await conn.send(b"from@example.org", rcpt, WIRE, ahead=lambda following=following: following)
+            assert reply == "250 2.0.0 queued as X"
+        assert conn.opened is None
+        await conn.quit()
+
+    run(script, body)
+    message_reads = [r for r in script.reads if r.startswith(b"Subject")]
+    assert message_reads[:2] == [
+        WIRE + f"MAIL FROM:<from@example.org>\r\nRCPT TO:<to{i}@example.org>\r\nDATA\r\n".encode() for i in (1, 2)
+    ]
+    assert message_reads[2] == WIRE
+    assert script.commands.count(b"DATA") == 3
+    assert script.messages == [WIRE[:-3]] * 3
+    assert script.commands[-1] == b"QUIT"
+
+
+def test_a_message_refused_at_its_end_leaves_the_next_opened_transaction_usable() -> None:
+    refusals = iter([b"554 5.7.1 not this one\r\n", None])
+
+    def answer(line: bytes) -> bytes | None:
+        return next(refusals) if line == b"<message>" else None
+
+    script = Script(answer=answer)
+
+    async def body(conn: Connection) -> None:
+        following = (b"a@example.org", b"c@example.org", b"")
+        with pytest.raises(aiosmtplib.SMTPDataError) as err:
+            await conn.send(b"a@example.org", b"b@example.org", WIRE, ahead=lambda: following)
+        assert err.value.code == 554
+        assert conn.usable and conn.opened == following
+        assert await conn.send(*following[:2], WIRE) == "250 2.0.0 queued as X"
+
+    run(script, body)
+    assert script.commands.count(b"RCPT TO:<c@example.org>") == 1
+    assert len(script.messages) == 2
+
+
+def test_the_message_waits_for_ready_and_a_refusal_withholds_it() -> None:
+    """``ready`` is handed the sending: called later (the ledger's commit of the tick), the message goes then;
+    with False it never goes: the connection closes in the middle of DATA, and the server stores nothing."""
+    script = Script()
+    calls: list[str] = []
+
+    def later(go: Callable[[bool], None]) -> None:
+        calls.append("asked")
+        asyncio.get_running_loop().call_soon(go, True)
+
+    async def body(conn: Connection) -> None:
+        assert await conn.send(b"a@example.org", b"b@example.org", WIRE, ready=later) == "250 2.0.0 queued as X"
+        with pytest.raises(Withheld):
+            await conn.send(b"a@example.org", b"c@example.org", WIRE, ready=lambda go: go(False))
+        assert not conn.usable
+
+    run(script, body)
+    assert calls == ["asked"]
+    assert script.messages == [WIRE[:-3]]  # the withheld one never arrived
+    assert script.commands[-3:] == [b"MAIL FROM:<a@example.org>", b"RCPT TO:<c@example.org>", b"DATA"]
 
 
 @pytest.mark.parametrize("offered", [False, True])
