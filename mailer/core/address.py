@@ -32,6 +32,10 @@ class Address:
     key: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.addr.isascii():  # (most addresses: nothing to encode, NFC is the identity)
+            object.__setattr__(self, "ascii_addr", self.addr)
+            object.__setattr__(self, "key", self.addr.lower())
+            return
         local, _, domain = self.addr.rpartition("@")
         ascii_addr = f"{local}@{ascii_domain(domain)}"
         object.__setattr__(self, "ascii_addr", ascii_addr)
@@ -74,8 +78,27 @@ def ascii_domain(domain: str) -> str:
         raise ValueError(f"invalid international domain {domain!r}: {err}") from err
 
 
+# A bare ASCII address between spaces, the common line of a list: one match decides it (parse_address's general
+# path gives the same answer for it; tests/core/test_address.py checks that on random input).
+_BARE_RE = re.compile(
+    r" *(?P<addr>(?P<local>[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*)@"
+    rf"{_LABEL}(?:\.{_LABEL})+) *",
+    re.ASCII,
+)
+
+
 def parse_address(raw: str) -> Address | None:
     """Parse ``addr`` or ``Name <addr>`` strictly; None when it is not exactly one plain mailbox."""
+    if (bare := _BARE_RE.fullmatch(raw)) is not None:
+        addr = bare["addr"]
+        if len(addr) <= 254 and len(bare["local"]) <= 64:
+            return Address(name="", addr=addr)
+        return None
+    return _parse_general(raw)
+
+
+def _parse_general(raw: str) -> Address | None:
+    """``parse_address`` for every other input: names, angle brackets, non-ASCII."""
     if _CONTROL_RE.search(raw):
         return None
     match = _MAILBOX_RE.fullmatch(raw)
