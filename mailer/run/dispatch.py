@@ -288,6 +288,7 @@ def _due_messages(
     subsets: dict[str, Due] = {}  # subscribers told of some of the week's seminars get the others only
     tally: dict[str, int] = {}
     zones: set[str] = set()  # the distinct zones of the readers due: one rendering each
+    whole_week = announcement_key(week.seminars) if week is not None else ""
     for kind, entry in roster.classified():
         counts[kind] = counts.get(kind, 0) + 1
         if kind == INVALID:
@@ -298,7 +299,8 @@ def _due_messages(
         if (zone := roster.zones.get(who)) is not None:
             zones.add(zone)
         if week is not None and (lacking := audiences.lacking(week.seminars, who)):
-            subset = announcement_key(lacking)
+            # (lacking the whole week, as nearly everyone does: its key made once, not once a subscriber)
+            subset = whole_week if len(lacking) == len(week.seminars) else announcement_key(lacking)
             if subset not in subsets:  # (a Due made once per subset, not once per subscriber)
                 subsets[subset] = narrowed(week, lacking)
             tally[subsets[subset].key] = tally.get(subsets[subset].key, 0) + 1
