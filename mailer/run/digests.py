@@ -103,10 +103,14 @@ def run_digest(
     now, today = request.moment(as_series)
     if request.dry_run:
         ledger = read_ledger(request.state, digest.list_name)
-        gathered = _plans(schedules, ledger, now=now, today=today)
-        dp = plan_digest(digest, gathered, now=now, today=today, explicit=request.date is not None)
-        return count_plan(request, as_series, _as_plan(dp), ledger, warn, warnings, settings, composer(as_series, dp,
-                          request.templates), digest.lists)  # fmt: skip
+        try:
+            gathered = _plans(schedules, ledger, now=now, today=today)
+            dp = plan_digest(digest, gathered, now=now, today=today, explicit=request.date is not None)
+            return count_plan(request, as_series, _as_plan(dp), ledger, warn, warnings, settings,
+                              composer(as_series, dp, request.templates), digest.lists)  # fmt: skip
+        finally:
+            if ledger is not None:
+                ledger.close()
     assert settings is not None
     from mailer.record.state import run_lock
 

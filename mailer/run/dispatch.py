@@ -203,10 +203,14 @@ def run(
         if request.state.exists() and not request.state.is_dir():  # (a real send cannot lock there)
             raise ConfigError(f"--state {request.state} is a file; wanted the state folder (ledger, lock, token key)")
         ledger = read_ledger(request.state, series.list_name)
-        planned = prepare(request, schedule, ledger)
-        notes = [remind_organisers(schedule, ledger, settings, request.moment(schedule)[0], dry_run=True)]
-        return count_plan(request, schedule, replace(planned, notes=(*planned.notes, *filter(None, notes))), ledger,
-                           warn, warnings, settings)  # fmt: skip
+        try:
+            planned = prepare(request, schedule, ledger)
+            notes = [remind_organisers(schedule, ledger, settings, request.moment(schedule)[0], dry_run=True)]
+            return count_plan(request, schedule, replace(planned, notes=(*planned.notes, *filter(None, notes))),
+                              ledger, warn, warnings, settings)  # fmt: skip
+        finally:  # (closed at once: not left to the garbage collector while another process writes the file)
+            if ledger is not None:
+                ledger.close()
     assert settings is not None
     verp_envelopes(request.env)  # (bounces) MAILER_VERP checked before anything is sent
     from mailer.record.state import run_lock
