@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -336,3 +337,75 @@ def test_the_followup_window_is_fourteen_days_after_the_end(tmp_path: Path) -> N
     end = s.seminars[0].end
     assert kinds(plan(s, memory, now=end + dt.timedelta(days=14, minutes=-1), today=end.date())) == [FOLLOWUP]
     assert kinds(plan(s, memory, now=end + dt.timedelta(days=14), today=end.date())) == []
+
+
+def test_a_seminar_moved_back_to_its_first_date_is_itself_though_a_new_talk_took_the_slot_it_left(
+    tmp_path: Path,
+) -> None:
+    """Announced on the 17th, moved to the 23rd (told), moved back, and a new talk put on the 23rd at the same
+    time: the seminar is known by the date and speaker of its first announcement before any later slot, so
+    subscribers are told it moved back, and the new talk is announced, not taken for its new speaker."""
+    told = "2030-01-14T07:00:05.000000Z"
+    s0 = schedule(tmp_path)
+    key = derived_uid(s0, s0.seminars[0])
+    moved = announced_fields(schedule(tmp_path, THURSDAY.replace("2030-01-17\n", "2030-01-23\n")).seminars[0])
+    first = announced_fields(s0.seminars[0])
+    memory = Memory(
+        (Remembered(key, key, None, key, 1, moved, told),),
+        {key: frozenset({0, 1})},
+        {(key, 0): first, (key, 1): moved},
+        {key: told},
+    )
+    new = "  - date: 2030-01-23\n    speaker: Anna Kruger\n    title: Another Talk\n"
+    p = plan(schedule(tmp_path, THURSDAY + new), memory, now=MONDAY, today=MONDAY.date())
+    by_speaker = {i.seminar.speaker: i for i in p.identities}
+    assert by_speaker["Serge Belongie"].key == key and by_speaker["Serge Belongie"].revision == 2
+    assert by_speaker["Anna Kruger"].remembered is None
+    (change,) = [d for d in p.dues if d.kind == CHANGE]
+    assert change.seminars[0].key == key and [c.label for c in change.changes] == ["Date"]
+
+
+def test_two_new_talks_of_one_speaker_on_one_day_are_two_seminars_with_two_identities(tmp_path: Path) -> None:
+    """The same date and speaker twice (a morning and an afternoon talk): the second takes the next free
+    identity, so their invitations do not replace each other in a calendar."""
+    afternoon = THURSDAY.replace("2030-01-17\n", '2030-01-17\n    time: "16:30"\n').replace("Analysis", "Part 2")
+    p = plan(schedule(tmp_path, THURSDAY + afternoon), Memory(), now=MONDAY, today=MONDAY.date())
+    keys = [i.key for i in p.identities]
+    assert keys == [
+        "learning-machines-2030-01-17-serge-belongie@ri.se",
+        "learning-machines-2030-01-17-serge-belongie-2@ri.se",
+    ]
+    (announcement,) = p.dues
+    assert announcement.key == "+".join(keys)
+
+
+def test_a_seminar_announced_before_fields_were_recorded_is_adopted_and_said(tmp_path: Path) -> None:
+    s0 = schedule(tmp_path)
+    key = derived_uid(s0, s0.seminars[0])
+    migrated = Remembered(key, key, None, key, 0, None, "2030-01-14T07:00:05.000000Z")
+    p = plan(s0, Memory((migrated,), {key: frozenset({0})}), now=MONDAY, today=MONDAY.date())
+    assert p.remember == (replace(migrated, fields=announced_fields(s0.seminars[0])),)
+    assert p.notes == ("2030-01-17 Serge Belongie: announced before fields were recorded",)
+    assert kinds(p) == [ANNOUNCEMENT]  # (nothing resent: the split by who knows it is dispatch's)
+
+
+def test_an_id_taken_off_an_announced_seminar_stays_pinned_in_the_ledger(tmp_path: Path) -> None:
+    """The id: line deleted from a seminar announced with it: it is still matched (by date and speaker), and
+    the ledger keeps the id, so it is still that seminar when the line comes back, and nothing is recorded."""
+    s0 = schedule(tmp_path, THURSDAY.replace("2030-01-17\n", "2030-01-17\n    id: belongie-talk\n"))
+    key = derived_uid(s0, s0.seminars[0])
+    remembered = Remembered(key, key, "belongie-talk", key, 0, announced_fields(s0.seminars[0]), "2030-01-14T07:00:05Z")
+    memory = Memory((remembered,), {key: frozenset({0})}, {(key, 0): announced_fields(s0.seminars[0])}, {})
+    p = plan(schedule(tmp_path), memory, now=MONDAY, today=MONDAY.date())
+    assert p.identities[0].remembered == remembered and p.remember == ()
+
+
+def test_a_removed_seminar_is_not_cancelled_from_the_moment_it_starts(tmp_path: Path) -> None:
+    s0 = schedule(tmp_path)
+    start = s0.seminars[0].start
+    other = "  - date: 2030-02-07\n    speaker: Someone Else\n"
+    before = start - dt.timedelta(minutes=1)
+    assert [d.kind for d in plan(schedule(tmp_path, other), announced(s0), now=before, today=before.date()).dues] == [
+        CANCELLATION
+    ]
+    assert plan(schedule(tmp_path, other), announced(s0), now=start, today=start.date()).dues == ()
