@@ -409,3 +409,20 @@ def test_a_removed_seminar_is_not_cancelled_from_the_moment_it_starts(tmp_path: 
         CANCELLATION
     ]
     assert plan(schedule(tmp_path, other), announced(s0), now=start, today=start.date()).dues == ()
+
+
+def test_a_seminar_announced_before_fields_were_recorded_does_not_hide_an_edit_of_the_next(tmp_path: Path) -> None:
+    """The first seminar migrated from version 1 (no fields recorded), the next one announced since and edited:
+    subscribers are still told of the edit (a `continue` turned `break` once stopped at the migrated one)."""
+    later = "  - date: 2030-01-16\n    speaker: Ada Lovelace\n    title: Engines\n"
+    s0 = schedule(tmp_path, later + THURSDAY)
+    old = derived_uid(s0, s0.seminars[0])
+    migrated = Remembered(old, old, None, old, 0, None, "2030-01-07T07:00:05.000000Z")
+    memory = announced(s0, 1)
+    memory = Memory(
+        (migrated, *memory.remembered), {old: frozenset({0}), **memory.known}, memory.fields, memory.first_told
+    )
+    edited = later + THURSDAY.replace("2030-01-17\n", "2030-01-17\n    location: Room 2\n")
+    p = plan(schedule(tmp_path, edited), memory, now=MONDAY, today=MONDAY.date())
+    (change,) = [d for d in p.dues if d.kind == CHANGE]
+    assert change.seminars[0].seminar.speaker == "Serge Belongie" and [c.label for c in change.changes] == ["Location"]
