@@ -54,6 +54,7 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
         ["mailer/record/ledger.py", "mailer/record/state.py", "mailer/record/rows.py"],
         [
             "tests/record/test_ledger.py",
+            "tests/run/test_dispatch.py",
             "tests/test_seams.py",
             "tests/test_lifecycle.py",
             "tests/deliver/test_send.py",
@@ -73,6 +74,7 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
     "dispatch": (
         ["mailer/run/dispatch.py", "mailer/run/due_recipients.py", "mailer/run/request.py"],
         [
+            "tests/run/test_dispatch.py",
             "tests/test_seams.py",
             "tests/test_lifecycle.py",
             "tests/test_faults.py",
