@@ -426,3 +426,21 @@ def test_a_seminar_announced_before_fields_were_recorded_does_not_hide_an_edit_o
     p = plan(schedule(tmp_path, edited), memory, now=MONDAY, today=MONDAY.date())
     (change,) = [d for d in p.dues if d.kind == CHANGE]
     assert change.seminars[0].seminar.speaker == "Serge Belongie" and [c.label for c in change.changes] == ["Location"]
+
+
+def test_a_removed_seminar_is_cancelled_after_an_unmatched_one_announced_before_fields_were_recorded(
+    tmp_path: Path,
+) -> None:
+    """A seminar announced by version 1 (no fields recorded) that nothing in the file matches is left alone,
+    and the next removed one is still cancelled (a `continue` turned `break` once stopped at the first)."""
+    s0 = schedule(tmp_path)
+    old = "learning-machines-2030-01-16-ada-lovelace@ri.se"
+    migrated = Remembered(old, old, None, old, 0, None, "2030-01-07T07:00:05.000000Z")
+    memory = announced(s0)
+    memory = Memory(
+        (migrated, *memory.remembered), {old: frozenset({0}), **memory.known}, memory.fields, memory.first_told
+    )
+    other = "  - date: 2030-02-07\n    speaker: Someone Else\n"
+    p = plan(schedule(tmp_path, other), memory, now=MONDAY, today=MONDAY.date())
+    (due,) = [d for d in p.dues if d.kind == CANCELLATION]
+    assert due.seminars[0].key == memory.remembered[1].key
