@@ -444,3 +444,54 @@ def test_a_removed_seminar_is_cancelled_after_an_unmatched_one_announced_before_
     p = plan(schedule(tmp_path, other), memory, now=MONDAY, today=MONDAY.date())
     (due,) = [d for d in p.dues if d.kind == CANCELLATION]
     assert due.seminars[0].key == memory.remembered[1].key
+
+
+def told_revisions(tmp_path: Path, *texts: str, known: tuple[int, ...]) -> Memory:
+    """The memory of one seminar announced as ``texts[0]`` and revised to each next text (revision i is
+    texts[i]); ``known``: the revisions someone was told."""
+    revisions = [announced_fields(schedule(tmp_path, text).seminars[0]) for text in texts]
+    key = derived_uid(schedule(tmp_path, texts[0]), schedule(tmp_path, texts[0]).seminars[0])
+    told = "2030-01-14T07:00:05.000000Z"
+    last = len(texts) - 1
+    return Memory(
+        (Remembered(key, key, None, key, last, revisions[last], told),),
+        {key: frozenset(known)},
+        {(key, i): revisions[i] for i in known},
+        {key: told},
+    )
+
+
+ROOM_B = THURSDAY.replace("2030-01-17\n", "2030-01-17\n    location: Room B\n")
+CANCELLED = THURSDAY.replace("2030-01-17\n", "2030-01-17\n    cancelled: The speaker is ill.\n")
+
+
+@pytest.mark.parametrize(
+    ("texts", "now", "expected"),
+    [
+        # reverted to what revision 0 said: nothing to those told it, the revert to those told revision 1
+        ((THURSDAY, ROOM_B), THURSDAY, [(CHANGE, 1, ["Location"])]),
+        # cancelled, back on, cancelled again for another reason: those told it was cancelled hear nothing
+        # more, the others are told it is cancelled
+        (
+            (THURSDAY, CANCELLED, THURSDAY),
+            CANCELLED.replace("The speaker is ill.", "Postponed to spring."),
+            [(CANCELLATION, 0, ["Status"]), (CANCELLATION, 2, ["Status"])],
+        ),
+        # a spelling fix of what revision 0 said (no mail for them), another speaker for those told revision 1
+        (
+            (THURSDAY, THURSDAY.replace("Serge Belongie", "Anna Kruger")),
+            THURSDAY.replace("Serge Belongie", "Serge Belongi"),
+            [(CHANGE, 1, ["Speaker"])],
+        ),
+    ],
+)
+def test_each_revision_told_is_followed_up_on_its_own_whatever_an_earlier_one_needs(
+    tmp_path: Path, texts: tuple[str, ...], now: str, expected: list[tuple[str, int, list[str]]]
+) -> None:
+    """Those told different revisions each get what differs from theirs; one told revision that needs no mail
+    (unchanged, already cancelled, a spelling fix) does not stop the later ones being told (three `continue`
+    turned `break` would)."""
+    memory = told_revisions(tmp_path, *texts, known=tuple(range(len(texts))))
+    p = plan(schedule(tmp_path, now), memory, now=MONDAY, today=MONDAY.date())
+    got = [(d.kind, d.from_revision, [c.label for c in d.changes]) for d in p.dues if d.kind != ANNOUNCEMENT]
+    assert got == expected
