@@ -31,6 +31,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -333,6 +334,9 @@ def main() -> int:
         "--report", action="store_true", help="run nothing: the table from earlier runs' results on this source"
     )
     args = parser.parse_args()
+    signal.signal(
+        signal.SIGTERM, lambda *_: sys.exit(143)
+    )  # stopped: the private copies are removed (workers inherit it)
     known = _equivalent()
     OUT.mkdir(parents=True, exist_ok=True)
     rows: list[str] = []
