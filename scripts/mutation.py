@@ -326,7 +326,9 @@ def main() -> int:
     parser.add_argument("--sample", type=int, default=0, help="test only this many mutants per module, at random")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=600, help="seconds per mutant; longer counts as killed")
-    parser.add_argument("--list", action="store_true", help="list the mutants, run nothing")
+    parser.add_argument(
+        "--list", action="store_true", help="list the mutants (with their index in the file), run nothing"
+    )
     parser.add_argument(
         "--resume", action="store_true", help="skip mutants already killed on the same source by an earlier run"
     )
@@ -345,13 +347,14 @@ def main() -> int:
         if args.sample:
             todo = sorted(random.Random(args.seed).sample(todo, min(args.sample, len(todo))), key=lambda m: m.index)
         if args.list:
-            print("\n".join(m.where for m in todo))
+            print("\n".join(f"{m.where}  (#{m.index})" for m in todo))
             continue
         earlier = _earlier(module) if args.resume or args.report else {}
         for i, m in enumerate(todo):
             before = earlier.get((m.file, m.index, m.what, m.source))
-            if m.where.strip() in known:  # (a statement cut at 60 characters may end in a space)
-                m.outcome, m.killer = "equivalent", known[m.where.strip()]
+            why = known.get(m.where.strip()) or known.get(f"{m.where.strip()} (#{m.index})")
+            if why:  # (a statement cut at 60 characters may end in a space)
+                m.outcome, m.killer = "equivalent", why
             elif before and (args.report or before.outcome != "survived"):  # a survivor runs again on --resume
                 todo[i] = before
         if args.report:

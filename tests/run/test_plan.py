@@ -495,3 +495,82 @@ def test_each_revision_told_is_followed_up_on_its_own_whatever_an_earlier_one_ne
     p = plan(schedule(tmp_path, now), memory, now=MONDAY, today=MONDAY.date())
     got = [(d.kind, d.from_revision, [c.label for c in d.changes]) for d in p.dues if d.kind != ANNOUNCEMENT]
     assert got == expected
+
+
+# --- what counts as a change, and as a spelling fix (mailer/programme/revisions.py) ----------------
+
+
+def _reference_distance(a: str, b: str) -> int:
+    """Insertions, deletions, substitutions and swaps of two neighbours (optimal string alignment), by its
+    recursive definition: the planner's rolling-row version must agree with it everywhere."""
+    memo: dict[tuple[int, int], int] = {}
+
+    def d(i: int, j: int) -> int:
+        if (i, j) not in memo:
+            if not i or not j:
+                memo[i, j] = i + j
+            else:
+                best = min(d(i - 1, j) + 1, d(i, j - 1) + 1, d(i - 1, j - 1) + (a[i - 1] != b[j - 1]))
+                if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                    best = min(best, d(i - 2, j - 2) + 1)
+                memo[i, j] = best
+        return memo[i, j]
+
+    return d(len(a), len(b))
+
+
+def test_the_edit_distance_of_names_agrees_with_its_definition_on_every_short_string() -> None:
+    from itertools import product
+
+    from mailer.programme.revisions import _distance
+
+    words = ["".join(p) for n in range(5) for p in product("abc", repeat=n)]
+    wrong = [(a, b) for a in words for b in words if _distance(a, b) != _reference_distance(a, b)]
+    assert wrong == [], wrong[:5]
+    assert _distance("serge belongie", "serge bleongie") == 1 and _distance("kitten", "sitting") == 3
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "fix"),
+    [
+        ("Serge Belongie", "serge  BELONGIE.", True),  # case, punctuation and spacing alone
+        ("Serge Belongie", "Serge Belongi", True),  # one edit in 14 letters
+        ("Sam Lee", "Pam Lee", False),  # one edit in 7 letters: another person
+        ("Ada Lovelac", "Ada Lovelace", True),  # one edit in 12 letters
+        ("abcdefghijklmnop", "abcdefghijklmnXY", True),  # two edits in 16 letters: exactly one in eight
+        ("abcdefghijklmno", "abcdefghijklmnXY", True),  # two edits, the longer has 16 letters
+        ("abcdefghijklmn", "abcdefghijklXY", False),  # two edits in 14 letters
+        ("abcdefghijklmnopqrstuvwxyzabcd", "abcdefghijklmnopqrstuvwxyzaXYZ", False),  # three edits: never
+    ],
+)
+def test_a_spelling_fix_is_at_most_two_edits_and_one_in_eight_letters(old: str, new: str, fix: bool) -> None:
+    from mailer.programme.revisions import is_spelling_fix
+
+    assert is_spelling_fix(old, new) is fix
+    assert is_spelling_fix(new, old) is fix
+
+
+def test_each_change_is_shown_as_the_reader_sees_it() -> None:
+    from mailer.programme.revisions import Change, changes
+
+    old = {"date": "2030-01-17", "time": "15:00", "tz": "CET", "duration": 60, "location": "Room A", "zoom": None,
+           "speaker": "Ada", "title": "", "cancelled": None}  # fmt: skip
+    new = {**old, "time": "16:30", "duration": 90, "zoom": "https://z.example/1", "title": "Engines",
+           "cancelled": "The speaker is ill."}  # fmt: skip
+    assert changes(old, new) == (
+        Change("Time", "15:00 CET", "16:30 CET"),
+        Change("Duration", "60 minutes", "90 minutes"),
+        Change("Zoom link", "(none)", "https://z.example/1"),
+        Change("Title", "(none)", "Engines"),
+        Change("Status", "on", "cancelled: The speaker is ill."),
+    )
+    assert changes({**old, "tz": None}, {**old, "tz": None, "cancelled": ""}) == (Change("Status", "on", "cancelled"),)
+    assert changes({**old, "tz": None}, {**old, "tz": None, "time": "16:00"}) == (Change("Time", "15:00", "16:00"),)
+    assert changes(old, dict(old)) == ()
+
+
+def test_a_seminar_first_announced_as_cancelled_starts_at_revision_1_and_others_at_0(tmp_path: Path) -> None:
+    """Its CANCEL must outrank a copy at SEQUENCE 0 that a calendar may hold (a feed, a forwarded invite)."""
+    other = "  - date: 2030-01-16\n    speaker: Ada Lovelace\n    title: Engines\n    cancelled: The speaker is ill.\n"
+    p = plan(schedule(tmp_path, other + THURSDAY), Memory(), now=MONDAY, today=MONDAY.date())
+    assert [(i.seminar.speaker, i.revision) for i in p.identities] == [("Ada Lovelace", 1), ("Serge Belongie", 0)]
