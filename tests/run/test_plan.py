@@ -365,15 +365,17 @@ def test_a_seminar_moved_back_to_its_first_date_is_itself_though_a_new_talk_took
     assert change.seminars[0].key == key and [c.label for c in change.changes] == ["Date"]
 
 
-def test_two_new_talks_of_one_speaker_on_one_day_are_two_seminars_with_two_identities(tmp_path: Path) -> None:
-    """The same date and speaker twice (a morning and an afternoon talk): the second takes the next free
-    identity, so their invitations do not replace each other in a calendar."""
+def test_talks_of_one_speaker_on_one_day_are_seminars_with_identities_of_their_own(tmp_path: Path) -> None:
+    """The same date and speaker three times (morning, afternoon, evening): each later one takes the next free
+    identity (-2, -3), so their invitations do not replace each other in a calendar."""
     afternoon = THURSDAY.replace("2030-01-17\n", '2030-01-17\n    time: "16:30"\n').replace("Analysis", "Part 2")
-    p = plan(schedule(tmp_path, THURSDAY + afternoon), Memory(), now=MONDAY, today=MONDAY.date())
+    evening = THURSDAY.replace("2030-01-17\n", '2030-01-17\n    time: "18:00"\n').replace("Analysis", "Part 3")
+    p = plan(schedule(tmp_path, THURSDAY + afternoon + evening), Memory(), now=MONDAY, today=MONDAY.date())
     keys = [i.key for i in p.identities]
     assert keys == [
         "learning-machines-2030-01-17-serge-belongie@ri.se",
         "learning-machines-2030-01-17-serge-belongie-2@ri.se",
+        "learning-machines-2030-01-17-serge-belongie-3@ri.se",
     ]
     (announcement,) = p.dues
     assert announcement.key == "+".join(keys)
