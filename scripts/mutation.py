@@ -49,7 +49,13 @@ SIM = {"SIM_HISTORIES": "60", "SIM_KILL_HISTORIES": "4", "SIM_WORKERS": "1"}
 MODULES: dict[str, tuple[list[str], list[str]]] = {
     "plan": (
         ["mailer/run/plan.py", "mailer/programme/revisions.py"],
-        ["tests/run/test_plan.py", "tests/test_seams.py", "tests/test_lifecycle.py", "tests/test_simulation.py"],
+        [
+            "tests/run/test_plan.py",
+            "tests/run/test_drafts.py",
+            "tests/test_seams.py",
+            "tests/test_lifecycle.py",
+            "tests/test_simulation.py",
+        ],
     ),
     "ledger": (
         ["mailer/record/ledger.py", "mailer/record/state.py", "mailer/record/rows.py"],
