@@ -576,3 +576,14 @@ def test_a_seminar_first_announced_as_cancelled_starts_at_revision_1_and_others_
     other = "  - date: 2030-01-16\n    speaker: Ada Lovelace\n    title: Engines\n    cancelled: The speaker is ill.\n"
     p = plan(schedule(tmp_path, other + THURSDAY), Memory(), now=MONDAY, today=MONDAY.date())
     assert [(i.seminar.speaker, i.revision) for i in p.identities] == [("Ada Lovelace", 1), ("Serge Belongie", 0)]
+
+
+def test_an_id_added_after_the_announcement_is_pinned_in_the_ledger(tmp_path: Path) -> None:
+    """So the seminar is that id from then on: moved later with its date and speaker changed, it is still
+    itself (step 1), which only the id can tell."""
+    s0 = schedule(tmp_path)
+    memory = announced(s0)
+    pinned = THURSDAY.replace("2030-01-17\n", "2030-01-17\n    id: belongie-talk\n")
+    p = plan(schedule(tmp_path, pinned), memory, now=MONDAY, today=MONDAY.date())
+    assert p.remember == (replace(memory.remembered[0], pinned="belongie-talk"),)
+    assert kinds(p) == [ANNOUNCEMENT]  # (an id alone tells subscribers nothing)
