@@ -13,11 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from mailer.run.dispatch import run
-from mailer.run.plan import ANNOUNCEMENT, CANCELLATION, CHANGE
+from mailer.audience.recipients import Entry
+from mailer.core.address import Address
+from mailer.core.errors import ConfigError
+from mailer.record.ledger import Ledger
+from mailer.record.rows import parse_time
+from mailer.run.dispatch import plan_notes, preview, run, send_test, status, unsuppress
+from mailer.run.plan import ANNOUNCEMENT, CANCELLATION, CHANGE, FOLLOWUP, REMINDER
 from mailer.run.request import Request, Result
 from tests.smtp_server import Server, start_server
 from tests.test_lifecycle import MONDAY, make_list, new_since, parse, write
+
+KEY = "learning-machines-2030-01-17-serge-belongi@ri.se"  # the 2030-01-17 seminar of tests/test_lifecycle.py
 
 
 @pytest.fixture
@@ -27,27 +34,44 @@ def server(tmp_path: Path) -> Iterator[Server]:
     srv.controller.stop()
 
 
-def request(tmp_path: Path, server: Server, now: str, *, dry_run: bool = False, **env: str) -> Request:
+def request(
+    tmp_path: Path, server: Server | None, now: str, *, dry_run: bool = False, date: str | None = None, **env: str
+) -> Request:
     return Request(
         schedule=tmp_path / "seminars.yaml",
         templates=None,
         recipients=tmp_path / "recipients",
         state=tmp_path / "state",
         now=dt.datetime.fromisoformat(now),  # (local to the series, as --now)
-        date=None,
+        date=dt.date.fromisoformat(date) if date else None,
         dry_run=dry_run,
-        env=server.env(**env),
+        env=server.env(**env) if server else dict(env),
         clock_given=True,
     )
 
 
-def send(tmp_path: Path, server: Server, now: str, **env: str) -> Result:
-    return run(request(tmp_path, server, now, **env))
+def send(tmp_path: Path, server: Server, now: str, *, date: str | None = None, **env: str) -> Result:
+    return run(request(tmp_path, server, now, date=date, **env))
+
+
+def dry(tmp_path: Path, server: Server | None, now: str, *, date: str | None = None, **env: str) -> Result:
+    return run(request(tmp_path, server, now, dry_run=True, date=date, **env))
+
+
+def local(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.timezone(dt.timedelta(hours=1)))  # (Stockholm, winter)
 
 
 def table(result: Result) -> list[tuple[str, int, int]]:
     """Each message of the result: kind, how many it is due to, how many were told it already."""
     return [(m.kind, m.due, m.already) for m in result.messages]
+
+
+def contents(folder: Path) -> dict[str, bytes]:
+    """Every file's bytes, but SQLite's shared-memory index and an empty write-ahead log (any reader of the
+    ledger may make them: they hold nothing)."""
+    files = {p.name: p.read_bytes() for p in folder.iterdir() if not p.name.endswith("-shm")}
+    return {name: data for name, data in files.items() if data or not name.endswith("-wal")}
 
 
 def add_line(tmp_path: Path, line: str) -> None:
@@ -61,7 +85,14 @@ def test_each_subscriber_is_announced_the_week_once(tmp_path: Path, server: Serv
     first = send(tmp_path, server, MONDAY)
     assert table(first) == [(ANNOUNCEMENT, 3, 0)] and first.messages[0].outcome.sent == 3  # type: ignore[union-attr]
     assert not first.pending and not first.failed and first.stopped is None
+    assert not first.cancelled and first.resume_after is None and first.unrecorded == 0
     assert sorted(r.rcpt for r in server.recorder.received) == people
+    ledger = Ledger(tmp_path / "state", "learning-machines", readonly=True)
+    try:
+        told = ledger.first_told(KEY)
+    finally:
+        ledger.close()
+    assert told is not None and parse_time(told) >= local(MONDAY)  # the run's clock starts at --now, moves on
     again = send(tmp_path, server, "2030-01-14T08:15")
     assert table(again) == [(ANNOUNCEMENT, 0, 3)] and len(server.recorder.received) == 3
 
@@ -74,8 +105,11 @@ def test_an_edit_reaches_those_told_and_a_late_joiner_gets_the_week_as_it_now_is
     send(tmp_path, server, MONDAY)
     add_line(tmp_path, "late@example.org")
     write(tmp_path, first_extra="    location: Room Q\n")
+    files = contents(tmp_path / "state")
     dry = run(request(tmp_path, server, "2030-01-14T09:00", dry_run=True))
     assert table(dry) == [(ANNOUNCEMENT, 1, 3), (CHANGE, 3, 0)] and len(server.recorder.received) == 3
+    assert dry.dry_run and not dry.pending  # (a dry run is never "still due": its exit code is 0)
+    assert contents(tmp_path / "state") == files
     before = len(server.recorder.received)
     edited = send(tmp_path, server, "2030-01-14T09:00")
     assert table(edited) == table(dry) and not edited.pending
@@ -83,6 +117,12 @@ def test_an_edit_reaches_those_told_and_a_late_joiner_gets_the_week_as_it_now_is
     assert got == {**{p: got[people[0]] for p in people}, "late@example.org": got["late@example.org"]}
     assert got[people[0]].startswith("Changed:") and got["late@example.org"].startswith("Learning Machines seminar")
     assert table(send(tmp_path, server, "2030-01-14T09:15")) == [(ANNOUNCEMENT, 0, 4)]
+    write(tmp_path, first_extra="    location: Room R\n")  # a second edit: told against the first one
+    before = len(server.recorder.received)
+    again = send(tmp_path, server, "2030-01-14T10:00")
+    assert table(again) == [(ANNOUNCEMENT, 0, 4), (CHANGE, 4, 0)]
+    assert [(c.label, c.old, c.new) for c in again.messages[1].changes] == [("Location", "Room Q", "Room R")]
+    assert len(new_since(server, before)) == 4
 
 
 def test_a_cancellation_goes_to_those_told_only_and_once(tmp_path: Path, server: Server) -> None:
@@ -171,3 +211,278 @@ def test_a_dry_run_says_how_long_the_messages_take_at_the_rate_and_daily_limit(
     assert table(dry) == [(ANNOUNCEMENT, people, 0)]
     assert [n for n in dry.notes if n.startswith("at ")] == ([note] if note else [])
     assert server.recorder.received == [] and not (tmp_path / "state" / "ledger.sqlite3").exists()
+
+
+def test_a_confirmation_answered_no_sends_nothing(tmp_path: Path, server: Server) -> None:
+    make_list(tmp_path, 2)
+    write(tmp_path)
+    asked = run(request(tmp_path, server, MONDAY), confirm=lambda reports: False)
+    assert asked.cancelled and server.recorder.received == []
+    assert table(send(tmp_path, server, "2030-01-14T08:15")) == [(ANNOUNCEMENT, 2, 0)]  # still due, all of it
+
+
+def test_an_invalid_line_is_warned_of_and_counted_and_the_rest_are_sent(tmp_path: Path, server: Server) -> None:
+    people = make_list(tmp_path, 2)
+    add_line(tmp_path, "not an address")
+    add_line(tmp_path, "User 9 <user9@example.org>")
+    write(tmp_path)
+    warned: list[Entry] = []
+    result = run(request(tmp_path, server, MONDAY), warn=warned.append)
+    assert [e.line for e in warned] == [3] and result.counts == {"due": 3, "invalid": 1}
+    assert sorted(r.rcpt for r in server.recorder.received) == [*people, "user9@example.org"]
+
+
+def test_an_empty_list_is_due_nothing_and_told_nothing(tmp_path: Path, server: Server) -> None:
+    make_list(tmp_path, 0)
+    write(tmp_path)
+    assert table(dry(tmp_path, server, MONDAY)) == [(ANNOUNCEMENT, 0, 0)]
+    assert table(send(tmp_path, server, MONDAY)) == [(ANNOUNCEMENT, 0, 0)]
+
+
+TWO_IN_A_WEEK = {"2030-01-24": "2030-01-18"}  # the second seminar moved into the first one's week
+
+
+def test_an_address_refused_by_one_message_is_not_tried_for_the_next_of_the_run(tmp_path: Path, server: Server) -> None:
+    people = make_list(tmp_path, 3)
+    write(tmp_path, **TWO_IN_A_WEEK)
+    send(tmp_path, server, MONDAY)
+    write(
+        tmp_path,
+        first_extra="    location: Room Q\n",
+        **{**TWO_IN_A_WEEK, "Joakim Lindblad": "Joakim Lindblad\n    location: Room Z"},
+    )
+    server.recorder.rcpt_replies[people[1]] = ["550 5.1.1 mailbox unavailable"]  # (its first try only)
+    before = len(server.recorder.received)
+    edited = send(tmp_path, server, "2030-01-14T09:00")
+    assert [m.kind for m in edited.messages] == [ANNOUNCEMENT, CHANGE, CHANGE]
+    assert sorted(r.rcpt for r in new_since(server, before)) == sorted([people[0], people[2]] * 2)
+
+
+def test_a_deferral_of_a_change_leaves_the_run_pending(tmp_path: Path, server: Server) -> None:
+    people = make_list(tmp_path, 2)
+    write(tmp_path)
+    send(tmp_path, server, MONDAY)
+    write(tmp_path, first_extra="    location: Room Q\n")
+    server.recorder.rcpt_replies[people[0]] = ["451 4.7.1 try again later"] * 3
+    edited = send(tmp_path, server, "2030-01-14T09:00")
+    assert table(edited) == [(ANNOUNCEMENT, 0, 2), (CHANGE, 2, 0)] and edited.pending  # (after a report due to none)
+
+
+def test_the_daily_limit_counts_the_last_24_hours_and_frees_a_slot_24_hours_after_each_send(
+    tmp_path: Path, server: Server
+) -> None:
+    make_list(tmp_path, 1)
+    write(tmp_path)
+    first = send(tmp_path, server, MONDAY, MAILER_DAILY_LIMIT="2")  # 08:00: one
+    assert not first.pending and first.resume_after is None  # (the limit not reached: nothing to wait for)
+    add_line(tmp_path, "late1@example.org")
+    add_line(tmp_path, "late2@example.org")
+    noon = send(tmp_path, server, "2030-01-14T12:00", MAILER_DAILY_LIMIT="2")  # 12:00: one more, then the limit
+    assert len(server.recorder.received) == 2 and noon.pending and noon.resume_after is not None
+    assert abs(noon.resume_after - local("2030-01-15T08:00")) < dt.timedelta(minutes=5)  # the oldest's slot
+    next_day = send(tmp_path, server, "2030-01-15T08:30", MAILER_DAILY_LIMIT="2")  # 08:00's slot is free again
+    assert len(server.recorder.received) == 3 and not next_day.pending
+    assert next_day.resume_after is not None and abs(next_day.resume_after - local("2030-01-15T12:00")) < dt.timedelta(
+        minutes=5
+    )
+
+
+# --- refused before anything is written ------------------------------------------------------------
+
+
+def test_a_real_send_of_a_week_that_is_over_is_refused_before_anything_is_written(
+    tmp_path: Path, server: Server
+) -> None:
+    make_list(tmp_path, 2)
+    write(tmp_path)
+    with pytest.raises(ConfigError, match="is in a week that is over"):
+        send(tmp_path, server, "2030-01-21T00:00", date="2030-01-17")  # the next Monday, 00:00 local
+    assert not (tmp_path / "state").exists() and server.recorder.received == []
+    last_minute = send(tmp_path, server, "2030-01-20T23:59", date="2030-01-17")  # the Sunday: that week still
+    assert last_minute.messages == [] and last_minute.week is None  # (its seminar has started: nothing to tell)
+
+
+def test_a_bad_verp_setting_is_refused_before_anything_is_written(tmp_path: Path, server: Server) -> None:
+    make_list(tmp_path, 2)
+    write(tmp_path)
+    with pytest.raises(ConfigError, match="MAILER_VERP=on needs MAILER_ENVELOPE_FROM"):
+        send(tmp_path, server, MONDAY, MAILER_VERP="on")
+    assert not (tmp_path / "state").exists() and server.recorder.received == []
+
+
+def test_a_ledger_deleted_after_a_send_is_an_error_for_the_send_and_the_dry_run(tmp_path: Path, server: Server) -> None:
+    make_list(tmp_path, 2)
+    write(tmp_path)
+    send(tmp_path, server, MONDAY)
+    for name in ("ledger.sqlite3", "ledger.sqlite3-wal", "ledger.sqlite3-shm"):
+        (tmp_path / "state" / name).unlink(missing_ok=True)
+    with pytest.raises(ConfigError, match=r"no ledger\.sqlite3"):
+        dry(tmp_path, server, "2030-01-14T08:15")
+    with pytest.raises(ConfigError, match=r"no ledger\.sqlite3"):
+        send(tmp_path, server, "2030-01-14T08:15")
+    assert len(server.recorder.received) == 2 and not (tmp_path / "state" / "ledger.sqlite3").exists()
+
+
+def test_the_announce_time_holds_a_real_send_back_unless_the_week_is_named(tmp_path: Path, server: Server) -> None:
+    make_list(tmp_path, 2)
+    write(tmp_path, series_extra='  announce: "Monday 09:00"\n')
+    early = send(tmp_path, server, MONDAY)  # 08:00
+    assert server.recorder.received == [] and any("goes out from" in n for n in early.notes)
+    (shown,) = preview(request(tmp_path, server, MONDAY, dry_run=True))[1]  # preview shows the week anyway
+    assert shown.kind == ANNOUNCEMENT and not shown.subject.startswith("[TEST]")
+    named = send(tmp_path, server, "2030-01-14T08:15", date="2030-01-14")  # --date: the organiser asks for it
+    assert table(named) == [(ANNOUNCEMENT, 2, 0)] and len(server.recorder.received) == 2
+
+
+# --- dry runs ----------------------------------------------------------------------------------------
+
+
+def test_a_dry_run_without_a_server_warns_and_still_checks_every_other_setting(tmp_path: Path) -> None:
+    make_list(tmp_path, 2)
+    write(tmp_path)
+    result = dry(tmp_path, None, MONDAY)
+    assert table(result) == [(ANNOUNCEMENT, 2, 0)]
+    assert [w for w in result.warnings if "SMTP_HOST" in w and "(a real send would stop here)" in w]
+    with pytest.raises(ConfigError, match="MAILER_RATE"):
+        dry(tmp_path, None, MONDAY, MAILER_RATE="fast")
+    with pytest.raises(ConfigError, match="SMTP_HOST"):
+        run(request(tmp_path, None, MONDAY))  # a real send stops
+    assert not (tmp_path / "state").exists()  # (the dry run made no state folder, no token key, no store)
+
+
+def test_a_dry_run_with_a_file_for_the_state_folder_is_refused(tmp_path: Path, server: Server) -> None:
+    make_list(tmp_path, 2)
+    write(tmp_path)
+    (tmp_path / "state").write_text("not a folder")
+    with pytest.raises(ConfigError, match="is a file"):
+        dry(tmp_path, server, MONDAY)
+
+
+@pytest.mark.parametrize(
+    ("now", "date", "due"),
+    [
+        ("2030-01-21T00:00", "2030-01-17", 2),  # a past week, from the moment it is over: as at its Monday
+        ("2030-01-20T23:59", "2030-01-17", 0),  # its last minute: as now (the seminar has started)
+        ("2030-01-17T16:00", "2030-01-14", 0),  # this week, named: as now
+        ("2030-01-17T16:00", None, 0),  # this week: as now
+    ],
+)
+def test_a_dry_run_of_a_past_week_shows_it_as_at_its_start(
+    tmp_path: Path, server: Server, now: str, date: str | None, due: int
+) -> None:
+    make_list(tmp_path, 2)
+    write(tmp_path)
+    shown = dry(tmp_path, server, now, date=date)
+    assert [(m.kind, m.due) for m in shown.messages if m.due] == ([(ANNOUNCEMENT, due)] if due else [])
+
+
+# --- the other commands of dispatch: check's notes, preview, test copies, status, unsuppress --------------
+
+
+def test_check_notes_a_removed_announced_seminar_and_says_nothing_without_a_ledger(
+    tmp_path: Path, server: Server
+) -> None:
+    make_list(tmp_path, 2)
+    write(tmp_path)
+    assert plan_notes(request(tmp_path, server, MONDAY, dry_run=True)) == []
+    send(tmp_path, server, MONDAY)
+    write(
+        tmp_path,
+        **{"  - date: 2030-01-17\n    speaker: Serge Belongi\n": "  - date: 2030-01-31\n    speaker: Ada Lovelace\n"},
+    )
+    notes = plan_notes(request(tmp_path, server, "2030-01-14T09:00", dry_run=True))
+    assert [n for n in notes if "Serge Belongi" in n and "no longer in" in n]
+
+
+def test_a_test_copy_goes_to_one_address_marked_and_is_recorded_nowhere(tmp_path: Path, server: Server) -> None:
+    make_list(tmp_path, 2)
+    write(tmp_path)
+    subjects = send_test(request(tmp_path, server, MONDAY, dry_run=True), Address("Me", "me@example.org"))
+    assert len(subjects) == 1 and subjects[0].startswith("[TEST] ")
+    assert [(r.rcpt, parse(r)["Subject"]) for r in server.recorder.received] == [("me@example.org", subjects[0])]
+    assert table(send(tmp_path, server, "2030-01-14T08:15")) == [(ANNOUNCEMENT, 2, 0)]
+
+
+def test_status_lists_what_was_sent_and_unsuppress_says_whether_it_did_anything(tmp_path: Path, server: Server) -> None:
+    people = make_list(tmp_path, 2)
+    write(tmp_path)
+    assert status(tmp_path / "state", "learning-machines") == ([], [])
+    assert unsuppress(tmp_path / "state", "learning-machines", Address("", people[0])) is False
+    server.recorder.rcpt_replies[people[1]] = ["550 5.1.1 mailbox unavailable"]
+    send(tmp_path, server, MONDAY)
+    seminars, suppressed = status(tmp_path / "state", "learning-machines")
+    assert [s.remembered.key for s in seminars] == [KEY]
+    assert [(kind, counts.get("sent")) for kind, _, counts, _, _ in seminars[0].messages] == [(ANNOUNCEMENT, 1)]
+    assert [x.recipient for x in suppressed] == [people[1]]
+    assert unsuppress(tmp_path / "state", "learning-machines", Address("", people[0])) is False
+    assert unsuppress(tmp_path / "state", "learning-machines", Address("", people[1])) is True
+    assert status(tmp_path / "state", "learning-machines")[1] == []
+
+
+def test_a_change_nobody_on_the_list_still_wants_does_not_hold_back_the_next(tmp_path: Path, server: Server) -> None:
+    """Someone told revision 0 left the list, the others were told revision 1; a second edit is due to both
+    groups: the one for revision 0 is due to nobody now, and the one for revision 1 still goes (a `continue`
+    turned `break` once stopped at the first)."""
+    people = make_list(tmp_path, 3)
+    write(tmp_path)
+    send(tmp_path, server, MONDAY)
+    make_list(tmp_path, 2)  # the third leaves the list, knowing revision 0
+    write(tmp_path, first_extra="    location: Room Q\n")
+    send(tmp_path, server, "2030-01-14T09:00")
+    write(tmp_path, first_extra="    location: Room R\n")
+    before = len(server.recorder.received)
+    again = send(tmp_path, server, "2030-01-14T10:00")
+    assert [(m.kind, m.due) for m in again.messages] == [(ANNOUNCEMENT, 0), (CHANGE, 2)]
+    assert [(c.old, c.new) for c in again.messages[1].changes] == [("Room Q", "Room R")]
+    assert sorted(r.rcpt for r in new_since(server, before)) == people[:2]
+
+
+def test_the_reminder_goes_once_to_those_told_before_its_time(tmp_path: Path, server: Server) -> None:
+    people = make_list(tmp_path, 2)
+    reminder = '  reminder: "09:00"\n'
+    write(tmp_path, series_extra=reminder)
+    send(tmp_path, server, MONDAY)
+    add_line(tmp_path, "early@example.org")
+    send(tmp_path, server, "2030-01-17T08:30")  # told the week before the reminder time
+    add_line(tmp_path, "late@example.org")
+    before = len(server.recorder.received)
+    reminded = send(tmp_path, server, "2030-01-17T09:10")  # late@ is told now, after it: no reminder for them
+    assert [(m.kind, m.due) for m in reminded.messages] == [(ANNOUNCEMENT, 1), (REMINDER, 3)]
+    got = [(r.rcpt, parse(r)["Subject"].startswith("Reminder")) for r in new_since(server, before)]
+    assert sorted(got) == sorted([("late@example.org", False), *((p, True) for p in [*people, "early@example.org"])])
+    before = len(server.recorder.received)
+    again = send(tmp_path, server, "2030-01-17T09:25")
+    assert [(m.kind, m.due) for m in again.messages] == [(ANNOUNCEMENT, 0)] and new_since(server, before) == []
+
+
+def test_the_followup_goes_once_after_the_talk_to_those_told(tmp_path: Path, server: Server) -> None:
+    people = make_list(tmp_path, 3)
+    followup = "  followup: true\n"
+    write(tmp_path, series_extra=followup)
+    send(tmp_path, server, MONDAY)
+    add_line(tmp_path, "late@example.org")  # never told of the talk
+    write(tmp_path, series_extra=followup, first_extra="    slides: https://ri.se/lm/slides.pdf\n")
+    assert [m.kind for m in send(tmp_path, server, "2030-01-17T15:45").messages] == []  # the talk is still on
+    before = len(server.recorder.received)
+    after = send(tmp_path, server, "2030-01-17T16:05")
+    assert [(m.kind, m.due) for m in after.messages] == [(FOLLOWUP, 3)]
+    assert sorted(r.rcpt for r in new_since(server, before)) == people
+    assert [m.kind for m in send(tmp_path, server, "2030-01-17T16:20").messages] == []
+
+
+def test_a_copy_that_may_not_have_arrived_is_followed_by_the_change_relative_to_it(
+    tmp_path: Path, server: Server
+) -> None:
+    """No reply came after one copy of the announcement was sent (it may have arrived). After an edit that
+    subscriber gets the change relative to it, like the others, not the week a second time."""
+    people = make_list(tmp_path, 2)
+    write(tmp_path)
+    server.recorder.data_actions[people[0]] = ["drop"]
+    first = send(tmp_path, server, MONDAY)
+    assert [a.addr for a, _ in first.messages[0].outcome.uncertain] == [people[0]]  # type: ignore[union-attr]
+    write(tmp_path, first_extra="    location: Room Q\n")
+    before = len(server.recorder.received)
+    edited = send(tmp_path, server, "2030-01-14T09:00")
+    assert [(m.kind, m.due) for m in edited.messages] == [(ANNOUNCEMENT, 0), (CHANGE, 2)]
+    got = sorted((r.rcpt, parse(r)["Subject"].split(":")[0]) for r in new_since(server, before))
+    assert got == [(people[0], "Changed"), (people[1], "Changed")]
