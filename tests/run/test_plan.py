@@ -21,6 +21,7 @@ from mailer.run.plan import (
     CANCELLATION,
     CHANGE,
     REMINDER,
+    REMOVED,
     Memory,
     plan,
 )
@@ -132,6 +133,7 @@ def test_two_candidates_for_one_announced_seminar_cannot_be_told_apart(tmp_path:
     )
     p = plan(schedule(tmp_path, moved), announced(s0), now=MONDAY, today=MONDAY.date())
     assert p.problems and "cannot tell which announced seminar this is" in p.problems[0].message
+    assert p.problems[0].column == 5  # where "  - date:" puts the seminar's first key: editors jump there
     assert "wanted 'id: learning-machines-2030-01-17-serge-belongie@ri.se' on the seminar" in p.problems[0].message
     pinned = moved.replace("2030-01-22\n", "2030-01-22\n    id: belongie-1\n")
     pinned = pinned.replace("2030-01-29\n", "2030-01-29\n    id: belongie-2\n")
@@ -587,3 +589,24 @@ def test_an_id_added_after_the_announcement_is_pinned_in_the_ledger(tmp_path: Pa
     p = plan(schedule(tmp_path, pinned), memory, now=MONDAY, today=MONDAY.date())
     assert p.remember == (replace(memory.remembered[0], pinned="belongie-talk"),)
     assert kinds(p) == [ANNOUNCEMENT]  # (an id alone tells subscribers nothing)
+
+
+def test_a_new_talk_in_the_slot_of_a_removed_seminar_is_a_new_seminar_not_it_revived(tmp_path: Path) -> None:
+    """Announced, removed from the file (subscribers told it is cancelled), then another speaker put at the same
+    date and time: that is announced as a new seminar; the removed one stays cancelled."""
+    s0 = schedule(tmp_path)
+    key = derived_uid(s0, s0.seminars[0])
+    first = announced_fields(s0.seminars[0])
+    gone = {**first, "cancelled": REMOVED}
+    told = "2030-01-14T07:00:05.000000Z"
+    memory = Memory(
+        (Remembered(key, key, None, key, 1, gone, told),),
+        {key: frozenset({1})},  # (everyone was told it is cancelled)
+        {(key, 1): gone},
+        {key: told},
+    )
+    other = THURSDAY.replace("Serge Belongie", "Anna Kruger").replace("Fine-Grained Image Analysis", "Another Talk")
+    p = plan(schedule(tmp_path, other), memory, now=MONDAY, today=MONDAY.date())
+    (ident,) = p.identities
+    assert ident.remembered is None and ident.key != key
+    assert kinds(p) == [ANNOUNCEMENT]
