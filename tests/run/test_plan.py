@@ -134,6 +134,7 @@ def test_two_candidates_for_one_announced_seminar_cannot_be_told_apart(tmp_path:
     p = plan(schedule(tmp_path, moved), announced(s0), now=MONDAY, today=MONDAY.date())
     assert p.problems and "cannot tell which announced seminar this is" in p.problems[0].message
     assert p.problems[0].column == 5  # where "  - date:" puts the seminar's first key: editors jump there
+    assert [q.line for q in p.problems] == [x.line for x in schedule(tmp_path, moved).seminars]  # at each of them
     assert "wanted 'id: learning-machines-2030-01-17-serge-belongie@ri.se' on the seminar" in p.problems[0].message
     pinned = moved.replace("2030-01-22\n", "2030-01-22\n    id: belongie-1\n")
     pinned = pinned.replace("2030-01-29\n", "2030-01-29\n    id: belongie-2\n")
@@ -610,3 +611,30 @@ def test_a_new_talk_in_the_slot_of_a_removed_seminar_is_a_new_seminar_not_it_rev
     (ident,) = p.identities
     assert ident.remembered is None and ident.key != key
     assert kinds(p) == [ANNOUNCEMENT]
+
+
+def test_a_seminar_in_the_file_at_the_last_send_is_still_matched_at_its_slot_before_a_new_one_on_its_date(
+    tmp_path: Path,
+) -> None:
+    """Moved to the 24th (told), its title edited since, and a new talk added on the 24th at another time: the
+    seminar the last send saw is matched at its recorded date and speaker (a slot step, open to seminars seen
+    before), so nothing is ambiguous and only the new talk is new."""
+    told = "2030-01-14T07:00:05.000000Z"
+    s0 = schedule(tmp_path)
+    key = derived_uid(s0, s0.seminars[0])
+    moved_text = THURSDAY.replace("2030-01-17\n", "2030-01-24\n")
+    moved = schedule(tmp_path, moved_text)
+    fields = announced_fields(moved.seminars[0])
+    memory = Memory(
+        (Remembered(key, key, None, key, 1, fields, told),),
+        {key: frozenset({1})},
+        {(key, 1): fields},
+        {key: told},
+        seen=frozenset({derived_uid(moved, moved.seminars[0])}),
+    )
+    edited = moved_text.replace("Fine-Grained Image Analysis", "Fine-Grained Image Analysis, revisited")
+    new = '  - date: 2030-01-24\n    time: "17:00"\n    speaker: Anna Kruger\n    title: Another Talk\n'
+    p = plan(schedule(tmp_path, edited + new), memory, now=MONDAY, today=MONDAY.date())
+    assert p.problems == ()
+    by_speaker = {i.seminar.speaker: i for i in p.identities}
+    assert by_speaker["Serge Belongie"].key == key and by_speaker["Anna Kruger"].remembered is None
