@@ -182,6 +182,10 @@ def test_nothing_is_sent_about_a_seminar_that_has_started(tmp_path: Path) -> Non
     during = dt.datetime(2030, 1, 17, 15, 30, tzinfo=TZ)
     edited = THURSDAY.replace("2030-01-17\n", "2030-01-17\n    location: Room 9\n")
     assert plan(schedule(tmp_path, edited), announced(s0), now=during, today=during.date()).dues == ()
+    start = s0.seminars[0].start  # from the very moment it starts
+    assert plan(schedule(tmp_path, edited), announced(s0), now=start, today=start.date()).dues == ()
+    before = start - dt.timedelta(minutes=1)
+    assert CHANGE in kinds(plan(schedule(tmp_path, edited), announced(s0), now=before, today=before.date()))
 
 
 @pytest.mark.parametrize(
@@ -340,6 +344,8 @@ def test_the_followup_window_is_fourteen_days_after_the_end(tmp_path: Path) -> N
     end = s.seminars[0].end
     assert kinds(plan(s, memory, now=end + dt.timedelta(days=14, minutes=-1), today=end.date())) == [FOLLOWUP]
     assert kinds(plan(s, memory, now=end + dt.timedelta(days=14), today=end.date())) == []
+    assert kinds(plan(s, memory, now=end, today=end.date())) == [FOLLOWUP]  # from the end on
+    assert kinds(plan(s, memory, now=end - dt.timedelta(minutes=1), today=end.date())) == []
 
 
 def test_a_seminar_moved_back_to_its_first_date_is_itself_though_a_new_talk_took_the_slot_it_left(
