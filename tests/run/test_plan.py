@@ -117,6 +117,8 @@ def test_a_spelling_fix_is_a_silent_revision_unless_notify_says_otherwise(
     (ident,) = [i for i in p.identities if i.remembered is not None]
     assert ident.revision == 1  # the feed and the next message carry the fix at SEQUENCE 1
     assert (not mailed) == any("no mail" in note for note in p.notes), p.notes
+    why = "'notify: false' is set" if notify is False else "it looks like a spelling fix"
+    assert mailed or any(why in note for note in p.notes), p.notes
 
 
 def test_an_abstract_edit_is_no_change(tmp_path: Path) -> None:
