@@ -646,3 +646,13 @@ def test_a_seminar_in_the_file_at_the_last_send_is_still_matched_at_its_slot_bef
     assert p.problems == ()
     by_speaker = {i.seminar.speaker: i for i in p.identities}
     assert by_speaker["Serge Belongie"].key == key and by_speaker["Anna Kruger"].remembered is None
+
+
+def test_a_removed_seminar_is_cancelled_as_it_was_told_with_its_own_duration(tmp_path: Path) -> None:
+    """The cancellation of a seminar no longer in the file is rebuilt from what the ledger recorded: its
+    invitation's end must be the one told (90 minutes here, not the series' 60)."""
+    s0 = schedule(tmp_path, THURSDAY + "    duration: 90\n")
+    other = "  - date: 2030-02-07\n    speaker: Someone Else\n"
+    p = plan(schedule(tmp_path, other), announced(s0), now=MONDAY, today=MONDAY.date())
+    (due,) = [d for d in p.dues if d.kind == CANCELLATION]
+    assert due.seminars[0].seminar.duration == 90 and due.seminars[0].seminar.end == s0.seminars[0].end
