@@ -656,3 +656,12 @@ def test_a_removed_seminar_is_cancelled_as_it_was_told_with_its_own_duration(tmp
     p = plan(schedule(tmp_path, other), announced(s0), now=MONDAY, today=MONDAY.date())
     (due,) = [d for d in p.dues if d.kind == CANCELLATION]
     assert due.seminars[0].seminar.duration == 90 and due.seminars[0].seminar.end == s0.seminars[0].end
+
+
+def test_a_cancellation_is_mailed_even_with_notify_false(tmp_path: Path) -> None:
+    """'notify: false' silences edits, never a cancellation: subscribers must not come to a talk that is off."""
+    s0 = schedule(tmp_path)
+    cancelled = THURSDAY + "    notify: false\n    cancelled: The speaker is ill.\n"
+    p = plan(schedule(tmp_path, cancelled), announced(s0), now=MONDAY, today=MONDAY.date())
+    assert [d.kind for d in p.dues if d.kind != ANNOUNCEMENT] == [CANCELLATION]
+    assert not any("no mail" in n for n in p.notes)
