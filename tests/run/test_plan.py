@@ -155,6 +155,7 @@ def test_a_removed_future_seminar_is_cancelled_and_a_past_one_is_left_alone(tmp_
     p = plan(schedule(tmp_path, other), announced(s0), now=MONDAY, today=MONDAY.date())
     (due,) = [d for d in p.dues if d.kind == CANCELLATION]
     assert "removed from the programme" in str(due.seminars[0].seminar.cancelled)
+    assert due.seminars[0].revision == 1 and due.key.endswith(":0-1")  # the next revision: SEQUENCE 1
     assert any("no longer in" in n for n in p.notes)
     later = dt.datetime(2030, 1, 18, 8, 0, tzinfo=TZ)  # after it would have started
     assert plan(schedule(tmp_path, other), announced(s0), now=later, today=later.date()).dues == ()
