@@ -666,3 +666,19 @@ def test_a_cancellation_is_mailed_even_with_notify_false(tmp_path: Path) -> None
     p = plan(schedule(tmp_path, cancelled), announced(s0), now=MONDAY, today=MONDAY.date())
     assert [d.kind for d in p.dues if d.kind != ANNOUNCEMENT] == [CANCELLATION]
     assert not any("no mail" in n for n in p.notes)
+
+
+def test_a_seminar_rebuilt_from_the_ledger_keeps_its_cancellation_and_its_links(tmp_path: Path) -> None:
+    """What the calendar feed shows of a seminar removed from the file (site/publish.py) and what its
+    cancellation tells: rebuilt from the fields the ledger recorded, each as it was."""
+    from mailer.run.plan import seminar_from_fields
+
+    s = schedule(tmp_path, THURSDAY + "    zoom: https://rise.zoom.us/j/2\n")
+    fields = announced_fields(s.seminars[0])
+    rebuilt = seminar_from_fields(s, {**fields, "cancelled": REMOVED})
+    assert rebuilt.cancelled == REMOVED and rebuilt.zoom == "https://rise.zoom.us/j/2"
+    assert (rebuilt.start, rebuilt.end, rebuilt.speaker, rebuilt.title) == (
+        s.seminars[0].start, s.seminars[0].end, "Serge Belongie", "Fine-Grained Image Analysis"
+    )  # fmt: skip
+    plain = seminar_from_fields(s, {**fields, "zoom": None, "title": None})
+    assert plain.cancelled is None and plain.zoom is None and plain.title is None
