@@ -682,3 +682,22 @@ def test_a_seminar_rebuilt_from_the_ledger_keeps_its_cancellation_and_its_links(
     )  # fmt: skip
     plain = seminar_from_fields(s, {**fields, "zoom": None, "title": None})
     assert plain.cancelled is None and plain.zoom is None and plain.title is None
+
+
+def test_a_seminar_matched_by_its_identity_is_not_matched_again_to_a_removed_one(tmp_path: Path) -> None:
+    """Two seminars of one speaker announced; the second removed from the file. The first, unchanged, is
+    itself (its identity), and only the second is cancelled: the first is not taken again, by its speaker, for
+    the removed one moved."""
+    later = THURSDAY.replace("2030-01-17", "2030-01-24").replace("Analysis", "Analysis, part 2")
+    s0 = schedule(tmp_path, THURSDAY + later)
+    memories = [announced(s0, i) for i in range(2)]
+    memory = Memory(
+        tuple(r for m in memories for r in m.remembered),
+        {k: v for m in memories for k, v in m.known.items()},
+        {k: v for m in memories for k, v in m.fields.items()},
+        {k: v for m in memories for k, v in m.first_told.items()},
+    )
+    p = plan(schedule(tmp_path, THURSDAY), memory, now=MONDAY, today=MONDAY.date())
+    first, second = (m.remembered[0].key for m in memories)
+    assert [i.key for i in p.identities] == [first]
+    assert [(d.kind, d.seminars[0].key) for d in p.dues if d.kind != ANNOUNCEMENT] == [(CANCELLATION, second)]
