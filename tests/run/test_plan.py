@@ -701,3 +701,53 @@ def test_a_seminar_matched_by_its_identity_is_not_matched_again_to_a_removed_one
     first, second = (m.remembered[0].key for m in memories)
     assert [i.key for i in p.identities] == [first]
     assert [(d.kind, d.seminars[0].key) for d in p.dues if d.kind != ANNOUNCEMENT] == [(CANCELLATION, second)]
+
+
+def _memory_of_all(s: Schedule, indices: tuple[int, ...], told: str = "2030-01-14T07:00:05.000000Z") -> Memory:
+    memories = [announced(s, i, told=told) for i in indices]
+    return Memory(
+        tuple(r for m in memories for r in m.remembered),
+        {k: v for m in memories for k, v in m.known.items()},
+        {k: v for m in memories for k, v in m.fields.items()},
+        {k: v for m in memories for k, v in m.first_told.items()},
+    )
+
+
+def test_each_seminar_gets_its_followup_whatever_the_one_before_it(tmp_path: Path) -> None:
+    """Three talks of one week have ended: the first has no links, the second was never announced to anyone,
+    the third has links and was announced: its follow-up is due (a `continue` turned `break` at either of the
+    first two once lost it)."""
+    from mailer.run.plan import FOLLOWUP
+
+    links = "    slides: https://ri.se/s.pdf\n"
+    talks = (
+        "  - date: 2030-01-14\n    speaker: Ada Lovelace\n    title: Engines\n"
+        "  - date: 2030-01-15\n    speaker: Alan Turing\n    title: Machines\n" + links
+        + THURSDAY + links
+    )  # fmt: skip
+    s = schedule(tmp_path, talks, series_extra="  followup: true\n")
+    after = s.seminars[2].end + dt.timedelta(minutes=5)
+    p = plan(s, _memory_of_all(s, (0, 2)), now=after, today=after.date())
+    assert [(d.kind, d.seminars[0].seminar.speaker) for d in p.dues] == [(FOLLOWUP, "Serge Belongie")]
+
+
+def test_each_seminar_gets_its_reminder_whatever_the_one_before_it(tmp_path: Path) -> None:
+    """Three talks on one day with a 09:00 reminder: the first is cancelled, the second was first announced
+    after 09:00, the third is due its reminder (a `continue` turned `break` at either once lost it)."""
+    talks = (
+        "  - date: 2030-01-17\n    time: \"12:00\"\n    speaker: Ada Lovelace\n    cancelled: Ill.\n"
+        "  - date: 2030-01-17\n    time: \"13:00\"\n    speaker: Alan Turing\n"
+        + THURSDAY
+    )  # fmt: skip
+    s = schedule(tmp_path, talks, series_extra='  reminder: "09:00"\n')
+    late = _memory_of_all(s, (1,), told="2030-01-17T08:30:00.000000Z")  # 09:30 local: after the reminder time
+    early = _memory_of_all(s, (0, 2))
+    memory = Memory(
+        (*early.remembered, *late.remembered),
+        {**early.known, **late.known},
+        {**early.fields, **late.fields},
+        {**early.first_told, **late.first_told},
+    )
+    now = dt.datetime(2030, 1, 17, 10, 0, tzinfo=TZ)
+    p = plan(s, memory, now=now, today=now.date())
+    assert [d.seminars[0].seminar.speaker for d in p.dues if d.kind == REMINDER] == ["Serge Belongie"]
