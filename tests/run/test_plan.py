@@ -213,6 +213,10 @@ def test_no_reminder_when_the_announcement_itself_went_out_after_the_reminder_ti
     late = announced(s, told="2030-01-17T08:30:00.000000Z")  # 09:30 CET, after the 09:00 reminder
     now = dt.datetime(2030, 1, 17, 10, 0, tzinfo=TZ)
     assert REMINDER not in kinds(plan(s, late, now=now, today=now.date()))
+    at_it = announced(s, told="2030-01-17T08:00:00.000000Z")  # 09:00 CET: at the reminder time itself
+    assert REMINDER not in kinds(plan(s, at_it, now=now, today=now.date()))
+    before = announced(s, told="2030-01-17T07:59:59.999999Z")
+    assert REMINDER in kinds(plan(s, before, now=now, today=now.date()))
 
 
 # --- golden files: the messages a change and a cancellation send ----------------------------------
