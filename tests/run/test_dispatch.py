@@ -6,6 +6,7 @@ these are the same flows, fast enough to come first when scripts/mutation.py tes
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections import Counter
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import pytest
 from mailer.audience.recipients import Entry
 from mailer.core.address import Address
 from mailer.core.errors import ConfigError
+from mailer.programme.schedule import load_schedule
 from mailer.record.ledger import Ledger
 from mailer.record.rows import parse_time
 from mailer.run.dispatch import plan_notes, preview, run, send_test, status, unsuppress
@@ -486,3 +488,20 @@ def test_a_copy_that_may_not_have_arrived_is_followed_by_the_change_relative_to_
     assert [(m.kind, m.due) for m in edited.messages] == [(ANNOUNCEMENT, 0), (CHANGE, 2)]
     got = sorted((r.rcpt, parse(r)["Subject"].split(":")[0]) for r in new_since(server, before))
     assert got == [(people[0], "Changed"), (people[1], "Changed")]
+
+
+def test_a_run_with_results_the_ledger_could_not_take_is_pending_even_for_one(tmp_path: Path) -> None:
+    """Exit 75 (run again) when even one result was not recorded (disk full): that recipient may be due still."""
+    make_list(tmp_path, 1)
+    write(tmp_path)
+    schedule = load_schedule(tmp_path / "seminars.yaml")
+    result = Result(schedule, None, False, [], {}, [], [], tmp_path / "state", unrecorded=1)
+    assert result.pending
+    assert not Result(schedule, None, False, [], {}, [], [], tmp_path / "state").pending
+
+
+def test_the_day_a_request_announces_is_the_date_named_else_today_in_utc(tmp_path: Path) -> None:
+    named = request(tmp_path, None, "2030-01-20T23:30", date="2030-01-14")
+    assert named.day == dt.date(2030, 1, 14)
+    today = dataclasses.replace(named, date=None, now=dt.datetime(2030, 1, 20, 23, 30, tzinfo=dt.UTC))
+    assert today.day == dt.date(2030, 1, 20)
