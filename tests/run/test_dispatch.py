@@ -505,3 +505,17 @@ def test_the_day_a_request_announces_is_the_date_named_else_today_in_utc(tmp_pat
     assert named.day == dt.date(2030, 1, 14)
     today = dataclasses.replace(named, date=None, now=dt.datetime(2030, 1, 20, 23, 30, tzinfo=dt.UTC))
     assert today.day == dt.date(2030, 1, 20)
+
+
+def test_a_late_joiner_is_announced_the_seminars_of_the_week_that_are_on(tmp_path: Path, server: Server) -> None:
+    """The week's first seminar is cancelled: a late joiner is not told of it (nobody hears of a seminar first
+    by its cancellation), but is told of the other one (a `continue` turned `break` at the first once did not)."""
+    make_list(tmp_path, 2)
+    write(tmp_path, **TWO_IN_A_WEEK)
+    send(tmp_path, server, MONDAY)
+    add_line(tmp_path, "late@example.org")
+    write(tmp_path, first_extra="    cancelled: The speaker is ill.\n", **TWO_IN_A_WEEK)
+    before = len(server.recorder.received)
+    send(tmp_path, server, "2030-01-14T09:00")
+    (late,) = [parse(r) for r in new_since(server, before) if r.rcpt == "late@example.org"]
+    assert "Joakim Lindblad" in late["Subject"] and "Serge Belongi" not in late["Subject"]
