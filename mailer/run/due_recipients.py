@@ -103,8 +103,9 @@ class Audiences:
         return any(d.seminars[0].key == seminar and d.from_revision == revision for d in self.dues)
 
     def wants(self, due: Due, key: str, done: set[str]) -> bool:
-        if due.kind == ANNOUNCEMENT:
-            return self.lacking(due.seminars, key) == due.seminars
+        if due.kind == ANNOUNCEMENT:  # the part of the week this subscriber lacks, as _due_messages split it
+            week = next((d.seminars for d in self.dues if d.kind == ANNOUNCEMENT), due.seminars)
+            return self.lacking(week, key) == due.seminars
         if due.kind == REMINDER:  # only to those told of the seminar, and in time
             told = key in self.knows(due.seminars[0].key).latest
             return told and key not in done and key not in self.told_late(due)

@@ -519,3 +519,30 @@ def test_a_late_joiner_is_announced_the_seminars_of_the_week_that_are_on(tmp_pat
     send(tmp_path, server, "2030-01-14T09:00")
     (late,) = [parse(r) for r in new_since(server, before) if r.rcpt == "late@example.org"]
     assert "Joakim Lindblad" in late["Subject"] and "Serge Belongi" not in late["Subject"]
+
+
+def test_a_seminar_added_to_an_announced_week_is_announced_alone_to_those_told_the_rest(
+    tmp_path: Path, server: Server
+) -> None:
+    """The week was announced with one seminar; a second is added to it: those told the first get the second
+    alone, and a late joiner gets both in one message in this run (it once got the second alone, because it
+    lacks that too, and the first only at the next run; and a `continue` turned `break` at the first, known,
+    seminar once told nobody)."""
+    people = make_list(tmp_path, 2)
+    write(tmp_path, **{"  - date: 2030-01-24\n    speaker: Joakim Lindblad\n": ""})
+    send(tmp_path, server, MONDAY)
+    add_line(tmp_path, "late@example.org")
+    write(tmp_path, **TWO_IN_A_WEEK)  # the second seminar, on the 18th
+    before = len(server.recorder.received)
+    added = send(tmp_path, server, "2030-01-14T09:00")
+    # (kind, due to, seminars in it): the added one alone to the two told the first, both to the late joiner
+    assert sorted((m.kind, m.due, len(m.key.split("+"))) for m in added.messages) == [
+        (ANNOUNCEMENT, 1, 2),
+        (ANNOUNCEMENT, 2, 1),
+    ]
+    got = [(r.rcpt, parse(r)["Subject"]) for r in new_since(server, before)]
+    assert sorted(rcpt for rcpt, _ in got) == sorted([*people, "late@example.org"])  # one message each
+    subjects = dict(got)
+    assert "Joakim Lindblad" in subjects[people[0]] and "Serge Belongi" not in subjects[people[0]]
+    assert "Joakim Lindblad" in subjects["late@example.org"] and "Serge Belongi" in subjects["late@example.org"]
+    assert not added.pending and table(send(tmp_path, server, "2030-01-14T09:15")) == [(ANNOUNCEMENT, 0, 3)]
