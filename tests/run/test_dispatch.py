@@ -190,6 +190,7 @@ def test_the_daily_limit_stops_the_run_and_says_when_it_can_go_on(tmp_path: Path
         (90, {"MAILER_RATE": "1"}, "at 1 a minute, 90 messages take one run, about 1.5 hours each"),
         (60, {"MAILER_RATE": "1"}, "at 1 a minute, 60 messages take one run, about 1.0 hours each"),
         (59, {"MAILER_RATE": "1"}, "at 1 a minute, 59 messages take one run, about 59 minutes each"),
+        (600, {"MAILER_RATE": "1"}, "at 1 a minute, 600 messages take one run, about 10.0 hours each"),
         (
             5,
             {"MAILER_RATE": "2", "MAILER_DAILY_LIMIT": "2"},
@@ -546,3 +547,60 @@ def test_a_seminar_added_to_an_announced_week_is_announced_alone_to_those_told_t
     assert "Joakim Lindblad" in subjects[people[0]] and "Serge Belongi" not in subjects[people[0]]
     assert "Joakim Lindblad" in subjects["late@example.org"] and "Serge Belongi" in subjects["late@example.org"]
     assert not added.pending and table(send(tmp_path, server, "2030-01-14T09:15")) == [(ANNOUNCEMENT, 0, 3)]
+
+
+def test_a_change_whose_copy_may_not_have_arrived_goes_to_that_subscriber_once_more(
+    tmp_path: Path, server: Server
+) -> None:
+    """No reply came after one copy of a change: the next run sends that very message to that subscriber once
+    more, and to nobody else."""
+    people = make_list(tmp_path, 2)
+    write(tmp_path)
+    send(tmp_path, server, MONDAY)
+    write(tmp_path, first_extra="    location: Room Q\n")
+    server.recorder.data_actions[people[0]] = ["drop"]
+    edited = send(tmp_path, server, "2030-01-14T09:00")
+    assert [a.addr for a, _ in edited.messages[1].outcome.uncertain] == [people[0]]  # type: ignore[union-attr]
+    before = len(server.recorder.received)
+    again = send(tmp_path, server, "2030-01-14T09:15")
+    assert [(m.kind, m.due) for m in again.messages] == [(ANNOUNCEMENT, 0), (CHANGE, 1)]
+    (retry,) = new_since(server, before)
+    assert retry.rcpt == people[0] and parse(retry)["Subject"].startswith("Changed:")
+
+
+def test_after_a_copy_that_may_not_have_arrived_the_next_change_is_told_against_what_surely_came(
+    tmp_path: Path, server: Server
+) -> None:
+    """A subscriber's copy of the change to Room Q may not have arrived; then the speaker's name is respelled
+    (for those told Room Q, a spelling fix: no mail). That subscriber is told the change against the
+    announcement they surely had (Room Q and the name), once."""
+    people = make_list(tmp_path, 2)
+    write(tmp_path)
+    send(tmp_path, server, MONDAY)
+    write(tmp_path, first_extra="    location: Room Q\n")
+    server.recorder.data_actions[people[0]] = ["drop"]
+    send(tmp_path, server, "2030-01-14T09:00")
+    write(tmp_path, first_extra="    location: Room Q\n", **{"Serge Belongi": "Serge Belongie"})
+    before = len(server.recorder.received)
+    respelled = send(tmp_path, server, "2030-01-14T09:30")
+    (change,) = [m for m in respelled.messages if m.kind == CHANGE]
+    assert change.due == 1 and [c.label for c in change.changes] == ["Location", "Speaker"]
+    assert [r.rcpt for r in new_since(server, before)] == [people[0]]
+
+
+ORGANISERS = '  announce: "Monday 08:00"\n  organisers: [Ada <ada@ri.se>, grace@ri.se]\n'
+
+
+def test_the_organisers_reminder_goes_from_a_real_send_and_a_dry_run_only_says_it(
+    tmp_path: Path, server: Server
+) -> None:
+    make_list(tmp_path, 1)
+    write(tmp_path, series_extra=ORGANISERS)  # the 2030-01-24 seminar has no title and no abstract
+    send(tmp_path, server, MONDAY)  # the week of the 14th announced
+    before = len(server.recorder.received)
+    said = dry(tmp_path, server, "2030-01-20T09:00")  # 23 hours before the next week's announcement
+    assert [n for n in said.notes if "would remind the organisers (ada@ri.se, grace@ri.se)" in n]
+    assert new_since(server, before) == []
+    real = send(tmp_path, server, "2030-01-20T09:00")
+    assert [n for n in real.notes if "reminded the organisers" in n]
+    assert sorted(r.rcpt for r in new_since(server, before)) == ["ada@ri.se", "grace@ri.se"]
