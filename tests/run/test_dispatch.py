@@ -604,3 +604,39 @@ def test_the_organisers_reminder_goes_from_a_real_send_and_a_dry_run_only_says_i
     real = send(tmp_path, server, "2030-01-20T09:00")
     assert [n for n in real.notes if "reminded the organisers" in n]
     assert sorted(r.rcpt for r in new_since(server, before)) == ["ada@ri.se", "grace@ri.se"]
+
+
+def test_a_run_stopped_by_the_daily_limit_starts_no_further_message(tmp_path: Path, server: Server) -> None:
+    make_list(tmp_path, 2)
+    write(tmp_path)
+    send(tmp_path, server, MONDAY, MAILER_DAILY_LIMIT="3")  # two of the day's three
+    add_line(tmp_path, "late1@example.org")
+    add_line(tmp_path, "late2@example.org")
+    write(tmp_path, first_extra="    location: Room Q\n")
+    before = len(server.recorder.received)
+    stopped = send(tmp_path, server, "2030-01-14T09:00", MAILER_DAILY_LIMIT="3")
+    assert [(m.kind, m.due) for m in stopped.messages] == [(ANNOUNCEMENT, 2), (CHANGE, 2)]
+    assert len(new_since(server, before)) == 1 and stopped.stopped and stopped.pending
+    assert stopped.messages[1].outcome is None  # ("Not sent to 2 recipients": never started)
+
+
+def test_a_subscriber_whose_change_is_retried_gets_no_other_change_of_that_seminar_in_the_run(
+    tmp_path: Path, server: Server
+) -> None:
+    """x was told revision 0 only (deferred at the first edit), then x's copy of the change 0 -> 2 may not have
+    arrived, while w was told revision 1 only (deferred at the second edit). The next run retries x's change
+    once more and tells w the change 1 -> 2: x gets no change 1 -> 2 besides."""
+    x, _y, w = make_list(tmp_path, 3)
+    write(tmp_path)
+    send(tmp_path, server, MONDAY)
+    write(tmp_path, first_extra="    location: Room Q\n")
+    server.recorder.rcpt_replies[x] = ["451 4.7.1 try again later"] * 3
+    send(tmp_path, server, "2030-01-14T09:00")  # y and w told revision 1
+    write(tmp_path, first_extra="    location: Room R\n")
+    server.recorder.data_actions[x] = ["drop"]
+    server.recorder.rcpt_replies[w] = ["451 4.7.1 try again later"] * 3
+    send(tmp_path, server, "2030-01-14T10:00")  # y told revision 2; x's copy uncertain; w deferred
+    before = len(server.recorder.received)
+    send(tmp_path, server, "2030-01-14T10:15")
+    got = sorted((r.rcpt, parse(r)["Subject"].split(":")[0]) for r in new_since(server, before))
+    assert got == sorted([(x, "Changed"), (w, "Changed")])
