@@ -755,3 +755,22 @@ def test_each_seminar_gets_its_reminder_whatever_the_one_before_it(tmp_path: Pat
     now = dt.datetime(2030, 1, 17, 10, 0, tzinfo=TZ)
     p = plan(s, memory, now=now, today=now.date())
     assert [d.seminars[0].seminar.speaker for d in p.dues if d.kind == REMINDER] == ["Serge Belongie"]
+
+
+def test_a_seminar_with_another_id_on_another_date_is_another_seminar(tmp_path: Path) -> None:
+    """Two different ids are two seminars unless they hold the same slot: the seminar announced as id talk-a
+    (the 17th) is gone, and one with id talk-b on the 24th, same speaker and title, is new, not talk-a moved."""
+    s0 = schedule(tmp_path, THURSDAY.replace("2030-01-17\n", "2030-01-17\n    id: talk-a\n"))
+    key = derived_uid(s0, s0.seminars[0])
+    fields = announced_fields(s0.seminars[0])
+    memory = Memory(
+        (Remembered(key, key, "talk-a", key, 0, fields, "2030-01-14T07:00:05.000000Z"),),
+        {key: frozenset({0})},
+        {(key, 0): fields},
+        {key: "2030-01-14T07:00:05.000000Z"},
+    )
+    other = THURSDAY.replace("2030-01-17\n", "2030-01-24\n    id: talk-b\n")
+    p = plan(schedule(tmp_path, other), memory, now=MONDAY, today=MONDAY.date())
+    (ident,) = p.identities
+    assert ident.remembered is None and ident.key == "learning-machines-talk-b@ri.se"
+    assert [(d.kind, d.seminars[0].key) for d in p.dues if d.kind != ANNOUNCEMENT] == [(CANCELLATION, key)]
