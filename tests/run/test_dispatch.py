@@ -24,7 +24,7 @@ from mailer.run.dispatch import plan_notes, preview, run, send_test, status, uns
 from mailer.run.plan import ANNOUNCEMENT, CANCELLATION, CHANGE, FOLLOWUP, REMINDER
 from mailer.run.request import Request, Result
 from tests.smtp_server import Server, start_server
-from tests.test_lifecycle import MONDAY, make_list, new_since, parse, write
+from tests.test_lifecycle import MONDAY, invitation, make_list, new_since, parse, write
 
 KEY = "learning-machines-2030-01-17-serge-belongi@ri.se"  # the 2030-01-17 seminar of tests/test_lifecycle.py
 
@@ -89,6 +89,7 @@ def test_each_subscriber_is_announced_the_week_once(tmp_path: Path, server: Serv
     assert not first.pending and not first.failed and first.stopped is None
     assert not first.cancelled and first.resume_after is None and first.unrecorded == 0
     assert sorted(r.rcpt for r in server.recorder.received) == people
+    assert str(invitation(parse(server.recorder.received[0]))[1]["UID"]) == KEY  # each carries its invitation
     ledger = Ledger(tmp_path / "state", "learning-machines", readonly=True)
     try:
         told = ledger.first_told(KEY)
@@ -470,6 +471,8 @@ def test_the_followup_goes_once_after_the_talk_to_those_told(tmp_path: Path, ser
     after = send(tmp_path, server, "2030-01-17T16:05")
     assert [(m.kind, m.due) for m in after.messages] == [(FOLLOWUP, 3)]
     assert sorted(r.rcpt for r in new_since(server, before)) == people
+    parts = [p.get_content_type() for p in parse(new_since(server, before)[0]).walk()]
+    assert "text/calendar" not in parts  # the talk is over: nothing for a calendar to change
     assert [m.kind for m in send(tmp_path, server, "2030-01-17T16:20").messages] == []
 
 
@@ -640,3 +643,18 @@ def test_a_subscriber_whose_change_is_retried_gets_no_other_change_of_that_semin
     send(tmp_path, server, "2030-01-14T10:15")
     got = sorted((r.rcpt, parse(r)["Subject"].split(":")[0]) for r in new_since(server, before))
     assert got == sorted([(x, "Changed"), (w, "Changed")])
+
+
+def test_approvals_lists_who_approved_which_week(tmp_path: Path, server: Server) -> None:
+    from mailer.run.approval import approve
+    from mailer.run.dispatch import approvals
+
+    make_list(tmp_path, 1)
+    write(tmp_path, series_extra="  approval: required\n")
+    assert approvals(tmp_path / "state", "learning-machines") == []
+    held = send(tmp_path, server, MONDAY)
+    assert server.recorder.received == [] and [n for n in held.notes if "waits for approval" in n]
+    done = approve(request(tmp_path, server, MONDAY), by="Ada")
+    ((week, fingerprint, by, _),) = approvals(tmp_path / "state", "learning-machines")
+    assert (week, fingerprint, by) == ("2030-01-14", done.fingerprint, "Ada")
+    assert table(send(tmp_path, server, "2030-01-14T08:15")) == [(ANNOUNCEMENT, 1, 0)]
