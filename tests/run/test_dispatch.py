@@ -24,7 +24,7 @@ from mailer.run.dispatch import plan_notes, preview, run, send_test, status, uns
 from mailer.run.plan import ANNOUNCEMENT, CANCELLATION, CHANGE, FOLLOWUP, REMINDER
 from mailer.run.request import Request, Result
 from tests.smtp_server import Server, start_server
-from tests.test_lifecycle import MONDAY, invitation, make_list, new_since, parse, write
+from tests.test_lifecycle import MONDAY, bodies, invitation, make_list, new_since, parse, write
 
 KEY = "learning-machines-2030-01-17-serge-belongi@ri.se"  # the 2030-01-17 seminar of tests/test_lifecycle.py
 
@@ -658,3 +658,39 @@ def test_approvals_lists_who_approved_which_week(tmp_path: Path, server: Server)
     ((week, fingerprint, by, _),) = approvals(tmp_path / "state", "learning-machines")
     assert (week, fingerprint, by) == ("2030-01-14", done.fingerprint, "Ada")
     assert table(send(tmp_path, server, "2030-01-14T08:15")) == [(ANNOUNCEMENT, 1, 0)]
+
+
+SAME_SPEAKER_NEXT_WEEK = {"Joakim Lindblad": "Serge Belongi\n    title: Another Talk"}
+FIRST_SEMINAR = (
+    "  - date: 2030-01-17\n    speaker: Serge Belongi\n    title: Challenges in Fine-Grained Image Analysis\n"
+    "    abstract: |\n      Some abstract.\n"
+)
+
+
+def test_a_seminar_in_the_file_at_the_last_send_is_not_taken_for_a_deleted_one_moved(
+    tmp_path: Path, server: Server
+) -> None:
+    """The week's seminar announced while the speaker's next talk (another week) was in the file too; the first
+    is deleted: it is cancelled, and the next talk is not taken for it moved (the send records which seminars
+    the file held, and the planner keeps those from being another one's new date or speaker)."""
+    people = make_list(tmp_path, 2)
+    write(tmp_path, **SAME_SPEAKER_NEXT_WEEK)
+    send(tmp_path, server, MONDAY)
+    write(tmp_path, **{**SAME_SPEAKER_NEXT_WEEK, FIRST_SEMINAR: ""})
+    before = len(server.recorder.received)
+    deleted = send(tmp_path, server, "2030-01-14T09:00")
+    assert [(m.kind, m.due) for m in deleted.messages] == [(CANCELLATION, 2)]
+    got = sorted((r.rcpt, parse(r)["Subject"].split(":")[0]) for r in new_since(server, before))
+    assert got == [(p, "Cancelled") for p in people]
+
+
+def test_the_announcement_says_this_weeks_in_its_week_and_next_weeks_the_week_before(
+    tmp_path: Path, server: Server
+) -> None:
+    make_list(tmp_path, 1)
+    write(tmp_path)
+    send(tmp_path, server, "2030-01-11T09:00", date="2030-01-14")  # the Friday before, the week named
+    send(tmp_path, server, "2030-01-21T08:00")  # the next week's, in its week
+    (before_it, in_it) = (bodies(parse(r))[0] for r in server.recorder.received)
+    assert "Welcome to next week's Learning Machines seminar" in before_it
+    assert "Welcome to this week's Learning Machines seminar" in in_it
