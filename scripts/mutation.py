@@ -1,7 +1,7 @@
 """Mutation testing of the modules that decide who is told what: one small change at a time, the tests run.
 
     make mutation                       (or: .venv/bin/python scripts/mutation.py [--modules plan,ledger]
-                                         [--jobs 2] [--sample N --seed S] [--list])
+                                         [--jobs 2] [--sample N --seed S] [--list] [--resume])
 
 A mutant is the source with one operator changed (== to !=, < to <=, and to or, continue to break, a
 `not` dropped, a number off by one, True to False, + to -, min to max, a call statement removed). Each is
@@ -10,6 +10,11 @@ subprocesses, real servers, the simulation; the first failing test kills it. A m
 a survivor: either a test is missing, or the mutant is equivalent (it changes nothing a test could see),
 which `scripts/mutation_equivalent.txt` records with the reason. mutmut cannot be used here: most tests
 run `python -m mailer` in a subprocess, where its in-process trampolines do not reach.
+
+Each result is also appended to build/mutation/<module>.partial.jsonl as it comes, so a run stopped half-way
+keeps what it found; `--resume` then skips every mutant already killed (or timed out) in that file or in
+<module>.json whose source file is byte for byte the one it was killed in (its sha256 is kept with it), and
+runs the rest: survivors again (a test may have been added since), and those never run.
 
 Writes build/mutation/<module>.json and prints, per module, mutants, killed, equivalent, survived, and the
 kill rate of the non-equivalent ones; every survivor with file:line and what was changed.
@@ -21,10 +26,12 @@ import argparse
 import ast
 import concurrent.futures
 import copy
+import hashlib
 import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -42,12 +49,19 @@ SIM = {"SIM_HISTORIES": "60", "SIM_KILL_HISTORIES": "4", "SIM_WORKERS": "1"}
 MODULES: dict[str, tuple[list[str], list[str]]] = {
     "plan": (
         ["mailer/run/plan.py", "mailer/programme/revisions.py"],
-        ["tests/run/test_plan.py", "tests/test_seams.py", "tests/test_lifecycle.py", "tests/test_simulation.py"],
+        [
+            "tests/run/test_plan.py",
+            "tests/run/test_drafts.py",
+            "tests/test_seams.py",
+            "tests/test_lifecycle.py",
+            "tests/test_simulation.py",
+        ],
     ),
     "ledger": (
         ["mailer/record/ledger.py", "mailer/record/state.py", "mailer/record/rows.py"],
         [
             "tests/record/test_ledger.py",
+            "tests/run/test_dispatch.py",
             "tests/test_seams.py",
             "tests/test_lifecycle.py",
             "tests/deliver/test_send.py",
@@ -67,6 +81,7 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
     "dispatch": (
         ["mailer/run/dispatch.py", "mailer/run/due_recipients.py", "mailer/run/request.py"],
         [
+            "tests/run/test_dispatch.py",
             "tests/test_seams.py",
             "tests/test_lifecycle.py",
             "tests/test_faults.py",
@@ -106,6 +121,7 @@ class Mutant:
     outcome: str = ""  # killed, survived, timeout, equivalent
     killer: str = ""
     seconds: float = 0.0
+    source: str = ""  # sha256 of the unmutated file the outcome was found on
 
     @property
     def where(self) -> str:
@@ -190,12 +206,33 @@ def _replace(tree: ast.AST, old: ast.AST, new: ast.AST) -> None:
     raise AssertionError("mutation point not found")
 
 
+def _sha(file: str) -> str:
+    return hashlib.sha256((ROOT / file).read_bytes()).hexdigest()
+
+
 def mutants(module: str) -> list[Mutant]:
     files, _ = MODULES[module]
     out = []
     for file in files:
+        sha = _sha(file)
         for index, (node, what, _) in enumerate(_points(ast.parse((ROOT / file).read_text()))):
-            out.append(Mutant(module, file, getattr(node, "lineno", 0), what, index))  # (one line, one key)
+            out.append(Mutant(module, file, getattr(node, "lineno", 0), what, index, source=sha))  # (one line, one key)
+    return out
+
+
+def _earlier(module: str) -> dict[tuple[str, int, str, str], Mutant]:
+    """The latest outcome of each mutant in earlier runs, by (file, index, what, sha256 of the file then)."""
+    found: list[dict[str, object]] = []
+    whole, partial = OUT / f"{module}.json", OUT / f"{module}.partial.jsonl"
+    if whole.exists():
+        found += json.loads(whole.read_text())
+    if partial.exists():
+        found += [json.loads(line) for line in partial.read_text().splitlines() if line.strip()]
+    out = {}
+    for row in found:
+        m = Mutant(**row)  # type: ignore[arg-type]
+        if m.outcome in ("killed", "timeout", "survived") and m.source:
+            out[(m.file, m.index, m.what, m.source)] = m
     return out
 
 
@@ -271,7 +308,21 @@ def _worker(args: tuple[list[Mutant], float, str]) -> list[Mutant]:
             m.seconds = round(time.monotonic() - start, 1)
             path.write_text(original)
             print(f"{m.outcome:9} {m.where}  {m.killer}", flush=True)
+            if m.index >= 0:
+                with open(OUT / f"{m.module}.partial.jsonl", "a") as log:  # one short line: one write
+                    log.write(json.dumps(asdict(m)) + "\n")
     return batch
+
+
+def _baseline(module: str, timeout: float) -> str:
+    """'' when the module's tests pass with all its files as ast.unparse writes them, else what failed."""
+    files, tests = MODULES[module]
+    with tempfile.TemporaryDirectory(dir=OUT) as scratch:
+        tree = _copy_of_checkout(Path(scratch))
+        for file in files:
+            (tree / file).write_text(_mutated((tree / file).read_text(), -1))
+        outcome, killer = _run(tree, tests, timeout)
+    return "" if outcome == "survived" else f"{outcome}: {killer}"
 
 
 def main() -> int:
@@ -281,28 +332,48 @@ def main() -> int:
     parser.add_argument("--sample", type=int, default=0, help="test only this many mutants per module, at random")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=600, help="seconds per mutant; longer counts as killed")
-    parser.add_argument("--list", action="store_true", help="list the mutants, run nothing")
+    parser.add_argument(
+        "--list", action="store_true", help="list the mutants (with their index in the file), run nothing"
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="skip mutants already killed on the same source by an earlier run"
+    )
+    parser.add_argument(
+        "--report", action="store_true", help="run nothing: the table from earlier runs' results on this source"
+    )
     args = parser.parse_args()
+    signal.signal(
+        signal.SIGTERM, lambda *_: sys.exit(143)
+    )  # stopped: the private copies are removed (workers inherit it)
     known = _equivalent()
     OUT.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows: list[str] = []
     for module in args.modules.split(","):
         todo = mutants(module)
         if args.sample:
             todo = sorted(random.Random(args.seed).sample(todo, min(args.sample, len(todo))), key=lambda m: m.index)
         if args.list:
-            print("\n".join(m.where for m in todo))
+            print("\n".join(f"{m.where}  (#{m.index})" for m in todo))
             continue
-        for m in todo:
-            if m.where.strip() in known:  # (a statement cut at 60 characters may end in a space)
-                m.outcome, m.killer = "equivalent", known[m.where.strip()]
-        files, _ = MODULES[module]
-        baseline = [Mutant(module, f, 0, "baseline: the source as unparsed, unchanged", -1) for f in files]
-        for m in _worker((baseline, args.timeout, str(OUT))):
-            if m.outcome != "survived":
-                print(f"error: the unmutated {m.file} fails its tests ({m.outcome}: {m.killer}); fix that first")
-                return 1
-        run = [m for m in todo if m.outcome != "equivalent"]
+        earlier = _earlier(module) if args.resume or args.report else {}
+        for i, m in enumerate(todo):
+            before = earlier.get((m.file, m.index, m.what, m.source))
+            why = known.get(m.where.strip()) or known.get(f"{m.where.strip()} (#{m.index})")
+            if why:  # (a statement cut at 60 characters may end in a space)
+                m.outcome, m.killer = "equivalent", why
+            elif before and (args.report or before.outcome != "survived"):  # a survivor runs again on --resume
+                todo[i] = before
+        if args.report:
+            _table(module, todo, rows)
+            continue
+        if not args.resume:
+            (OUT / f"{module}.partial.jsonl").unlink(missing_ok=True)
+        run = [m for m in todo if not m.outcome]
+        print(f"{module}: {len(todo)} mutants, {len(todo) - len(run)} decided before, {len(run)} to run", flush=True)
+        failed = _baseline(module, args.timeout) if run else ""
+        if failed:
+            print(f"error: the unmutated {module} (as unparsed) fails its tests ({failed}); fix that first")
+            return 1
         batches = [run[i :: args.jobs] for i in range(args.jobs)]
         with concurrent.futures.ProcessPoolExecutor(args.jobs) as pool:
             results = {
@@ -312,21 +383,25 @@ def main() -> int:
             }
         todo = [results.get((m.file, m.index), m) for m in todo]
         (OUT / f"{module}.json").write_text(json.dumps([asdict(m) for m in todo], indent=1) + "\n")
-        counts = {k: sum(m.outcome == k for m in todo) for k in ("killed", "timeout", "survived", "equivalent")}
-        live = len(todo) - counts["equivalent"]
-        rate = (counts["killed"] + counts["timeout"]) / live if live else 1.0
-        rows.append(
-            f"| {module} | {len(todo)} | {counts['killed']} | {counts['timeout']} | {counts['equivalent']} | "
-            f"{counts['survived']} | {rate:.1%} |"
-        )
-        for m in todo:
-            if m.outcome == "survived":
-                print(f"SURVIVED {m.where}")
+        _table(module, todo, rows)
     if rows:
-        print("\n| module | mutants | killed | timed out | equivalent | survived | killed of non-equivalent |")
-        print("| --- | --- | --- | --- | --- | --- | --- |")
+        print("\n| module | mutants | killed | timed out | equivalent | survived | not run | killed of non-eq. run |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
         print("\n".join(rows))
     return 0
+
+
+def _table(module: str, todo: list[Mutant], rows: list[str]) -> None:
+    counts = {k: sum(m.outcome == k for m in todo) for k in ("killed", "timeout", "survived", "equivalent", "")}
+    live = len(todo) - counts["equivalent"] - counts[""]
+    rate = (counts["killed"] + counts["timeout"]) / live if live else 1.0
+    rows.append(
+        f"| {module} | {len(todo)} | {counts['killed']} | {counts['timeout']} | {counts['equivalent']} | "
+        f"{counts['survived']} | {counts['']} | {rate:.1%} |"
+    )
+    for m in todo:
+        if m.outcome == "survived":
+            print(f"SURVIVED {m.where}")
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ def test_an_announced_seminar_cannot_become_a_draft(tmp_path: Path) -> None:
     drafted = schedule(tmp_path, seminars=THURSDAY + "    draft: true\n")
     p = plan(drafted, memory, now=MONDAY + dt.timedelta(hours=2), today=MONDAY.date())
     (problem,) = p.problems
-    assert problem.line == 11 and "'draft: true' cannot take it back" in problem.message
+    assert problem.line == 11 and problem.column == 5 and "'draft: true' cannot take it back" in problem.message
     assert "cancelled: <reason>" in problem.message
 
 
