@@ -101,11 +101,14 @@ def roster_of(request: Request, list_name: str, ledger: Ledger | None, *, gather
         extra: list[Address] = []
         for other in gathers:
             mine = roster_of(request, other, ledger)
-            extra += [
-                e.recipient
-                for kind, e in mine.entries()
-                if kind == HELD and e.recipient is not None and mine.delivery.get(e.recipient.key) == DIGEST
-            ]
+            try:
+                extra += [
+                    e.recipient
+                    for kind, e in mine.entries()
+                    if kind == HELD and e.recipient is not None and mine.delivery.get(e.recipient.key) == DIGEST
+                ]
+            finally:  # (read once here: its store is not left open to the garbage collector, as the digest's is used)
+                mine.store.close()
             zones.update({k: z for k, z in mine.zones.items() if k not in zones})
         zones.update(chosen.zones())
     held = {key for key, delivery in deliveries.items() if delivery in (DIGEST, NONE)}
