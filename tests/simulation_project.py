@@ -9,6 +9,10 @@ default with the earliest of them). Each list has its own file and subscribers, 
 is what ``send`` does in such a project: ``dispatch.run`` for each series, then ``run_digest``; a killed run is
 the real ``send`` from the project folder, covering all three.
 
+Subscribers choose too (what the manage page stores, in the real preferences file): per list every message, the
+digest only (for a series' list: the digest's run then takes them in) or nothing; a reader is active on a list
+only as their choice says, so every check below holds with the choices as they are.
+
 Besides everything the single-series world checks (now per list: nothing through a list to someone not active on
 it, each mail from its list's sender, classified by its List-Id), after every step:
 
@@ -34,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mailer import cli
+from mailer.core.address import parse_address
+from mailer.record.preferences import Preferences
 from mailer.run import dispatch
 from mailer.run.digests import run_digest
 from mailer.run.request import Request, Result
@@ -113,6 +119,7 @@ class ProjectWorld(World):
     ) -> None:
         self.second_announce, self.digest_send = times
         self.tag = tag
+        self.choices: dict[tuple[str, str], str] = {}  # (address, list) -> all, digest or none (the manage page's)
         self.others = {
             SECOND: Audience([self.addr(n) for n in (3, 5, 6)]),
             DIGEST: Audience([self.addr(n) for n in (1, 3, 5, 7)]),
@@ -185,18 +192,44 @@ class ProjectWorld(World):
     def list_sender(self, list_name: str) -> str:
         return {SECOND: SECOND_SENDER, DIGEST: DIGEST_SENDER}.get(list_name, SENDER)
 
-    def active_on(self, address: str, list_name: str) -> bool:
+    def listed_on(self, address: str, list_name: str) -> bool:
+        """On the list (its file or its store), neither unsubscribed from it nor suppressed."""
         if list_name not in self.others:
             return self.active(address)
         a = self.others[list_name]
         listed = address in a.file or address in a.store_confirmed
         return listed and address not in a.unsubscribed and address not in self.suppressed
 
+    def active_on(self, address: str, list_name: str) -> bool:
+        """Mailed through the list: listed and choosing every message of it; the digest's readers also those who
+        chose the digest over a series' list they are on (unless they unsubscribed from the digest or chose none)."""
+        choice = self.choices.get((address, list_name), "all")
+        if list_name != DIGEST:
+            return choice == "all" and self.listed_on(address, list_name)
+        if choice == "none":
+            return False
+        if self.listed_on(address, DIGEST):
+            return True
+        chose = any(
+            self.choices.get((address, name)) == "digest" and self.listed_on(address, name)
+            for name in (self.list_name, SECOND)
+        )
+        return chose and address not in self.others[DIGEST].unsubscribed
+
     def readers_of(self, list_name: str) -> set[str]:
-        if list_name not in self.others:
-            return self.audience()
-        a = self.others[list_name]
-        return {x for x in (*a.file, *a.store_confirmed) if self.active_on(x, list_name)}
+        everyone = {*self.file, *self.store_confirmed}
+        for a in self.others.values():
+            everyone |= {*a.file, *a.store_confirmed}
+        return {x for x in everyone if self.active_on(x, list_name)}
+
+    def op_choose(self, n: int, list_name: str, delivery: str) -> None:
+        """A subscriber's choice for a list, as the manage page stores it (the page itself: test_manage_browser)."""
+        a = self.addr(n)
+        found = parse_address(a)
+        assert found is not None
+        with Preferences(self.state, create=True) as chosen:
+            chosen.choose(found.key, {list_name: delivery}, None, now=self.now)
+        self.choices[(a, list_name)] = delivery
 
     def active_lists(self) -> dict[str, set[str]]:
         return {name: self.readers_of(name) for name in (self.list_name, SECOND, DIGEST)}
@@ -403,6 +436,10 @@ def project_history(
                 ops.append((op, n, list_name, how))
             else:
                 ops.append((op, n, rng.random() < 0.5) if op == "bounce" else (op, n))
+        elif r < 0.86:  # a subscriber's choice: the digest over a series' list, nothing from a list, or back
+            list_name = rng.choice(LISTS)
+            digest = list_name != DIGEST and rng.random() < 0.5
+            ops.append(("choose", n, list_name, "digest" if digest else rng.choice(["none", "all"])))
         elif r < 0.93:
             ops.append(("fault", n, rng.choice(FAULTS)))
         elif r < 0.95:

@@ -111,7 +111,8 @@ def roster_of(request: Request, list_name: str, ledger: Ledger | None, *, gather
                 mine.store.close()
             zones.update({k: z for k, z in mine.zones.items() if k not in zones})
         zones.update(chosen.zones())
-    held = {key for key, delivery in deliveries.items() if delivery in (DIGEST, NONE)}
+    # (on a digest's own list, "the digest only" is every message of it: only "none" holds a reader back)
+    held = {key for key, delivery in deliveries.items() if delivery == NONE or (delivery == DIGEST and not gathers)}
     return RunRoster(path, keys, store, held, tuple(extra), zones, deliveries)
 
 
