@@ -92,9 +92,26 @@ def parse_address(raw: str) -> Address | None:
     if (bare := _BARE_RE.fullmatch(raw)) is not None:
         addr = bare["addr"]
         if len(addr) <= 254 and len(bare["local"]) <= 64:
-            return Address(name="", addr=addr)
+            return _bare_ascii(addr)
         return None
     return _parse_general(raw)
+
+
+# A list's million lines each make an Address: a frozen dataclass's __init__ (object.__setattr__ for every field)
+# costs twice what setting its slots does. The same object as Address(name="", addr=addr) for an ASCII addr.
+_NEW = object.__new__
+_SLOTS = vars(Address)  # (the slots' descriptors: setting one bypasses the frozen class's __setattr__)
+_SET_NAME, _SET_ADDR = _SLOTS["name"].__set__, _SLOTS["addr"].__set__
+_SET_ASCII, _SET_KEY = _SLOTS["ascii_addr"].__set__, _SLOTS["key"].__set__
+
+
+def _bare_ascii(addr: str) -> Address:
+    address = _NEW(Address)
+    _SET_NAME(address, "")
+    _SET_ADDR(address, addr)
+    _SET_ASCII(address, addr)
+    _SET_KEY(address, addr.lower())
+    return address
 
 
 def _parse_general(raw: str) -> Address | None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import aiosmtplib
 
-from mailer.audience.recipients import DUE, INVALID, Entry
+from mailer.audience.recipients import DUE, Entry
 from mailer.compose.checks import drafts_due, missing_details
 from mailer.compose.invite import Event
 from mailer.compose.message import MessageTemplate, build_message
@@ -37,7 +37,7 @@ from mailer.record.ledger import Ledger
 from mailer.record.rows import Remembered, parse_time, utc_text
 from mailer.record.state import LEDGER_FILE, check_state
 from mailer.record.subscribers import StillWanted
-from mailer.run.due_recipients import Audiences, RunRoster, memory_of, roster_of
+from mailer.run.due_recipients import Audiences, RunRoster, count_due, memory_of, roster_of
 from mailer.run.organisers import remind_organisers
 from mailer.run.plan import (
     ANNOUNCEMENT,
@@ -47,8 +47,6 @@ from mailer.run.plan import (
     WEEKLY,
     Due,
     Plan,
-    announcement_key,
-    narrowed,
     plan,
     reminder_key,
 )
@@ -279,7 +277,6 @@ def _due_messages(
     """One pass over the list: the figures of each kind of line, and each message due to at least one
     subscriber with its count (announcements split by which of the week's seminars each one lacks),
     rendered and built once."""
-    counts: dict[str, int] = {}
     # A reminder goes once per seminar, whichever revision it carried; a follow-up once per seminar.
     dones = {
         d.key: ledger.done(reminder_key(d.seminars[0].key) if d.kind == REMINDER else d.key)
@@ -289,28 +286,7 @@ def _due_messages(
     }
     week = next((d for d in planned.dues if d.kind in WEEKLY), None)
     others = [d for d in planned.dues if d.kind not in WEEKLY]
-    subsets: dict[str, Due] = {}  # subscribers told of some of the week's seminars get the others only
-    tally: dict[str, int] = {}
-    zones: set[str] = set()  # the distinct zones of the readers due: one rendering each
-    whole_week = announcement_key(week.seminars) if week is not None else ""
-    for kind, entry in roster.classified():
-        counts[kind] = counts.get(kind, 0) + 1
-        if kind == INVALID:
-            warn(entry)
-        if kind != DUE or entry.recipient is None:
-            continue
-        who = entry.recipient.key
-        if (zone := roster.zones.get(who)) is not None:
-            zones.add(zone)
-        if week is not None and (lacking := audiences.lacking(week.seminars, who)):
-            # (lacking the whole week, as nearly everyone does: its key made once, not once a subscriber)
-            subset = whole_week if len(lacking) == len(week.seminars) else announcement_key(lacking)
-            if subset not in subsets:  # (a Due made once per subset, not once per subscriber)
-                subsets[subset] = narrowed(week, lacking)
-            tally[subsets[subset].key] = tally.get(subsets[subset].key, 0) + 1
-        for due in others:
-            if audiences.wants(due, who, dones[due.key]):
-                tally[due.key] = tally.get(due.key, 0) + 1
+    counts, subsets, tally, zones = count_due(roster, audiences, week, others, dones, warn)
     out = []
     for due in [*subsets.values(), *others]:
         if not tally.get(due.key):

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections.abc import Iterator
+from collections import defaultdict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mailer.audience.recipients import DUE, HELD, UNSUBSCRIBED, Entry, classify, list_file, read_entries
+from mailer.audience.recipients import DUE, HELD, INVALID, UNSUBSCRIBED, Entry, classify, list_file, read_entries
 from mailer.core.address import Address
 from mailer.record.ledger import Ledger
 from mailer.record.preferences import DIGEST, NONE, Preferences
@@ -23,6 +24,8 @@ from mailer.run.plan import (
     Due,
     Identity,
     Memory,
+    announcement_key,
+    narrowed,
 )
 from mailer.run.request import Request
 
@@ -143,11 +146,15 @@ class Audiences:
     dues: tuple[Due, ...] = ()  # this run's due messages (whether a possible copy is followed up)
     known: dict[str, Knowledge] = field(default_factory=dict)
     late: dict[str, set[str]] = field(default_factory=dict)
+    weeks: dict[int, tuple[tuple[Identity, ...], tuple[dict[str, int], ...], tuple[Identity, ...]]] = field(
+        default_factory=dict
+    )
 
     def refresh(self) -> None:
         """Forget what was read: the messages just sent changed who knows what."""
         self.known.clear()
         self.late.clear()
+        self.weeks.clear()
 
     def told_late(self, due: Due) -> set[str]:
         """Who was first told of a reminder's seminar after the reminder time: no reminder for them."""
@@ -166,6 +173,12 @@ class Audiences:
         """The week's seminars this subscriber is to be announced: those not told (never a cancelled one:
         nobody hears of a seminar first by its cancellation), and those whose copy of this very revision
         may not have arrived (retried once, with the same Message-ID)."""
+        latests, fresh = self.week_knowledge(week)
+        for latest in latests:
+            if key in latest:
+                break
+        else:
+            return fresh  # (told nothing of the week, as nearly everyone is at first: no loop over it)
         out = []
         for i in week:
             knowledge = self.knows(i.key)
@@ -176,6 +189,15 @@ class Audiences:
                 continue  # (a possible copy: what came since is told relative to it)
             out.append(i)  # never told, or its possible copy cannot be followed up: (once more) as it now is
         return tuple(out)
+
+    def week_knowledge(self, week: tuple[Identity, ...]) -> tuple[tuple[dict[str, int], ...], tuple[Identity, ...]]:
+        """Who knows something of each of the week's seminars, and what one who knows nothing lacks: read once
+        a week, not once a subscriber."""
+        cached = self.weeks.get(id(week))
+        if cached is None or cached[0] is not week:
+            latests = tuple(self.knows(i.key).latest for i in week)
+            cached = self.weeks[id(week)] = (week, latests, tuple(i for i in week if not i.seminar.is_cancelled))
+        return cached[1], cached[2]
 
     def follows(self, seminar: str, revision: int) -> bool:
         """Whether a change or cancellation is due to those told ``revision`` of ``seminar``."""
@@ -204,6 +226,61 @@ class Audiences:
         if self.follows(seminar, maybe[0]):  # told relative to the possible copy (a revert corrects it)
             return due.from_revision == maybe[0]
         return due.from_revision == knowledge.sure.get(key)  # nothing follows it: relative to what surely came
+
+
+def count_due(
+    roster: RunRoster,
+    audiences: Audiences,
+    week: Due | None,
+    others: list[Due],
+    dones: dict[str, set[str]],
+    warn: Callable[[Entry], None],
+) -> tuple[dict[str, int], dict[str, Due], dict[str, int], set[str]]:
+    """One pass over the roster: the figures of each kind of line; the week's announcement split by the part
+    of it each subscriber lacks (a Due per distinct part, by its key); how many are due each message; and the
+    distinct zones of the readers due (one rendering each). The loop of a million-line list: what can be read
+    once is read once, and a subscriber told nothing of the week (nearly everyone, at first) is one test."""
+    counts: dict[str, int] = defaultdict(int)
+    subsets: dict[str, Due] = {}  # subscribers told of some of the week's seminars get the others only
+    tally: dict[str, int] = defaultdict(int)
+    zones: set[str] = set()
+    zone_of = roster.zones
+    latests, fresh = audiences.week_knowledge(week.seminars) if week is not None else ((), ())
+    whole_week = announcement_key(week.seminars) if week is not None else ""
+    fresh_key, told_nothing = "", 0  # (the Due of those told nothing of the week, and how many they are)
+    for kind, entry in roster.classified():
+        counts[kind] += 1
+        if kind != DUE or entry.recipient is None:
+            if kind == INVALID:
+                warn(entry)
+            continue
+        who = entry.recipient.key
+        if zone_of and (zone := zone_of.get(who)) is not None:
+            zones.add(zone)
+        if week is not None:
+            for latest in latests:
+                if who in latest:
+                    lacking = audiences.lacking(week.seminars, who)
+                    break
+            else:  # (told nothing of it: what they lack is the same for all of them)
+                if fresh_key:
+                    told_nothing += 1
+                    lacking = ()
+                else:
+                    lacking = fresh
+            if lacking:
+                subset = whole_week if len(lacking) == len(week.seminars) else announcement_key(lacking)
+                if subset not in subsets:  # (a Due made once per part, not once per subscriber)
+                    subsets[subset] = narrowed(week, lacking)
+                tally[subsets[subset].key] += 1
+                if lacking is fresh:
+                    fresh_key = subsets[subset].key
+        for due in others:
+            if audiences.wants(due, who, dones[due.key]):
+                tally[due.key] += 1
+    if told_nothing:
+        tally[fresh_key] += told_nothing
+    return dict(counts), subsets, dict(tally), zones
 
 
 def memory_of(ledger: Ledger | None, list_name: str) -> Memory:

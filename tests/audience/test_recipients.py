@@ -114,3 +114,64 @@ def test_each_problem_names_its_exact_place(tmp_path: Path) -> None:
     entries = list(read_entries(odd))
     assert str(entries[0].problem) == f"{odd}:2:1: missing the email column"
     assert str(entries[1].problem).startswith(f"{odd}:3:1: 'Grace Hopper <grace@example.org>': wanted a bare address")
+
+
+def _line_by_line(path: Path) -> list[tuple[int, str | None, str | None]]:
+    """The text list read as it was before blocks: each line decoded alone, ``rstrip("\\r\\n")``, stripped."""
+    out: list[tuple[int, str | None, str | None]] = []
+    for number, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+        try:
+            text = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            out.append((number, None, "not UTF-8"))
+            break
+        stripped = text.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        from mailer.core.address import parse_address
+
+        address = parse_address(text)
+        out.append((number, address.addr if address else None, None if address else f"{path}:{number}:"))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_text_list_read_in_blocks_gives_what_each_line_alone_gives(
+    tmp_path: Path, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blocks of a few bytes (so that lines, CR LF pairs and UTF-8 sequences fall across their edges): every
+    line, number, address and problem as line by line, and a byte that is not UTF-8 reported at its line."""
+    import random
+
+    from mailer.audience import recipients
+
+    rng = random.Random(seed)
+    pieces = [
+        "ada@example.org", "  grace@example.org", "Ada Lovelace <ada2@example.org>", "# a comment", "", "   ",
+        "jösé@exämple.org", "not an address", "x@y.org\r", "#z@example.org", "\tt@example.org", "a@b.org \r\r",
+        "Zoë <zoe@example.org>", "user@example.org\r\x0bx",
+    ]  # fmt: skip
+    lines = [rng.choice(pieces) for _ in range(rng.randint(0, 30))]
+    data = "\n".join(lines).encode() + (b"\n" if rng.random() < 0.5 else b"")
+    if rng.random() < 0.3 and data:
+        at = rng.randrange(len(data))
+        data = data[:at] + b"\xff" + data[at:]
+    path = tmp_path / "list.txt"
+    path.write_bytes(data)
+    monkeypatch.setattr(recipients, "_BLOCK", rng.randint(1, 9))
+    want = _line_by_line(path)
+    got: list[tuple[int, str | None, str | None]] = []
+    try:
+        for entry in read_entries(path):
+            problem = None if entry.problem is None else f"{path}:{entry.line}:"
+            got.append((entry.line, entry.recipient.addr if entry.recipient else None, problem))
+    except ConfigError as err:
+        assert want and want[-1][2] == "not UTF-8", err
+        number = want[-1][0]
+        assert str(err).startswith(f"{path}:{number}:") and "not valid UTF-8" in str(err)
+        want.pop()
+        assert got == want[: len(got)]  # (what came before the bad line may come first, or not at all)
+        return
+    assert got == want
+    for entry, (_, _, problem) in zip(read_entries(path), want, strict=True):
+        assert problem is None or str(entry.problem).startswith(problem)
