@@ -1,4 +1,5 @@
-"""A JSON Schema for seminars.yaml, built from the key tables (keys.py) the validator in schedule.py uses.
+"""A JSON Schema for the programme files (a series' or a digest's), built from the key tables (keys.py) the
+validators in schedule.py and digest.py use.
 
 Editors (VS Code's YAML extension and anything else on yaml-language-server) read it through the
 ``# yaml-language-server: $schema=...`` line that ``seminar-mailer init`` writes: they complete keys,
@@ -13,7 +14,16 @@ import json
 import zoneinfo
 from typing import Any
 
-from mailer.programme.keys import APPROVALS, SEMINAR_KEYS, SERIES_KEYS, SITE_FORMATS, TOP_KEYS, Key
+from mailer.programme.keys import (
+    APPROVALS,
+    DIGEST_KEYS,
+    DIGEST_TOP_KEYS,
+    SEMINAR_KEYS,
+    SERIES_KEYS,
+    SITE_FORMATS,
+    TOP_KEYS,
+    Key,
+)
 from mailer.programme.model import WEEKDAYS
 from mailer.programme.schedule import CONTROL_RE, ID_RE, LIST_NAME_RE
 
@@ -61,6 +71,9 @@ def _fragment(key: Key) -> dict[str, Any]:
             fragment = {"type": "integer", "minimum": key.low, "maximum": key.high}
         case "list":
             fragment = {"type": "string", "pattern": LIST_NAME_RE.pattern}
+        case "lists":
+            name = {"type": "string", "pattern": LIST_NAME_RE.pattern}
+            fragment = {"type": "array", "items": name, "minItems": 1, "uniqueItems": True}
         case "id":
             fragment = {"type": "string", "pattern": ID_RE.pattern}
         case "reminder":
@@ -79,6 +92,8 @@ def _fragment(key: Key) -> dict[str, Any]:
             fragment = {"type": "boolean"}
         case "series":
             fragment = _object(SERIES_KEYS)
+        case "digest":
+            fragment = _object(DIGEST_KEYS)
         case "seminars":
             fragment = {"type": "array", "items": _object(SEMINAR_KEYS)}
         case _:
@@ -96,12 +111,15 @@ def _object(keys: dict[str, Key]) -> dict[str, Any]:
 
 
 def json_schema() -> dict[str, Any]:
-    """The schema of seminars.yaml (JSON Schema draft 7, the newest yaml-language-server supports)."""
+    """The schema of a programme file (JSON Schema draft 7, the newest yaml-language-server supports): a
+    series' (``series:`` and ``seminars:``), or, where the file has a ``digest:`` key, a weekly digest's."""
     return {
         "$schema": "http://json-schema.org/draft-07/schema#",
-        "title": "seminar-mailer programme (data/seminars.yaml)",
-        "description": "Checked by `seminar-mailer check`; see the README's 'Edit the programme'.",
-        **_object(TOP_KEYS),
+        "title": "seminar-mailer programme (data/*.yaml: a series, or a weekly digest)",
+        "description": "Checked by `seminar-mailer check`; see the docs' 'The programme file' and 'A department'.",
+        "if": {"type": "object", "required": ["digest"]},
+        "then": _object(DIGEST_TOP_KEYS),
+        "else": _object(TOP_KEYS),
     }
 
 

@@ -12,6 +12,8 @@ import pytest
 
 from mailer.core.errors import ScheduleError
 from mailer.programme import yamlfile
+from mailer.programme.digest import load_digest
+from mailer.programme.keys import DIGEST_KEYS
 from mailer.programme.schedule import load_schedule
 from mailer.programme.schema import json_schema
 from mailer.programme.yamlfile import Mapping, Node, Scalar, Sequence
@@ -98,7 +100,51 @@ def test_schema_command_prints_the_schema_with_every_key() -> None:
     assert result.code == 0, result.err
     schema = json.loads(result.out)
     assert schema == json_schema()
-    seminar = schema["properties"]["seminars"]["items"]
+    series = schema["else"]
+    seminar = series["properties"]["seminars"]["items"]
     assert {"date", "speaker", "abstract", "cancelled"} <= set(seminar["properties"])
     assert seminar["required"] == ["date", "speaker"]
-    assert "Europe/Stockholm" in schema["properties"]["series"]["properties"]["timezone"]["enum"]
+    assert "Europe/Stockholm" in series["properties"]["series"]["properties"]["timezone"]["enum"]
+    digest = schema["then"]["properties"]["digest"]
+    assert set(digest["properties"]) == set(DIGEST_KEYS) and digest["required"] == ["name", "sender", "list", "include"]
+
+
+DIGEST = """\
+digest:
+  name: This Week at the Department
+  sender: Department Seminars <seminars@example.org>
+  list: week
+  include: [colloquium, ml-seminar]
+  send: "Monday 07:00"
+  upcoming: 3
+"""
+DIGEST_CASES = [  # (what, old, new): each a digest file the validator refuses, but the first
+    ("valid", "", ""),
+    ("unknown key", "  upcoming: 3", "  upcomming: 3"),
+    ("no include", "  include: [colloquium, ml-seminar]\n", ""),
+    ("include empty", "[colloquium, ml-seminar]", "[]"),
+    ("include not a list", "[colloquium, ml-seminar]", "colloquium"),
+    ("include twice", "[colloquium, ml-seminar]", "[colloquium, colloquium]"),
+    ("include not a list name", "ml-seminar]", "ML Seminar!]"),
+    ("send not a time", '"Monday 07:00"', '"Mondays at seven"'),
+    ("upcoming out of range", "upcoming: 3", "upcoming: 40"),
+    ("sender not an address", "<seminars@example.org>", "<seminars>"),
+    ("a series key in a digest", "  upcoming: 3", "  upcoming: 3\n  location: Room 1"),
+    ("digest and series", "digest:", "series:\n  name: x\ndigest:"),
+]
+
+
+@pytest.mark.parametrize(("name", "old", "new"), DIGEST_CASES, ids=[c[0] for c in DIGEST_CASES])
+def test_schema_and_the_digest_validator_agree(tmp_path: Path, name: str, old: str, new: str) -> None:
+    """A digest file (data/*.yaml with ``digest:``) is valid under the schema exactly when load_digest takes it."""
+    text = DIGEST.replace(old, new, 1) if old else DIGEST
+    assert old == "" or text != DIGEST, f"case {name!r} changes nothing"
+    path = tmp_path / "week.yaml"
+    path.write_text(text)
+    try:
+        load_digest(path)
+        valid = True
+    except ScheduleError:
+        valid = False
+    assert valid == (name == "valid"), name
+    assert schema_accepts(path) == valid, f"{name}: the schema says {not valid}, the validator {valid}"
