@@ -6,8 +6,11 @@ more) and a digest of 2 000 readers gathering all 20; and one list of 1 000 000 
 Measured, never asserted (issue 24's figures): the whole dry run of every series and the digest as one
 process (wall, CPU, peak RSS); the planning alone, in process (schedules loaded, every series' plan and the
 digest's, with the ledger empty); the digest's cost per reader once it is rendered (its wire bytes for each
-reader: what the pool does per recipient); and `check` and a dry run of the one big list. Each figure is the
-median of --runs runs. Writes bench/results/department.md and .json.
+reader: what the pool does per recipient); `check` and a dry run of the one big list; and delivery, twenty
+series against one: the same number of messages sent to smtp-sink (a C server that keeps nothing, so the
+sender is the bottleneck) by one `send` of a project of 20 series and by one of a single series, run by run
+in turn, messages per second of the whole process and their ratio pair by pair. Each figure is the median
+of --runs runs. Writes bench/results/department.md and .json.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import argparse
 import datetime as dt
 import json
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -25,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[0] = str(ROOT)
 
 from bench.common import BENCH, WORK, measure, stats
+from bench.servers import SmtpSink
 
 SERIES = 20
 PER_LIST = 10_000
@@ -78,6 +83,41 @@ def big_list(folder: Path, lines: int) -> Path:
     with (folder / "recipients" / "s0.txt").open("w") as out:
         out.writelines(f"user{i}@example.org\n" for i in range(lines))
     return folder
+
+
+def delivery(work: Path, *, series: int, per_list: int, runs: int) -> dict[str, object]:
+    """``series`` lists of ``per_list`` distinct addresses in one project, against one series of them all: the
+    same messages, from one `send` each, to the same smtp-sink; whole-process messages per second."""
+    many, one = work / "many", work / "one"
+    for folder, count in ((many, series), (one, 1)):
+        (folder / "data").mkdir(parents=True)
+        (folder / "recipients").mkdir()
+        for n in range(count):
+            text = SERIES_YAML.format(n=n, hour=9 + n % 8, day=14 + n % 5, later=21 + n % 5)
+            (folder / "data" / ("seminars.yaml" if n == 0 else f"s{n}.yaml")).write_text(text)
+            size = per_list * series // count
+            (folder / "recipients" / f"s{n}.txt").write_text("".join(f"p{n}-{i}@example.org\n" for i in range(size)))
+    total = series * per_list
+    rates: dict[str, list[float]] = {"many": [], "one": []}
+    ratio = []
+    with SmtpSink(work) as sink:
+        env = {"PYTHONPATH": str(ROOT), "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(sink.port), "SMTP_SECURITY": "none"}
+        env["SEMINAR_MAILER_TEST_ONLY_SEND_NOW"] = "1"  # (the 2030 week on the sink: the tests' clock, never real mail)
+        for _ in range(runs):
+            for label, folder in (("many", many), ("one", one)):
+                for state in folder.glob("state"):
+                    shutil.rmtree(state)
+                cmd = [sys.executable, "-m", "mailer", "send", "--yes", "--now", NOW]
+                wall, code, _, _ = measure(cmd, env={**env, "MAILER_STATE": str(folder / "state")}, cwd=folder)
+                assert code == 0, f"send of {label} exited {code}"
+                rates[label].append(total / wall)
+            ratio.append(rates["many"][-1] / rates["one"][-1])
+        counted = sink.counted()
+    return {
+        "series": series, "per_list": per_list, "messages": total, "sink_counted": counted,
+        "expected": 2 * runs * total, "many": stats(rates["many"]), "one": stats(rates["one"]),
+        "many_vs_one": stats(ratio),
+    }  # fmt: skip
 
 
 def whole(folder: Path, *args: str, runs: int) -> dict[str, dict[str, float]]:
@@ -139,6 +179,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--big", type=int, default=1_000_000)
+    parser.add_argument("--per-list", type=int, default=1_000, help="delivery: subscribers of each of the 20 lists")
     args = parser.parse_args()
     WORK.mkdir(exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="department-", dir=WORK))
@@ -154,6 +195,7 @@ def main() -> None:
     results["big_list_lines"] = args.big
     results["big_check"] = whole(big, "check", runs=args.runs)
     results["big_dry_run"] = whole(big, "send", "--dry-run", "--now", NOW, runs=args.runs)
+    results["delivery"] = delivery(work / "delivery", series=SERIES, per_list=args.per_list, runs=args.runs)
     (BENCH / "results").mkdir(exist_ok=True)
     (BENCH / "results" / "department.json").write_text(json.dumps(results, indent=2) + "\n")
     (BENCH / "results" / "department.md").write_text(report(results))
@@ -189,8 +231,32 @@ def report(r: dict[str, object]) -> str:
         f"- The digest rendered once: {digest['render_once_s']:.2f} s; then per reader "
         f"{digest['per_reader_ms']['median']:.4f} ms ({digest['bytes_per_reader']} bytes each).",
         "",
+        *_delivery_lines(r.get("delivery")),
     ]
     return "\n".join(lines)
+
+
+def _delivery_lines(d: object) -> list[str]:
+    if not isinstance(d, dict):
+        return []
+    many, one, ratio = d["many"], d["one"], d["many_vs_one"]
+
+    def rate(x: dict[str, float]) -> str:
+        return f"{x['median']:.0f} (min {x['min']:.0f}, max {x['max']:.0f})"
+
+    return [
+        f"Delivery to smtp-sink, {d['messages']:,} messages each way (the sink counted {d['sink_counted']} of "
+        f"{d['expected']}):",
+        "",
+        "| one `send` of | msg/s, whole process |",
+        "| --- | --- |",
+        f"| {d['series']} series x {d['per_list']:,} | {rate(many)} |",
+        f"| 1 series x {d['messages']:,} | {rate(one)} |",
+        "",
+        f"- Twenty series against one, pair by pair: **{ratio['median']:.2f}x** (min {ratio['min']:.2f}, "
+        f"max {ratio['max']:.2f}).",
+        "",
+    ]
 
 
 if __name__ == "__main__":
