@@ -187,6 +187,10 @@ class Got:
     list_id: str = ""  # the list it came through, as its List-Id says: <list>.<domain of the sender>
     sender: str = ""  # the address of From
     subject: str = ""
+    your_times: tuple[str, ...] = ()  # the text part's "(16:00 GMT your time)": each time in the reader's zone
+
+
+YOUR_TIME = re.compile(r"\(([^()]*? your time)\)")
 
 
 class Violation(AssertionError):
@@ -228,7 +232,12 @@ class SimRecorder(Recorder):
 def parse_received(run: int, received: Received) -> Got:
     message = email.message_from_bytes(received.data, policy=email.policy.compat32)  # (fast: no header objects)
     events: list[Event] = []
+    your_times: tuple[str, ...] = ()
     for part in message.walk():
+        if part.get_content_type() == "text/plain" and not your_times:
+            body = part.get_payload(decode=True)
+            assert isinstance(body, bytes)
+            your_times = tuple(YOUR_TIME.findall(body.decode("utf-8", "replace")))
         if part.get_content_type() == "text/calendar":
             payload = part.get_payload(decode=True)
             assert isinstance(payload, bytes)
@@ -267,7 +276,7 @@ def parse_received(run: int, received: Received) -> Got:
     list_id = re.search(r"<([^>]+)>\s*$", str(message.get("List-Id", "")).replace("\r\n", ""))
     sender = email.utils.parseaddr(str(message.get("From", "")))[1].lower()
     return Got(run, received.rcpt.lower(), received.message_id, kind, tuple(events), link, start,
-               list_id[1] if list_id else "", sender, subject)  # fmt: skip
+               list_id[1] if list_id else "", sender, subject, your_times)  # fmt: skip
 
 
 async def _asgi(app: Any, method: str, target: str, form: dict[str, str] | None = None) -> tuple[int, bytes]:

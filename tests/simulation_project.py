@@ -11,7 +11,9 @@ the real ``send`` from the project folder, covering all three.
 
 Subscribers choose too (what the manage page stores, in the real preferences file): per list every message, the
 digest only (for a series' list: the digest's run then takes them in) or nothing; a reader is active on a list
-only as their choice says, so every check below holds with the choices as they are.
+only as their choice says, so every check below holds with the choices as they are. And a time zone: every
+announcement, reminder and digest a reader gets then states each of its seminars' times in that zone too, and
+one without a zone (or in the series' own) gets no such time.
 
 Besides everything the single-series world checks (now per list: nothing through a list to someone not active on
 it, each mail from its list's sender, classified by its List-Id), after every step:
@@ -33,11 +35,13 @@ import datetime as dt
 import io
 import os
 import random
+import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mailer import cli
+from mailer.compose.render import reader_time
 from mailer.core.address import parse_address
 from mailer.record.preferences import Preferences
 from mailer.run import dispatch
@@ -77,6 +81,7 @@ DIGEST_SEND = (
 )
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 LISTS = (FIRST, SECOND, DIGEST)
+ZONES = ("Europe/London", "America/New_York", "Asia/Tokyo", "Europe/Stockholm", None)  # (the last two: no "your time")
 
 
 def is_project(seed: int) -> bool:
@@ -120,6 +125,7 @@ class ProjectWorld(World):
         self.second_announce, self.digest_send = times
         self.tag = tag
         self.choices: dict[tuple[str, str], str] = {}  # (address, list) -> all, digest or none (the manage page's)
+        self.zones: dict[str, str] = {}  # address -> the time zone the reader chose (the manage page's)
         self.others = {
             SECOND: Audience([self.addr(n) for n in (3, 5, 6)]),
             DIGEST: Audience([self.addr(n) for n in (1, 3, 5, 7)]),
@@ -228,8 +234,30 @@ class ProjectWorld(World):
         found = parse_address(a)
         assert found is not None
         with Preferences(self.state, create=True) as chosen:
-            chosen.choose(found.key, {list_name: delivery}, None, now=self.now)
+            chosen.choose(found.key, {list_name: delivery}, self.zones.get(a), now=self.now)
         self.choices[(a, list_name)] = delivery
+
+    def op_zone(self, n: int, zone: str | None) -> None:
+        """A subscriber's time zone, as the manage page stores it (None: none, the series' own)."""
+        a = self.addr(n)
+        found = parse_address(a)
+        assert found is not None
+        with Preferences(self.state, create=True) as chosen:
+            chosen.choose(found.key, {}, zone, now=self.now)
+        if zone is None:
+            self.zones.pop(a, None)
+        else:
+            self.zones[a] = zone
+
+    def check_zone(self, g: Got) -> None:
+        """Each time of an announcement, reminder or digest also in the reader's zone, as it is now; else none."""
+        if g.kind not in ("announcement", "reminder", "digest"):
+            return
+        zone = next((z for a, z in self.zones.items() if a.lower() == g.rcpt), None)
+        there = zoneinfo.ZoneInfo(zone) if zone else None
+        wanted = sorted(t for ev in g.events if not ev.cancelled and (t := reader_time(ev.start.astimezone(TZ), there)))
+        if sorted(g.your_times) != wanted:
+            self.fail(f"{g.rcpt} (zone {zone}) was sent {g.subject!r} stating {g.your_times}, wanted {wanted}")
 
     def active_lists(self) -> dict[str, set[str]]:
         return {name: self.readers_of(name) for name in (self.list_name, SECOND, DIGEST)}
@@ -287,6 +315,7 @@ class ProjectWorld(World):
     # --- the digest's own checks --------------------------------------------------------------------
 
     def check_mail(self, g: Got, via: str) -> None:
+        self.check_zone(g)
         if via == DIGEST and g.kind == "announcement":
             self.fail(f"{g.rcpt} was sent an announcement ({g.subject!r}) through the digest's list")
         if g.kind != "digest":
@@ -439,7 +468,10 @@ def project_history(
         elif r < 0.86:  # a subscriber's choice: the digest over a series' list, nothing from a list, or back
             list_name = rng.choice(LISTS)
             digest = list_name != DIGEST and rng.random() < 0.5
-            ops.append(("choose", n, list_name, "digest" if digest else rng.choice(["none", "all"])))
+            if rng.random() < 0.35:
+                ops.append(("zone", n, rng.choice(ZONES)))
+            else:
+                ops.append(("choose", n, list_name, "digest" if digest else rng.choice(["none", "all"])))
         elif r < 0.93:
             ops.append(("fault", n, rng.choice(FAULTS)))
         elif r < 0.95:
