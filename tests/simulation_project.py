@@ -13,7 +13,9 @@ Subscribers choose too (what the manage page stores, in the real preferences fil
 digest only (for a series' list: the digest's run then takes them in) or nothing; a reader is active on a list
 only as their choice says, so every check below holds with the choices as they are. And a time zone: every
 announcement, reminder and digest a reader gets then states each of its seminars' times in that zone too, and
-one without a zone (or in the series' own) gets no such time.
+one without a zone (or in the series' own) gets no such time. Bounces arrive for copies of any list (genuine, or
+forged with another's Message-ID) and the real ``bounces`` runs from the project folder: a genuine hard bounce
+unsubscribes the address from every list, a forged one from none.
 
 Besides everything the single-series world checks (now per list: nothing through a list to someone not active on
 it, each mail from its list's sender, classified by its List-Id), after every step:
@@ -44,6 +46,7 @@ from mailer import cli
 from mailer.compose.render import reader_time
 from mailer.core.address import parse_address
 from mailer.record.preferences import Preferences
+from mailer.record.subscribers import Subscribers
 from mailer.run import dispatch
 from mailer.run.digests import run_digest
 from mailer.run.request import Request, Result
@@ -415,6 +418,48 @@ class ProjectWorld(World):
         if a in self.ledger_suppressed():
             self.fail(f"unsuppress {a} left it suppressed")
 
+    def op_bounce_any(self, n: int, forged: bool, list_name: str) -> None:
+        """A hard bounce of a copy that came through ``list_name`` (genuine: one this address received from it;
+        forged: naming it with another's Message-ID), beside a malformed message; the real ``bounces`` run from the
+        project folder, covering every list: a genuine one unsubscribes the address from every list, a forged one
+        from none."""
+        a = self.addr(n)
+        lid = self.lists()[list_name]
+        own = [g.message_id for g in self.got if g.rcpt == a and g.kind != "service" and g.list_id == lid]
+        other = [g.message_id for g in self.got if g.rcpt != a and g.kind != "service"]
+        returned = (other if forged else own)[-1:] or [f"<never-sent-{n}@ri.se>"]
+        box = self.folder / "bounces"
+        for sub in ("cur", "new", "tmp"):
+            (box / sub).mkdir(parents=True, exist_ok=True)
+        self.bounces += 1
+        junk, dsn = box / "new" / f"{self.bounces}-junk.sim", box / "new" / f"{self.bounces}-dsn.sim"
+        junk.write_bytes(b"\x00\xff not a message at all\r\n")
+        dsn.write_bytes(self.dsn(a, returned[0]))
+        cwd = Path.cwd()
+        os.chdir(self.folder)  # (from the project folder, as cron runs it: every list; bounces takes no --recipients)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                code = cli.main(["bounces", "--maildir", str(box), "--state", str(self.state)])
+        finally:
+            os.chdir(cwd)
+        if code != 0:
+            self.fail(f"bounces (every list) exited {code}")
+        if junk.exists():
+            self.fail("bounces left an unreadable message where it was (wanted it quarantined)")
+        genuine = not forged and bool(own)
+        if dsn.exists() and genuine:
+            self.fail(f"bounces left a genuine bounce of a {list_name} copy where it was (wanted it processed)")
+        for name in LISTS:
+            with contextlib.closing(Subscribers(self.state, name)) as store:
+                gone = store.is_unsubscribed(a.lower())
+            left = self.others[name].unsubscribed if name in self.others else self.unsubscribed
+            if gone and not genuine and a not in left:
+                self.fail(f"a forged bounce for {a} (a {list_name} copy) unsubscribed it from {name}")
+            if genuine and not gone and self.active_on(a, name):
+                self.fail(f"a genuine hard bounce of {a}'s {list_name} copy left it on {name}")
+            if gone:
+                left.add(a)
+
     def op_until(self, what: str, n: int) -> None:
         """Also ``gate``: the next moment a list tells a week (the first series', the second's, the digest's)."""
         if what != "gate":
@@ -464,7 +509,7 @@ def project_history(
             elif op == "subscribe_cli":
                 ops.append((op, n, list_name, how))
             else:
-                ops.append((op, n, rng.random() < 0.5) if op == "bounce" else (op, n))
+                ops.append(("bounce_any", n, rng.random() < 0.5, list_name) if op == "bounce" else (op, n))
         elif r < 0.86:  # a subscriber's choice: the digest over a series' list, nothing from a list, or back
             list_name = rng.choice(LISTS)
             digest = list_name != DIGEST and rng.random() < 0.5
