@@ -1087,13 +1087,13 @@ class World:
         assert self.cli("unsubscribe", a, recipients=True) == 0
         self.unsubscribed.add(a)
 
-    def service(self) -> Any:
-        schedule = load_schedule(self.schedule)
+    def service(self, programme: Path | None = None) -> Any:
+        """The real web service of a series (``programme``: its file; the first series' by default), and its store."""
+        path = programme or self.schedule
+        schedule = load_schedule(path)
         store = Subscribers(self.state, schedule.series.list_name)
         key = token_key(self.state, self.env())
-        return build_app(
-            Service(schedule.series, store, key, smtp_settings(self.env()), schedule_path=self.schedule)
-        ), store
+        return build_app(Service(schedule.series, store, key, smtp_settings(self.env()), schedule_path=path)), store
 
     def op_oneclick(self, n: int) -> None:
         a = self.addr(n)
@@ -1140,10 +1140,17 @@ class World:
 
     def op_subscribe(self, n: int) -> None:
         a = self.addr(n)
+        self.web_subscribe(a)
+        self.store_confirmed.add(a)
+        self.unsubscribed.discard(a)
+
+    def web_subscribe(self, a: str, programme: Path | None = None) -> None:
+        """Subscribe ``a`` through the series' real form, and confirm with the link the mail brought."""
         before = len(self.recorder.received)
-        app, store = self.service()
+        app, store = self.service(programme)
         try:
-            status, _ = asyncio.run(_asgi(app, "POST", "/subscribe", {"email": a, "name": f"Person {n}"}))
+            form = {"email": a, "name": f"Person {a.partition('@')[0]}"}
+            status, _ = asyncio.run(_asgi(app, "POST", "/subscribe", form))
             if status != 200:
                 self.fail(f"subscribing {a} answered {status}")
             with self.recorder.lock:
@@ -1159,8 +1166,6 @@ class World:
         finally:
             store.close()
         self.got.extend(parse_received(self.runs, r) for r in self.recorder.received[before:])
-        self.store_confirmed.add(a)
-        self.unsubscribed.discard(a)
 
     def dsn(self, failed: str, returned_id: str, status: str = "5.1.1") -> bytes:
         """A delivery status notification (RFC 3464) as a remote Postfix writes it, quoting headers only."""

@@ -15,7 +15,9 @@ only as their choice says, so every check below holds with the choices as they a
 announcement, reminder and digest a reader gets then states each of its seminars' times in that zone too, and
 one without a zone (or in the series' own) gets no such time. Bounces arrive for copies of any list (genuine, or
 forged with another's Message-ID) and the real ``bounces`` runs from the project folder: a genuine hard bounce
-unsubscribes the address from every list, a forged one from none.
+unsubscribes the address from every list, a forged one from none. Both series have a web service (serve mounts
+each at its service_url's path): a subscriber joins either through its own form and confirmation link, and a
+one-click unsubscribe goes to the service of the list whose mail carried the link, and leaves that list only.
 
 Besides everything the single-series world checks (now per list: nothing through a list to someone not active on
 it, each mail from its list's sender, classified by its List-Id), after every step:
@@ -32,6 +34,7 @@ that list has told, at its latest fields (a correction reaches a digest reader t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import io
@@ -55,6 +58,7 @@ from tests.simulation import (
     END,
     FAULTS,
     SENDER,
+    SERVICE,
     SPEAKERS,
     TZ,
     Got,
@@ -62,12 +66,14 @@ from tests.simulation import (
     SimRecorder,
     Talk,
     World,
+    _asgi,
 )
 from tests.smtp_server import Server
 
 PROJECT_SHARE = 0.5  # of the seeds: the others play the single-series history they always did
 FIRST = "learning-machines"
 SECOND, SECOND_SENDER = "ml", "ml@example.org"
+SECOND_SERVICE = "https://seminars.example.org/ml"  # (serve mounts each series at its service_url's last part)
 DIGEST, DIGEST_SENDER, DIGEST_NAME = "week", "seminars@example.org", "This Week at the Department"
 SECOND_ANNOUNCE = ("Monday 08:00", "Monday 09:00", "Tuesday 08:00")
 # The digest's send time: by default (None, twice as likely) with the earliest series, else before, at, between and
@@ -160,7 +166,7 @@ class ProjectWorld(World):
             "series:\n  name: ML Reading Group\n  signature: The Reading Group\n  timezone: Europe/Stockholm\n"
             '  time: "10:00"\n  location: Room 2\n  info_url: https://example.org/ml\n'
             f"  sender: ML Reading Group <{SECOND_SENDER}>\n  list: {SECOND}\n"
-            f'  announce: "{self.second_announce}"\n  reminder: 1h\n'
+            f'  announce: "{self.second_announce}"\n  reminder: 1h\n  service_url: {SECOND_SERVICE}\n'
         )
         talks = sorted((t for t in self.talks if t.present and t.series == 1), key=lambda t: t.start)
         seminars = "seminars:\n" + "".join(t.yaml("10:00", "Room 2") for t in talks) if talks else "seminars: []\n"
@@ -388,6 +394,32 @@ class ProjectWorld(World):
         for name in self.audience_command("unsubscribe", a, list_name, how):
             (self.others[name].unsubscribed if name in self.others else self.unsubscribed).add(a)
 
+    def op_oneclick(self, n: int) -> None:
+        """One click on the unsubscribe link of the latest mail that carried one (either series'), through that
+        series' real web service: the address leaves that list only."""
+        a = self.addr(n)
+        link = next((g.unsubscribe for g in reversed(self.got) if g.rcpt == a and g.unsubscribe), None)
+        if link is None:
+            return
+        list_name, prefix = (SECOND, SECOND_SERVICE) if link.startswith(SECOND_SERVICE + "/") else (FIRST, SERVICE)
+        app, store = self.service(self.path_of(list_name))
+        try:
+            status, _ = asyncio.run(_asgi(app, "POST", link.removeprefix(prefix), {"List-Unsubscribe": "One-Click"}))
+        finally:
+            store.close()
+        if status != 200:
+            self.fail(f"one-click unsubscribe of {a} from {list_name} with the link it received answered {status}")
+        audience = self.others.get(list_name)
+        (audience.unsubscribed if audience else self.unsubscribed).add(a)
+
+    def op_subscribe(self, n: int, list_name: str = FIRST) -> None:
+        """Subscribe and confirm through a series' own web form (the second's too: serve mounts each series)."""
+        a = self.addr(n)
+        self.web_subscribe(a, self.path_of(list_name))
+        audience = self.others.get(list_name)
+        (audience.store_confirmed if audience else self.store_confirmed).add(a)
+        (audience.unsubscribed if audience else self.unsubscribed).discard(a)
+
     def op_subscribe_cli(self, n: int, list_name: str, how: str) -> None:
         """The organiser subscribes an address with the CLI (one list: --series or --schedule)."""
         a = self.addr(n)
@@ -509,7 +541,12 @@ def project_history(
             elif op == "subscribe_cli":
                 ops.append((op, n, list_name, how))
             else:
-                ops.append(("bounce_any", n, rng.random() < 0.5, list_name) if op == "bounce" else (op, n))
+                if op == "bounce":
+                    ops.append(("bounce_any", n, rng.random() < 0.5, list_name))
+                elif op == "subscribe":
+                    ops.append((op, n, SECOND if list_name == SECOND else FIRST))  # (a digest has no form)
+                else:
+                    ops.append((op, n))
         elif r < 0.86:  # a subscriber's choice: the digest over a series' list, nothing from a list, or back
             list_name = rng.choice(LISTS)
             digest = list_name != DIGEST and rng.random() < 0.5
