@@ -216,18 +216,20 @@ def classify(
 ) -> Iterator[tuple[str, Entry]]:
     """Sort every line of a list into invalid, duplicate, suppressed, held, already (done) or due; then the
     store's confirmed ``subscribers`` (as entries with line 0) that the file does not already hold."""
-    seen: set[str] = set()
+    # Every key seen, as UTF-8 bytes: the one set that grows with the list (a million addresses: a sixth less
+    # memory than as str, whose header is larger; the same keys, one to one).
+    seen: set[bytes] = set()
     from_store = (Entry(0, address, None) for address in subscribers)
     for entry in itertools.chain(read_entries(path), from_store):
         if entry.recipient is None:
             yield INVALID, entry
             continue
         key = entry.recipient.key
-        if key in seen:
+        if (known := key.encode()) in seen:
             if entry.line:  # a confirmed subscriber whom the file lists too is no mistake to report
                 yield DUPLICATE, entry
             continue
-        seen.add(key)
+        seen.add(known)
         if key in suppressed:
             yield SUPPRESSED, entry
         elif key in held:
