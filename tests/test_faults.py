@@ -147,6 +147,13 @@ def test_a_version_1_ledger_and_suppressed_txt_are_migrated_without_resending(tm
             [(uid, p) for p in people[:3]],
         )
     (state / "suppressed.txt").write_text("user4@example.org  # 550 5.1.1 no such user (see user0@example.org)\n")
+    # A dry run first reads the old ledger as the real send will (a migrated copy in memory) and writes nothing.
+    written = {p.name: p.read_bytes() for p in state.iterdir()}
+    dry = send(tmp_path, server, MONDAY, "--dry-run")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "Would send to 1 recipient." in dry.stdout and "already sent       3" in dry.stdout, dry.stdout
+    assert "suppressed         1" in dry.stdout, dry.stdout
+    assert {p.name: p.read_bytes() for p in state.iterdir()} == written and server.recorder.received == []
     result = send(tmp_path, server, MONDAY)
     assert result.returncode == 0, result.stdout + result.stderr
     assert [r.rcpt for r in server.recorder.received] == ["user3@example.org"]
