@@ -57,10 +57,16 @@ def _check(path: Path, line: int, raw: str, column: int = 1) -> Entry:
                 path,
                 line,
                 column,
-                f"{raw.strip()!r} is not a valid email address; wanted name@example.org or Name <name@example.org>",
+                f"{_shown(raw.strip())} is not a valid email address; wanted name@example.org or Name <name@example.org>",
             ),
         )
     return Entry(line, address, None)
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """A line as a problem quotes it: at most ``limit`` characters (a file that is not a list can be one
+    line of megabytes)."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
 
 
 def read_entries(path: Path) -> Iterator[Entry]:
@@ -92,13 +98,14 @@ def _text_lines(path: Path, handle: BinaryIO) -> Iterator[str]:
     """The lines of a text list without their line end (LF, or CR LF: ``rstrip("\\r\\n")``), as ``_decoded``
     gives them but decoded a block at a time, not a line at a time (a million-line list: a second less);
     a block that is not UTF-8 is decoded line by line, so that the error names its own line and column."""
-    number, rest = 0, b""
+    number = 0
+    pending: list[bytes] = []  # (the start of a line that has not ended yet, in pieces: never joined again and again)
     while block := handle.read(_BLOCK):
-        block = rest + block
         cut = block.rfind(b"\n") + 1
-        whole, rest = block[:cut], block[cut:]
-        if not whole:
+        if not cut:
+            pending.append(block)
             continue
+        whole, pending = b"".join((*pending, block[:cut])), [block[cut:]]
         try:
             lines = whole.decode("utf-8").split("\n")
         except UnicodeDecodeError:
@@ -106,7 +113,7 @@ def _text_lines(path: Path, handle: BinaryIO) -> Iterator[str]:
         lines.pop()  # (what follows the block's last LF: nothing)
         number += len(lines)
         yield from (line.rstrip("\r") for line in lines) if b"\r" in whole else lines
-    if rest:
+    if rest := b"".join(pending):
         yield from (line.rstrip("\r\n") for line in _decoded(path, [rest], start=number + 1))
 
 

@@ -175,3 +175,14 @@ def test_a_text_list_read_in_blocks_gives_what_each_line_alone_gives(
     assert got == want
     for entry, (_, _, problem) in zip(read_entries(path), want, strict=True):
         assert problem is None or str(entry.problem).startswith(problem)
+
+
+def test_a_file_of_one_huge_line_is_one_problem_quoted_briefly(tmp_path: Path) -> None:
+    """A file that is not a list (here 3 MB and no line end, read over many blocks) is one invalid line 1, its
+    problem quoting the start of it and its length, not megabytes."""
+    path = tmp_path / "list.txt"
+    path.write_bytes(b"x" * 3_000_000)
+    (entry,) = read_entries(path)
+    assert entry.line == 1 and entry.recipient is None
+    assert str(entry.problem) == f"{path}:1:1: {'x' * 80!r}... (3000000 characters) is not a valid email address; " \
+        "wanted name@example.org or Name <name@example.org>"  # fmt: skip
