@@ -57,7 +57,8 @@ def _check(path: Path, line: int, raw: str, column: int = 1) -> Entry:
                 path,
                 line,
                 column,
-                f"{_shown(raw.strip())} is not a valid email address; wanted name@example.org or Name <name@example.org>",
+                f"{_shown(raw.strip())} is not a valid email address; "
+                "wanted name@example.org or Name <name@example.org>",
             ),
         )
     return Entry(line, address, None)
