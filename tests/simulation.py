@@ -1095,19 +1095,31 @@ class World:
         key = token_key(self.state, self.env())
         return build_app(Service(schedule.series, store, key, smtp_settings(self.env()), schedule_path=path)), store
 
+    def service_of(self, link: str) -> tuple[str, Path | None, str]:
+        """The list a one-click link unsubscribes from, its programme (None: the first series') and the service's
+        https prefix of the link."""
+        return self.list_name, None, SERVICE
+
+    def left_list(self, list_name: str) -> set[str]:
+        """Who the model says left ``list_name`` (unsubscribed)."""
+        return self.unsubscribed
+
     def op_oneclick(self, n: int) -> None:
+        """One click on the unsubscribe link of the latest mail that carried one, through the real web service of
+        the list it came through: the address leaves that list."""
         a = self.addr(n)
         link = next((g.unsubscribe for g in reversed(self.got) if g.rcpt == a and g.unsubscribe), None)
         if link is None:
             return
-        app, store = self.service()
+        list_name, programme, prefix = self.service_of(link)
+        app, store = self.service(programme)
         try:
-            status, _ = asyncio.run(_asgi(app, "POST", link.removeprefix(SERVICE), {"List-Unsubscribe": "One-Click"}))
+            status, _ = asyncio.run(_asgi(app, "POST", link.removeprefix(prefix), {"List-Unsubscribe": "One-Click"}))
         finally:
             store.close()
         if status != 200:
-            self.fail(f"one-click unsubscribe of {a} with the link it received answered {status}")
-        self.unsubscribed.add(a)
+            self.fail(f"one-click unsubscribe of {a} from {list_name} with the link it received answered {status}")
+        self.left_list(list_name).add(a)
 
     def op_propose(self, n: int, value: int) -> None:
         """The speaker of talk n proposes another title through the real form; the organiser accepts it (the real
@@ -1180,17 +1192,14 @@ class World:
             f"--b\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: {returned_id}\r\nSubject: x\r\n--b--\r\n"
         ).encode()
 
-    def op_bounce(self, n: int, forged: bool) -> None:
-        """A hard bounce arrives: a genuine one for a copy this address really received, or a forged one
-        naming it with a Message-ID sent to someone else, beside a malformed message; the real ``bounces``."""
-        a = self.addr(n)
-        own = [
-            g.message_id
-            for g in self.got
-            if g.rcpt == a and g.kind != "service" and g.list_id == self.lists()[self.list_name]
-        ]  # (the first series' bounces: its own copies)
+    def bounce_arrives(self, a: str, forged: bool, list_name: str) -> tuple[Path, Path, Path, bool]:
+        """Into the bounces Maildir: a malformed message, and a hard bounce naming ``a`` that returns the
+        Message-ID of a copy it received through ``list_name`` (genuine), or one another address received (forged).
+        Returns the Maildir, the two files, and whether ``a`` had a copy of that list to bounce."""
+        lid = self.lists()[list_name]
+        own = [g.message_id for g in self.got if g.rcpt == a and g.kind != "service" and g.list_id == lid]
         other = [g.message_id for g in self.got if g.rcpt != a and g.kind != "service"]
-        returned = (other if forged else own)[-1:] or [f"<never-sent-{n}@ri.se>"]
+        returned = (other if forged else own)[-1:] or [f"<never-sent-{a.partition('@')[0]}@ri.se>"]
         box = self.folder / "bounces"
         for sub in ("cur", "new", "tmp"):
             (box / sub).mkdir(parents=True, exist_ok=True)
@@ -1198,6 +1207,13 @@ class World:
         junk, dsn = box / "new" / f"{self.bounces}-junk.sim", box / "new" / f"{self.bounces}-dsn.sim"
         junk.write_bytes(b"\x00\xff not a message at all\r\n")
         dsn.write_bytes(self.dsn(a, returned[0]))
+        return box, junk, dsn, bool(own)
+
+    def op_bounce(self, n: int, forged: bool) -> None:
+        """A hard bounce arrives: a genuine one for a copy this address really received, or a forged one
+        naming it with a Message-ID sent to someone else, beside a malformed message; the real ``bounces``."""
+        a = self.addr(n)
+        box, junk, dsn, own = self.bounce_arrives(a, forged, self.list_name)  # (the first series' own copies)
         with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.redirect_stderr(io.StringIO()):
             code = cli.main(["bounces", "--maildir", str(box), "--schedule", str(self.schedule), "--state",
                              str(self.state)])  # fmt: skip
@@ -1209,7 +1225,7 @@ class World:
             self.fail("bounces left a genuine bounce where it was (wanted it processed)")
         with contextlib.closing(Subscribers(self.state, self.list_name)) as store:
             gone = store.is_unsubscribed(a.lower())
-        genuine = not forged and bool(own)
+        genuine = not forged and own
         if gone and not genuine and a not in self.unsubscribed:
             self.fail(f"a forged bounce for {a} unsubscribed it")
         if genuine and not gone and self.active(a):

@@ -34,7 +34,6 @@ that list has told, at its latest fields (a correction reaches a digest reader t
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import io
@@ -66,7 +65,6 @@ from tests.simulation import (
     SimRecorder,
     Talk,
     World,
-    _asgi,
 )
 from tests.smtp_server import Server
 
@@ -394,23 +392,14 @@ class ProjectWorld(World):
         for name in self.audience_command("unsubscribe", a, list_name, how):
             (self.others[name].unsubscribed if name in self.others else self.unsubscribed).add(a)
 
-    def op_oneclick(self, n: int) -> None:
-        """One click on the unsubscribe link of the latest mail that carried one (either series'), through that
-        series' real web service: the address leaves that list only."""
-        a = self.addr(n)
-        link = next((g.unsubscribe for g in reversed(self.got) if g.rcpt == a and g.unsubscribe), None)
-        if link is None:
-            return
-        list_name, prefix = (SECOND, SECOND_SERVICE) if link.startswith(SECOND_SERVICE + "/") else (FIRST, SERVICE)
-        app, store = self.service(self.path_of(list_name))
-        try:
-            status, _ = asyncio.run(_asgi(app, "POST", link.removeprefix(prefix), {"List-Unsubscribe": "One-Click"}))
-        finally:
-            store.close()
-        if status != 200:
-            self.fail(f"one-click unsubscribe of {a} from {list_name} with the link it received answered {status}")
-        audience = self.others.get(list_name)
-        (audience.unsubscribed if audience else self.unsubscribed).add(a)
+    def service_of(self, link: str) -> tuple[str, Path | None, str]:
+        """Either series' (serve mounts each at its service_url's path; the digest has none)."""
+        if link.startswith(SECOND_SERVICE + "/"):
+            return SECOND, self.path_of(SECOND), SECOND_SERVICE
+        return FIRST, self.path_of(FIRST), SERVICE
+
+    def left_list(self, list_name: str) -> set[str]:
+        return self.others[list_name].unsubscribed if list_name in self.others else self.unsubscribed
 
     def op_subscribe(self, n: int, list_name: str = FIRST) -> None:
         """Subscribe and confirm through a series' own web form (the second's too: serve mounts each series)."""
@@ -418,7 +407,7 @@ class ProjectWorld(World):
         self.web_subscribe(a, self.path_of(list_name))
         audience = self.others.get(list_name)
         (audience.store_confirmed if audience else self.store_confirmed).add(a)
-        (audience.unsubscribed if audience else self.unsubscribed).discard(a)
+        self.left_list(list_name).discard(a)
 
     def op_subscribe_cli(self, n: int, list_name: str, how: str) -> None:
         """The organiser subscribes an address with the CLI (one list: --series or --schedule)."""
@@ -456,17 +445,7 @@ class ProjectWorld(World):
         project folder, covering every list: a genuine one unsubscribes the address from every list, a forged one
         from none."""
         a = self.addr(n)
-        lid = self.lists()[list_name]
-        own = [g.message_id for g in self.got if g.rcpt == a and g.kind != "service" and g.list_id == lid]
-        other = [g.message_id for g in self.got if g.rcpt != a and g.kind != "service"]
-        returned = (other if forged else own)[-1:] or [f"<never-sent-{n}@ri.se>"]
-        box = self.folder / "bounces"
-        for sub in ("cur", "new", "tmp"):
-            (box / sub).mkdir(parents=True, exist_ok=True)
-        self.bounces += 1
-        junk, dsn = box / "new" / f"{self.bounces}-junk.sim", box / "new" / f"{self.bounces}-dsn.sim"
-        junk.write_bytes(b"\x00\xff not a message at all\r\n")
-        dsn.write_bytes(self.dsn(a, returned[0]))
+        box, junk, dsn, own = self.bounce_arrives(a, forged, list_name)
         cwd = Path.cwd()
         os.chdir(self.folder)  # (from the project folder, as cron runs it: every list; bounces takes no --recipients)
         try:
@@ -478,7 +457,7 @@ class ProjectWorld(World):
             self.fail(f"bounces (every list) exited {code}")
         if junk.exists():
             self.fail("bounces left an unreadable message where it was (wanted it quarantined)")
-        genuine = not forged and bool(own)
+        genuine = not forged and own
         if dsn.exists() and genuine:
             self.fail(f"bounces left a genuine bounce of a {list_name} copy where it was (wanted it processed)")
         for name in LISTS:
