@@ -114,6 +114,15 @@ def _environment(templates: Path | None, names: frozenset[str], *, html: bool, b
     return env
 
 
+def manage_page_linked(schedule: Schedule) -> bool:
+    """Whether the footer links each reader to the manage page: for a series with a service_url in a project of
+    several lists (series, digests), where a reader has choices to make; a project of one series mails exactly
+    as it did before the page existed (its readers' zones can still come from the CSV's timezone column)."""
+    from mailer.programme.project import project_lists
+
+    return bool(schedule.series.service_url) and len(project_lists(schedule.path)) > 1
+
+
 # Where each subscriber's own link to the manage page goes (the footer, with the series' service_url): a URL of a
 # reserved domain (RFC 2606) that message.py replaces per recipient, as it puts each one's ATTENDEE line.
 MANAGE_LINK = "https://manage.invalid/seminar-mailer"
@@ -198,6 +207,7 @@ def _context(
     series = schedule.series
     return {
         "series": _safe_series(series) if markdown_output else series,
+        "manage": manage_page_linked(schedule),
         "week": week,
         "seminars": week.seminars,
         "upcoming": upcoming,
@@ -404,6 +414,7 @@ def render_change(
     """Render a change or cancellation of ``seminar``: what changed ("new (was old)"), and how it is now."""
     plain_context: dict[str, Any] = {
         "series": schedule.series,
+        "manage": manage_page_linked(schedule),
         "seminar": seminar,
         "changes": changes,
         "kind": kind,
@@ -444,6 +455,7 @@ def render_followup(schedule: Schedule, seminar: Seminar, *, templates: Path | N
     """Render the follow-up of a seminar that has ended: its slides, video and paper (``followup: true``)."""
     plain_context: dict[str, Any] = {
         "series": schedule.series,
+        "manage": manage_page_linked(schedule),
         "seminar": seminar,
         "materials": seminar.materials,
         "what": materials_label(seminar),
@@ -493,6 +505,7 @@ def render_digest(
 
     plain_context: dict[str, Any] = {
         "series": digest,
+        "manage": True,  # (a digest gathers several lists: where the manage page has choices to offer)
         "monday": monday,
         "items": listed(items, safe=False),
         "upcoming": listed(upcoming, safe=False),

@@ -217,3 +217,24 @@ def test_template_errors_are_reported_not_raised_raw(tmp_path: Path) -> None:
     (tmp_path / "subject.txt.j2").write_text("{% if %}")
     with pytest.raises(TemplateError, match="syntax error"):
         rendered_for(SCHEDULE, dt.date(2024, 1, 15), templates=tmp_path)
+
+
+def test_the_manage_link_is_in_the_footer_of_a_project_of_several_lists_only(tmp_path: Path) -> None:
+    """A series with a service_url alone in its project mails exactly as before the manage page (no footer line:
+    byte for byte the one-series output); beside a second series, its mails (text and HTML) carry the link's slot,
+    which message.py fills with each reader's own signed link."""
+    from mailer.compose.render import MANAGE_LINK
+
+    (tmp_path / "data").mkdir()
+    path = tmp_path / "data" / "seminars.yaml"
+    path.write_text(VALID.replace("  upcoming: 4\n", "  upcoming: 4\n  service_url: https://seminars.example.org/lm\n"))
+    schedule = load_schedule(path)
+    week = week_of(schedule, dt.date(2024, 1, 15))
+    alone = render(schedule, week, today=dt.date(2024, 1, 15))
+    assert MANAGE_LINK not in alone.email_text and MANAGE_LINK not in alone.html
+    assert "Choose what you receive" not in alone.email_text + alone.html
+    (tmp_path / "data" / "ml.yaml").write_text(VALID.replace("list: learning-machines", "list: ml"))
+    beside = render(schedule, week, today=dt.date(2024, 1, 15))
+    assert beside.email_text.count(MANAGE_LINK) == 1 and MANAGE_LINK in beside.html
+    change = render_change(schedule, schedule.seminars[0], [], kind="change")
+    assert MANAGE_LINK in change.email_text
