@@ -186,3 +186,10 @@ def test_a_file_of_one_huge_line_is_one_problem_quoted_briefly(tmp_path: Path) -
     assert entry.line == 1 and entry.recipient is None
     assert str(entry.problem) == f"{path}:1:1: {'x' * 80!r}... (3000000 characters) is not a valid email address; " \
         "wanted name@example.org or Name <name@example.org>"  # fmt: skip
+
+
+def test_a_byte_that_is_not_utf8_in_a_csv_list_is_reported_at_its_own_line(tmp_path: Path) -> None:
+    path = tmp_path / "list.csv"
+    path.write_bytes(b"email,name\nada@example.org,Ada\nbj\xf6rn@example.org,Bj\xf6rn\n")
+    with pytest.raises(ConfigError, match=r"list\.csv:3:3: the file is not valid UTF-8"):
+        list(read_entries(path))
