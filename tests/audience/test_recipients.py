@@ -193,3 +193,32 @@ def test_a_byte_that_is_not_utf8_in_a_csv_list_is_reported_at_its_own_line(tmp_p
     path.write_bytes(b"email,name\nada@example.org,Ada\nbj\xf6rn@example.org,Bj\xf6rn\n")
     with pytest.raises(ConfigError, match=r"list\.csv:3:3: the file is not valid UTF-8"):
         list(read_entries(path))
+
+
+def test_a_csv_lists_delivery_and_timezone_columns(tmp_path: Path) -> None:
+    """The optional columns: a valid choice and zone are kept, empty or missing cells are the defaults, a bad
+    value is a problem at its line, and a bad address stays a problem whatever the columns hold."""
+    path = tmp_path / "list.csv"
+    path.write_text(
+        "email,name,delivery,timezone\n"
+        "ada@example.org,Ada,digest,Europe/London\n"  # 2: both chosen
+        "grace@example.org,Grace,,\n"  # 3: empty cells
+        "alan@example.org,Alan\n"  # 4: a short row: no cells at all
+        "bad@,Bad,all,Europe/Paris\n"  # 5: not an address
+        "kurt@example.org,Kurt,weekly,\n"  # 6: no such choice
+        "emmy@example.org,Emmy,ALL,Mars/Olympus\n"  # 7: no such zone
+    )
+    entries = {e.line: e for e in read_entries(path)}
+    assert (entries[2].delivery, entries[2].zone, entries[2].problem) == ("digest", "Europe/London", None)
+    for line in (3, 4):
+        assert entries[line].recipient is not None and (entries[line].delivery, entries[line].zone) == (None, None)
+    assert entries[5].recipient is None and "is not a valid email address" in str(entries[5].problem)
+    assert str(entries[6].problem).startswith(f"{path}:6:1: delivery 'weekly': wanted all (every message)")
+    assert str(entries[7].problem).startswith(f"{path}:7:1: timezone 'Mars/Olympus' is not a time zone")
+
+
+def test_a_line_of_exactly_the_quoted_length_is_quoted_whole(tmp_path: Path) -> None:
+    path = tmp_path / "list.txt"
+    path.write_text("y" * 80 + "\n")
+    (entry,) = read_entries(path)
+    assert str(entry.problem).startswith(f"{path}:1:1: {'y' * 80!r} is not a valid email address")
