@@ -695,3 +695,19 @@ def test_the_announcement_says_this_weeks_in_its_week_and_next_weeks_the_week_be
     (before_it, in_it) = (bodies(parse(r))[0] for r in server.recorder.received)
     assert "Welcome to next week's Learning Machines seminar" in before_it
     assert "Welcome to this week's Learning Machines seminar" in in_it
+
+
+def test_a_send_closes_its_ledger_when_done(tmp_path: Path, server: Server) -> None:
+    """Once a run returns, its ledger is closed, the write-ahead log folded into the database file (SQLite
+    removes it at the last close): nothing of the run waits in the WAL for a power cut, and no connection is
+    left open in the process for the garbage collector (the hazard the simulation found with a dry run's)."""
+    import gc
+
+    make_list(tmp_path, 2)
+    write(tmp_path)
+    gc.disable()  # (only what the run closes itself counts, not what a collection would close)
+    try:
+        send(tmp_path, server, MONDAY)
+        assert not (tmp_path / "state" / "ledger.sqlite3-wal").exists()
+    finally:
+        gc.enable()
