@@ -335,3 +335,22 @@ def test_the_daily_limit_holds_across_runs_and_the_run_after_the_window_continue
     last = send(tmp_path, server, "2030-01-16T08:02", MAILER_DAILY_LIMIT="4")
     assert last.returncode == 0, last.stdout
     assert server.recorder.count() == Counter(people), "nobody missing, nobody twice"
+
+
+def test_a_disk_io_error_opening_the_ledger_is_temporary_exit_75(tmp_path: Path, server: Server) -> None:
+    """SQLite's "disk I/O error" when the ledger is opened (made real here: its shared-memory file is a FIFO,
+    which cannot be sized) is a condition that can heal, as a full disk is: exit 75 (cron tries again), not 2,
+    and nothing sent."""
+    make_list(tmp_path, 2)
+    write(tmp_path)
+    assert send(tmp_path, server, MONDAY).returncode == 0  # (announced: the ledger exists, closed cleanly)
+    write(tmp_path, first_extra='    time: "16:00"\n')  # (a change is due to both)
+    before = len(server.recorder.received)
+    os.mkfifo(tmp_path / "state" / "ledger.sqlite3-shm")
+    result = send(tmp_path, server, "2030-01-15T08:00")
+    assert result.returncode == 75, result.stdout + result.stderr
+    assert "cannot open the ledger: disk I/O error" in result.stderr, result.stderr
+    assert len(server.recorder.received) == before
+    (tmp_path / "state" / "ledger.sqlite3-shm").unlink()  # (the disk heals)
+    assert send(tmp_path, server, "2030-01-15T08:00").returncode == 0
+    assert len(server.recorder.received) == before + 2
