@@ -1,7 +1,7 @@
 """Mutation testing of the modules that decide who is told what: one small change at a time, the tests run.
 
     make mutation                       (or: .venv/bin/python scripts/mutation.py [--modules plan,ledger]
-                                         [--jobs 2] [--sample N --seed S] [--list] [--resume])
+                                         [--jobs 2] [--sample N --seed S] [--list] [--resume [--survivors]])
 
 A mutant is the source with one operator changed (== to !=, < to <=, and to or, continue to break, a
 `not` dropped, a number off by one, True to False, + to -, min to max, a call statement removed). Each is
@@ -341,6 +341,11 @@ def main() -> int:
     parser.add_argument(
         "--report", action="store_true", help="run nothing: the table from earlier runs' results on this source"
     )
+    parser.add_argument(
+        "--survivors",
+        action="store_true",
+        help="with --resume: run again only the earlier survivors (a test added for them), not the mutants never run",
+    )
     args = parser.parse_args()
     signal.signal(
         signal.SIGTERM, lambda *_: sys.exit(143)
@@ -369,6 +374,10 @@ def main() -> int:
         if not args.resume:
             (OUT / f"{module}.partial.jsonl").unlink(missing_ok=True)
         run = [m for m in todo if not m.outcome]
+        if args.survivors:
+            run = [
+                m for m in run if (b := earlier.get((m.file, m.index, m.what, m.source))) and b.outcome == "survived"
+            ]
         print(f"{module}: {len(todo)} mutants, {len(todo) - len(run)} decided before, {len(run)} to run", flush=True)
         failed = _baseline(module, args.timeout) if run else ""
         if failed:
