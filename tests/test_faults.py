@@ -234,6 +234,42 @@ def test_a_signal_stops_cleanly_with_75_and_no_duplicates(tmp_path: Path, server
     assert server.recorder.count() == Counter(people), "no one missing, no one twice"
 
 
+def test_a_second_signal_abandons_the_copy_in_flight_as_uncertain(tmp_path: Path, server: Server) -> None:
+    """The first SIGTERM finishes what is in flight; a second one does not wait: a copy whose end-of-data
+    reply has not come (the server's content filter takes 30 s) is left recorded as uncertain, retried once later
+    as a possible duplicate, and the run stops with 75. (Waiting, as after one signal, would record it sent.)"""
+    make_list(tmp_path, 3)
+    write(tmp_path)
+    server.recorder.data_actions["user0@example.org"] = ["slow"]
+    server.recorder.stall_seconds = 30
+    proc = subprocess.Popen(
+        command(tmp_path, MONDAY),
+        cwd=tmp_path,
+        env={**os.environ, **server.env()},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    in_flight = "SELECT recipient FROM deliveries WHERE state = 'uncertain'"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if (tmp_path / "state" / "ledger.sqlite3").exists() and rows(tmp_path, in_flight) == [("user0@example.org",)]:
+            if len(server.recorder.received) == 2:  # (the two others are done: only user0's copy is in flight)
+                break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert "Traceback" not in err
+    assert proc.returncode == 75, out + err
+    assert "Stopped early: stopped by SIGTERM" in out, out
+    assert rows(tmp_path, "SELECT recipient, state FROM deliveries ORDER BY recipient") == [
+        ("user0@example.org", "uncertain"), ("user1@example.org", "sent"), ("user2@example.org", "sent"),
+    ]  # fmt: skip
+
+
 # 6. A full disk or an unwritable state folder.
 
 
