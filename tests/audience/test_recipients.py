@@ -222,3 +222,13 @@ def test_a_line_of_exactly_the_quoted_length_is_quoted_whole(tmp_path: Path) -> 
     path.write_text("y" * 80 + "\n")
     (entry,) = read_entries(path)
     assert str(entry.problem).startswith(f"{path}:1:1: {'y' * 80!r} is not a valid email address")
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "field"), [("delivery", "none", "delivery"), ("timezone", "Asia/Tokyo", "zone")]
+)
+def test_either_optional_column_alone_is_read(tmp_path: Path, column: str, value: str, field: str) -> None:
+    path = tmp_path / "list.csv"
+    path.write_text(f"email,{column}\nada@example.org,{value}\n")
+    (entry,) = read_entries(path)
+    assert getattr(entry, field) == value and entry.problem is None
