@@ -774,3 +774,13 @@ def test_a_seminar_with_another_id_on_another_date_is_another_seminar(tmp_path: 
     (ident,) = p.identities
     assert ident.remembered is None and ident.key == "learning-machines-talk-b@ri.se"
     assert [(d.kind, d.seminars[0].key) for d in p.dues if d.kind != ANNOUNCEMENT] == [(CANCELLATION, key)]
+
+
+def test_an_edit_is_not_told_from_the_moment_the_seminar_starts(tmp_path: Path) -> None:
+    """A room changed: a change up to the minute before the start, nothing at the start itself (as for removals)."""
+    s0 = schedule(tmp_path)
+    start = s0.seminars[0].start
+    edited = schedule(tmp_path, THURSDAY + "    location: Room 2\n")
+    before = start - dt.timedelta(minutes=1)
+    assert CHANGE in [d.kind for d in plan(edited, announced(s0), now=before, today=before.date()).dues]
+    assert CHANGE not in [d.kind for d in plan(edited, announced(s0), now=start, today=start.date()).dues]
