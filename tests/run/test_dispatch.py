@@ -711,3 +711,20 @@ def test_a_send_closes_its_ledger_when_done(tmp_path: Path, server: Server) -> N
         assert not (tmp_path / "state" / "ledger.sqlite3-wal").exists()
     finally:
         gc.enable()
+
+
+def test_a_copy_uncertain_twice_is_not_sent_a_third_time(tmp_path: Path, server: Server) -> None:
+    """The announcement's copy to one subscriber got no reply (it may have arrived), and neither did its one retry:
+    the ledger then counts it as arrived. A later run sends it no third copy; a change still reaches them."""
+    people = make_list(tmp_path, 2)
+    write(tmp_path)
+    server.recorder.data_actions[people[0]] = ["drop", "drop"]
+    send(tmp_path, server, MONDAY)
+    send(tmp_path, server, "2030-01-14T08:15")  # (its one retry, as a possible duplicate: no reply again)
+    assert [r.rcpt for r in server.recorder.received].count(people[0]) == 0  # (dropped: the server kept nothing)
+    before = len(server.recorder.received)
+    third = send(tmp_path, server, "2030-01-14T08:30")
+    assert sum(m.due for m in third.messages) == 0 and len(server.recorder.received) == before
+    write(tmp_path, first_extra="    location: Room Q\n")
+    edited = send(tmp_path, server, "2030-01-14T09:00")
+    assert [(m.kind, m.due) for m in edited.messages if m.due] == [(CHANGE, 2)]
