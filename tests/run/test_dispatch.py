@@ -6,6 +6,7 @@ these are the same flows, fast enough to come first when scripts/mutation.py tes
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 from collections import Counter
@@ -728,3 +729,31 @@ def test_a_copy_uncertain_twice_is_not_sent_a_third_time(tmp_path: Path, server:
     write(tmp_path, first_extra="    location: Room Q\n")
     edited = send(tmp_path, server, "2030-01-14T09:00")
     assert [(m.kind, m.due) for m in edited.messages if m.due] == [(CHANGE, 2)]
+
+
+def test_a_dry_run_closes_its_ledger_when_done(tmp_path: Path, server: Server) -> None:
+    """A dry run's read-only ledger is closed when it returns, not left open in the process for the garbage
+    collector: the simulation found one left open while a killed send wrote the file, and the next send there
+    read the ledger as malformed."""
+    import gc
+    import os
+
+    make_list(tmp_path, 2)
+    write(tmp_path)
+    send(tmp_path, server, MONDAY)
+    ledger = str(tmp_path / "state" / "ledger.sqlite3")
+
+    def open_on_ledger() -> list[str]:
+        found = []
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/self/fd/{fd}").startswith(ledger):
+                    found.append(fd)
+        return found
+
+    gc.disable()  # (only what the run closes itself counts, not what a collection would close)
+    try:
+        dry(tmp_path, server, "2030-01-14T09:00")
+        assert open_on_ledger() == []
+    finally:
+        gc.enable()
