@@ -232,3 +232,12 @@ def test_either_optional_column_alone_is_read(tmp_path: Path, column: str, value
     path.write_text(f"email,{column}\nada@example.org,{value}\n")
     (entry,) = read_entries(path)
     assert getattr(entry, field) == value and entry.problem is None
+
+
+def test_a_last_line_without_its_line_end_is_numbered_and_decoded_like_the_others(tmp_path: Path) -> None:
+    path = tmp_path / "list.txt"
+    path.write_bytes(b"ada@example.org\nbj\xf6rn@example.org")
+    with pytest.raises(ConfigError, match=r"list\.txt:2:3: the file is not valid UTF-8"):
+        list(read_entries(path))
+    path.write_bytes(b"ada@example.org\nnot an address\r")
+    assert [(e.line, e.problem is None) for e in read_entries(path)] == [(1, True), (2, False)]

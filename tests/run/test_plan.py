@@ -784,3 +784,15 @@ def test_an_edit_is_not_told_from_the_moment_the_seminar_starts(tmp_path: Path) 
     before = start - dt.timedelta(minutes=1)
     assert CHANGE in [d.kind for d in plan(edited, announced(s0), now=before, today=before.date()).dues]
     assert CHANGE not in [d.kind for d in plan(edited, announced(s0), now=start, today=start.date()).dues]
+
+
+def test_a_digest_narrowed_to_part_of_its_week_keeps_its_list(tmp_path: Path) -> None:
+    """What one digest reader lacks of the week: a digest of the same list, of just those seminars."""
+    from mailer.run.plan import DIGEST, Due, digest_key, narrowed
+
+    s = schedule(tmp_path, THURSDAY + "  - date: 2030-01-18\n    speaker: Someone Else\n")
+    week = plan(s, Memory(), now=MONDAY, today=MONDAY.date()).identities
+    whole = Due(DIGEST, digest_key("week", tuple(week)), tuple(week))
+    part = narrowed(whole, tuple(week[1:]))
+    assert (part.kind, part.key, part.seminars) == (DIGEST, digest_key("week", tuple(week[1:])), tuple(week[1:]))
+    assert part.key.startswith("digest:week:") and part.key != whole.key
