@@ -82,6 +82,9 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
         ["mailer/run/dispatch.py", "mailer/run/due_recipients.py", "mailer/run/request.py"],
         [
             "tests/run/test_dispatch.py",
+            "tests/run/test_digest.py",  # (a digest's run and several series go through dispatch too)
+            "tests/run/test_series.py",
+            "tests/run/test_preferences.py",
             "tests/test_seams.py",
             "tests/test_lifecycle.py",
             "tests/test_faults.py",
