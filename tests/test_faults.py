@@ -39,6 +39,19 @@ def rows(tmp_path: Path, sql: str) -> list[tuple[object, ...]]:
         return list(db.execute(sql))
 
 
+def started_send(tmp_path: Path, server: Server) -> subprocess.Popen[str]:
+    """A real ``send`` of the Monday, running: for what is done to it (signals) while it sends."""
+    return subprocess.Popen(
+        command(tmp_path, MONDAY),
+        cwd=tmp_path,
+        env={**os.environ, **server.env()},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+
+
 def status(tmp_path: Path) -> str:
     proc = subprocess.run(
         [sys.executable, "-m", "mailer", "status", "--schedule", str(tmp_path / "seminars.yaml"),
@@ -207,15 +220,7 @@ def test_a_signal_stops_cleanly_with_75_and_no_duplicates(tmp_path: Path, server
     people = make_list(tmp_path, 1500)
     write(tmp_path)
     server.recorder.delay = 0.003
-    proc = subprocess.Popen(
-        command(tmp_path, MONDAY),
-        cwd=tmp_path,
-        env={**os.environ, **server.env()},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
+    proc = started_send(tmp_path, server)
     deadline = time.monotonic() + 60
     while len(server.recorder.received) < 200 and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -242,15 +247,7 @@ def test_a_second_signal_abandons_the_copy_in_flight_as_uncertain(tmp_path: Path
     write(tmp_path)
     server.recorder.data_actions["user0@example.org"] = ["slow"]
     server.recorder.stall_seconds = 30
-    proc = subprocess.Popen(
-        command(tmp_path, MONDAY),
-        cwd=tmp_path,
-        env={**os.environ, **server.env()},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
+    proc = started_send(tmp_path, server)
     states = "SELECT recipient, state FROM deliveries ORDER BY recipient"
     wanted = [("user0@example.org", "uncertain"), ("user1@example.org", "sent"), ("user2@example.org", "sent")]
     deadline = time.monotonic() + 60
