@@ -385,3 +385,17 @@ def test_a_disk_io_error_opening_the_ledger_is_temporary_exit_75(tmp_path: Path,
     (tmp_path / "state" / "ledger.sqlite3-shm").unlink()  # (the disk heals)
     assert send(tmp_path, server, "2030-01-15T08:00").returncode == 0
     assert len(server.recorder.received) == before + 2
+
+
+def test_a_ledger_that_cannot_be_opened_for_another_reason_is_exit_2(tmp_path: Path, server: Server) -> None:
+    """Not every SQLite error at open can heal: a write-ahead log that is a folder ("unable to open database
+    file") is a broken state folder, exit 2, for the organiser to look at (a disk I/O error or a full disk: 75)."""
+    make_list(tmp_path, 2)
+    write(tmp_path)
+    assert send(tmp_path, server, MONDAY).returncode == 0
+    (tmp_path / "state" / "ledger.sqlite3-wal").mkdir()
+    before = len(server.recorder.received)
+    result = send(tmp_path, server, "2030-01-15T08:00")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "cannot open the ledger: unable to open database file" in result.stderr, result.stderr
+    assert len(server.recorder.received) == before
