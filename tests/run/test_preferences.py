@@ -98,3 +98,13 @@ def test_check_warns_of_a_digest_choice_no_digest_can_serve(tmp_path: Path, serv
     warned = mailer(folder, server, "check", "--series", "learning-machines")
     assert warned.returncode == 0, warned.stderr
     assert "1 address on learning-machines chose delivery digest, but no digest" in warned.stderr, warned.stderr
+
+
+def test_a_zone_set_in_a_series_csv_reaches_the_digest_of_a_reader_who_chose_it(tmp_path: Path, server: Server) -> None:
+    """b@ chose the digest over the series' list, and the series' CSV gives their zone: the digest, which takes
+    them in, states its times in that zone too."""
+    folder = csv_project(tmp_path, CSV.replace("b@example.org,Bo,digest,", "b@example.org,Bo,digest,Asia/Tokyo"))
+    out = mailer(folder, server, "send", "--now", "2030-01-14T08:00")
+    assert out.returncode == 0, out.stdout + out.stderr
+    by = {r.rcpt: parse(r) for r in server.recorder.received}
+    assert "JST your time" in bodies(by["b@example.org"])[0] and "your time" not in bodies(by["d@example.org"])[0]
