@@ -18,7 +18,7 @@ from mailer.core.errors import Problem, ScheduleError
 from mailer.programme import yamlfile
 from mailer.programme.keys import DIGEST_KEYS, DIGEST_TOP_KEYS
 from mailer.programme.model import Announce, Schedule, Series
-from mailer.programme.schedule import LIST_NAME_RE, Reader, _announce
+from mailer.programme.schedule import LIST_NAME_RE, Reader, _announce, list_name_at
 from mailer.programme.yamlfile import Sequence, describe
 
 _DIGEST_BLOCK = re.compile(r"^digest:", re.M)
@@ -85,12 +85,7 @@ def load_digest(path: Path) -> Digest:
     if m is None:
         raise ScheduleError.from_problems(r.problems or [Problem(path, 1, 1, "no digest: block")])
     v = m.values.get
-    list_name = r.matching(
-        v("list"),
-        "list",
-        LIST_NAME_RE,
-        "names a file in recipients/; wanted lower-case letters, digits, '.', '_' or '-'",
-    )
+    list_name = list_name_at(r, v("list"))
     include: list[tuple[str, int, int]] = []
     node = v("include")
     if node is not None and not isinstance(node, Sequence):

@@ -228,17 +228,22 @@ def _reminder(r: Reader, node: Node | None) -> Reminder | bool | None:
     return False
 
 
+def list_name_at(r: Reader, node: Node | None) -> str | None:
+    """A programme's ``list:`` (a series' or a digest's), checked: the name of its file in recipients/."""
+    return r.matching(
+        node,
+        "list",
+        LIST_NAME_RE,
+        "names a file in recipients/; wanted lower-case letters, digits, '.', '_' or '-', such as learning-machines",
+    )
+
+
 def _series(r: Reader, node: Node) -> Series | None:
     m = r.mapping(node, "series", keys=SERIES_KEYS)
     if m is None:
         return None
     v = m.values.get
-    list_name = r.matching(
-        v("list"),
-        "list",
-        LIST_NAME_RE,
-        "names a file in recipients/; wanted lower-case letters, digits, '.', '_' or '-', such as learning-machines",
-    )
+    list_name = list_name_at(r, v("list"))
     fields = dict(
         name=r.text(v("name"), "name"),
         signature=r.text(v("signature"), "signature"),

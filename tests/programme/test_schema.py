@@ -129,6 +129,7 @@ DIGEST_CASES = [  # (what, old, new): each a digest file the validator refuses, 
     ("send not a time", '"Monday 07:00"', '"Mondays at seven"'),
     ("upcoming out of range", "upcoming: 3", "upcoming: 40"),
     ("sender not an address", "<seminars@example.org>", "<seminars>"),
+    ("list not a file name", "  list: week", "  list: The Week"),
     ("a series key in a digest", "  upcoming: 3", "  upcoming: 3\n  location: Room 1"),
     ("digest and series", "digest:", "series:\n  name: x\ndigest:"),
 ]

@@ -15,22 +15,16 @@ from pathlib import Path
 import icalendar
 import pytest
 
+from tests.conftest import SERIES
 from tests.run.test_series import ML, mailer
 from tests.smtp_server import Received, Server
 from tests.test_lifecycle import bodies, parse, server
 
 __all__ = ["server"]
 
-LM = """\
-series:
-  name: Learning Machines
-  signature: The Learning Machines Team
-  timezone: Europe/Stockholm
-  time: "15:00"
-  location: RISE Lund Office
-  info_url: https://ri.se/lm-sem
-  sender: Learning Machines <learning-machines@ri.se>
-  list: learning-machines
+LM = (
+    SERIES
+    + """\
   announce: "Monday 08:00"
 seminars:
   - date: 2030-01-17
@@ -39,6 +33,7 @@ seminars:
   - date: 2030-01-24
     speaker: Joakim Lindblad
 """
+)
 WEEK = """\
 digest:
   name: This Week at the Department
