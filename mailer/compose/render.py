@@ -191,6 +191,7 @@ def _context(
     reminder: bool = False,
     today: dt.date | None = None,
     zone: dt.tzinfo | None = None,
+    manage: bool = False,
 ) -> dict[str, Any]:
     """What the templates see; for Markdown outputs (text, page, subject) every field link-safe. With the
     reader's ``zone``, ``your_time(s)`` says when a seminar starts there (" (16:00 GMT your time)"), else ""."""
@@ -207,7 +208,7 @@ def _context(
     series = schedule.series
     return {
         "series": _safe_series(series) if markdown_output else series,
-        "manage": manage_page_linked(schedule),
+        "manage": manage,  # (the footer's link to the manage page: see manage_page_linked)
         "week": week,
         "seminars": week.seminars,
         "upcoming": upcoming,
@@ -355,8 +356,11 @@ def render(
     ``today``, the day it goes out, says "next week's" when that is before the week (default: in it);
     ``zone``, the readers' zone, adds each start there."""
     # every text field link-safe: it ends up in Markdown; the plain context's fields escape themselves
-    context = _context(schedule, week, reminder=reminder, today=today, zone=zone)
-    plain_context = _context(schedule, week, markdown_output=False, reminder=reminder, today=today, zone=zone)
+    manage = manage_page_linked(schedule)  # (reads the project's programme files: once a render, not per context)
+    context = _context(schedule, week, reminder=reminder, today=today, zone=zone, manage=manage)
+    plain_context = _context(
+        schedule, week, markdown_output=False, reminder=reminder, today=today, zone=zone, manage=manage
+    )
     text_env = make_environment(templates, html=False)
     subject = _subject(text_env, SUBJECT, plain_context)
     text, page = _text_and_page(text_env, context)
