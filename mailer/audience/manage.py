@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import html
-import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from mailer.core.tokens import check_manage
+from mailer.core.zones import zone_named
 from mailer.record.preferences import ALL, DIGEST, NONE, Preferences
 
 LABELS = {ALL: "every message", DIGEST: "only in the weekly digest", NONE: "nothing"}
@@ -84,14 +84,11 @@ async def manage_page(manage: Manage, request: Request) -> Response:
             return manage.page("Not saved", "<p>That choice is not one this page offers. Nothing was changed.</p>", 400)
         wanted[listed.list_name] = value
     zone = str(form.get("zone", "")).strip() or None
-    if zone is not None:
-        try:
-            zoneinfo.ZoneInfo(zone)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            message = (
-                f"<p><strong>{html.escape(zone)} is not a time zone</strong>: wanted a name such as Europe/London.</p>"
-            )
-            return manage.page("Not saved", _form(manage, token, wanted, None, message), 400)
+    if zone is not None and zone_named(zone) is None:
+        message = (
+            f"<p><strong>{html.escape(zone[:80])} is not a time zone</strong>: wanted a name such as Europe/London.</p>"
+        )
+        return manage.page("Not saved", _form(manage, token, wanted, None, message), 400)
 
     def write() -> None:
         with Preferences(manage.state, create=True) as chosen:

@@ -16,6 +16,7 @@ from typing import Any, BinaryIO, NamedTuple
 
 from mailer.core.address import Address, parse_address
 from mailer.core.errors import ConfigError, Problem
+from mailer.core.zones import zone_named
 
 UNSUBSCRIBED = "unsubscribed.txt"
 
@@ -188,16 +189,11 @@ def _preferences(path: Path, number: int, entry: Entry, delivery: str, zone: str
     if delivery and delivery.lower() not in DELIVERIES:
         wanted = "all (every message), digest (only the digests that gather this list) or none"
         return Entry(number, None, Problem(path, number, 1, f"delivery {delivery!r}: wanted {wanted}"))
-    if zone:
-        import zoneinfo
-
-        try:
-            zoneinfo.ZoneInfo(zone)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            wanted = "an IANA time zone such as Europe/London, or an empty cell"
-            return Entry(
-                number, None, Problem(path, number, 1, f"timezone {zone!r} is not a time zone; wanted {wanted}")
-            )
+    if zone and zone_named(zone) is None:
+        wanted = "an IANA time zone such as Europe/London, or an empty cell"
+        return Entry(
+            number, None, Problem(path, number, 1, f"timezone {_shown(zone)} is not a time zone; wanted {wanted}")
+        )
     return Entry(number, entry.recipient, None, delivery.lower() or None, zone or None)
 
 

@@ -429,19 +429,17 @@ def shift_command(args: argparse.Namespace) -> int:
 
 
 def import_command(args: argparse.Namespace) -> int:
-    import zoneinfo
 
     from mailer.core.address import parse_address
     from mailer.core.errors import ScheduleError
+    from mailer.core.zones import zone_named
     from mailer.programme.importer import Archive, programme_text, read_calendar, read_page
     from mailer.programme.schedule import LIST_NAME_RE
 
-    try:
-        zoneinfo.ZoneInfo(args.timezone)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    if zone_named(args.timezone) is None:
         raise ConfigError(
             f"--timezone {args.timezone!r} is not a time zone; wanted an IANA name such as Europe/Stockholm"
-        ) from None
+        )
     if args.sender is not None and parse_address(args.sender) is None:
         raise ConfigError(f"--sender {args.sender!r} is not an address; wanted Name <address@example.org>")
     if args.list_name is not None and not LIST_NAME_RE.fullmatch(args.list_name):

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from mailer.core.address import Address, parse_address
 from mailer.core.errors import Problem, ScheduleError
 from mailer.core.links import normalise_url
+from mailer.core.zones import zone_named
 from mailer.programme import yamlfile
 from mailer.programme.keys import APPROVALS, SEMINAR_KEYS, SERIES_KEYS, SITE_FORMATS, TOP_KEYS, Key
 from mailer.programme.model import WEEKDAYS, Announce, Reminder, Schedule, Seminar, Series
@@ -178,13 +179,12 @@ class Reader:
         raw = self.text(node, key)
         if raw is None or node is None:
             return None
-        try:
-            return zoneinfo.ZoneInfo(raw)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            guess = difflib.get_close_matches(raw, sorted(zoneinfo.available_timezones()), n=1)
-            hint = f"did you mean '{guess[0]}'?" if guess else "wanted an IANA name such as Europe/Stockholm"
-            self.add(node, f"unknown time zone {raw!r}; {hint}")
-            return None
+        if (found := zone_named(raw)) is not None:
+            return found
+        guess = difflib.get_close_matches(raw, sorted(zoneinfo.available_timezones()), n=1)
+        hint = f"did you mean '{guess[0]}'?" if guess else "wanted an IANA name such as Europe/Stockholm"
+        self.add(node, f"unknown time zone {raw[:80]!r}; {hint}")
+        return None
 
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}$")  # (@ and +: the ids status shows)

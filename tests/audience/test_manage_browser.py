@@ -73,6 +73,10 @@ def test_choose_the_digest_and_a_zone_in_chromium_and_the_next_send_follows(
     try:
         forged = service.request("GET", link[1][:-3] + "AAA")
         assert forged.status == 400 and "Nothing was changed" in forged.body
+        long_zone = service.request(  # (past the form's maxlength: zoneinfo says OSError, not "unknown")
+            "POST", link[1], "zone=" + "x" * 300, {"Content-Type": "application/x-www-form-urlencoded"}
+        )
+        assert long_zone.status == 400 and "is not a time zone" in long_zone.body, long_zone.body
         browser.goto(link[1])
         assert browser.run("document.querySelectorAll('fieldset').length") == 3  # every list of the project
         assert "only in the weekly digest" in browser.run("document.body.innerText")

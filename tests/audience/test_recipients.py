@@ -241,3 +241,11 @@ def test_a_last_line_without_its_line_end_is_numbered_and_decoded_like_the_other
         list(read_entries(path))
     path.write_bytes(b"ada@example.org\nnot an address\r")
     assert [(e.line, e.problem is None) for e in read_entries(path)] == [(1, True), (2, False)]
+
+
+def test_a_timezone_cell_too_long_for_a_file_name_is_a_problem_at_its_line(tmp_path: Path) -> None:
+    """zoneinfo answers such a name with an OSError, not as an unknown zone: still the line's problem."""
+    path = tmp_path / "list.csv"
+    path.write_text(f"email,timezone\nada@example.org,{'x' * 300}\n")
+    (entry,) = read_entries(path)
+    assert str(entry.problem).startswith(f"{path}:2:1: timezone {'x' * 80!r}... (300 characters) is not a time zone")

@@ -118,6 +118,8 @@ def test_import_never_overwrites_and_names_what_it_cannot_read(tmp_path: Path) -
     wrong_zone = mailer(tmp_path, "import", REFERENCE, "--timezone", "America/New_York", "--out", tmp_path / "ny.yaml")
     assert "is EST in America/New_York, the page says CET: is --timezone right?" in wrong_zone.stderr
     assert mailer(tmp_path, "import", REFERENCE, "--timezone", "Europe/Stokholm").returncode == 2
+    too_long = mailer(tmp_path, "import", REFERENCE, "--timezone", "x" * 300)  # (zoneinfo: an OSError, not unknown)
+    assert too_long.returncode == 2 and "is not a time zone" in too_long.stderr, too_long.stderr
 
 
 def test_a_calendar_export_becomes_a_programme(tmp_path: Path) -> None:

@@ -43,6 +43,7 @@ CASES = [
     ("wrong type", "upcoming: 4", "upcoming: four", 11, "whole number"),
     ("impossible date", "date: 2024-01-18", "date: 2024-02-30", 13, "not a real date"),
     ("unknown timezone", "Europe/Stockholm", "Europe/Stokholm", 4, "did you mean 'Europe/Stockholm'"),
+    ("timezone too long for a file name", "Europe/Stockholm", "Europe/" + "x" * 300, 4, "unknown time zone"),
     ("malformed url", "https://ri.se/lm-sem", "htps//ri.se", 8, "not a valid web address"),
     ("malformed address", "<learning-machines@ri.se>", "<learning-machines@>", 9, "not a valid email"),
     ("duplicate key", "  upcoming: 4\n", "  upcoming: 4\n  upcoming: 5\n", 12, "duplicate key 'upcoming'"),
