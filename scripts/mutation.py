@@ -81,6 +81,7 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
     "dispatch": (
         ["mailer/run/dispatch.py", "mailer/run/due_recipients.py", "mailer/run/request.py"],
         [
+            "tests/run/test_due_recipients.py",  # (the roster's parse-once cache: only these see it)
             "tests/run/test_dispatch.py",
             "tests/run/test_digest.py",  # (a digest's run and several series go through dispatch too)
             "tests/run/test_series.py",
