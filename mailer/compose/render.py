@@ -282,8 +282,12 @@ _EXTERNAL_CSS = re.compile(r"@import\s+(?:url\()?[^;]*;|<link\b[^>]*rel=[\"']?st
 
 def inline_css(html: str) -> str:
     """Inline the CSS with premailer, offline: no @import, no linked sheets, no cssutils noise."""
+    import cssutils
     import premailer  # heavy: lxml and cssutils
 
+    # premailer validates inline styles even with disable_validation (merge_styles), which compiles cssutils'
+    # property grammars (a third of a send's start); validation only logs, and the log is off: no profiles.
+    cssutils.profile.removeProfile(all=True)
     html = _EXTERNAL_CSS.sub("", html)
     inlined = str(
         premailer.Premailer(
