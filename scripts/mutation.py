@@ -58,9 +58,16 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
         ],
     ),
     "ledger": (
-        ["mailer/record/ledger.py", "mailer/record/state.py", "mailer/record/rows.py"],
+        [
+            "mailer/record/ledger.py",
+            "mailer/record/journal.py",
+            "mailer/record/state.py",
+            "mailer/record/rows.py",
+            "mailer/record/legacy.py",
+        ],
         [  # (the order only decides how soon a mutant dies: the faults' migrations kill many that the seams do not)
             "tests/record/test_ledger.py",
+            "tests/record/test_journal.py",
             "tests/test_faults.py",
             "tests/run/test_dispatch.py",
             "tests/test_seams.py",

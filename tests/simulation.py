@@ -333,16 +333,31 @@ class Knowledge:
 def ledger_copy(path: Path) -> Iterator[sqlite3.Connection]:
     """The ledger as a killed run left it, read from a copy of its files (with its write-ahead log): a read-only
     connection to the original cannot recover the log's index after a crash and may read the database without
-    the log's last commits; the copy recovers it like the next send does, and the original stays untouched."""
+    the log's last commits; the copy recovers it like the next send does, and the original stays untouched. The
+    results a killed send left in its journal are folded into the copy, as the next send folds them."""
     import tempfile
+
+    from mailer.record import journal
 
     with tempfile.TemporaryDirectory() as folder:
         copy = Path(folder) / path.name
-        for suffix in ("", "-wal"):
-            if (source := path.with_name(path.name + suffix)).exists():
+        for source in [path, path.with_name(path.name + "-wal"), *path.parent.glob(f"{journal.PREFIX}*")]:
+            if source.exists():
                 shutil.copyfile(source, Path(folder) / source.name)
-        with contextlib.closing(sqlite3.connect(copy)) as db:
+        with contextlib.closing(sqlite3.connect(copy, isolation_level=None)) as db:
+            journal.recover(Path(folder), db, lambda: _transaction(db))
             yield db
+
+
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 class World:

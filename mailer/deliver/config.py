@@ -136,7 +136,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MAILER_DATA_TIMEOUT", "600", "seconds to wait for the reply to the end of a message"),
     Setting("MAILER_PIPELINING", "on", "off sends MAIL, RCPT and DATA one at a time (for a server that mishandles it)"),
     Setting(
-        "MAILER_LEDGER_WINDOW", "1", "seconds between the ledger's synced checkpoints (what a power loss can undo)"
+        "MAILER_LEDGER_WINDOW",
+        "1",
+        "seconds between the folds of the send's journal into the ledger (what a power loss can undo)",
     ),
     Setting("MAILER_ENVELOPE_FROM", "the series' sender", "the bounce address (MAIL FROM): one plain ASCII address"),
     Setting(
@@ -438,7 +440,7 @@ def switch_setting(env: Mapping[str, str], name: str, *, default: bool) -> bool:
 
 
 def ledger_window(env: Mapping[str, str]) -> float:
-    """MAILER_LEDGER_WINDOW: seconds between the ledger's synced checkpoints (what a power loss can undo)."""
+    """MAILER_LEDGER_WINDOW: seconds between the folds of the journal into the ledger (what a power loss can undo)."""
     return number_setting(env, "MAILER_LEDGER_WINDOW", "1", float, 0, 3600)
 
 

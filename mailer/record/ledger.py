@@ -14,9 +14,11 @@ Tables (schema version 2, ``PRAGMA user_version``):
 - ``suppressed``: addresses never to be mailed again (a permanent refusal), with the reason;
 - ``approvals``: (series ``approval: required``) each week an organiser approved, as the file then held it.
 
-Each result is committed as its reply arrives (WAL, ``synchronous=NORMAL``: a commit is a write to
-the WAL without fsync, which survives ``kill -9``); a synced checkpoint every ``window`` seconds
-bounds what a power loss can undo. So a kill can only duplicate messages whose reply was in flight.
+Each result is recorded as its reply arrives, in the sender's journal (journal.py: a line appended, which
+survives ``kill -9``), and folded into ``deliveries`` every ``window`` seconds, then a synced checkpoint
+bounds what a power loss can undo (WAL, ``synchronous=NORMAL``). So a kill can only duplicate messages whose
+reply was in flight. Every read of the deliveries sees the journal's lines: this process's are folded first,
+a read-only ledger reads the others' over a private copy.
 """
 
 from __future__ import annotations
@@ -30,11 +32,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from mailer.core.errors import ConfigError, LedgerError
+from mailer.record.journal import FOLDED, Journal, overlay, recover
+from mailer.record.legacy import LEGACY_SUPPRESSED_FILE, import_suppressed_file, import_v1
 from mailer.record.rows import Knowledge, Mark, MessageStats, Remembered, Suppression, utc_text
 from mailer.record.state import LEDGER_FILE, check_file, mark_lock, private_file, state_folder
 
 SENT, FAILED, DEFERRED, UNCERTAIN = "sent", "failed", "deferred", "uncertain"
-LEGACY_SUPPRESSED_FILE = "suppressed.txt"  # version 1 wrote suppressions here; imported, then renamed
 VERSION = 2
 
 _SCHEMA = """
@@ -102,6 +105,7 @@ CREATE TABLE IF NOT EXISTS suppressed (
 """
 
 
+_DELIVERIES = _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS deliveries") :].split(";")[0]
 _SPACE = " (is the disk full? nothing unrecorded was sent; run again when there is space)"
 
 
@@ -122,6 +126,7 @@ class Ledger:
         self.clock = clock  # the time recorded with each result (send --now moves it, for tests)
         self.window = window
         self._pending: list[Mark] = []
+        self._journal: Journal | None = None  # (a read-only ledger writes none)
         self._last_checkpoint = time.monotonic()
         check_file(state, list_name)
         try:
@@ -136,6 +141,7 @@ class Ledger:
                     self._db.close()
                     self._db = copy
                     self._migrate(state, keep_files=True)
+                overlay(state, self._db, _DELIVERIES)
                 return
             state_folder(state)
             private_file(self.path)
@@ -144,6 +150,8 @@ class Ledger:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._migrate(state)
+            recover(state, self._db, self._write)
+            self._journal = Journal(state)
             mark_lock(state, list_name)
         except sqlite3.OperationalError as err:
             if "disk" in str(err) or "full" in str(err):  # can heal: exit 75, not 2
@@ -169,6 +177,7 @@ class Ledger:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         self._db.execute("CREATE TABLE IF NOT EXISTS seen (list TEXT, uid TEXT, PRIMARY KEY (list, uid)) WITHOUT ROWID")
         self._db.execute(_SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS approvals") :].split(";")[0])
+        self._db.execute(FOLDED)
         if version >= VERSION:
             return
         legacy = self._db.execute("SELECT name FROM sqlite_master WHERE name = 'deliveries'").fetchone()
@@ -180,8 +189,8 @@ class Ledger:
                 if statement.strip():
                     self._db.execute(statement)
             if legacy is not None:
-                self._import_v1()
-            self._import_suppressed_file(state)
+                import_v1(self._db, self.list_name)
+            import_suppressed_file(self._db, state)
             self._db.execute(f"PRAGMA user_version = {VERSION}")
             self._db.execute("COMMIT")
         except BaseException:
@@ -191,45 +200,6 @@ class Ledger:
         old = state / LEGACY_SUPPRESSED_FILE
         if old.exists() and not keep_files:
             old.rename(old.with_name(LEGACY_SUPPRESSED_FILE + ".imported"))
-
-    def _import_v1(self) -> None:
-        """Version 1 kept one row per (announcement, recipient); an announcement was the week's
-        seminar UIDs joined by '+'. Each becomes a message, its UIDs seminars whose announced
-        fields are unknown (adopted from the schedule at the next send, never resent)."""
-        rows = self._db.execute("SELECT DISTINCT announcement, min(at) FROM deliveries_v1 GROUP BY announcement")
-        for announcement, first in list(rows):
-            self._db.execute(
-                "INSERT OR IGNORE INTO messages VALUES (?, ?, 'announcement', '', ?)",
-                (announcement, self.list_name, first),
-            )
-            for uid in announcement.split("+"):
-                self._db.execute(
-                    "INSERT OR IGNORE INTO seminars VALUES (?, ?, ?, NULL, ?, 0, ?)",
-                    (uid, self.list_name, uid, announcement, first),
-                )
-                self._db.execute("INSERT OR IGNORE INTO revisions VALUES (?, 0, NULL, ?)", (uid, first))
-                self._db.execute("INSERT OR IGNORE INTO told VALUES (?, ?, 0)", (announcement, uid))
-        self._db.execute(
-            """INSERT INTO deliveries (message, recipient, state, attempts, message_id, detail, at)
-               SELECT announcement, recipient, state, attempts, message_id, detail, at FROM deliveries_v1"""
-        )
-        self._db.execute("DROP TABLE deliveries_v1")
-
-    def _import_suppressed_file(self, state: Path) -> None:
-        """Version 1 appended ``addr  # reason`` lines to state/suppressed.txt."""
-        from mailer.core.address import parse_address
-
-        path = state / LEGACY_SUPPRESSED_FILE
-        if not path.exists():
-            return
-        now = utc_text(dt.datetime.now(dt.UTC))
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            addr, _, reason = line.partition("  # ")
-            if (address := parse_address(addr.strip())) is not None:
-                self._db.execute(
-                    "INSERT OR IGNORE INTO suppressed VALUES (?, ?, ?, '', ?)",
-                    (address.key, address.addr, reason.strip() or "imported from suppressed.txt", now),
-                )
 
     # --- what was announced ---------------------------------------------------------------------
 
@@ -333,7 +303,7 @@ class Ledger:
         """What each recipient was told of ``seminar``: the latest revision a copy reached them (sent, or
         uncertain twice), and the latest whose copy may have reached them (in flight when a run died, or
         uncertain once: its message is retried once, and a later revision is told relative to it)."""
-        rows = self._db.execute(
+        rows = self._read(
             """SELECT d.recipient, t.revision, d.state, d.doubts, d.message FROM told t
                JOIN deliveries d ON d.message = t.message
                WHERE t.seminar = ? AND d.state IN ('sent', 'uncertain')""",
@@ -351,7 +321,7 @@ class Ledger:
 
     def told_since(self, seminar: str, since: dt.datetime) -> set[str]:
         """Recipients whose first message about ``seminar`` was accepted at or after ``since``."""
-        rows = self._db.execute(
+        rows = self._read(
             """SELECT d.recipient FROM told t JOIN deliveries d ON d.message = t.message
                WHERE t.seminar = ? AND d.state = 'sent' GROUP BY d.recipient HAVING min(d.at) >= ?""",
             (seminar, utc_text(since)),
@@ -360,7 +330,7 @@ class Ledger:
 
     def first_told(self, seminar: str) -> str | None:
         """When the first message telling ``seminar`` was accepted by the server."""
-        row = self._db.execute(
+        row = self._read(
             """SELECT min(d.at) FROM told t JOIN deliveries d ON d.message = t.message
                WHERE t.seminar = ? AND d.state = 'sent'""",
             (seminar,),
@@ -373,7 +343,7 @@ class Ledger:
         """Recipients not to be sent ``message`` again, whichever revision it carried (its key with a
         ``;r...`` suffix): sent, or uncertain twice (one retry only). A refused one is not done: once
         unsuppressed, it is due again."""
-        rows = self._db.execute(
+        rows = self._read(
             """SELECT recipient FROM deliveries WHERE (message = ? OR (message >= ? AND message < ?))
                AND (state = 'sent' OR (state = 'uncertain' AND doubts >= 2))""",
             (message, message + ";r", message + ";s"),  # (a range: the primary key's index serves it)
@@ -385,25 +355,25 @@ class Ledger:
 
     def accepted(self, message: str) -> bool:
         """Whether the server took ``message`` for anyone yet."""
-        row = self._db.execute("SELECT 1 FROM deliveries WHERE message = ? AND state = 'sent' LIMIT 1", (message,))
+        row = self._read("SELECT 1 FROM deliveries WHERE message = ? AND state = 'sent' LIMIT 1", (message,))
         return row.fetchone() is not None
 
     def doubtful(self) -> set[str]:
         """Recipients with a message whose earlier copy is uncertain (no final reply, or in flight when a run
         died): a copy sent now is their one retry, and a possible duplicate."""
-        rows = self._db.execute("SELECT DISTINCT recipient FROM deliveries WHERE state = 'uncertain' AND doubts < 2")
+        rows = self._read("SELECT DISTINCT recipient FROM deliveries WHERE state = 'uncertain' AND doubts < 2")
         return {r for (r,) in rows}
 
     def sent_since(self, since: dt.datetime) -> int:
         """Messages the server accepted (or may have) since ``since``, whatever the message: for daily limits."""
-        row = self._db.execute(
+        row = self._read(
             "SELECT count(*) FROM deliveries WHERE at >= ? AND state IN ('sent', 'uncertain')", (utc_text(since),)
         ).fetchone()
         return int(row[0])
 
     def oldest_since(self, since: dt.datetime, skip: int) -> str | None:
         """The time of the (skip+1)-th oldest acceptance after ``since``: when the window frees a slot."""
-        row = self._db.execute(
+        row = self._read(
             "SELECT at FROM deliveries WHERE at >= ? AND state IN ('sent', 'uncertain') ORDER BY at LIMIT 1 OFFSET ?",
             (utc_text(since), skip),
         ).fetchone()
@@ -414,35 +384,39 @@ class Ledger:
         self._pending.append(mark)
 
     def flush(self) -> None:
-        """Commit the buffered marks (no fsync: survives kill -9), and a synced checkpoint each window.
+        """Record the buffered marks: a line of the journal (no fsync: survives kill -9); each window, the
+        journal folded into the ledger and a synced checkpoint.
 
         Raises LedgerError when the results cannot be written (disk full, I/O error): the marks
         stay buffered, so the caller can report them.
         """
-        if self._pending:
+        if self._pending and self._journal is not None:
             now = utc_text(self.clock())
             rows = [
                 (m.message, m.recipient, m.state, m.attempts, int(m.doubt), m.message_id, m.detail, now)
                 for m in self._pending
             ]
             try:
-                with self._write():
-                    # The latest result wins, but 'sent' is final: a copy the server took stays taken. (A
-                    # 'failed' recipient is tried again only once unsuppressed; then its new result counts.)
-                    self._db.executemany(
-                        """INSERT INTO deliveries VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                           ON CONFLICT (message, recipient) DO UPDATE SET
-                             state = excluded.state, attempts = deliveries.attempts + excluded.attempts,
-                             doubts = deliveries.doubts + excluded.doubts,
-                             message_id = excluded.message_id, detail = excluded.detail, at = excluded.at
-                           WHERE deliveries.state != 'sent'""",
-                        rows,
-                    )
-            except sqlite3.Error as err:
-                raise LedgerError(f"{self.path}: cannot record delivery results: {err}") from err
+                self._journal.append(rows)
+            except OSError as err:
+                raise LedgerError(f"{self.path}: cannot write the ledger's journal: {err.strerror}{_SPACE}") from err
             self._pending.clear()
         if time.monotonic() - self._last_checkpoint >= self.window:
+            self._fold()
             self.checkpoint()
+
+    def _fold(self) -> None:
+        if self._journal is not None:
+            try:
+                self._journal.fold(self._db, self._write)
+            except sqlite3.Error as err:
+                raise LedgerError(f"{self.path}: cannot record delivery results: {err}") from err
+
+    def _read(self, sql: str, parameters: tuple[object, ...] = ()) -> sqlite3.Cursor:
+        """A query of the deliveries, after this process's journal is folded into them."""
+        if self._journal is not None and self._journal.unfolded:
+            self._fold()
+        return self._db.execute(sql, parameters)
 
     @property
     def unrecorded(self) -> list[Mark]:
@@ -503,7 +477,7 @@ class Ledger:
 
     def messages_about(self, seminar: str) -> list[MessageStats]:
         rows = list(
-            self._db.execute(
+            self._read(
                 """SELECT m.key, m.kind, m.subject FROM messages m JOIN told t ON t.message = m.key
                    WHERE t.seminar = ? ORDER BY m.created, m.key""",
                 (seminar,),
@@ -511,10 +485,8 @@ class Ledger:
         )
         stats = []
         for key, kind, subject in rows:
-            counts = dict(
-                self._db.execute("SELECT state, count(*) FROM deliveries WHERE message = ? GROUP BY state", (key,))
-            )
-            first, last = self._db.execute(
+            counts = dict(self._read("SELECT state, count(*) FROM deliveries WHERE message = ? GROUP BY state", (key,)))
+            first, last = self._read(
                 "SELECT min(at), max(at) FROM deliveries WHERE message = ? AND state = 'sent'", (key,)
             ).fetchone()
             stats.append(MessageStats(key, kind, subject, counts, first, last))
@@ -525,17 +497,23 @@ class Ledger:
         hit it (the results it could not record are counted in its summary): closing never raises."""
         try:
             self.flush()
+            self._fold()
+            if self._journal is not None:
+                self._journal.close(folded=True)
+                self._fold()  # (the removed journal's row in ``folded``)
             self.checkpoint()
-        except LedgerError:
+        except (LedgerError, OSError):
             pass
         finally:
+            if self._journal is not None:
+                self._journal.close(folded=False)  # (after a failure: left for the next run, which folds it)
             self._db.close()
 
     # --- bounces: which delivery a returned message belongs to (read only) -------------------------
 
     def deliveries_with_id(self, prefix: str) -> list[tuple[str, str, str]]:
         """(message key, recipient key, Message-ID) of every delivery whose Message-ID starts with ``prefix``."""
-        rows = self._db.execute(
+        rows = self._read(
             "SELECT message, recipient, message_id FROM deliveries WHERE substr(message_id, 1, ?) = ?",
             (len(prefix), prefix),
         )

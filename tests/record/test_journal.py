@@ -1,0 +1,212 @@
+"""The ledger's journal (mailer/record/journal.py): results appended by the sender, folded into the ledger in bulk.
+
+Real files and real processes: a sender killed with SIGKILL holds its journal under a lock the kernel drops, and
+what it recorded reaches the ledger exactly once, whoever opens it next."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from mailer.record import journal
+from mailer.record.ledger import SENT, UNCERTAIN, Ledger
+from mailer.record.rows import Mark
+
+NOW = dt.datetime(2030, 1, 14, 7, tzinfo=dt.UTC)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _mark(recipient: str, state: str = SENT, *, attempts: int = 1, doubt: bool = False) -> Mark:
+    return Mark("m1", recipient, state, attempts, f"<{recipient}>", "250 ok", doubt)
+
+
+def _deliveries(state: Path) -> dict[str, tuple[str, int, int]]:
+    """recipient -> (state, attempts, doubts), as the ledger file itself holds them."""
+    with contextlib.closing(sqlite3.connect(state / "ledger.sqlite3")) as db:
+        rows = db.execute("SELECT recipient, state, attempts, doubts FROM deliveries").fetchall()
+    return {r: (s, a, d) for r, s, a, d in rows}
+
+
+def _journals(state: Path) -> list[Path]:
+    return sorted(state.glob(f"{journal.PREFIX}*"))
+
+
+def _sender(state: Path, body: str) -> subprocess.Popen[str]:
+    """A process that opens the ledger as a send does, runs ``body``, says "ready" and waits to be killed."""
+    code = (
+        textwrap.dedent(
+            f"""
+        import datetime as dt, sys, time
+        from pathlib import Path
+        from mailer.record.ledger import Ledger
+        from mailer.record.rows import Mark
+        ledger = Ledger(Path({str(state)!r}), "lm", window=3600,
+                        clock=lambda: dt.datetime(2030, 1, 14, 7, tzinfo=dt.UTC))
+        def mark(recipient, state="sent", attempts=1, doubt=False):
+            ledger.mark(Mark("m1", recipient, state, attempts, "<" + recipient + ">", "250 ok", doubt))
+        """
+        )
+        + textwrap.dedent(body)
+        + '\nprint("ready", flush=True)\nsys.stdin.readline()\nledger.close()\n'
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def _kill(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+def test_results_of_a_killed_sender_reach_the_ledger_once_whoever_opens_it_next(tmp_path: Path) -> None:
+    """Flushed results are in the journal only (the fold waits for the window); after kill -9 a read-only
+    ledger (status, a dry run) already sees them without writing anything, and the next writable one folds
+    them into the file and removes the journal."""
+    state = tmp_path / "state"
+    Ledger(state, "lm").close()
+    proc = _sender(state, 'mark("a@x.org"); mark("b@x.org", "uncertain", 0, True); ledger.flush()')
+    _kill(proc)
+    assert len(_journals(state)) == 1 and _deliveries(state) == {}
+    reader = Ledger(state, "lm", readonly=True)
+    try:
+        assert reader.done("m1") == {"a@x.org"} and reader.doubtful() == {"b@x.org"}
+    finally:
+        reader.close()
+    assert len(_journals(state)) == 1 and _deliveries(state) == {}  # (the reader wrote nothing)
+    Ledger(state, "lm").close()
+    assert _deliveries(state) == {"a@x.org": (SENT, 1, 0), "b@x.org": (UNCERTAIN, 0, 1)}
+    assert _journals(state) == []
+    Ledger(state, "lm").close()  # (opened again: nothing is applied twice)
+    assert _deliveries(state) == {"a@x.org": (SENT, 1, 0), "b@x.org": (UNCERTAIN, 0, 1)}
+
+
+def test_a_journal_folded_before_the_kill_is_not_applied_again(tmp_path: Path) -> None:
+    """A sender killed after a fold's commit and before the journal was removed: the ledger knows how many of its
+    lines it holds, so an uncertain copy is not counted uncertain twice (which would end its one retry)."""
+    state = tmp_path / "state"
+    Ledger(state, "lm").close()
+    body = 'mark("a@x.org", "uncertain", 0, True); ledger.flush(); ledger.done("m1"); mark("b@x.org"); ledger.flush()'
+    _kill(_sender(state, body))  # (done() folds the first line: a read sees what this process recorded)
+    assert _deliveries(state) == {"a@x.org": (UNCERTAIN, 0, 1)}
+    Ledger(state, "lm").close()
+    assert _deliveries(state) == {"a@x.org": (UNCERTAIN, 0, 1), "b@x.org": (SENT, 1, 0)}
+
+
+def test_a_running_senders_journal_is_its_own_to_fold(tmp_path: Path) -> None:
+    """Another command opening the ledger for writing while a send runs (bounces, unsuppress) leaves the sender's
+    journal alone (it holds its lock); the sender's own close folds it, once."""
+    state = tmp_path / "state"
+    Ledger(state, "lm").close()
+    proc = _sender(state, 'mark("a@x.org"); ledger.flush()')
+    try:
+        Ledger(state, "lm").close()
+        assert _deliveries(state) == {} and len(_journals(state)) == 1
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.write("\n")
+        proc.stdin.close()
+        assert proc.wait(timeout=30) == 0
+    assert _deliveries(state) == {"a@x.org": (SENT, 1, 0)} and _journals(state) == []
+
+
+def test_a_line_cut_short_is_not_a_result(tmp_path: Path) -> None:
+    """A kill in the middle of a write leaves a line without its newline: only the whole lines before it count."""
+    state = tmp_path / "state"
+    Ledger(state, "lm").close()
+    row = ["m1", "a@x.org", SENT, 1, 0, "<a>", "250 ok", "2030-01-14T07:00:00.000000Z"]
+    whole = f"[{','.join(map(repr, row))}]".replace("'", '"')
+    # (the second line is whole but for its newline: its write did not return, so nothing was sent on it)
+    (state / f"{journal.PREFIX}dead").write_text(f"[{whole}]\n[{whole.replace('a@x.org', 'b@x.org')}]")
+    Ledger(state, "lm").close()
+    assert _deliveries(state) == {"a@x.org": (SENT, 1, 0)} and _journals(state) == []
+
+
+def test_the_senders_reads_see_what_it_recorded(tmp_path: Path) -> None:
+    """Within the send, a result flushed a moment ago counts for every question asked of the deliveries."""
+    state = tmp_path / "state"
+    ledger = Ledger(state, "lm", window=3600, clock=lambda: NOW)
+    try:
+        ledger.mark(_mark("a@x.org"))
+        ledger.flush()
+        assert ledger.accepted("m1")
+        assert ledger.sent_since(NOW - dt.timedelta(hours=1)) == 1
+    finally:
+        ledger.close()
+    assert _journals(state) == []
+
+
+def test_a_long_send_starts_a_fresh_journal_and_leaves_no_count_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past ROTATE bytes a folded journal is removed and a new one begun (what a kill leaves stays small); each
+    is folded once, and the ledger keeps no count of a journal that is gone."""
+    monkeypatch.setattr(journal, "ROTATE", 200)
+    state = tmp_path / "state"
+    ledger = Ledger(state, "lm", window=0, clock=lambda: NOW)  # (window 0: a fold at every flush)
+    try:
+        for i in range(10):
+            ledger.mark(_mark(f"u{i}@x.org", UNCERTAIN, attempts=0, doubt=True))
+            ledger.flush()
+            ledger.mark(_mark(f"u{i}@x.org"))
+            ledger.flush()
+            assert len(_journals(state)) <= 1
+    finally:
+        ledger.close()
+    assert _deliveries(state) == {f"u{i}@x.org": (SENT, 1, 1) for i in range(10)}
+    with contextlib.closing(sqlite3.connect(state / "ledger.sqlite3")) as db:
+        assert db.execute("SELECT count(*) FROM folded").fetchone()[0] == 0
+    assert _journals(state) == []
+
+
+def test_a_journal_another_command_folded_meanwhile_is_not_folded_again(tmp_path: Path) -> None:
+    """Two commands open the ledger after a killed send: the second opened the journal just before the first
+    folded and removed it (and its count). Taking the lock after that, it finds the file gone and applies
+    nothing: the uncertain copy stays uncertain once, its one retry kept."""
+    state = tmp_path / "state"
+    Ledger(state, "lm").close()
+    _kill(_sender(state, 'mark("a@x.org", "uncertain", 0, True); ledger.flush()'))
+    (path,) = _journals(state)
+    fd = os.open(path, os.O_RDONLY)  # the second command, between its open and its lock
+    try:
+        Ledger(state, "lm").close()  # the first: folds it, removes it, forgets its count
+        with contextlib.closing(sqlite3.connect(state / "ledger.sqlite3", isolation_level=None)) as db:
+            assert journal.fold_dead(path, fd, db, lambda: contextlib.nullcontext()) == 0
+    finally:
+        os.close(fd)
+    assert _deliveries(state) == {"a@x.org": (UNCERTAIN, 0, 1)}
+
+
+def test_a_line_that_cannot_be_cut_back_ends_the_journal(tmp_path: Path) -> None:
+    """A write that fails part-way is cut back to the last whole line; where even that fails (here a device
+    that refuses both), no later line may follow the cut one, or every line after it would be lost at
+    recovery: the journal refuses to write, and the send stops with its results counted unrecorded."""
+    state = tmp_path / "state"
+    state.mkdir()
+    log = journal.Journal(state)
+    log._fd = os.open("/dev/full", os.O_WRONLY)  # (write: ENOSPC; ftruncate: EINVAL)
+    row = ("m1", "a@x.org", SENT, 1, 0, "<a>", "250 ok", "2030-01-14T07:00:00.000000Z")
+    try:
+        with pytest.raises(OSError, match="No space"):
+            log.append([row])
+        with pytest.raises(OSError, match="cut short and cannot be cut back"):
+            log.append([row])
+        assert log.lines == []
+    finally:
+        os.close(log._fd)
