@@ -167,6 +167,7 @@ def test_a_long_send_starts_a_fresh_journal_and_leaves_no_count_behind(
             ledger.mark(_mark(f"u{i}@x.org"))
             ledger.flush()
             assert len(_journals(state)) <= 1
+            assert _deliveries(state)[f"u{i}@x.org"] == (SENT, 1, 1)  # (folded once the window passed, not at the end)
     finally:
         ledger.close()
     assert _deliveries(state) == {f"u{i}@x.org": (SENT, 1, 1) for i in range(10)}
