@@ -42,8 +42,10 @@ def test_a_list_edited_after_counting_is_read_again(tmp_path: Path) -> None:
 
 
 def test_a_list_longer_than_kept_is_streamed_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read again, the list yields its due subscribers only: not a suppressed one, not a line's second copy."""
     monkeypatch.setattr(due_recipients, "KEPT", 2)
-    roster, _ = _roster(tmp_path, [f"u{i}@example.org" for i in range(3)])
+    roster, _ = _roster(tmp_path, [*(f"u{i}@example.org" for i in range(4)), "U0@example.org"])
+    roster.suppressed.add("u1@example.org")
     list(roster.classified())
     assert roster.kept is None
-    assert [a.addr for a in roster.subscribers()] == [f"u{i}@example.org" for i in range(3)]
+    assert [a.addr for a in roster.subscribers()] == ["u0@example.org", "u2@example.org", "u3@example.org"]
