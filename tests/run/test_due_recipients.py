@@ -49,3 +49,11 @@ def test_a_list_longer_than_kept_is_streamed_again(tmp_path: Path, monkeypatch: 
     list(roster.classified())
     assert roster.kept is None
     assert [a.addr for a in roster.subscribers()] == ["u0@example.org", "u2@example.org", "u3@example.org"]
+
+
+def test_a_list_of_exactly_kept_due_subscribers_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """KEPT is how many are kept: a list of that many due is parsed once (the send uses what the count read)."""
+    monkeypatch.setattr(due_recipients, "KEPT", 2)
+    roster, _ = _roster(tmp_path, ["u0@example.org", "u1@example.org"])
+    list(roster.classified())
+    assert roster.kept is not None and [a.addr for a in roster.kept] == ["u0@example.org", "u1@example.org"]
