@@ -11,13 +11,14 @@ a survivor: either a test is missing, or the mutant is equivalent (it changes no
 which `scripts/mutation_equivalent.txt` records with the reason. mutmut cannot be used here: most tests
 run `python -m mailer` in a subprocess, where its in-process trampolines do not reach.
 
-Each result is also appended to build/mutation/<module>.partial.jsonl as it comes, so a run stopped half-way
-keeps what it found; `--resume` then skips every mutant already killed (or timed out) in that file or in
-<module>.json whose source file is byte for byte the one it was killed in (its sha256 is kept with it), and
-runs the rest: survivors again (a test may have been added since), and those never run.
+Each result is also appended to scripts/mutation_results/<module>.partial.jsonl as it comes (committed: a
+run stopped half-way, on this machine or another, keeps what it found); `--resume` then skips every mutant
+already killed (or timed out) in that file or in <module>.json whose source file is byte for byte the one it
+was killed in (its sha256 is kept with it), and runs the rest: survivors again (a test may have been added
+since), and those never run.
 
-Writes build/mutation/<module>.json and prints, per module, mutants, killed, equivalent, survived, and the
-kill rate of the non-equivalent ones; every survivor with file:line and what was changed.
+Writes scripts/mutation_results/<module>.json and prints, per module, mutants, killed, equivalent, survived,
+and the kill rate of the non-equivalent ones; every survivor with file:line and what was changed.
 """
 
 from __future__ import annotations
@@ -41,7 +42,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = ROOT / ".venv" / "bin" / "python"
-OUT = ROOT / "build" / "mutation"
+OUT = ROOT / "build" / "mutation"  # the private copies of the checkout, while a run goes
+# Each mutant's outcome, with the sha256 of the file it ran on: kept in the repository, so a later run (on another
+# machine) resumes from them, and a result counts only for the very source it was found on.
+RESULTS = ROOT / "scripts" / "mutation_results"
 EQUIVALENT = ROOT / "scripts" / "mutation_equivalent.txt"
 SIM = {"SIM_HISTORIES": "60", "SIM_KILL_HISTORIES": "4", "SIM_WORKERS": "1"}
 
@@ -234,7 +238,7 @@ def mutants(module: str) -> list[Mutant]:
 def _earlier(module: str) -> dict[tuple[str, int, str, str], Mutant]:
     """The latest outcome of each mutant in earlier runs, by (file, index, what, sha256 of the file then)."""
     found: list[dict[str, object]] = []
-    whole, partial = OUT / f"{module}.json", OUT / f"{module}.partial.jsonl"
+    whole, partial = RESULTS / f"{module}.json", RESULTS / f"{module}.partial.jsonl"
     if whole.exists():
         found += json.loads(whole.read_text())
     if partial.exists():
@@ -320,7 +324,7 @@ def _worker(args: tuple[list[Mutant], float, str]) -> list[Mutant]:
             path.write_text(original)
             print(f"{m.outcome:9} {m.where}  {m.killer}", flush=True)
             if m.index >= 0:
-                with open(OUT / f"{m.module}.partial.jsonl", "a") as log:  # one short line: one write
+                with open(RESULTS / f"{m.module}.partial.jsonl", "a") as log:  # one short line: one write
                     log.write(json.dumps(asdict(m)) + "\n")
     return batch
 
@@ -357,12 +361,20 @@ def main() -> int:
         action="store_true",
         help="with --resume: run again only the earlier survivors (a test added for them), not the mutants never run",
     )
+    parser.add_argument(
+        "--retry-timeouts",
+        action="store_true",
+        help="with --resume: run earlier timeouts again as survivors are (on a loaded machine a slow survivor times "
+        "out; give a longer --timeout)",
+    )
     args = parser.parse_args()
+    again = ("survived", "timeout") if args.retry_timeouts else ("survived",)
     signal.signal(
         signal.SIGTERM, lambda *_: sys.exit(143)
     )  # stopped: the private copies are removed (workers inherit it)
     known = _equivalent()
     OUT.mkdir(parents=True, exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     rows: list[str] = []
     for module in args.modules.split(","):
         todo = mutants(module)
@@ -377,18 +389,16 @@ def main() -> int:
             why = known.get(m.where.strip()) or known.get(f"{m.where.strip()} (#{m.index})")
             if why:  # (a statement cut at 60 characters may end in a space)
                 m.outcome, m.killer = "equivalent", why
-            elif before and (args.report or before.outcome != "survived"):  # a survivor runs again on --resume
+            elif before and (args.report or before.outcome not in again):  # a survivor runs again on --resume
                 todo[i] = before
         if args.report:
             _table(module, todo, rows)
             continue
         if not args.resume:
-            (OUT / f"{module}.partial.jsonl").unlink(missing_ok=True)
+            (RESULTS / f"{module}.partial.jsonl").unlink(missing_ok=True)
         run = [m for m in todo if not m.outcome]
         if args.survivors:
-            run = [
-                m for m in run if (b := earlier.get((m.file, m.index, m.what, m.source))) and b.outcome == "survived"
-            ]
+            run = [m for m in run if (b := earlier.get((m.file, m.index, m.what, m.source))) and b.outcome in again]
         print(f"{module}: {len(todo)} mutants, {len(todo) - len(run)} decided before, {len(run)} to run", flush=True)
         failed = _baseline(module, args.timeout) if run else ""
         if failed:
@@ -402,7 +412,7 @@ def main() -> int:
                 for m in batch
             }
         todo = [results.get((m.file, m.index), m) for m in todo]
-        (OUT / f"{module}.json").write_text(json.dumps([asdict(m) for m in todo], indent=1) + "\n")
+        (RESULTS / f"{module}.json").write_text(json.dumps([asdict(m) for m in todo], indent=1) + "\n")
         _table(module, todo, rows)
     if rows:
         print("\n| module | mutants | killed | timed out | equivalent | survived | not run | killed of non-eq. run |")
