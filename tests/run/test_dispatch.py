@@ -554,6 +554,28 @@ def test_a_seminar_added_to_an_announced_week_is_announced_alone_to_those_told_t
     assert not added.pending and table(send(tmp_path, server, "2030-01-14T09:15")) == [(ANNOUNCEMENT, 0, 3)]
 
 
+def test_a_cancelled_seminar_nobody_was_told_of_does_not_hide_the_rest_of_the_week(
+    tmp_path: Path, server: Server
+) -> None:
+    """Those told the week's one seminar (on the 19th); then a seminar is added on the 18th, and one on the 17th,
+    already cancelled, that nobody was told of: they get the 18th's alone (a `continue` turned `break` at the
+    cancelled one, first in the week, once told them nothing)."""
+    people = make_list(tmp_path, 2)
+    serge = "  - date: 2030-01-17\n    speaker: Serge Belongi\n    title: Challenges in Fine-Grained Image Analysis\n"
+    write(tmp_path, **{serge: "  - date: 2030-01-10\n    speaker: Serge Belongi\n", "2030-01-24": "2030-01-19"})
+    send(tmp_path, server, MONDAY)
+    write(
+        tmp_path,
+        first_extra="    cancelled: The speaker is ill.\n",
+        **{"  - date: 2030-01-24\n": "  - date: 2030-01-18\n    speaker: Ada Lovelace\n  - date: 2030-01-19\n"},
+    )
+    before = len(server.recorder.received)
+    send(tmp_path, server, "2030-01-14T09:00")
+    got = sorted((r.rcpt, parse(r)["Subject"]) for r in new_since(server, before))
+    assert [rcpt for rcpt, _ in got] == sorted(people)
+    assert all("Ada Lovelace" in s and "Joakim" not in s and "Serge" not in s for _, s in got), got
+
+
 def test_a_change_whose_copy_may_not_have_arrived_goes_to_that_subscriber_once_more(
     tmp_path: Path, server: Server
 ) -> None:
