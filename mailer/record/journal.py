@@ -104,7 +104,7 @@ class Journal:
     def close(self, *, folded: bool) -> None:
         """End this process's journal: removed when all of it is folded, else left for the next run to fold."""
         if self._fd >= 0:
-            if folded:
+            if folded and not self.lines:  # (lines not folded stay in the file: never only in memory)
                 self._remove()
             else:
                 os.close(self._fd)
