@@ -92,9 +92,8 @@ class Journal:
         if not self.lines and not self._gone:
             return
         with transaction():
-            db.executemany(UPSERT, [row for line in self.lines for row in line])
             if self.lines:
-                db.execute("INSERT OR REPLACE INTO folded VALUES (?, ?)", (self.id, self._folded + len(self.lines)))
+                _apply(db, self.id, self.lines, self._folded + len(self.lines))
             db.executemany("DELETE FROM folded WHERE journal = ?", [(g,) for g in self._gone])
         self._folded += len(self.lines)
         self.lines, self._gone = [], []
@@ -159,12 +158,19 @@ def fold_dead(path: Path, fd: int, db: sqlite3.Connection, transaction: Transact
     lines = read_lines(_read(fd))
     with transaction():
         row = db.execute("SELECT lines FROM folded WHERE journal = ?", (name,)).fetchone()
-        rows = [r for line in lines[row[0] if row else 0 :] for r in line]
-        db.executemany(UPSERT, rows)
-        db.execute("INSERT OR REPLACE INTO folded VALUES (?, ?)", (name, len(lines)))
+        applied = _apply(db, name, lines[row[0] if row else 0 :], len(lines))
     path.unlink()
     with transaction():
         db.execute("DELETE FROM folded WHERE journal = ?", (name,))
+    return applied
+
+
+def _apply(db: sqlite3.Connection, journal: str, lines: list[list[Row]], folded: int) -> int:
+    """Upsert ``lines`` into the deliveries and record that ``folded`` lines of ``journal`` are in them, in the
+    caller's transaction; the rows applied."""
+    rows = [row for line in lines for row in line]
+    db.executemany(UPSERT, rows)
+    db.execute("INSERT OR REPLACE INTO folded VALUES (?, ?)", (journal, folded))
     return len(rows)
 
 
