@@ -152,6 +152,27 @@ def test_the_senders_reads_see_what_it_recorded(tmp_path: Path) -> None:
     assert _journals(state) == []
 
 
+def test_a_tick_with_nothing_to_record_writes_nothing(tmp_path: Path) -> None:
+    """The sender flushes at every event-loop tick; most ticks have no result. Those write no line (an empty
+    line a tick would grow the journal by thousands of lines a send, each read back at every fold and after
+    a kill), and a send that has recorded nothing yet has no journal at all."""
+    state = tmp_path / "state"
+    ledger = Ledger(state, "lm", window=3600, clock=lambda: NOW)
+    try:
+        for _ in range(3):
+            ledger.flush()
+        assert _journals(state) == []
+        ledger.mark(_mark("a@x.org"))
+        ledger.flush()
+        (path,) = _journals(state)
+        size = path.stat().st_size
+        for _ in range(3):
+            ledger.flush()
+        assert path.stat().st_size == size
+    finally:
+        ledger.close()
+
+
 def test_a_long_send_starts_a_fresh_journal_and_leaves_no_count_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
