@@ -215,6 +215,22 @@ def test_a_journal_another_command_folded_meanwhile_is_not_folded_again(tmp_path
     assert _deliveries(state) == {"a@x.org": (UNCERTAIN, 0, 1)}
 
 
+def test_a_journal_a_failed_close_left_is_the_next_opens_to_fold_in_the_same_process(tmp_path: Path) -> None:
+    """A close whose fold fails (here the ledger refuses writes) leaves the journal for the next open, and lets
+    go of it: a send of several series opens the ledger again in the same process, and that open folds it (a
+    journal still held would look like a running sender's, its results out of the ledger until a later run)."""
+    state = tmp_path / "state"
+    ledger = Ledger(state, "lm", window=3600, clock=lambda: NOW)
+    ledger.mark(_mark("a@x.org"))
+    ledger.flush()
+    ledger._db.execute("PRAGMA query_only = 1")  # (the fold at close fails: 'attempt to write a readonly database')
+    ledger.close()
+    assert len(_journals(state)) == 1 and _deliveries(state) == {}
+    Ledger(state, "other").close()
+    assert _journals(state) == []
+    assert _deliveries(state) == {"a@x.org": (SENT, 1, 0)}
+
+
 def test_a_line_that_cannot_be_cut_back_ends_the_journal(tmp_path: Path) -> None:
     """A write that fails part-way is cut back to the last whole line; where even that fails (here a device
     that refuses both), no later line may follow the cut one, or every line after it would be lost at
