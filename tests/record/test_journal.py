@@ -215,10 +215,11 @@ def test_a_journal_another_command_folded_meanwhile_is_not_folded_again(tmp_path
     assert _deliveries(state) == {"a@x.org": (UNCERTAIN, 0, 1)}
 
 
-def test_a_journal_a_failed_close_left_is_the_next_opens_to_fold_in_the_same_process(tmp_path: Path) -> None:
+def test_a_journal_a_failed_close_left_is_folded_by_the_next_open_in_the_same_process(tmp_path: Path) -> None:
     """A close whose fold fails (here the ledger refuses writes) leaves the journal for the next open, and lets
-    go of it: a send of several series opens the ledger again in the same process, and that open folds it (a
-    journal still held would look like a running sender's, its results out of the ledger until a later run)."""
+    go of it: a later open in the same process folds it. (Each command opens its ledger once and exits, which
+    lets go too; a program that opens it again, as the simulation does between runs, would otherwise find the
+    journal held as if by a running sender, and its results out of the ledger, and an open file, until it exits.)"""
     state = tmp_path / "state"
     ledger = Ledger(state, "lm", window=3600, clock=lambda: NOW)
     ledger.mark(_mark("a@x.org"))
