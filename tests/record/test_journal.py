@@ -36,6 +36,12 @@ def _deliveries(state: Path) -> dict[str, tuple[str, int, int]]:
     return {r: (s, a, d) for r, s, a, d in rows}
 
 
+def _folded_counts(state: Path) -> int:
+    """How many journals the ledger keeps a folded-lines count of (none once each journal is gone)."""
+    with contextlib.closing(sqlite3.connect(state / "ledger.sqlite3")) as db:
+        return int(db.execute("SELECT count(*) FROM folded").fetchone()[0])
+
+
 def _journals(state: Path) -> list[Path]:
     return sorted(state.glob(f"{journal.PREFIX}*"))
 
@@ -92,21 +98,26 @@ def test_results_of_a_killed_sender_reach_the_ledger_once_whoever_opens_it_next(
     assert len(_journals(state)) == 1 and _deliveries(state) == {}  # (the reader wrote nothing)
     Ledger(state, "lm").close()
     assert _deliveries(state) == {"a@x.org": (SENT, 1, 0), "b@x.org": (UNCERTAIN, 0, 1)}
-    assert _journals(state) == []
+    assert _journals(state) == [] and _folded_counts(state) == 0  # (no count kept of a journal that is gone)
     Ledger(state, "lm").close()  # (opened again: nothing is applied twice)
     assert _deliveries(state) == {"a@x.org": (SENT, 1, 0), "b@x.org": (UNCERTAIN, 0, 1)}
 
 
 def test_a_journal_folded_before_the_kill_is_not_applied_again(tmp_path: Path) -> None:
     """A sender killed after a fold's commit and before the journal was removed: the ledger knows how many of its
-    lines it holds, so an uncertain copy is not counted uncertain twice (which would end its one retry)."""
+    lines it holds, so an uncertain copy is not counted uncertain twice (which would end its one retry); after
+    two folds too (the count is of all the lines folded, not of the last fold's)."""
     state = tmp_path / "state"
     Ledger(state, "lm").close()
-    body = 'mark("a@x.org", "uncertain", 0, True); ledger.flush(); ledger.done("m1"); mark("b@x.org"); ledger.flush()'
-    _kill(_sender(state, body))  # (done() folds the first line: a read sees what this process recorded)
-    assert _deliveries(state) == {"a@x.org": (UNCERTAIN, 0, 1)}
+    body = """
+        mark("a@x.org", "uncertain", 0, True); ledger.flush(); ledger.done("m1")
+        mark("c@x.org", "uncertain", 0, True); ledger.flush(); ledger.done("m1")
+        mark("b@x.org"); ledger.flush()
+    """
+    _kill(_sender(state, body))  # (done() folds the lines so far: a read sees what this process recorded)
+    assert _deliveries(state) == {"a@x.org": (UNCERTAIN, 0, 1), "c@x.org": (UNCERTAIN, 0, 1)}
     Ledger(state, "lm").close()
-    assert _deliveries(state) == {"a@x.org": (UNCERTAIN, 0, 1), "b@x.org": (SENT, 1, 0)}
+    assert _deliveries(state) == {"a@x.org": (UNCERTAIN, 0, 1), "c@x.org": (UNCERTAIN, 0, 1), "b@x.org": (SENT, 1, 0)}
 
 
 def test_a_running_senders_journal_is_its_own_to_fold(tmp_path: Path) -> None:
@@ -181,6 +192,7 @@ def test_a_long_send_starts_a_fresh_journal_and_leaves_no_count_behind(
     monkeypatch.setattr(journal, "ROTATE", 200)
     state = tmp_path / "state"
     ledger = Ledger(state, "lm", window=0, clock=lambda: NOW)  # (window 0: a fold at every flush)
+    begun: set[str] = set()
     try:
         for i in range(10):
             ledger.mark(_mark(f"u{i}@x.org", UNCERTAIN, attempts=0, doubt=True))
@@ -188,13 +200,14 @@ def test_a_long_send_starts_a_fresh_journal_and_leaves_no_count_behind(
             ledger.mark(_mark(f"u{i}@x.org"))
             ledger.flush()
             assert len(_journals(state)) <= 1
+            begun.update(p.name for p in _journals(state))
+            assert all(p.stat().st_size <= 2 * 200 for p in _journals(state))  # (ROTATE and a line at most)
             assert _deliveries(state)[f"u{i}@x.org"] == (SENT, 1, 1)  # (folded once the window passed, not at the end)
     finally:
         ledger.close()
+    assert len(begun) >= 3  # (a fresh journal begun each time one passed ROTATE)
     assert _deliveries(state) == {f"u{i}@x.org": (SENT, 1, 1) for i in range(10)}
-    with contextlib.closing(sqlite3.connect(state / "ledger.sqlite3")) as db:
-        assert db.execute("SELECT count(*) FROM folded").fetchone()[0] == 0
-    assert _journals(state) == []
+    assert _folded_counts(state) == 0 and _journals(state) == []
 
 
 def test_a_journal_another_command_folded_meanwhile_is_not_folded_again(tmp_path: Path) -> None:
