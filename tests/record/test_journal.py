@@ -191,6 +191,7 @@ def test_a_long_send_starts_a_fresh_journal_and_leaves_no_count_behind(
     is folded once, and the ledger keeps no count of a journal that is gone."""
     monkeypatch.setattr(journal, "ROTATE", 200)
     state = tmp_path / "state"
+    descriptors = len(os.listdir("/proc/self/fd"))
     ledger = Ledger(state, "lm", window=0, clock=lambda: NOW)  # (window 0: a fold at every flush)
     begun: set[str] = set()
     try:
@@ -206,6 +207,7 @@ def test_a_long_send_starts_a_fresh_journal_and_leaves_no_count_behind(
     finally:
         ledger.close()
     assert len(begun) >= 3  # (a fresh journal begun each time one passed ROTATE)
+    assert len(os.listdir("/proc/self/fd")) == descriptors  # (each journal's file closed when it went)
     assert _deliveries(state) == {f"u{i}@x.org": (SENT, 1, 1) for i in range(10)}
     assert _folded_counts(state) == 0 and _journals(state) == []
 
