@@ -70,7 +70,9 @@ class Journal:
             raise OSError(errno.EIO, self._broken)
         if self._fd < 0:
             self.id = secrets.token_hex(8)
-            self._fd = os.open(self.state / f"{PREFIX}{self.id}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            # O_APPEND: after a write cut back (below) the next line goes at the new end, not after a hole
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND
+            self._fd = os.open(self.state / f"{PREFIX}{self.id}", flags, 0o600)
             fcntl.flock(self._fd, fcntl.LOCK_EX)
             self._size = 0
         data = (json.dumps(rows, ensure_ascii=False, separators=(",", ":")) + "\n").encode()

@@ -10,6 +10,7 @@ import datetime as dt
 import os
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import textwrap
@@ -89,14 +90,18 @@ def test_results_of_a_killed_sender_reach_the_ledger_once_whoever_opens_it_next(
     Ledger(state, "lm").close()
     proc = _sender(state, 'mark("a@x.org"); mark("b@x.org", "uncertain", 0, True); ledger.flush()')
     _kill(proc)
-    assert len(_journals(state)) == 1 and _deliveries(state) == {}
+    (path,) = _journals(state)
+    assert _deliveries(state) == {}
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600  # (addresses: for the owner only, as the ledger is)
     reader = Ledger(state, "lm", readonly=True)
     try:
         assert reader.done("m1") == {"a@x.org"} and reader.doubtful() == {"b@x.org"}
     finally:
         reader.close()
     assert len(_journals(state)) == 1 and _deliveries(state) == {}  # (the reader wrote nothing)
+    descriptors = len(os.listdir("/proc/self/fd"))
     Ledger(state, "lm").close()
+    assert len(os.listdir("/proc/self/fd")) == descriptors  # (the dead journal's file closed once folded)
     assert _deliveries(state) == {"a@x.org": (SENT, 1, 0), "b@x.org": (UNCERTAIN, 0, 1)}
     assert _journals(state) == [] and _folded_counts(state) == 0  # (no count kept of a journal that is gone)
     Ledger(state, "lm").close()  # (opened again: nothing is applied twice)
@@ -118,6 +123,98 @@ def test_a_journal_folded_before_the_kill_is_not_applied_again(tmp_path: Path) -
     assert _deliveries(state) == {"a@x.org": (UNCERTAIN, 0, 1), "c@x.org": (UNCERTAIN, 0, 1)}
     Ledger(state, "lm").close()
     assert _deliveries(state) == {"a@x.org": (UNCERTAIN, 0, 1), "c@x.org": (UNCERTAIN, 0, 1), "b@x.org": (SENT, 1, 0)}
+
+
+def test_a_killed_senders_fresh_journal_counts_its_own_lines(tmp_path: Path) -> None:
+    """A sender that began a fresh journal (past ROTATE) and was killed after folding part of it: the count the
+    ledger keeps is of the fresh journal's lines alone, so the part not folded is applied once and none skipped."""
+    state = tmp_path / "state"
+    Ledger(state, "lm").close()
+    body = """
+        from mailer.record import journal
+        journal.ROTATE = 1  # (the next fold removes its journal: a fresh one begins)
+        mark("u@x.org"); ledger.flush(); ledger.done("m1")
+        journal.ROTATE = 1 << 30
+        mark("c@x.org", "uncertain", 0, True); ledger.flush(); ledger.done("m1")
+        mark("d@x.org", "uncertain", 0, True); ledger.flush()
+    """
+    _kill(_sender(state, body))
+    assert len(_journals(state)) == 1
+    Ledger(state, "lm").close()
+    assert _deliveries(state) == {"u@x.org": (SENT, 1, 0), "c@x.org": (UNCERTAIN, 0, 1), "d@x.org": (UNCERTAIN, 0, 1)}
+
+
+def test_a_journal_gone_between_the_listing_and_its_open_leaves_the_others_to_be_read(tmp_path: Path) -> None:
+    """Another command may fold and remove a journal between this one's listing of the folder and its open of
+    that file (here: a name that leads nowhere, first in the listing): the journals after it are still read,
+    by a read-only open and by a writable one's fold, or their results would look unsent and be sent again."""
+    state = tmp_path / "state"
+    Ledger(state, "lm").close()
+    _kill(_sender(state, 'mark("a@x.org"); ledger.flush()'))
+    gone = state / f"{journal.PREFIX}-gone"  # (sorts before every journal's hex id)
+    gone.symlink_to(state / "nowhere")
+    assert sorted(state.glob(f"{journal.PREFIX}*"))[0] == gone
+    reader = Ledger(state, "lm", readonly=True)
+    try:
+        assert reader.done("m1") == {"a@x.org"}
+    finally:
+        reader.close()
+    Ledger(state, "lm").close()
+    assert _deliveries(state) == {"a@x.org": (SENT, 1, 0)}
+
+
+@pytest.mark.parametrize(
+    "damaged",
+    ['[["m1","b@x.org"', '[["m1","b@x.org"]]'],
+    ids=["not JSON", "a row too short"],
+)
+def test_a_damaged_line_ends_what_a_journal_holds(tmp_path: Path, damaged: str) -> None:
+    """A line that is not a JSON array of whole rows (only a damaged disk makes one: a line cut short is cut back
+    or ends the journal) is where the journal's results end; the lines before it count, and nothing after it
+    (a result after an unreadable line is not trusted: its recipient is due again)."""
+    state = tmp_path / "state"
+    Ledger(state, "lm").close()
+    row = ["m1", "a@x.org", SENT, 1, 0, "<a>", "250 ok", "2030-01-14T07:00:00.000000Z"]
+    whole = f"[{','.join(map(repr, row))}]".replace("'", '"')
+    lines = [f"[{whole}]", damaged, f"[{whole.replace('a@x.org', 'c@x.org')}]"]
+    (state / f"{journal.PREFIX}dead").write_text("\n".join(lines) + "\n")
+    Ledger(state, "lm").close()
+    assert _deliveries(state) == {"a@x.org": (SENT, 1, 0)} and _journals(state) == []
+
+
+def test_a_line_the_disk_takes_only_in_part_is_cut_back_and_the_next_is_whole(tmp_path: Path) -> None:
+    """A write the file system takes only in part (here a file-size limit, as a full disk does): the journal
+    cuts the file back to its last whole line, so the line written after it is whole and counts."""
+    state = tmp_path / "state"
+    state.mkdir()
+    code = textwrap.dedent(
+        f"""
+        import resource, signal
+        from pathlib import Path
+        from mailer.record import journal
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # (the write fails with EFBIG instead)
+        state = Path({str(state)!r})
+        log = journal.Journal(state)
+        def row(who):
+            return ("m1", who, "sent", 1, 0, "<" + who + ">", "250 ok", "2030-01-14T07:00:00.000000Z")
+        log.append([row("a@x.org")])
+        size = (state / (journal.PREFIX + log.id)).stat().st_size
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size + 40, resource.RLIM_INFINITY))
+        try:
+            log.append([row(f"b{{i}}@x.org") for i in range(5)])
+        except OSError as err:
+            print(err.strerror)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        log.append([row("c@x.org")])
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+        text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip() == "File too large", done.stderr
+    (path,) = _journals(state)
+    assert [[r[1] for r in line] for line in journal.read_lines(path.read_bytes())] == [["a@x.org"], ["c@x.org"]]
 
 
 def test_a_running_senders_journal_is_its_own_to_fold(tmp_path: Path) -> None:
