@@ -108,6 +108,23 @@ def test_results_of_a_killed_sender_reach_the_ledger_once_whoever_opens_it_next(
     assert _deliveries(state) == {"a@x.org": (SENT, 1, 0), "b@x.org": (UNCERTAIN, 0, 1)}
 
 
+def test_a_read_only_ledger_reads_the_folded_results_and_a_dead_senders_journal_together(tmp_path: Path) -> None:
+    """status or a dry run after a killed send: what earlier sends folded into the file and what the killed one
+    left in its journal are one picture (a reader seeing only the journal would count the earlier sends' copies
+    as unsent)."""
+    state = tmp_path / "state"
+    first = Ledger(state, "lm", clock=lambda: NOW)
+    first.mark(_mark("a@x.org"))
+    first.close()
+    _kill(_sender(state, 'mark("b@x.org"); ledger.flush()'))
+    assert _deliveries(state) == {"a@x.org": (SENT, 1, 0)} and len(_journals(state)) == 1
+    reader = Ledger(state, "lm", readonly=True)
+    try:
+        assert reader.done("m1") == {"a@x.org", "b@x.org"}
+    finally:
+        reader.close()
+
+
 def test_a_journal_folded_before_the_kill_is_not_applied_again(tmp_path: Path) -> None:
     """A sender killed after a fold's commit and before the journal was removed: the ledger knows how many of its
     lines it holds, so an uncertain copy is not counted uncertain twice (which would end its one retry); after
