@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from mailer.core.errors import ConfigError
+from mailer.core.errors import ConfigError, LockedError
 from mailer.record.ledger import Ledger
 from mailer.record.rows import Remembered
 from mailer.record.state import run_lock
@@ -25,6 +26,28 @@ def test_the_ledger_itself_refuses_an_emptied_file(tmp_path: Path) -> None:
     (state / "ledger.sqlite3").write_bytes(b"")
     with pytest.raises(ConfigError, match=r"ledger\.sqlite3 is empty"):
         Ledger(state, "lm")
+
+
+def test_a_write_ahead_log_of_any_size_without_its_ledger_is_damage(tmp_path: Path) -> None:
+    """However little of it there is (a single byte), a -wal beside no ledger is what a moved or truncated ledger
+    leaves: an error naming both files, never a fresh start."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "ledger.sqlite3-wal").write_bytes(b"x")
+    with pytest.raises(ConfigError, match=r"ledger\.sqlite3-wal exists but .*ledger\.sqlite3 is missing"):
+        Ledger(state, "lm", readonly=True)
+
+
+def test_the_lock_names_the_process_that_holds_it(tmp_path: Path) -> None:
+    """A second send is told the pid of the one running, from the lock file; what an earlier send wrote there,
+    even a longer pid, is replaced, not overwritten in part (which would name a process that never ran)."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "lm.lock").write_bytes(b"99999999999 ledger")
+    with run_lock(state, "lm"):
+        assert (state / "lm.lock").read_bytes() == f"{os.getpid()} ledger".encode()
+        with pytest.raises(LockedError, match=rf"\(pid {os.getpid()}, lock "), run_lock(state, "lm"):
+            pass
 
 
 def test_a_ledger_is_written_as_schema_2_and_read_back_as_it_is(tmp_path: Path) -> None:
