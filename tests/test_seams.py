@@ -162,13 +162,14 @@ def test_kill_9_with_a_copy_in_flight_then_the_edit_reverted_corrects_that_copy(
         assert "Room Y" in bodies(parse(r))[0] and str(invitation(parse(r))[1]["LOCATION"]) == "Room Z"
 
 
-@pytest.mark.parametrize("damage", ["empty", "wal-only", "wal-only, no lock", "newer", "deleted"])
+@pytest.mark.parametrize("damage", ["empty", "one byte", "wal-only", "wal-only, no lock", "newer", "deleted"])
 def test_a_damaged_or_missing_ledger_is_an_error_never_a_fresh_start(
     tmp_path: Path, server: Server, damage: str
 ) -> None:
     """Issue 23 #8: an empty ledger, a stray -wal, a newer schema or a lock without a ledger looked like a fresh
-    start: everyone announced to again. (A -wal alone is damage even where no lock file shows a send ran here,
-    as in a state folder restored without its lock: a dry run and status must not read it as a fresh start.)"""
+    start: everyone announced to again; so did a ledger cut to one byte, which SQLite takes for a new one. (A -wal
+    alone is damage even where no lock file shows a send ran here, as in a state folder restored without its
+    lock: a dry run and status must not read it as a fresh start.)"""
     make_list(tmp_path, 2)
     write(tmp_path)
     assert send(tmp_path, server, MONDAY).returncode == 0
@@ -188,7 +189,12 @@ def test_a_damaged_or_missing_ledger_is_an_error_never_a_fresh_start(
             ledger.unlink()
             (state / "ledger.sqlite3-wal").unlink()
         else:
-            ledger.write_bytes(b"") if damage == "empty" else ledger.unlink()
+            if damage == "empty":
+                ledger.write_bytes(b"")
+            elif damage == "one byte":  # (SQLite alone would take it for a new, empty ledger: a fresh start)
+                ledger.write_bytes(b"S")
+            else:
+                ledger.unlink()
     before = len(server.recorder.received)
     for args in ([], ["--dry-run"]):
         result = send(tmp_path, server, "2030-01-14T09:00", *args)

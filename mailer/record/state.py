@@ -13,6 +13,18 @@ from pathlib import Path
 from mailer.core.errors import ConfigError, LockedError
 
 LEDGER_FILE = "ledger.sqlite3"
+# No SQLite database that holds anything is smaller than its smallest page; SQLite itself takes a 1-byte file
+# for a new, empty database (and writes a fresh one over it), so a file cut to 1..511 bytes must be caught here.
+SMALLEST_DATABASE = 512
+
+
+def cut_short(path: Path) -> int:
+    """The size of ``path`` when it is a database file cut short (1 to 511 bytes), else 0."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return 0
+    return size if 0 < size < SMALLEST_DATABASE else 0
 
 
 def private_file(path: Path) -> None:
@@ -69,6 +81,11 @@ def check_state(state: Path, list_name: str) -> None:
 def check_file(state: Path, list_name: str) -> None:
     """The ledger file itself: an empty one, or a write-ahead log without it, is damage, not a fresh start."""
     path = state / LEDGER_FILE
+    if size := cut_short(path):
+        raise ConfigError(
+            f"{path} is {size} bytes, too short for a ledger (at least {SMALLEST_DATABASE}): it was truncated; "
+            "restore it from a backup (nothing was read or sent)"
+        )
     if path.exists() and path.stat().st_size > 0:
         return
     wal = state / f"{LEDGER_FILE}-wal"

@@ -29,6 +29,7 @@ from pathlib import Path
 from mailer.core.address import Address
 from mailer.core.errors import ConfigError
 from mailer.core.tokens import CONFIRM_LIFETIME, new_nonce
+from mailer.record.state import cut_short
 
 STORE_FILE = "subscribers.sqlite3"
 CONFIRMED, UNSUBSCRIBED = "confirmed", "unsubscribed"
@@ -94,6 +95,8 @@ def _refuse_missing_or_empty(path: Path) -> None:
         )
     if path.exists() and path.stat().st_size == 0:
         raise ConfigError(f"{path}: empty (0 bytes): {_DAMAGED}")
+    if size := cut_short(path):  # (SQLite would take a 1-byte file for a new store: every unsubscription gone)
+        raise ConfigError(f"{path}: cut short ({size} bytes): {_DAMAGED}")
 
 
 def _create(path: Path) -> None:

@@ -187,6 +187,13 @@ def test_an_empty_store_is_an_error_not_a_fresh_start(tmp_path: Path) -> None:
     _damage_is_refused(tmp_path, "empty (0 bytes): the subscriptions store is damaged")
 
 
+def test_a_store_cut_to_one_byte_is_an_error_not_a_fresh_start(tmp_path: Path) -> None:
+    """SQLite takes a 1-byte file for a new, empty database and writes a fresh one over it: every unsubscription
+    would be forgotten without a word. Any file too short to be a database is damage."""
+    _unsubscribed_store(tmp_path).write_bytes(b"S")
+    _damage_is_refused(tmp_path, "cut short (1 bytes): the subscriptions store is damaged")
+
+
 def test_a_truncated_or_corrupt_store_is_an_error(tmp_path: Path) -> None:
     import sqlite3
 
