@@ -50,6 +50,17 @@ def test_the_lock_names_the_process_that_holds_it(tmp_path: Path) -> None:
             pass
 
 
+def test_a_lock_that_never_saw_the_ledger_is_marked_once_a_send_holds_it_beside_one(tmp_path: Path) -> None:
+    """A lock file without the mark (one written before marks existed, or beside a ledger copied in) gains it
+    as soon as a send takes the lock with the ledger there, before anything else can fail: from then on a deleted
+    ledger is an error, not a fresh start."""
+    state = tmp_path / "state"
+    Ledger(state, "lm").close()
+    (state / "lm.lock").write_bytes(b"123")
+    with run_lock(state, "lm"):
+        assert (state / "lm.lock").read_bytes() == f"{os.getpid()} ledger".encode()
+
+
 def test_a_ledger_is_written_as_schema_2_and_read_back_as_it_is(tmp_path: Path) -> None:
     """The on-disk contract: schema 2 (PRAGMA user_version); a ledger of schema 2 opens as it is, its records kept
     (another number would take it for an older format and migrate it)."""
