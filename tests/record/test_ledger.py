@@ -61,6 +61,17 @@ def test_a_lock_that_never_saw_the_ledger_is_marked_once_a_send_holds_it_beside_
         assert (state / "lm.lock").read_bytes() == f"{os.getpid()} ledger".encode()
 
 
+def test_an_emptied_ledger_beside_only_a_token_key_is_an_error(tmp_path: Path) -> None:
+    """The token key is a sign of earlier sends too (a lock file may have been cleared away): a 0-byte ledger
+    beside it is an error, not a fresh start."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "token.key").write_bytes(b"k" * 32)
+    (state / "ledger.sqlite3").write_bytes(b"")
+    with pytest.raises(ConfigError, match=r"ledger\.sqlite3 is empty \(0 bytes\), but earlier sends ran"):
+        Ledger(state, "lm")
+
+
 def test_a_ledger_is_written_as_schema_2_and_read_back_as_it_is(tmp_path: Path) -> None:
     """The on-disk contract: schema 2 (PRAGMA user_version); a ledger of schema 2 opens as it is, its records kept
     (another number would take it for an older format and migrate it)."""
