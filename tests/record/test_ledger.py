@@ -13,7 +13,7 @@ import pytest
 
 from mailer.core.errors import ConfigError, LockedError
 from mailer.record.ledger import Ledger
-from mailer.record.rows import Remembered
+from mailer.record.rows import Knowledge, Remembered
 from mailer.record.state import run_lock
 
 
@@ -70,6 +70,14 @@ def test_an_emptied_ledger_beside_only_a_token_key_is_an_error(tmp_path: Path) -
     (state / "ledger.sqlite3").write_bytes(b"")
     with pytest.raises(ConfigError, match=r"ledger\.sqlite3 is empty \(0 bytes\), but earlier sends ran"):
         Ledger(state, "lm")
+
+
+def test_a_possible_copy_of_a_revision_surely_known_is_superseded() -> None:
+    """A copy that may have arrived, of the very revision (or an older one) another message surely brought: it is
+    no longer a possible copy, so nothing is retried or told relative to it; one of a later revision is."""
+    known = Knowledge.of({"a": 1, "b": 1, "c": 1}, {"a": (1, "digest"), "b": (0, "old"), "c": (2, "change")})
+    assert known.maybe == {"c": (2, "change")}
+    assert known.latest == {"a": 1, "b": 1, "c": 2}
 
 
 def test_a_ledger_is_written_as_schema_2_and_read_back_as_it_is(tmp_path: Path) -> None:
