@@ -22,7 +22,7 @@ def cut_short(path: Path) -> int:
     """The size of ``path`` when it is a database file cut short (1 to 511 bytes), else 0."""
     try:
         size = path.stat().st_size
-    except FileNotFoundError:
+    except OSError:  # (missing, or a folder that cannot be read: what reads it next says so)
         return 0
     return size if 0 < size < SMALLEST_DATABASE else 0
 
