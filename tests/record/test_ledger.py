@@ -38,6 +38,16 @@ def test_a_write_ahead_log_of_any_size_without_its_ledger_is_damage(tmp_path: Pa
         Ledger(state, "lm", readonly=True)
 
 
+def test_an_empty_write_ahead_log_alone_holds_nothing_and_is_no_damage(tmp_path: Path) -> None:
+    """A 0-byte -wal (what SQLite leaves when it was never written) beside no ledger and no sign of a send: nothing
+    was recorded, so this is a fresh start, not an error."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "ledger.sqlite3-wal").write_bytes(b"")
+    Ledger(state, "lm").close()
+    assert (state / "ledger.sqlite3").stat().st_size > 0
+
+
 def test_the_lock_names_the_process_that_holds_it(tmp_path: Path) -> None:
     """A second send is told the pid of the one running, from the lock file; what an earlier send wrote there,
     even a longer pid, is replaced, not overwritten in part (which would name a process that never ran)."""
