@@ -15,7 +15,7 @@ from pathlib import Path
 from types import TracebackType
 
 from mailer.core.errors import ConfigError
-from mailer.record.state import private_file, state_folder
+from mailer.record.state import SMALLEST_DATABASE, private_file, state_folder
 
 PREFERENCES_FILE = "preferences.sqlite3"
 ALL, DIGEST, NONE = "all", "digest", "none"  # (recipients.DELIVERIES)
@@ -27,6 +27,12 @@ CREATE TABLE IF NOT EXISTS zones (address TEXT PRIMARY KEY, zone TEXT NOT NULL, 
 """
 
 
+_DAMAGED = (
+    "reading on would forget who chose the digest only or no mail at all; wanted the file restored from a backup "
+    "(or, to start with nobody's choices, moved away)"
+)
+
+
 class Preferences:
     """The subscribers' own choices; an absent file (nobody chose yet) reads as empty."""
 
@@ -35,6 +41,9 @@ class Preferences:
         self._db: sqlite3.Connection | None = None
         if not create and not self.path.exists():
             return
+        if self.path.exists() and (size := self.path.stat().st_size) < SMALLEST_DATABASE:
+            # (SQLite takes a 0- or 1-byte file for a new store: every "nothing from this list" forgotten)
+            raise ConfigError(f"{self.path}: {size} bytes, too short for the preferences; {_DAMAGED}")
         try:
             if create:
                 state_folder(state)
@@ -45,6 +54,7 @@ class Preferences:
                 self._db.executescript(_SCHEMA)
             else:
                 self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+                self._db.execute("SELECT 1 FROM deliveries, zones LIMIT 1").fetchall()  # (a file that is no store)
         except sqlite3.Error as err:
             raise ConfigError(f"{self.path}: cannot open the subscribers' preferences: {err}") from err
 

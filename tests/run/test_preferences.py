@@ -12,6 +12,8 @@ import datetime as dt
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from mailer.record.preferences import Preferences
 from tests.run.test_digest import project
 from tests.run.test_series import mailer
@@ -108,3 +110,19 @@ def test_a_zone_set_in_a_series_csv_reaches_the_digest_of_a_reader_who_chose_it(
     assert out.returncode == 0, out.stdout + out.stderr
     by = {r.rcpt: parse(r) for r in server.recorder.received}
     assert "JST your time" in bodies(by["b@example.org"])[0] and "your time" not in bodies(by["d@example.org"])[0]
+
+
+@pytest.mark.parametrize("damage", [b"", b"S", b"not a database, but long enough to be one" * 20])
+def test_damaged_preferences_are_an_error_naming_the_file_and_nothing_is_sent(
+    tmp_path: Path, server: Server, damage: bytes
+) -> None:
+    """c@ chose no mail. A preferences file emptied, cut to a byte (which SQLite would take for a new, empty
+    store, forgetting that choice) or not a database: exit 2 naming it, nobody mailed, no crash."""
+    folder = csv_project(tmp_path)
+    state = folder / "state"
+    Preferences(state, create=True).close()
+    (state / "preferences.sqlite3").write_bytes(damage)
+    out = mailer(folder, server, "send", "--now", "2030-01-14T08:00")
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "preferences.sqlite3" in out.stderr and "internal error" not in out.stderr, out.stderr
+    assert server.recorder.received == []
