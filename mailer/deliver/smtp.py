@@ -161,6 +161,8 @@ class Connection:
         self.withheld = False  # ``ready`` said no: the message never went out
         self.opened: Envelope | None = None  # a transaction whose MAIL, RCPT and DATA went out with the last message
         self.replies = _Replies()
+        self._deadline = 0.0  # (the loop's clock) when the wait on now, or the last one, times out
+        self._alarm: asyncio.TimerHandle | None = None  # the timer of the connection's waits (see _arm)
         transport.set_protocol(self.replies)
 
     def supports(self, extension: str) -> bool:
@@ -174,17 +176,36 @@ class Connection:
                 raise replies.error
             loop = asyncio.get_running_loop()
             waiter = replies.waiter = loop.create_future()
-            # (a timer on the future, not asyncio.timeout: a reply is awaited twice a message, and this is cheaper)
-            timer = loop.call_later(timeout or self.timeout, _expire, waiter)
+            self._deadline = loop.time() + (timeout or self.timeout)
+            if self._alarm is None or self._alarm.when() > self._deadline:
+                self._arm(loop)
             try:
                 await waiter
             except TimeoutError:
                 self.usable = False
                 raise aiosmtplib.SMTPReadTimeoutError("timed out waiting for the server's reply") from None
             finally:
-                timer.cancel()
                 replies.waiter = None
         return replies.ready.popleft()
+
+    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        """One timer for the connection's waits, not one a wait (a reply is awaited at least once a message, and
+        a timer made and cancelled each time was a twentieth of the send's CPU): it is set for the deadline of
+        the wait it was made for, and when it goes off while a later wait is on, it is set again for that one's."""
+        if self._alarm is not None:
+            self._alarm.cancel()
+        self._alarm = loop.call_at(self._deadline, self._ring)
+
+    def _ring(self) -> None:
+        self._alarm = None
+        waiter = self.replies.waiter
+        if waiter is None or waiter.done():
+            return  # (no wait on: the next one sets the timer again)
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._deadline:
+            waiter.set_exception(TimeoutError())
+        else:
+            self._arm(loop)
 
     def _write(self, data: bytes) -> None:
         if self.transport.is_closing() or self.replies.error is not None:
@@ -332,16 +353,14 @@ class Connection:
 
     def close(self) -> None:
         self.usable, self.pending = False, None
+        if self._alarm is not None:
+            self._alarm.cancel()
+            self._alarm = None
         self.transport.close()
 
 
 def _commands(sender: bytes, recipient: bytes, options: bytes) -> bytes:
     return b"MAIL FROM:<" + sender + b">" + options + b"\r\nRCPT TO:<" + recipient + b">\r\n"
-
-
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError())
 
 
 def _saslname(username: str) -> str:

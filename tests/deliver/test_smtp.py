@@ -368,6 +368,49 @@ def test_the_end_of_data_reply_has_its_own_longer_timeout() -> None:
     assert queued.is_set()
 
 
+def test_a_command_after_a_long_end_of_data_wait_times_out_at_its_own_deadline() -> None:
+    """The connection has one timer for its waits. Set for a message's end-of-data reply (MAILER_DATA_TIMEOUT, an
+    hour here) while a slow filter holds it, it is set earlier again for the next command (MAILER_TIMEOUT): a
+    server silent after the next MAIL is given up on at the command's deadline, not an hour later."""
+    mails: list[bytes] = []
+
+    def answer(line: bytes) -> bytes | None:
+        if line.startswith(b"MAIL"):
+            mails.append(line)
+            return b"" if len(mails) == 2 else None  # the second MAIL: no reply, ever
+        return None
+
+    script = Script(pipelining=False, answer=answer)
+    original = script.handle
+
+    async def delayed(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        class Slow:
+            def write(self, data: bytes) -> None:
+                if data.startswith(b"250 2.0.0 queued"):  # past MAILER_TIMEOUT: the timer goes off during the wait
+                    asyncio.get_running_loop().call_later(0.8, writer.write, data)
+                else:
+                    writer.write(data)
+
+            async def drain(self) -> None:
+                await writer.drain()
+
+            def close(self) -> None:
+                writer.close()
+
+        await original(reader, Slow())  # type: ignore[arg-type]
+
+    script.handle = delayed  # type: ignore[method-assign]
+
+    async def body(conn: Connection) -> None:
+        assert (await conn.send(b"a@example.org", b"b@example.org", WIRE)).startswith("250")
+        with pytest.raises(aiosmtplib.SMTPReadTimeoutError):
+            # (the guard ends the test if the command were waited for as long as a message: an hour)
+            await asyncio.wait_for(conn.send(b"a@example.org", b"c@example.org", WIRE), 60)
+        assert not conn.usable
+
+    run(script, body, timeout=0.3, MAILER_DATA_TIMEOUT="3600")
+
+
 def test_a_malformed_reply_retires_the_connection() -> None:
     script = Script(answer=lambda line: b"hello there\r\n" if line.startswith(b"RCPT") else None)
 
