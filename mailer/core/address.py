@@ -27,19 +27,22 @@ class Address:
 
     name: str
     addr: str
-    # Derived once here, not per use: the send loop asks for both several times a message.
+    # Derived once here, not per use: the send loop asks for each several times a message.
     ascii_addr: str = field(init=False, repr=False, compare=False)
     key: str = field(init=False, repr=False, compare=False)
+    needs_smtputf8: bool = field(init=False, repr=False, compare=False)  # a non-ASCII local part
 
     def __post_init__(self) -> None:
         if self.addr.isascii():  # (most addresses: nothing to encode, NFC is the identity)
             object.__setattr__(self, "ascii_addr", self.addr)
             object.__setattr__(self, "key", self.addr.lower())
+            object.__setattr__(self, "needs_smtputf8", False)
             return
         local, _, domain = self.addr.rpartition("@")
         ascii_addr = f"{local}@{ascii_domain(domain)}"
         object.__setattr__(self, "ascii_addr", ascii_addr)
         object.__setattr__(self, "key", address_key(ascii_addr))
+        object.__setattr__(self, "needs_smtputf8", not local.isascii())
 
     @property
     def local(self) -> str:
@@ -48,10 +51,6 @@ class Address:
     @property
     def domain(self) -> str:
         return self.addr.rpartition("@")[2]
-
-    @property
-    def needs_smtputf8(self) -> bool:
-        return not self.local.isascii()
 
 
 def address_key(addr: str) -> str:
@@ -103,6 +102,7 @@ _NEW = object.__new__
 _SLOTS = vars(Address)  # (the slots' descriptors: setting one bypasses the frozen class's __setattr__)
 _SET_NAME, _SET_ADDR = _SLOTS["name"].__set__, _SLOTS["addr"].__set__
 _SET_ASCII, _SET_KEY = _SLOTS["ascii_addr"].__set__, _SLOTS["key"].__set__
+_SET_UTF8 = _SLOTS["needs_smtputf8"].__set__
 
 
 def _bare_ascii(addr: str) -> Address:
@@ -111,6 +111,7 @@ def _bare_ascii(addr: str) -> Address:
     _SET_ADDR(address, addr)
     _SET_ASCII(address, addr)
     _SET_KEY(address, addr.lower())
+    _SET_UTF8(address, False)
     return address
 
 

@@ -206,8 +206,9 @@ class Delivery:
         self.outcome = Outcome()
         self.accepted_before = ledger.accepted(template.announcement)  # by an earlier run, for anyone
         self.queue: asyncio.Queue[tuple[Address, int] | None] = asyncio.Queue()
-        self.room = asyncio.Semaphore(settings.concurrency * 64)  # read-ahead: memory stays flat
+        self.read_ahead = settings.concurrency * 64  # recipients read and not finished: memory stays flat
         self.outstanding = 0
+        self.room = asyncio.Event()  # set when the read-ahead has room for half of it again
         self.reading = True
         self.all_done = asyncio.Event()
         self.unreachable = 0  # connection attempts failed in a row, across workers
@@ -304,7 +305,8 @@ class Delivery:
 
     def _release(self) -> None:
         self.outstanding -= 1
-        self.room.release()
+        if self.outstanding <= self.read_ahead // 2:
+            self.room.set()  # (the list is read on in batches: a wake-up of the producer per message cost more)
         if not self.reading and self.outstanding == 0:
             self.all_done.set()
 
@@ -502,7 +504,9 @@ class Delivery:
         for recipient in recipients:
             if self.stop.reason is not None:
                 break
-            await self.room.acquire()
+            if self.outstanding >= self.read_ahead:
+                self.room.clear()
+                await self.room.wait()
             self.outstanding += 1
             self.queue.put_nowait((recipient, 0))
         self.reading = False
