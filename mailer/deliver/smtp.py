@@ -48,6 +48,7 @@ Report = Callable[[str, str], None]  # (step, what happened): connect, EHLO, STA
 
 MAX_LINE = 8192  # as aiosmtplib: bounds memory if a server streams without line ends
 MAX_REPLY = MAX_LINE * 4
+_MARKS = frozenset((b" ", b"-", b"\r", b""))  # what may follow a reply's code: its text, "more lines", its end
 _NOT_SENT = SMTPResponse(-1, "not sent: an earlier command of the transaction failed")
 
 
@@ -101,17 +102,23 @@ class _Replies(asyncio.Protocol):
         self.waiter: asyncio.Future[None] | None = None
 
     def data_received(self, data: bytes) -> None:
-        *complete, self.partial = (self.partial + data).split(b"\n")
+        *complete, self.partial = (self.partial + data if self.partial else data).split(b"\n")
+        ready, lines = self.ready, self.lines
         for line in complete:
-            self.size += len(line)
-            if len(line) > MAX_LINE or not line[:3].isdigit() or line[3:4] not in (b" ", b"-", b"\r", b""):
+            mark = line[3:4]
+            if len(line) > MAX_LINE or not line[:3].isdigit() or mark not in _MARKS:
                 self._fail(aiosmtplib.SMTPResponseException(-1, f"malformed reply {line[:80]!r}"))
                 return
-            self.lines.append(line[4:].strip(b" \t\r"))
-            if line[3:4] != b"-":
-                text = b"\n".join(self.lines).decode("utf-8", "surrogateescape")
-                self.ready.append(SMTPResponse(int(line[:3]), text))
-                self.lines, self.size = [], 0
+            if mark != b"-" and not lines:  # a one-line reply, as nearly all are: nothing to gather
+                ready.append(SMTPResponse(int(line[:3]), line[4:].strip(b" \t\r").decode("utf-8", "surrogateescape")))
+                continue
+            self.size += len(line)
+            lines.append(line[4:].strip(b" \t\r"))
+            if mark != b"-":
+                text = b"\n".join(lines).decode("utf-8", "surrogateescape")
+                ready.append(SMTPResponse(int(line[:3]), text))
+                lines.clear()
+                self.size = 0
         if self.size + len(self.partial) > MAX_REPLY:
             self._fail(aiosmtplib.SMTPResponseException(-1, "reply too long"))
             return

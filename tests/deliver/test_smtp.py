@@ -235,6 +235,8 @@ def test_refused_recipient_resets_and_the_connection_carries_on(pipelining: bool
 
 def test_replies_split_byte_by_byte_and_multiline_are_read_in_order() -> None:
     def answer(line: bytes) -> bytes | None:
+        if line.startswith(b"MAIL FROM:<refused"):
+            return b"550-5.7.1 first line\r\n550-second\r\n550 third\r\n"
         if line.startswith(b"MAIL"):
             return b"250-first line\r\n250-second\r\n250 ok\r\n"
         return None
@@ -243,10 +245,13 @@ def test_replies_split_byte_by_byte_and_multiline_are_read_in_order() -> None:
 
     async def body(conn: Connection) -> None:
         assert await conn.send(b"a@example.org", b"b@example.org", WIRE) == "250 2.0.0 queued as X"
+        with pytest.raises(aiosmtplib.SMTPSenderRefused) as refused:
+            await conn.send(b"refused@example.org", b"c@example.org", WIRE)
+        assert (refused.value.code, refused.value.message) == (550, "5.7.1 first line\nsecond\nthird")
         assert await conn.send(b"a@example.org", b"c@example.org", WIRE) == "250 2.0.0 queued as X"
 
     run(script, body)
-    assert len(script.messages) == 2
+    assert [m for m in script.messages if m] == [WIRE[: -len(b".\r\n")]] * 2  # (the refused one's DATA: empty)
 
 
 def test_temporary_data_refusal_raises_and_keeps_the_connection() -> None:
