@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.common import BENCH, PY, SENDER, WORK, peak_rss, stats
+from bench.common import BENCH, PY, SENDER, WORK, measure, peak_rss, stats
 from bench.servers import Server
 from bench.versions import NOW, POOLS, verified_send
 
@@ -121,9 +121,10 @@ def peers(
     }
 
 
-def smtp_source(work: Path, port: int, *, sessions: int, n: int, size: int) -> float:
-    """Messages per second of Postfix's C load generator: ``sessions`` reused sessions (-d), ``n`` messages."""
-    wall, code, _ = peak_rss(
+def smtp_source(work: Path, port: int, *, sessions: int, n: int, size: int, cpu: list[float] | None = None) -> float:
+    """Messages per second of Postfix's C load generator: ``sessions`` reused sessions (-d), ``n`` messages;
+    appends its own CPU seconds to ``cpu``."""
+    wall, code, _, seconds = measure(
         [
             "/usr/sbin/smtp-source",
             "-d",
@@ -143,6 +144,8 @@ def smtp_source(work: Path, port: int, *, sessions: int, n: int, size: int) -> f
         cwd=work,
     )
     assert code == 0, "smtp-source failed"
+    if cpu is not None:
+        cpu.append(seconds)
     return n / wall
 
 

@@ -15,12 +15,14 @@ import json
 import shutil
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import WORK, make_recipients, stats
+from bench.common import WORK, machine_cpu, make_recipients, stats
 from bench.postfix import smtp_source
 from bench.servers import Server, SmtpSink
 from bench.versions import ours_measured, preview_message, verified_send
@@ -88,16 +90,39 @@ def _postfix(work: Path, args: argparse.Namespace, versions: dict[str, dict[str,
     rates: dict[str, list[float]] = {v: [] for v in versions}
     source: dict[int, list[float]] = {s: [] for s in SESSIONS}
     ratios: dict[str, list[float]] = {v: [] for v in versions}
+    # Where a message's CPU goes, each client against the same Postfix on the same cores: the client's own, and
+    # everything else the machine did (Postfix's processes and the kernel) until Postfix had delivered all.
+    clients = [*versions, *(f"smtp-source {s}" for s in SESSIONS)]
+    own: dict[str, list[float]] = {c: [] for c in clients}
+    rest: dict[str, list[float]] = {c: [] for c in clients}
+    idle: dict[str, list[float]] = {c: [] for c in clients}
     log: list[str] = []
     server = Server()
+
+    def accounted(client: str, run: Callable[[list[float]], float]) -> float:
+        seconds: list[float] = []
+        (busy, spare), start = machine_cpu(), time.perf_counter()
+        rate = run(seconds)
+        server.drain()
+        (busy_after, spare_after), elapsed = machine_cpu(), time.perf_counter() - start
+        own[client].append(seconds[0] / args.n * 1e6)
+        rest[client].append((busy_after - busy - seconds[0]) / args.n * 1e6)
+        idle[client].append((spare_after - spare) / elapsed)
+        return rate
+
     try:
         for _ in range(args.runs):
             for label, options in versions.items():
-                rates[label].append(verified_send(server, work, args.n, label, log, **options))  # type: ignore[arg-type]
-                server.drain()
-            for sessions in SESSIONS:
-                source[sessions].append(smtp_source(work, server.port, sessions=sessions, n=args.n, size=size))
-                server.drain()
+                rates[label].append(
+                    accounted(label, lambda cpu: verified_send(server, work, args.n, label, log, cpu, **options))  # noqa: B023
+                )
+            for s in SESSIONS:
+                source[s].append(
+                    accounted(
+                        f"smtp-source {s}",
+                        lambda cpu: smtp_source(work, server.port, sessions=s, n=args.n, size=size, cpu=cpu),  # noqa: B023
+                    )
+                )
             best = max(source[s][-1] for s in SESSIONS)
             for label in versions:
                 ratios[label].append(rates[label][-1] / best)
@@ -107,6 +132,9 @@ def _postfix(work: Path, args: argparse.Namespace, versions: dict[str, dict[str,
         "msgs_per_s": {k: stats(v) for k, v in rates.items()},
         "smtp_source": {str(k): stats(v) for k, v in source.items()},
         "vs_smtp_source_best": {k: stats(v) for k, v in ratios.items()},
+        "client_cpu_us_per_msg": {k: stats(v) for k, v in own.items()},
+        "rest_of_machine_cpu_us_per_msg": {k: stats(v) for k, v in rest.items()},
+        "idle_cores": {k: stats(v) for k, v in idle.items()},
         "checked": log,
     }
 
@@ -135,6 +163,16 @@ def _table(results: dict[str, Any], versions: dict[str, dict[str, object]]) -> N
         f"Checked in Postfix's log: {sum('exactly once' in line for line in postfix['checked'])} of "
         f"{len(postfix['checked'])} runs delivered each recipient exactly once."
     )
+    print("\nAgainst Postfix, where a message's CPU went (µs a message; the rest: Postfix and the kernel)\n")
+    print("| client | msg/s | the client's CPU | the rest of the machine | idle cores |")
+    print("| --- | --- | --- | --- | --- |")
+    for client, own in postfix["client_cpu_us_per_msg"].items():
+        rate = postfix["msgs_per_s"].get(client) or postfix["smtp_source"][client.rpartition(" ")[2]]
+        others = postfix["rest_of_machine_cpu_us_per_msg"][client]
+        print(
+            f"| {client} | {cell(rate, '.0f')} | {cell(own, '.0f')} | {cell(others, '.0f')} | "
+            f"{cell(postfix['idle_cores'][client])} |"
+        )
 
 
 if __name__ == "__main__":
