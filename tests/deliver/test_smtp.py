@@ -339,24 +339,15 @@ def test_a_malformed_or_unexpected_final_reply_is_uncertain(final: bytes) -> Non
     run(script, body)
 
 
-def test_the_end_of_data_reply_has_its_own_longer_timeout() -> None:
-    """A filter that takes longer than the command timeout to accept the message is waited for."""
-    slow = Script()
-    queued = asyncio.Event()
-
-    async def body(conn: Connection) -> None:
-        assert conn.data_timeout == 3 and conn.timeout == 0.3
-        reply = await conn.send(b"a@example.org", b"b@example.org", WIRE)
-        assert reply.startswith("250")
-        queued.set()
-
-    original = slow.handle
+def _delay_end_of_data_replies(script: Script, seconds: float) -> None:
+    """Make ``script`` write each end-of-data reply ("250 2.0.0 queued") ``seconds`` late, as a slow filter would."""
+    original = script.handle
 
     async def delayed(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         class Slow:
             def write(self, data: bytes) -> None:
                 if data.startswith(b"250 2.0.0 queued"):
-                    asyncio.get_running_loop().call_later(1.0, writer.write, data)  # > MAILER_TIMEOUT
+                    asyncio.get_running_loop().call_later(seconds, writer.write, data)
                 else:
                     writer.write(data)
 
@@ -368,7 +359,21 @@ def test_the_end_of_data_reply_has_its_own_longer_timeout() -> None:
 
         await original(reader, Slow())  # type: ignore[arg-type]
 
-    slow.handle = delayed  # type: ignore[method-assign]
+    script.handle = delayed  # type: ignore[method-assign]
+
+
+def test_the_end_of_data_reply_has_its_own_longer_timeout() -> None:
+    """A filter that takes longer than the command timeout to accept the message is waited for."""
+    slow = Script()
+    queued = asyncio.Event()
+
+    async def body(conn: Connection) -> None:
+        assert conn.data_timeout == 3 and conn.timeout == 0.3
+        reply = await conn.send(b"a@example.org", b"b@example.org", WIRE)
+        assert reply.startswith("250")
+        queued.set()
+
+    _delay_end_of_data_replies(slow, 1.0)  # > MAILER_TIMEOUT
     run(slow, body, timeout=0.3, MAILER_DATA_TIMEOUT="3")
     assert queued.is_set()
 
@@ -386,25 +391,7 @@ def test_a_command_after_a_long_end_of_data_wait_times_out_at_its_own_deadline()
         return None
 
     script = Script(pipelining=False, answer=answer)
-    original = script.handle
-
-    async def delayed(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        class Slow:
-            def write(self, data: bytes) -> None:
-                if data.startswith(b"250 2.0.0 queued"):  # past MAILER_TIMEOUT: the timer goes off during the wait
-                    asyncio.get_running_loop().call_later(0.8, writer.write, data)
-                else:
-                    writer.write(data)
-
-            async def drain(self) -> None:
-                await writer.drain()
-
-            def close(self) -> None:
-                writer.close()
-
-        await original(reader, Slow())  # type: ignore[arg-type]
-
-    script.handle = delayed  # type: ignore[method-assign]
+    _delay_end_of_data_replies(script, 0.8)  # past MAILER_TIMEOUT: the timer goes off during the wait
 
     async def body(conn: Connection) -> None:
         assert (await conn.send(b"a@example.org", b"b@example.org", WIRE)).startswith("250")
