@@ -39,12 +39,12 @@ def rows(tmp_path: Path, sql: str) -> list[tuple[object, ...]]:
         return list(db.execute(sql))
 
 
-def started_send(tmp_path: Path, server: Server) -> subprocess.Popen[str]:
+def started_send(tmp_path: Path, server: Server, **env: str) -> subprocess.Popen[str]:
     """A real ``send`` of the Monday, running: for what is done to it (signals) while it sends."""
     return subprocess.Popen(
         command(tmp_path, MONDAY),
         cwd=tmp_path,
-        env={**os.environ, **server.env()},
+        env={**os.environ, **server.env(**env)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
@@ -212,6 +212,22 @@ def test_a_server_slower_than_the_command_timeout_gets_the_message_once(tmp_path
     assert server.recorder.count()["user2@example.org"] == 1 and "possible duplicates" not in result.stdout
 
 
+def test_recipients_backed_off_for_a_retry_never_hold_up_the_rest_of_the_list(tmp_path: Path, server: Server) -> None:
+    """One connection reads 64 recipients ahead; 40 of the first are greylisted and wait out a 10 s backoff. The list
+    is read on meanwhile: everyone else is sent before any of the 40 is tried again. (Counting those waiting for
+    their retry as taking room made the reader wait for the backoff: every later recipient came after the 40.)"""
+    people = make_list(tmp_path, 100)
+    write(tmp_path)
+    greylisted = people[:40]
+    for address in greylisted:
+        server.recorder.rcpt_replies[address] = ["451 4.7.1 greylisted, try again later"]
+    result = send(tmp_path, server, MONDAY, MAILER_CONCURRENCY="1", MAILER_BACKOFF="10", MAILER_ATTEMPTS="2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    order = [r.rcpt for r in server.recorder.received]
+    assert Counter(order) == Counter(people)
+    assert set(order[: len(people) - len(greylisted)]) == set(people) - set(greylisted), order
+
+
 # 5. Signals stop taking recipients, finish those in flight, record everything.
 
 
@@ -264,6 +280,36 @@ def test_a_second_signal_abandons_the_copy_in_flight_as_uncertain(tmp_path: Path
     assert proc.returncode == 75, out + err
     assert "Stopped early: stopped by SIGTERM" in out, out
     assert rows(tmp_path, states) == wanted  # (user0's copy abandoned: still uncertain, not waited for)
+
+
+def test_a_second_signal_ends_the_run_while_the_list_waits_for_room(tmp_path: Path, server: Server) -> None:
+    """One connection and 100 recipients: 64 are read ahead and the list's reader waits for room, which the
+    workers a second signal abandons never make. The second signal ends the reader too: exit 75 at once, the copy
+    in flight uncertain, nobody else recorded (all still due). (It once waited forever.)"""
+    make_list(tmp_path, 100)
+    write(tmp_path)
+    server.recorder.data_actions["user0@example.org"] = ["slow"]
+    server.recorder.stall_seconds = 30
+    proc = started_send(tmp_path, server, MAILER_CONCURRENCY="1")
+    states = "SELECT recipient, state FROM deliveries ORDER BY recipient"
+    in_flight = ("user0@example.org", "uncertain")
+    deadline = time.monotonic() + 60
+    # (until the filter holds user0's copy, and its in-flight mark is folded into the ledger, read only then)
+    while time.monotonic() < deadline and server.recorder.data_actions["user0@example.org"]:
+        time.sleep(0.05)
+    while time.monotonic() < deadline and in_flight not in rows(tmp_path, states):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(1.5)  # (two signals that arrive before the process runs are one to it: let it take the first)
+    proc.send_signal(signal.SIGTERM)
+    # (within the filter's 30 s: a run that waited for user0's reply, or forever, ends the test here)
+    out, err = proc.communicate(timeout=25)
+    assert "Traceback" not in err
+    assert proc.returncode == 75, out + err
+    assert "Stopped early: stopped by SIGTERM" in out, out
+    recorded = dict(rows(tmp_path, states))
+    assert recorded.pop("user0@example.org") == "uncertain"
+    assert set(recorded.values()) <= {"deferred"}  # (user1's MAIL, RCPT and DATA went with user0's copy: still due)
 
 
 # 6. A full disk or an unwritable state folder.

@@ -305,8 +305,10 @@ class Delivery:
 
     def _release(self) -> None:
         self.outstanding -= 1
-        if self.outstanding <= self.read_ahead // 2:
-            self.room.set()  # (the list is read on in batches: a wake-up of the producer per message cost more)
+        # The list is read on in batches (a wake-up of the producer per message cost more), once half of the
+        # read-ahead is free; recipients backed off for a retry are not waiting for a worker, so not counted.
+        if self.outstanding - len(self.retries) <= self.read_ahead // 2:
+            self.room.set()
         if not self.reading and self.outstanding == 0:
             self.all_done.set()
 
@@ -491,6 +493,7 @@ class Delivery:
         while not self.all_done.is_set():
             await self.stop.changed.wait()
             self.stop.changed.clear()
+            self.room.set()  # the producer stops reading, even if no room is ever made again
             for handle, item in list(self.retries.items()):
                 handle.cancel()
                 del self.retries[handle]
@@ -507,6 +510,8 @@ class Delivery:
             if self.outstanding >= self.read_ahead:
                 self.room.clear()
                 await self.room.wait()
+                if self.stop.reason is not None:
+                    break  # (woken by the stop: workers abandoned by a second signal never make room)
             self.outstanding += 1
             self.queue.put_nowait((recipient, 0))
         self.reading = False
