@@ -64,7 +64,9 @@ def machine_cpu() -> tuple[float, float]:
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     tick = os.sysconf("SC_CLK_TCK")
     idle = fields[3] + fields[4]  # idle and iowait
-    return (sum(fields[:8]) - idle) / tick, idle / tick  # (guest time is counted in user already)
+    # user, nice, system, irq and softirq; not steal (a shared host's other guests ran then, not ours), nor guest
+    # time (already counted in user)
+    return (sum(fields[:7]) - idle) / tick, idle / tick
 
 
 def stats(values: list[float]) -> dict[str, float]:
